@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every error a user can cause (bad input, bad file, bad option) is raised as an `MpfError` subclass with a message
+that says what is wrong and, where possible, how to fix it. The CLI prints the message and exits 1; anything else
+is a bug and gets a traceback.
+"""
+
+
+class MpfError(Exception):
+    """Base class of errors caused by the user's input, reported without a traceback."""
+
+
+class ArchitectureError(MpfError, ValueError):
+    """A network description is invalid (unknown layer, not exact, ...)."""
+
+
+class ModelFileError(MpfError):
+    """A model file is missing, truncated, tampered with or not an mpfpipe model."""
+
+
+class DataError(MpfError):
+    """An input image, label or dataset is invalid."""
+
+
+class OutputExistsError(MpfError):
+    """An output exists and --overwrite was not given."""
