@@ -1,0 +1,102 @@
+"""Fragment (dense) mode: whole image in, the patch network's output at every pixel out, and its exact gradient.
+
+For an H x W image the output is padded up to H' x W' (multiples of the stride S) and the input is mirrored to
+(H'+w-1) x (W'+w-1) around the image (``numpy.pad`` mode ``symmetric``: the edge pixel is repeated), so the window
+of output pixel (y, x) is the mirrored w x w window whose centre, at offset (w-1)//2, is image pixel (y, x). MPF
+layers keep every pooling offset as a fragment; at the end the S^2 fragments are stitched into the dense map and
+cropped back to H x W. The backward pass runs the same path in reverse; pixels outside the image get no gradient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .arch import Net
+from .errors import DataError
+from .kernels._stitch import stitch, unstitch
+from .loss import IGNORE, softmax, xent
+from .network import Tape, backward, cast_params, forward
+
+PAD_MODE = "symmetric"  # recorded in model files; training and segmentation both use it
+
+
+@dataclass
+class LossGrad:
+    """Result of a loss pass over one image (or a batch of patches); everything a batch reducer needs.
+
+    loss: sum_c w_c * class_loss[c] (float); class_loss (K,) float64: unweighted per-class sums of -log p;
+    class_count (K,) int64: non-ignored pixels per class; class_errors (K,) int64: of those, misclassified;
+    grad: float64 gradient of ``loss`` per tensor, or None when no gradient was asked."""
+    loss: float
+    class_loss: np.ndarray
+    class_count: np.ndarray
+    class_errors: np.ndarray
+    grad: dict | None
+
+
+def as_chw(net: Net, image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise DataError(f"an image must be (H, W) or (C, H, W), got shape {image.shape}")
+    if image.shape[0] != net.in_channels:
+        raise DataError(f"the image has {image.shape[0]} channel(s), the net expects {net.in_channels}")
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise DataError(f"empty image of shape {image.shape}")
+    return image
+
+
+def padded_input(net: Net, image: np.ndarray, dtype=np.float32) -> tuple[np.ndarray, tuple[int, int]]:
+    """Mirror-pad a (C, H, W) image for dense mode; returns (x (C, 1, H'+w-1, W'+w-1), (H', W'))."""
+    image = as_chw(net, image)
+    _, H, W = image.shape
+    S = net.stride
+    Hp, Wp = -(-H // S) * S, -(-W // S) * S
+    before, after = net.halo
+    x = np.pad(np.asarray(image, dtype=dtype), ((0, 0), (before, Hp - H + after), (before, Wp - W + after)),
+               mode=PAD_MODE)
+    if not np.isfinite(x).all():
+        raise DataError("the image contains NaN or infinite values")
+    return np.ascontiguousarray(x[:, None]), (Hp, Wp)
+
+
+def dense_logits(net: Net, params: dict, image: np.ndarray, dtype=np.float32, tape: Tape | None = None):
+    """Logits (K, H, W) of the patch network at every pixel of a (C, H, W) or (H, W) image."""
+    image = as_chw(net, image)
+    H, W = image.shape[1:]
+    x, _ = padded_input(net, image, dtype)
+    frag = forward(net, cast_params(params, dtype), x, dense=True, tape=tape)
+    return stitch(frag, net.pools)[:, :H, :W]
+
+
+def dense_forward(net: Net, params: dict, image: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Class probabilities (K, H, W): pixel (y, x) is the patch network's softmax on the window centred there."""
+    return softmax(dense_logits(net, params, image, dtype))
+
+
+def dense_loss_grad(net: Net, params: dict, image: np.ndarray, labels: np.ndarray, *, class_weights=None,
+                    ignore_index: int = IGNORE, dtype=np.float32, grad: bool = True) -> LossGrad:
+    """Loss of the per-pixel cross-entropy over one image and (if ``grad``) its exact gradient: the sum over all
+    windows of the patch network's gradients, in one forward/backward pass."""
+    image = as_chw(net, image)
+    H, W = image.shape[1:]
+    labels = np.asarray(labels)
+    if labels.shape != (H, W):
+        raise DataError(f"labels of shape {labels.shape} do not match the image ({H}, {W})")
+    tape = Tape(dense=True) if grad else None
+    p = cast_params(params, dtype)
+    x, (Hp, Wp) = padded_input(net, image, dtype)
+    frag = forward(net, p, x, dense=True, tape=tape)
+    K = net.n_classes
+    logits = stitch(frag, net.pools)[:, :H, :W]
+    closs, ccount, cerr, dlog = xent(logits, labels, class_weights, ignore_index, grad=grad)
+    w = np.ones(K) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    loss = float(np.dot(w, closs))
+    grads = None
+    if grad:
+        full = np.zeros((K, Hp, Wp), dtype=dtype)
+        full[:, :H, :W] = dlog
+        grads = backward(net, p, tape, unstitch(full, net.pools))
+    return LossGrad(loss, closs, ccount, cerr, grads)

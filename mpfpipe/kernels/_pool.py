@@ -1,0 +1,72 @@
+"""Max pooling over fragments: MPF (all p*p offsets) in dense mode, plain pooling (offset 0 only) in patch mode.
+
+Forward on ``(C, F, h, w)``: for each offset (a, b) (all of [0, p)^2 when ``dense``, only (0, 0) otherwise) pool
+``x[:, f, a:a+m*p, b:b+m*p]`` with non-overlapping p x p windows into fragment ``f*noff^2 + a*noff + b``. The arg-max
+is the *first* maximum in row-major order inside the window (strict >), the same rule in both modes, so ties
+(ReLU zeros, saturated tanh) route the gradient identically. Backward accumulates: offsets that share a maximum
+add their gradients into the same input position.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _pool_fwd(x, p, noff, y, idx):
+    C, F, h, w = x.shape
+    m, n = y.shape[2], y.shape[3]
+    for cf in prange(C * F):
+        c = cf // F
+        f = cf % F
+        for a in range(noff):
+            for b in range(noff):
+                g = f * noff * noff + a * noff + b
+                for i in range(m):
+                    for j in range(n):
+                        y0 = a + i * p
+                        x0 = b + j * p
+                        best = x[c, f, y0, x0]
+                        arg = 0
+                        for ry in range(p):
+                            for rx in range(p):
+                                v = x[c, f, y0 + ry, x0 + rx]
+                                if v > best:
+                                    best = v
+                                    arg = ry * p + rx
+                        y[c, g, i, j] = best
+                        idx[c, g, i, j] = arg
+
+
+@njit(parallel=True, cache=True)
+def _pool_bwd(dy, idx, p, noff, dx):
+    C, F, h, w = dx.shape
+    m, n = dy.shape[2], dy.shape[3]
+    # one (channel, input fragment) per thread: all writes of an iteration stay in its own slice, no races
+    for cf in prange(C * F):
+        c = cf // F
+        f = cf % F
+        for a in range(noff):
+            for b in range(noff):
+                g = f * noff * noff + a * noff + b
+                for i in range(m):
+                    for j in range(n):
+                        r = idx[c, g, i, j]
+                        dx[c, f, a + i * p + r // p, b + j * p + r % p] += dy[c, g, i, j]
+
+
+def pool_forward(x: np.ndarray, p: int, dense: bool):
+    """Returns (y, argmax). ``dense``: MPF, h must equal m*p + p - 1; patch mode: h must equal m*p."""
+    C, F, h, w = x.shape
+    noff = p if dense else 1
+    if (h - noff + 1) % p or (w - noff + 1) % p:
+        raise ValueError(f"pool {p}: input {h}x{w} is not exact for {'MPF' if dense else 'patch'} pooling")
+    m, n = (h - noff + 1) // p, (w - noff + 1) // p
+    y = np.empty((C, F * noff * noff, m, n), dtype=x.dtype)
+    idx = np.empty((C, F * noff * noff, m, n), dtype=np.uint8)
+    _pool_fwd(x, p, noff, y, idx)
+    return y, idx
+
+
+def pool_backward(dy: np.ndarray, idx: np.ndarray, p: int, dense: bool, in_shape) -> np.ndarray:
+    dx = np.zeros(in_shape, dtype=dy.dtype)
+    _pool_bwd(np.ascontiguousarray(dy), idx, p, p if dense else 1, dx)
+    return dx

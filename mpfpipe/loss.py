@@ -1,0 +1,72 @@
+"""Per-pixel softmax cross-entropy with class balancing and an ignore label.
+
+The loss of a set of pixels is ``sum_c w_c * L_c`` where ``L_c`` is the summed ``-log p(c)`` over the pixels
+labelled ``c`` (pixels labelled ``ignore_index`` count nowhere). Balancing is a choice of weights: with global
+pixel counts ``N_c`` over a whole batch of images, ``w_c = 1 / (K' N_c)`` (K' = classes present) makes every class
+contribute its mean loss equally. Because the weights must come from the *batch*, not one image, per-image results
+carry the unweighted per-class sums and counts; a reducer adds them over images and the driver picks the weights
+(`balanced_weights`) before the gradient pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataError
+
+IGNORE = 255
+
+
+def balanced_weights(class_count: np.ndarray) -> np.ndarray:
+    """w_c = 1 / (K' N_c) for the K' classes present (0 for absent ones): every class weighs equally and the
+    weights sum over pixels to 1, i.e. the loss is the mean over classes of each class's mean pixel loss."""
+    count = np.asarray(class_count, dtype=np.float64)
+    present = count > 0
+    w = np.zeros_like(count)
+    w[present] = 1.0 / (present.sum() * count[present])
+    return w
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0 (classes), numerically stable."""
+    z = logits - logits.max(axis=0, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def xent(logits: np.ndarray, labels: np.ndarray, class_weights=None, ignore_index: int = IGNORE, grad: bool = True):
+    """Cross-entropy of logits (K, ...) against integer labels (...).
+
+    Returns (class_loss (K,) float64, class_count (K,) int64, class_errors (K,) int64, dlogits or None) where
+    dlogits is the gradient of ``sum_c w_c class_loss[c]`` in the logits' dtype and class_errors counts the
+    pixels of each class whose arg-max prediction is another class."""
+    K = logits.shape[0]
+    if labels.shape != logits.shape[1:]:
+        raise DataError(f"labels of shape {labels.shape} do not match the output {logits.shape[1:]}")
+    z = logits.reshape(K, -1)
+    lab = np.asarray(labels).reshape(-1).astype(np.intp)
+    valid = lab != ignore_index
+    bad = valid & ((lab < 0) | (lab >= K))
+    if bad.any():
+        raise DataError(f"label value {int(lab[bad][0])} is not a class of this {K}-class net "
+                        f"(classes 0..{K - 1}, ignore {ignore_index})")
+    safe = np.where(valid, lab, 0)
+    cols = np.arange(z.shape[1])
+    zmax = z.max(axis=0)
+    e = np.exp(z - zmax)
+    s = e.sum(axis=0)
+    nll = (np.log(s) + zmax - z[safe, cols]).astype(np.float64)
+    lv = safe[valid]
+    class_count = np.bincount(lv, minlength=K).astype(np.int64)
+    class_loss = np.bincount(lv, weights=nll[valid], minlength=K)
+    wrong = valid & (z.argmax(axis=0) != safe)
+    class_errors = np.bincount(safe[wrong], minlength=K).astype(np.int64)
+    if not grad:
+        return class_loss, class_count, class_errors, None
+    w = np.ones(K) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    if w.shape != (K,):
+        raise ValueError(f"class_weights must have {K} values")
+    pw = np.where(valid, w[safe], 0.0).astype(logits.dtype)
+    d = e / s
+    d *= pw
+    d[safe, cols] -= pw
+    return class_loss, class_count, class_errors, d.reshape(logits.shape)

@@ -1,0 +1,151 @@
+"""Model files: safetensors (no pickle: a model from a stranger cannot run code) with JSON metadata.
+
+Tensors use the PyTorch patch network's names and layouts (``convN.weight`` (out, in, k, k) as cross-correlation,
+``fcN.weight`` (out, in) over the C-order flattened (C, e, e) input, biases (out,)). The metadata key ``mpfpipe``
+holds JSON with the architecture (every layer, with the names of its weight and bias tensors), window, stride,
+class names, input normalisation, mirror-padding mode, provenance, and a SHA-256 of the tensor bytes, so another
+program can rebuild the exact forward pass from the file alone and a tampered file is refused.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .arch import FC, Conv, Net, net_from_dict
+from .errors import ModelFileError, OutputExistsError
+from .fragment import PAD_MODE
+from .params import from_torch_layout, param_specs, to_torch_layout
+
+FORMAT = "mpfpipe-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Model:
+    net: Net
+    params: dict  # internal layout (fc weights as (out, in, e, e) kernels)
+    class_names: list = field(default_factory=list)
+    normalisation: dict = field(default_factory=lambda: {"mean": [0.0], "std": [1.0]})
+    padding: str = PAD_MODE
+    ignore_index: int = 255
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.class_names:
+            self.class_names = [f"class{i}" for i in range(self.net.n_classes)]
+        if len(self.class_names) != self.net.n_classes:
+            raise ModelFileError(f"{len(self.class_names)} class names for a {self.net.n_classes}-class net")
+
+
+def _architecture(net: Net) -> dict:
+    d = net.to_dict()
+    n_conv = n_fc = 0
+    for layer, spec in zip(net.layers, d["layers"]):
+        if isinstance(layer, Conv):
+            n_conv += 1
+            spec.update(weight=f"conv{n_conv}.weight", bias=f"conv{n_conv}.bias")
+        elif isinstance(layer, FC):
+            n_fc += 1
+            spec.update(weight=f"fc{n_fc}.weight", bias=f"fc{n_fc}.bias")
+    d.update(stride=net.stride, fc_extent=net.fc_extent, output="softmax over the last fc layer",
+             window_centre="offset (w-1)//2 from the window's top-left")
+    return d
+
+
+def _digest(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(t.shape).encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
+def save_model(model: Model, path, *, overwrite: bool = False, dtype=np.float32) -> Path:
+    """Write a model atomically (temp file in the same folder, then rename)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    tensors = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in to_torch_layout(model.net, model.params).items()}
+    provenance = {"mpfpipe_version": __version__,
+                  "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **model.provenance}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": _architecture(model.net),
+            "class_names": list(model.class_names), "normalisation": model.normalisation,
+            "padding": model.padding, "ignore_index": model.ignore_index, "provenance": provenance,
+            "sha256": _digest(tensors)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"mpfpipe": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_metadata(path) -> dict:
+    """The parsed ``mpfpipe`` metadata of a model file (no tensors loaded)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} not found")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw = (f.metadata() or {}).get("mpfpipe")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad header
+        raise ModelFileError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    if raw is None:
+        raise ModelFileError(f"{path} is a safetensors file but not an mpfpipe model (no 'mpfpipe' metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: model metadata is not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an mpfpipe model file")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format {meta['format_version']} is newer than this mpfpipe understands")
+    return meta
+
+
+def load_model(path) -> Model:
+    """Read and verify a model file; raises ModelFileError with a clear message on any problem."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"{path}: cannot read tensors (truncated or corrupt?): {exc}") from None
+    if _digest(tensors) != meta.get("sha256"):
+        raise ModelFileError(f"{path}: tensor checksum mismatch: the file was modified or damaged")
+    try:
+        arch = dict(meta["architecture"])
+        net = net_from_dict({k: arch[k] for k in ("name", "in_channels", "window", "layers")})
+        expected = {name for name, _ in param_specs(net)}
+        if set(tensors) != expected:
+            raise ModelFileError(f"{path}: tensors {sorted(tensors)} do not match the architecture "
+                                 f"({sorted(expected)})")
+        params = from_torch_layout(net, tensors)
+        return Model(net=net, params=params, class_names=meta["class_names"], normalisation=meta["normalisation"],
+                     padding=meta.get("padding", PAD_MODE), ignore_index=meta.get("ignore_index", 255),
+                     provenance=meta.get("provenance", {}))
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: inconsistent model file ({type(exc).__name__}: {exc})") from None

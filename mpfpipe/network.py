@@ -1,0 +1,59 @@
+"""The layer loop shared by fragment (dense) and patch mode: forward with a tape, backward from the tape.
+
+Inputs are channel-major stacks ``(C, F, h, w)``. In dense mode F starts at 1 (the padded image) and every pool
+layer is an MPF layer multiplying F by p^2; in patch mode F is the batch of windows and pools are plain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .arch import ConvOp, Net
+from .kernels import conv_backward, conv_forward, pool_backward, pool_forward
+
+
+@dataclass
+class Tape:
+    """What the backward pass needs: per op, (input, output) for convs, (argmax, input shape) for pools."""
+    dense: bool
+    entries: list = field(default_factory=list)
+
+
+def cast_params(params: dict, dtype) -> dict:
+    return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}
+
+
+def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
+    """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given."""
+    for op in net.ops:
+        if isinstance(op, ConvOp):
+            y = conv_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act)
+            if tape is not None:
+                tape.entries.append((x, y))
+        else:
+            y, idx = pool_forward(x, op.p, dense)
+            if tape is not None:
+                tape.entries.append((idx, x.shape))
+        x = y
+    return x
+
+
+def backward(net: Net, params: dict, tape: Tape, dlogits: np.ndarray) -> dict[str, np.ndarray]:
+    """Gradients (float64) of the loss w.r.t. every parameter, given d loss / d logits. Consumes ``dlogits``."""
+    grads = {}
+    g = dlogits
+    n_ops = len(net.ops)
+    for pos in range(n_ops - 1, -1, -1):
+        op = net.ops[pos]
+        entry = tape.entries[pos]
+        if isinstance(op, ConvOp):
+            x, y = entry
+            dw, db, g = conv_backward(x, params[f"{op.name}.weight"], y, g, op.act, need_dx=pos > 0)
+            grads[f"{op.name}.weight"] = dw
+            grads[f"{op.name}.bias"] = db
+        else:
+            idx, in_shape = entry
+            g = pool_backward(g, idx, op.p, tape.dense, in_shape)
+        tape.entries[pos] = None  # free activations as soon as they are used
+    return grads

@@ -1,0 +1,163 @@
+"""Naive reference implementations: the patch network on one window, in plain numpy, written for clarity.
+
+This is the oracle of the engine tests. It shares no code with the engine's kernels: convolution is a sum of
+shifted einsums, pooling a reshape + argmax (numpy's argmax takes the first maximum, the tie rule of the engine),
+fc layers use the PyTorch (out, in) layout over the C-order flattened map.
+"""
+import numpy as np
+
+from mpfpipe.arch import FC, Conv, Pool
+
+A, B = 1.7159, 2.0 / 3.0
+
+
+def act(z, name):
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "stanh":
+        return A * np.tanh(B * z)
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    return z
+
+
+def act_grad(z, name):
+    if name == "tanh":
+        return 1.0 - np.tanh(z) ** 2
+    if name == "stanh":
+        return A * B * (1.0 - np.tanh(B * z) ** 2)
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    return np.ones_like(z)
+
+
+def conv(x, w, b):
+    """Valid cross-correlation of x (C, h, w) with w (O, C, k, k)."""
+    k = w.shape[2]
+    oh, ow = x.shape[1] - k + 1, x.shape[2] - k + 1
+    z = np.zeros((w.shape[0], oh, ow))
+    for ky in range(k):
+        for kx in range(k):
+            z += np.einsum("oc,chw->ohw", w[:, :, ky, kx], x[:, ky:ky + oh, kx:kx + ow])
+    return z + b[:, None, None]
+
+
+def forward(net, tparams, window):
+    """Logits (K,) of one window (C, w, w), and the cache for `backward`. tparams: PyTorch layout."""
+    x = np.asarray(window, dtype=np.float64)
+    cache = []
+    n_conv = n_fc = 0
+    for layer in net.layers:
+        if isinstance(layer, Conv):
+            n_conv += 1
+            w, b = tparams[f"conv{n_conv}.weight"], tparams[f"conv{n_conv}.bias"]
+            z = conv(x, w, b)
+            cache.append(("conv", x, z, layer.act, f"conv{n_conv}"))
+            x = act(z, layer.act)
+        elif isinstance(layer, Pool):
+            p = layer.p
+            C, h, _ = x.shape
+            m = h // p
+            assert m * p == h, "naive pooling needs an exact window"
+            blocks = x.reshape(C, m, p, m, p).transpose(0, 1, 3, 2, 4).reshape(C, m, m, p * p)
+            arg = blocks.argmax(axis=-1)
+            cache.append(("pool", x.shape, arg, p))
+            x = blocks.max(axis=-1)
+        else:
+            n_fc += 1
+            v = x.reshape(-1)
+            w, b = tparams[f"fc{n_fc}.weight"], tparams[f"fc{n_fc}.bias"]
+            z = w @ v + b
+            cache.append(("fc", x.shape, v, z, layer.act, f"fc{n_fc}"))
+            x = act(z, layer.act)
+    return x.reshape(-1), cache
+
+
+def backward(net, tparams, cache, dlogits):
+    """Gradients (PyTorch layout) of a scalar loss whose gradient w.r.t. the logits is dlogits."""
+    grads = {}
+    g = np.asarray(dlogits, dtype=np.float64)
+    for entry in reversed(cache):
+        kind = entry[0]
+        if kind == "fc":
+            _, in_shape, v, z, a, name = entry
+            dz = g * act_grad(z, a)
+            grads[f"{name}.weight"] = np.outer(dz, v)
+            grads[f"{name}.bias"] = dz
+            g = (tparams[f"{name}.weight"].T @ dz).reshape(in_shape)
+        elif kind == "pool":
+            _, in_shape, arg, p = entry
+            C, h, _ = in_shape
+            m = h // p
+            dx = np.zeros(in_shape)
+            for c in range(C):
+                for i in range(m):
+                    for j in range(m):
+                        r = arg[c, i, j]
+                        dx[c, i * p + r // p, j * p + r % p] += g[c, i, j]
+            g = dx
+        else:
+            _, x, z, a, name = entry
+            dz = g * act_grad(z, a)
+            w = tparams[f"{name}.weight"]
+            k = w.shape[2]
+            oh, ow = dz.shape[1:]
+            dw = np.zeros_like(w)
+            dx = np.zeros_like(x)
+            for ky in range(k):
+                for kx in range(k):
+                    dw[:, :, ky, kx] = np.einsum("ohw,chw->oc", dz, x[:, ky:ky + oh, kx:kx + ow])
+                    dx[:, ky:ky + oh, kx:kx + ow] += np.einsum("oc,ohw->chw", w[:, :, ky, kx], dz)
+            grads[f"{name}.weight"] = dw
+            grads[f"{name}.bias"] = dz.sum(axis=(1, 2))
+            g = dx
+    return grads
+
+
+def xent(logits, label, weights):
+    """(weighted loss, d loss / d logits) of one window; label None = ignored."""
+    if label is None:
+        return 0.0, np.zeros_like(logits)
+    z = logits - logits.max()
+    p = np.exp(z) / np.exp(z).sum()
+    w = 1.0 if weights is None else weights[label]
+    d = p.copy()
+    d[label] -= 1.0
+    return -w * np.log(p[label]), w * d
+
+
+def mirror_window(image, y, x, window):
+    """The window centred on (y, x) (centre at offset (w-1)//2) of the symmetric-mirrored image (C, H, W)."""
+    before = (window - 1) // 2
+    after = window - 1 - before
+    padded = np.pad(image, ((0, 0), (before, after), (before, after)), mode="symmetric")
+    return padded[:, y:y + window, x:x + window]
+
+
+def image_outputs(net, tparams, image):
+    """Softmax probabilities (K, H, W) of the patch net at every pixel, window by window."""
+    _, H, W = image.shape
+    out = np.zeros((net.n_classes, H, W))
+    for y in range(H):
+        for x in range(W):
+            z, _ = forward(net, tparams, mirror_window(image, y, x, net.window))
+            e = np.exp(z - z.max())
+            out[:, y, x] = e / e.sum()
+    return out
+
+
+def image_loss_grad(net, tparams, image, labels, weights=None, ignore=255):
+    """Sum over every window of the patch losses and gradients (PyTorch layout)."""
+    _, H, W = image.shape
+    total, grads = 0.0, {k: np.zeros_like(v) for k, v in tparams.items()}
+    for y in range(H):
+        for x in range(W):
+            lab = None if labels[y, x] == ignore else int(labels[y, x])
+            if lab is None:
+                continue
+            z, cache = forward(net, tparams, mirror_window(image, y, x, net.window))
+            loss, d = xent(z, lab, weights)
+            total += loss
+            for k, g in backward(net, tparams, cache, d).items():
+                grads[k] += g
+    return total, grads
