@@ -1,0 +1,132 @@
+"""Deterministic on-the-fly augmentation: any augmented sample is a pure function of (seed, epoch, image index).
+
+A worker reproduces a sample from those three integers, so augmented images never travel over the network and a
+recomputed task gives the same gradient. The random numbers come from ``np.random.default_rng([seed, epoch,
+index])`` and are always drawn in the same order (flip-x, flip-y, quarter turns, angle, gain, bias) whatever the
+spec enables, so switching one transform on does not change the others.
+
+Order of the transforms: flips, 90-degree rotations, arbitrary-angle rotation, intensity jitter. The shape is kept:
+on a non-square image the quarter turns are limited to 0 and 180 degrees. The arbitrary rotation turns about the
+image centre; the image is resampled bilinearly with mirrored borders, the labels with nearest neighbour, and
+every output pixel whose source lies outside the image is labelled ``ignore_index``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from ..errors import DataError
+from .layout import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Which augmentations to apply. ``jitter`` > 0 multiplies the (normalised) image by exp(jitter * N(0,1))
+    and adds jitter * N(0,1); ``max_angle`` bounds the arbitrary rotation (degrees, uniform in +-max_angle)."""
+    flip: bool = True
+    rot90: bool = True
+    rotate: bool = False
+    jitter: float = 0.0
+    max_angle: float = 180.0
+
+    def __post_init__(self):
+        if not (np.isfinite(self.jitter) and self.jitter >= 0):
+            raise DataError(f"augment jitter {self.jitter!r} must be a finite number >= 0")
+        if not (np.isfinite(self.max_angle) and 0 <= self.max_angle <= 180):
+            raise DataError(f"augment max_angle {self.max_angle!r} must be within 0..180 degrees")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip or self.rot90 or (self.rotate and self.max_angle > 0) or self.jitter > 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> AugmentSpec | None:
+        """The inverse of :meth:`to_dict`; ``None`` stays ``None`` (no augmentation)."""
+        if d is None:
+            return None
+        if isinstance(d, AugmentSpec):
+            return d
+        if not isinstance(d, dict):
+            raise DataError(f"augmentation spec {d!r} is not a mapping")
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise DataError(f"unknown augmentation option(s) {unknown}; known: {sorted(known)}")
+        kw = {}
+        for k, v in d.items():
+            kw[k] = float(v) if k in ("jitter", "max_angle") else bool(v)
+        return cls(**kw)
+
+
+def _rotation(shape, angle_deg):
+    """Matrix and offset for scipy.ndimage.affine_transform turning about the centre, and the mask of
+    output pixels whose (nearest) source pixel is inside the image."""
+    h, w = shape
+    t = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    offset = centre - rot @ centre
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    sy = rot[0, 0] * yy + rot[0, 1] * xx + offset[0]
+    sx = rot[1, 0] * yy + rot[1, 1] * xx + offset[1]
+    inside = (sy >= -0.5) & (sy < h - 0.5) & (sx >= -0.5) & (sx < w - 0.5)
+    return rot, offset, inside
+
+
+def augment(image, labels, spec: AugmentSpec | None, seed: int, epoch: int, index: int,
+            ignore_index: int = IGNORE_INDEX):
+    """Augment ``image`` (C, h, w) (float32 out; may be None) and ``labels`` (h, w) uint8 (may be None) the same
+    way, as a pure function of (spec, seed, epoch, index). Returns ``(image, labels)`` of the input shapes."""
+    from scipy import ndimage
+
+    if image is not None:
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 3:
+            raise DataError(f"augment: image must be (C, h, w), got shape {image.shape}")
+    if labels is not None:
+        labels = np.asarray(labels)
+    if spec is None or not spec.active:
+        return image, labels
+    shape = (image.shape[1:] if image is not None else labels.shape)
+    if image is not None and labels is not None and labels.shape != shape:
+        raise DataError(f"augment: labels {labels.shape} and image {image.shape} differ in size")
+    rng = np.random.default_rng([int(seed), int(epoch), int(index)])
+    flip_x, flip_y = rng.random(2) < 0.5
+    quarter = int(rng.integers(4))
+    angle = float(rng.uniform(-spec.max_angle, spec.max_angle))
+    gain, bias = rng.standard_normal(2)
+
+    def geo(x, axes):  # flips and quarter turns on the last two axes
+        ya, xa = axes
+        if spec.flip and flip_x:
+            x = np.flip(x, xa)
+        if spec.flip and flip_y:
+            x = np.flip(x, ya)
+        if spec.rot90:
+            k = quarter if shape[0] == shape[1] else 2 * (quarter // 2)
+            x = np.rot90(x, k, axes=axes)
+        return x
+
+    if image is not None:
+        image = geo(image, (1, 2))
+    if labels is not None:
+        labels = geo(labels, (0, 1))
+    if spec.rotate and spec.max_angle > 0 and angle != 0.0:
+        rot, offset, inside = _rotation(shape, angle)
+        if image is not None:
+            image = np.stack([ndimage.affine_transform(ch, rot, offset, order=1, mode="mirror")
+                              for ch in image]).astype(np.float32, copy=False)
+        if labels is not None:
+            labels = ndimage.affine_transform(labels, rot, offset, order=0, mode="nearest")
+            labels[~inside] = ignore_index
+    if image is not None and spec.jitter > 0:
+        image = image * np.float32(np.exp(spec.jitter * gain)) + np.float32(spec.jitter * bias)
+    if image is not None:
+        image = np.ascontiguousarray(image, dtype=np.float32)
+    if labels is not None:
+        labels = np.ascontiguousarray(labels)
+    return image, labels

@@ -1,0 +1,161 @@
+"""The training side's view of a dataset: open, list a split, read image i (normalised, augmented), count classes.
+
+A :class:`Dataset` holds only the path and the attributes when pickled, so it can be sent to Dask workers; each
+process opens the Zarr arrays on first use and reads one chunk per image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .augment import AugmentSpec, augment
+from .layout import SPLIT_NAMES, open_group
+
+
+@dataclass
+class Sample:
+    """One image ready for training: ``image`` float32 (C, h, w), ``labels`` uint8 (h, w) with the mask folded
+    in (masked-out pixels are ``ignore_index``), and its ``index`` in the dataset."""
+    image: np.ndarray
+    labels: np.ndarray
+    index: int
+
+
+def normalise(raw: np.ndarray, normalisation: dict) -> np.ndarray:
+    """``(raw - mean[c]) / std[c]`` per channel (axis 0) as float32; ``raw`` is (C, ...)."""
+    raw = np.asarray(raw)
+    mean = np.asarray(normalisation["mean"], dtype=np.float64)
+    std = np.asarray(normalisation["std"], dtype=np.float64)
+    if raw.ndim < 1 or raw.shape[0] != mean.size or std.size != mean.size:
+        raise DataError(f"normalise: image has {raw.shape[0] if raw.ndim else 0} channel(s) (shape {raw.shape}), "
+                        f"the normalisation has {mean.size}")
+    std = np.where(std > 1e-12, std, 1.0)
+    extra = (1,) * (raw.ndim - 1)
+    out = raw.astype(np.float32) - mean.astype(np.float32).reshape(-1, *extra)
+    out *= (1.0 / std).astype(np.float32).reshape(-1, *extra)
+    return out
+
+
+class Dataset:
+    """A complete mpfpipe dataset (see :mod:`mpfpipe.data.layout`); create with :func:`open_dataset`."""
+
+    def __init__(self, path):
+        self.path = Path(path).absolute()
+        group, attrs = open_group(self.path)
+        self._group = group
+        self.attrs = attrs
+        images = group["images"]
+        self.n_images = int(images.shape[0])
+        self.channels = int(images.shape[1])
+        self.dtype = np.dtype(images.dtype)
+        self.class_names = list(attrs["class_names"])
+        self.n_classes = len(self.class_names)
+        self.ignore_index = int(attrs["ignore_index"])
+        self.normalisation = {"mean": list(attrs["normalisation"]["mean"]),
+                              "std": list(attrs["normalisation"]["std"])}
+        self.sizes = [(int(h), int(w)) for h, w in attrs["sizes"]]
+        self.names = list(attrs["names"])
+        self.positive = [bool(p) for p in attrs.get("positive", [])]
+        self.label_mapping = attrs["label_mapping"]
+        self.has_masks = "masks" in group
+
+    # pickling: only the path (and attrs) travel; the arrays are reopened lazily
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_group"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    @property
+    def group(self):
+        if self._group is None:
+            self._group, _ = open_group(self.path)
+        return self._group
+
+    def __len__(self) -> int:
+        return self.n_images
+
+    def __repr__(self) -> str:
+        return (f"Dataset({str(self.path)!r}, n_images={self.n_images}, channels={self.channels}, "
+                f"classes={self.class_names})")
+
+    def split(self, name: str) -> list[int]:
+        """Image indices of split ``name`` ("train", "val", "test"; "all" = every image)."""
+        if name == "all":
+            return list(range(self.n_images))
+        splits = self.attrs["splits"]
+        if name not in splits:
+            raise DataError(f"unknown split {name!r} in {self.path}; known: {', '.join(list(splits) + ['all'])}")
+        idx = [int(i) for i in splits[name]]
+        if not idx:
+            raise DataError(f"split {name!r} of {self.path} is empty (ingest with --split to make one)")
+        return idx
+
+    def split_sizes(self) -> dict[str, int]:
+        return {name: len(self.attrs["splits"].get(name, [])) for name in SPLIT_NAMES}
+
+    def _check(self, i) -> int:
+        if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < self.n_images:
+            raise DataError(f"image index {i!r} out of range 0..{self.n_images - 1} in {self.path}")
+        return int(i)
+
+    def raw_image(self, i: int) -> np.ndarray:
+        """Image i as stored (source dtype), (C, h, w) valid region."""
+        i = self._check(i)
+        h, w = self.sizes[i]
+        return np.asarray(self.group["images"][i, :, :h, :w])
+
+    def raw_labels(self, i: int) -> np.ndarray:
+        """Labels of image i, (h, w) uint8, with the mask (if any) folded in as ``ignore_index``."""
+        i = self._check(i)
+        h, w = self.sizes[i]
+        lab = np.asarray(self.group["labels"][i, :h, :w])
+        if self.has_masks:
+            mask = np.asarray(self.group["masks"][i, :h, :w])
+            lab = np.where(mask != 0, lab, np.uint8(self.ignore_index)).astype(np.uint8)
+        return lab
+
+    def read(self, i: int, *, augment: AugmentSpec | None = None, seed: int = 0, epoch: int = 0,
+             normalise: bool = True) -> Sample:
+        """Image i as float32 (normalised unless ``normalise=False``) with its labels, augmented for
+        (seed, epoch, i) when ``augment`` is given (the augmentation follows the normalisation)."""
+        i = self._check(i)
+        raw = self.raw_image(i)
+        image = _normalise(raw, self.normalisation) if normalise else raw.astype(np.float32)
+        labels = self.raw_labels(i)
+        spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
+        if spec is not None:
+            image, labels = _augment(image, labels, spec, seed, epoch, i, self.ignore_index)
+        return Sample(image=image, labels=labels, index=i)
+
+    def class_counts(self, indices=None, *, augment: AugmentSpec | None = None, seed: int = 0,
+                     epoch: int = 0) -> np.ndarray:
+        """Pixels of each class (ignored pixels excluded) over ``indices`` (default: all), (K,) int64; with
+        ``augment``, of the labels as augmented for (seed, epoch, index)."""
+        idx = range(self.n_images) if indices is None else [self._check(i) for i in indices]
+        spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
+        total = np.zeros(self.n_classes, np.int64)
+        stored = self.attrs.get("class_counts")
+        for i in idx:
+            if spec is None and stored is not None:
+                total += np.asarray(stored[i], dtype=np.int64)
+                continue
+            lab = self.raw_labels(i)
+            if spec is not None:
+                _, lab = _augment(None, lab, spec, seed, epoch, i, self.ignore_index)
+            total += np.bincount(lab.ravel(), minlength=256)[: self.n_classes].astype(np.int64)
+        return total
+
+
+_normalise = normalise
+_augment = augment
+
+
+def open_dataset(path) -> Dataset:
+    """Open a complete dataset; DataError with the reason if ``path`` is not one."""
+    return Dataset(path)

@@ -1,0 +1,295 @@
+"""Readers of the supported source layouts, turned into a list of lazily loaded :class:`Item` s.
+
+Supported SOURCE arguments (see ``mpfpipe ingest --help``):
+
+- Stacks: ``IMAGES LABELS [MASKS]``, each a multi-page TIFF (``.tif``/``.tiff``) or a ``.npy`` array: images
+  (N, H, W) or (N, C, H, W) (or (N, H, W, C) with C <= 4), labels (N, H, W), masks (N, H, W) (non-zero = use).
+  The ISBI 2012 files ``train-volume.tif train-labels.tif`` are such a pair.
+- One folder, searched recursively for
+  * ``images/`` (or ``imgs/``) beside ``masks/`` (or ``labels/``, ``gt/``), files matched by stem (NEU-Seg:
+    ``train/images/000002.jpg`` + ``train/masks/000002.png``);
+  * images with a same-stem ``.png`` mask in the same folder (magnetic tile: ``MT_Crack/Imgs/x.jpg`` +
+    ``x.png``), or a mask named ``<stem>_mask.png`` (also ``_label``, ``_labels``, ``_gt``, ``_seg``).
+- Two folders ``IMAGES_DIR MASKS_DIR`` holding image files directly, matched by stem.
+- Several folders, each scanned as above, concatenated.
+
+Image files: PNG, JPEG, TIFF, BMP. RGB(A) images whose channels are equal are reduced to one channel; alpha is
+dropped. Every image/mask problem is a :class:`~mpfpipe.errors.DataError` that names the file.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+STACK_EXTS = (".tif", ".tiff", ".npy")
+IMAGE_DIR_NAMES = ("images", "imgs", "image", "img")
+MASK_DIR_NAMES = ("masks", "labels", "mask", "label", "gt", "annotations")
+MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_gt", "_seg")
+
+
+@dataclass
+class Item:
+    """One source image: its name, size (from the file header) and loaders of image, labels and mask."""
+    name: str
+    group: str
+    size: tuple[int, int]
+    image: Callable[[], np.ndarray]          # -> (C, H, W), stored dtype
+    labels: Callable[[], np.ndarray]         # -> (H, W) raw label values (integer dtype)
+    mask: Callable[[], np.ndarray] | None = None
+    image_path: str = ""
+    label_path: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- single arrays
+def to_chw(arr: np.ndarray, what: str) -> np.ndarray:
+    """(H, W) or (H, W, C<=4) -> (C, H, W); drops alpha, reduces equal RGB channels to one."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 3 and arr.shape[-1] <= 4:
+        if arr.shape[-1] in (2, 4):  # grey+alpha, RGBA
+            arr = arr[..., :-1]
+        if arr.shape[-1] == 3 and (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+            arr = arr[..., :1]
+        return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
+    raise DataError(f"{what}: image array of shape {arr.shape} is not (H, W) or (H, W, C)")
+
+
+def to_label2d(arr: np.ndarray, what: str) -> np.ndarray:
+    """A label image as (H, W) integers; RGB labels with equal channels are reduced to one."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3]
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            raise DataError(f"{what}: colour label image (channels differ); labels must be one channel")
+        arr = rgb[..., 0]
+    if arr.ndim != 2:
+        raise DataError(f"{what}: label array of shape {arr.shape} is not (H, W)")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{what}: unsupported label dtype {arr.dtype} (labels must be integers)")
+    return arr
+
+
+def read_file(path: Path) -> np.ndarray:
+    """Decode one image file (PIL, or tifffile for TIFF), naming the file on any failure."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+            return tifffile.imread(path)
+        from PIL import Image
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL/tifffile raise many kinds
+        raise DataError(f"{path}: cannot read image file ({type(exc).__name__}: {exc})") from None
+
+
+def file_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the header of an image file, without decoding the pixels."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+            return int(shape[0]), int(shape[1])
+        from PIL import Image
+        with Image.open(path) as im:
+            w, h = im.size
+        return int(h), int(w)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read image file ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------------------------------- stacks
+def load_stack(path: Path, kind: str) -> np.ndarray:
+    """A TIFF or .npy stack as (N, C, H, W) for ``kind="images"`` or (N, H, W) for labels/masks."""
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            import tifffile
+            arr = tifffile.imread(path)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read {kind} stack ({type(exc).__name__}: {exc})") from None
+    if kind == "images":
+        if arr.ndim == 2:
+            arr = arr[None, None]
+        elif arr.ndim == 3:
+            arr = arr[:, None]
+        elif arr.ndim == 4 and arr.shape[-1] <= 4 < arr.shape[1]:
+            arr = np.moveaxis(arr, -1, 1)
+        elif arr.ndim != 4:
+            raise DataError(f"{path}: image stack of shape {arr.shape}; expected (N, H, W) or (N, C, H, W)")
+    else:
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise DataError(f"{path}: {kind} stack of shape {arr.shape}; expected (N, H, W)")
+    return arr
+
+
+def stack_items(paths: list[Path]) -> list[Item]:
+    if len(paths) not in (2, 3):
+        raise DataError(f"stack input needs IMAGES LABELS [MASKS] files, got {len(paths)}: "
+                        f"{', '.join(p.name for p in paths)}")
+    images = cache(lambda: load_stack(paths[0], "images"))
+    labels = cache(lambda: load_stack(paths[1], "labels"))
+    masks = cache(lambda: load_stack(paths[2], "masks")) if len(paths) == 3 else None
+    n = images().shape[0]
+    for p, arr in zip(paths[1:], (labels(), masks() if masks else None)):
+        if arr is None:
+            continue
+        if arr.shape[0] != n:
+            raise DataError(f"{paths[0].name} has {n} images but {p.name} has {arr.shape[0]}")
+        if arr.shape[1:] != images().shape[2:]:
+            raise DataError(f"{p.name}: shape {arr.shape[1:]} per slice, images are {images().shape[2:]}")
+    h, w = images().shape[2:]
+    items = []
+    for i in range(n):
+        items.append(Item(
+            name=f"{paths[0].name}[{i}]", group=paths[0].name, size=(int(h), int(w)),
+            image=lambda i=i: np.asarray(images()[i]),
+            labels=lambda i=i: to_label2d(labels()[i], f"{paths[1]} slice {i}"),
+            mask=(lambda i=i: np.asarray(masks()[i])) if masks else None,
+            image_path=f"{paths[0]}[{i}]", label_path=f"{paths[1]}[{i}]"))
+    return items
+
+
+# -------------------------------------------------------------------------------------------------- folders
+def _files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.name.startswith("."))
+
+
+def _mask_stem(p: Path) -> str:
+    stem = p.stem
+    for suf in MASK_SUFFIXES:
+        if stem.lower().endswith(suf):
+            return stem[: -len(suf)]
+    return stem
+
+
+def _by_stem(files: list[Path], strip: bool, where: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in files:
+        s = _mask_stem(p) if strip else p.stem
+        if s in out:
+            raise DataError(f"{where}: two files with stem {s!r}: {out[s].name} and {p.name}")
+        out[s] = p
+    return out
+
+
+def _unmatched(kind: str, names, where: Path) -> DataError:
+    names = sorted(names)
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return DataError(f"{len(names)} {kind} in {where}: {', '.join(names[:5])}{more}")
+
+
+def pair_dirs(img_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Images of ``img_dir`` with the masks of ``mask_dir`` of the same stem; any unmatched file is an error."""
+    imgs = _by_stem(_files(img_dir), False, img_dir)
+    masks = _by_stem(_files(mask_dir), True, mask_dir)
+    if imgs.keys() - masks.keys():
+        raise _unmatched(f"image(s) without a mask in {mask_dir}", imgs.keys() - masks.keys(), img_dir)
+    if masks.keys() - imgs.keys():
+        raise _unmatched(f"mask(s) without an image in {img_dir}", masks.keys() - imgs.keys(), mask_dir)
+    return [(imgs[s], masks[s]) for s in sorted(imgs)]
+
+
+def _pair_same_dir(d: Path) -> list[tuple[Path, Path]]:
+    files = _files(d)
+    masks = {_mask_stem(p): p for p in files if _mask_stem(p) != p.stem}
+    stems: dict[str, list[Path]] = {}
+    for p in files:
+        if _mask_stem(p) == p.stem:
+            stems.setdefault(p.stem, []).append(p)
+    for s, ps in stems.items():  # x.jpg + x.png: the .png is the mask
+        if s not in masks and len(ps) == 2 and sum(p.suffix.lower() == ".png" for p in ps) == 1:
+            masks[s] = next(p for p in ps if p.suffix.lower() == ".png")
+    pairs, lonely = [], []
+    for s, ps in sorted(stems.items()):
+        rest = [p for p in ps if p != masks.get(s)]
+        if s in masks and len(rest) == 1:
+            pairs.append((rest[0], masks[s]))
+        else:
+            lonely.extend(p.name for p in rest)
+    if pairs and lonely:
+        raise _unmatched("image(s) without a mask (expected <stem>.png beside each image)", lonely, d)
+    return pairs
+
+
+def scan_folder(root: Path) -> list[tuple[Path, Path, str]]:
+    """(image, mask, group) for every pair under ``root`` (see the module doc for the layouts)."""
+    out = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames.sort()
+        d = Path(dirpath)
+        low = {n.lower(): n for n in dirnames}
+        img_sub = next((low[n] for n in IMAGE_DIR_NAMES if n in low), None)
+        mask_sub = next((low[n] for n in MASK_DIR_NAMES if n in low), None)
+        group = d.relative_to(root).as_posix()
+        group = root.name if group == "." else group
+        if img_sub and mask_sub:
+            out.extend((i, m, group) for i, m in pair_dirs(d / img_sub, d / mask_sub))
+            dirnames[:] = [n for n in dirnames if n not in (img_sub, mask_sub)]
+            continue
+        if d.name.lower() in IMAGE_DIR_NAMES and d != root:
+            group = d.parent.relative_to(root).as_posix() if d.parent != root else root.name
+        out.extend((i, m, group) for i, m in _pair_same_dir(d))
+    return out
+
+
+def _file_item(img: Path, mask: Path, group: str, root: Path) -> Item:
+    name = img.relative_to(root).as_posix() if img.is_relative_to(root) else img.name
+    return Item(name=name, group=group, size=file_size(img),
+                image=lambda: to_chw(read_file(img), str(img)),
+                labels=lambda: to_label2d(read_file(mask), str(mask)),
+                image_path=str(img), label_path=str(mask))
+
+
+def resolve_sources(sources) -> tuple[list[Item], str]:
+    """Items of all SOURCE arguments, and the layout name ("stack", "folder", "magnetic-tile", "dir-pair")."""
+    paths = [Path(s) for s in sources]
+    if not paths:
+        raise DataError("no input given: pass image/label stacks or a folder of images and masks")
+    for p in paths:
+        if not p.exists():
+            raise DataError(f"{p}: no such file or folder")
+    if all(p.is_file() for p in paths):
+        bad = [p.name for p in paths if p.suffix.lower() not in STACK_EXTS]
+        if bad:
+            raise DataError(f"unsupported input file(s) {', '.join(bad)}: files must be TIFF stacks or .npy "
+                            "arrays (IMAGES LABELS [MASKS]); single images go in folders")
+        items, layout = stack_items(paths), "stack"
+    elif all(p.is_dir() for p in paths):
+        found = [scan_folder(p) for p in paths]
+        if len(paths) == 2 and not any(found) and _files(paths[0]) and _files(paths[1]):
+            pairs = [(i, m, paths[0].name) for i, m in pair_dirs(paths[0], paths[1])]
+            items, layout = [_file_item(i, m, g, paths[0]) for i, m, g in pairs], "dir-pair"
+        else:
+            for p, f in zip(paths, found):
+                if not f:
+                    raise DataError(f"{p}: no image/mask pairs found (expected images/ + masks/ folders, "
+                                    "<stem>.jpg + <stem>.png side by side, or IMAGES_DIR MASKS_DIR)")
+            items = [_file_item(i, m, g, p) for p, f in zip(paths, found) for i, m, g in f]
+            mt = all(it.group.split("/")[0].startswith("MT_") for it in items)
+            layout = "magnetic-tile" if mt else "folder"
+    else:
+        raise DataError("mix of files and folders in the input: give either stacks (files) or folders")
+    if not items:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}")
+    return items, layout
