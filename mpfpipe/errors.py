@@ -24,3 +24,11 @@ class DataError(MpfError):
 
 class OutputExistsError(MpfError):
     """An output exists and --overwrite was not given."""
+
+
+class ClusterError(MpfError):
+    """The Dask cluster cannot be started or reached, or was lost during a run."""
+
+
+class TrainingError(MpfError):
+    """Training cannot start or continue (bad options, incompatible checkpoint, ...)."""

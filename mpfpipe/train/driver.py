@@ -1,0 +1,344 @@
+"""``train``: the synchronous training loop on the driver (see the package docstring for the protocol)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..arch import PRESETS, Net, load_net, preset
+from ..errors import ClusterError, OutputExistsError, TrainingError
+from ..loss import balanced_weights
+from ..model import Model, save_model
+from ..params import init_params, n_params, ravel, unravel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .cluster import connect, worker_memory
+from .oracle import DaskOracle, data_bytes
+from .optim import OPTIMIZERS, STEPS, OptimConfig, init_state
+from .report import append_log, format_summary, plot_losses, write_log
+
+STREAM_FRACTION = 0.25  # hold the images on the workers only if they need < 25 % of the workers' memory
+RESUME_FREE = ("epochs", "gtol", "validate_every")  # options a resumed run may change
+
+
+@dataclass
+class TrainResult:
+    status: str                   # finished | converged | line search failed | paused
+    x: np.ndarray                 # final parameter vector (float64)
+    best_x: np.ndarray | None     # parameters with the lowest validation loss (None without validation)
+    records: list
+    summary: dict
+    text: str                     # the one-screen summary
+    files: dict = field(default_factory=dict)
+
+
+def _net(spec, ds, maps, hidden) -> Net:
+    if isinstance(spec, str) and spec in PRESETS and (maps or hidden):
+        return preset(spec, maps=maps, hidden=hidden, in_channels=ds.channels, n_classes=ds.n_classes)
+    if maps or hidden:
+        raise TrainingError("--maps/--hidden only apply to preset nets (n4, n3, steel)")
+    return load_net(spec, in_channels=ds.channels, n_classes=ds.n_classes)
+
+
+def _augment_spec(augment):
+    from ..data import AugmentSpec
+    if augment is None or augment is False:
+        return None
+    spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
+    return spec if spec.active else None
+
+
+def class_weights(counts, balance: bool) -> np.ndarray:
+    """Balanced: w_c = 1/(K' N_c) (every class its mean loss); otherwise 1/N for all classes, i.e. the mean loss
+    per labelled pixel. Either way the loss is a mean, so step sizes do not depend on the dataset size."""
+    counts = np.asarray(counts, np.int64)
+    if balance:
+        return balanced_weights(counts)
+    total = counts.sum()
+    return np.full(counts.shape, 1.0 / total if total else 0.0)
+
+
+def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
+          batch_size: int = 1, lr: float = 1.0, memory: int = 10, balance: bool = True, augment=None,
+          seed: int = 0, dtype: str = "float32", workers: int | None = None, threads: int | None = None,
+          scheduler: str | None = None, scheduler_file: str | None = None, host: str = "127.0.0.1",
+          timeout: float = 10.0, stream: bool | None = None, resume: bool = False, overwrite: bool = False,
+          checkpoint=None, log=None, plot=None, max_steps: int | None = None, gtol: float = 0.0,
+          validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
+          maps: int | None = None, hidden: int | None = None, progress: bool = True, echo=None,
+          client=None) -> TrainResult:
+    """Train ``net`` on the ``train_split`` images of ``dataset`` (a path or an opened Dataset) with
+    ``optimizer`` ("gd", "lbfgs", "sgd"); write the best model (lowest validation loss; the last one without a
+    validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
+    ``batch_size`` images for sgd. A checkpoint is written after every step; ``resume=True`` continues from it
+    exactly. ``max_steps`` stops this invocation after that many steps (status "paused"). ``client``: use this
+    Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages."""
+    from distributed.comm.core import CommClosedError
+
+    from ..data import open_dataset
+
+    say = echo or (lambda *_: None)
+    if optimizer not in OPTIMIZERS:
+        raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
+    if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1:
+        raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1")
+    ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+    net = _net(net, ds, maps, hidden)
+    out = Path(out)
+    files = {"model": out,
+             "checkpoint": Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.npz"),
+             "log": Path(log) if log else out.with_name(out.stem + ".log.jsonl"),
+             "plot": Path(plot) if plot else out.with_name(out.stem + ".loss.png")}
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if files["checkpoint"].exists() and not (resume or overwrite):
+        raise TrainingError(f"a checkpoint {files['checkpoint']} exists: pass --resume to continue that run or "
+                            "--overwrite to start again")
+    train_idx = sorted(ds.split(train_split))
+    val_idx = []
+    if val_split:
+        sizes = ds.split_sizes() if hasattr(ds, "split_sizes") else {}
+        if sizes.get(val_split, 1):
+            val_idx = sorted(ds.split(val_split))
+    spec = _augment_spec(augment)
+    cfg = OptimConfig(lr=float(lr), memory=int(memory))
+    config = {"dataset": str(Path(ds.path).absolute()), "net": net.to_dict(), "optimizer": optimizer,
+              "batch_size": int(batch_size) if optimizer == "sgd" else None, "optim": cfg.to_dict(),
+              "balance": bool(balance), "augment": spec.to_dict() if spec else None, "seed": int(seed),
+              "dtype": np.dtype(dtype).name, "train": train_idx, "val": val_idx, "epochs": int(epochs),
+              "gtol": float(gtol), "validate_every": int(validate_every)}
+    loaded = load_checkpoint(files["checkpoint"]) if resume else None
+    if loaded:
+        old = loaded[1]["config"]
+        diff = [k for k in config if k not in RESUME_FREE and old.get(k) != config[k]]
+        if diff:
+            raise TrainingError(f"cannot resume {files['checkpoint']}: the run used different {', '.join(diff)}")
+
+    handle = None
+    if client is None:
+        handle = connect(workers=workers, threads=threads, scheduler=scheduler, scheduler_file=scheduler_file,
+                         host=host, timeout=timeout)
+        client = handle.client
+        where = "local cluster" if handle.cluster is not None else f"scheduler {handle.address}"
+        say(f"cluster: {where}, {handle.workers} worker(s) x {handle.threads or '?'} thread(s)"
+            + (f"; dashboard {handle.dashboard}" if handle.dashboard else "; dashboard needs bokeh"))
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    cluster_desc = (f"{n_workers} worker(s)" + (f" x {handle.threads} thread(s)" if handle and handle.threads else "")
+                    + (f", {'local' if handle.cluster is not None else handle.address}" if handle else ", client"))
+    try:
+        if stream is None:
+            mem = worker_memory(client)
+            stream = bool(mem) and data_bytes(ds, train_idx + val_idx) > STREAM_FRACTION * mem
+        oracle = DaskOracle(client, net, ds, augment=spec, seed=seed, dtype=dtype, stream=stream)
+        t0 = time.perf_counter()
+        oracle.hold(train_idx + val_idx)
+        if not stream:
+            say(f"data: {len(train_idx) + len(val_idx)} image(s) read and held on the workers in "
+                f"{time.perf_counter() - t0:.1f} s")
+        run = _Run(net, ds, oracle, optimizer, cfg, config, files, train_idx, val_idx, balance, batch_size,
+                   n_workers, say)
+        run.start(loaded)
+        status = run.loop(max_steps, progress)
+        oracle.close()
+    except (ConnectionError, TimeoutError, CommClosedError) as exc:
+        raise ClusterError(f"lost the Dask cluster ({type(exc).__name__}: {exc}); the checkpoint "
+                           f"{files['checkpoint']} is intact: rerun with --resume") from None
+    finally:
+        if handle is not None:
+            handle.close()
+    return run.finish(status, cluster_desc, stream)
+
+
+class _Run:
+    """The state of one training run between checkpoints."""
+
+    def __init__(self, net, ds, oracle, optimizer, cfg, config, files, train_idx, val_idx, balance, batch_size,
+                 n_workers, say):
+        self.net, self.ds, self.oracle, self.opt, self.cfg = net, ds, oracle, optimizer, cfg
+        self.config, self.files, self.train_idx, self.val_idx = config, files, train_idx, val_idx
+        self.balance, self.batch_size, self.n_workers, self.say = balance, int(batch_size), n_workers, say
+        self.augmenting = oracle.spec is not None
+        self.epochs = config["epochs"]
+
+    # -- state ------------------------------------------------------------------------------------------
+    def start(self, loaded):
+        self.t_start = time.perf_counter()
+        if loaded is None:
+            x0 = ravel(self.net, init_params(self.net, self.config["seed"]))
+            self.state = init_state(x0, self.cfg)
+            self.meta = {"step": 0, "epoch": 0, "batch": 0, "perm_epoch": -1, "records": [], "status": "running",
+                         "initial_loss": None, "best_val_loss": None, "best_val_error": None, "best_epoch": None,
+                         "evaluations": 0, "timing": {"wall": 0.0, "compute": 0.0, "overhead": 0.0,
+                                                      "checkpoint": 0.0}}
+            self.rng = np.random.default_rng([self.config["seed"], 1])
+            self.best_x, self.perm = None, None
+        else:
+            arrays, meta = loaded
+            st = meta["optim_state"]
+            n = n_params(self.net)
+            self.state = {"x": arrays["x"], "f": st["f"], "g": arrays.get("g"), "fkey": st["fkey"],
+                          "alpha": st["alpha"], "S": arrays.get("S", np.zeros((0, n))),
+                          "Y": arrays.get("Y", np.zeros((0, n)))}
+            self.meta = {k: v for k, v in meta.items() if k not in ("optim_state", "rng", "config", "format",
+                                                                   "version")}
+            self.rng = np.random.default_rng()
+            self.rng.bit_generator.state = meta["rng"]
+            self.best_x, self.perm = arrays.get("best_x"), arrays.get("perm")
+            self.say(f"resuming {self.files['checkpoint']} at step {self.meta['step']}")
+        self.meta["status"] = "running"
+        self.meta["config"] = self.config
+        write_log(self.files["log"], self.meta["records"])
+
+    def save(self):
+        t0 = time.perf_counter()
+        st = self.state
+        arrays = {"x": st["x"], "g": st["g"], "S": st["S"], "Y": st["Y"], "best_x": self.best_x, "perm": self.perm}
+        meta = dict(self.meta)
+        meta["optim_state"] = {"f": st["f"], "fkey": st["fkey"], "alpha": st["alpha"]}
+        meta["rng"] = self.rng.bit_generator.state
+        save_checkpoint(self.files["checkpoint"], arrays, meta)
+        self.meta["timing"]["checkpoint"] += time.perf_counter() - t0
+
+    # -- objective --------------------------------------------------------------------------------------
+    def objective(self, indices, epoch, stats):
+        w = class_weights(self.oracle.class_counts(indices, epoch), self.balance)
+
+        def fg(x, need_grad):
+            e = self.oracle.evaluate(x, indices, w, epoch, need_grad)
+            stats.append(e)
+            return e.loss, e.grad
+        return fg
+
+    def validate(self, x, stats):
+        counts = self.oracle.class_counts(self.val_idx, 0, augment=False)
+        e = self.oracle.evaluate(x, self.val_idx, class_weights(counts, self.balance), 0, grad=False,
+                                 augment=False)
+        stats.append(e)
+        return e.loss, e.pixel_error
+
+    # -- loop -------------------------------------------------------------------------------------------
+    def total_steps(self):
+        if self.opt == "sgd":
+            return self.epochs * -(-len(self.train_idx) // self.batch_size)
+        return self.epochs
+
+    def loop(self, max_steps, progress) -> str:
+        from tqdm.auto import tqdm
+
+        m = self.meta
+        done_here = 0
+        bar = tqdm(total=self.total_steps(), initial=min(m["step"], self.total_steps()), disable=not progress,
+                   desc=f"train {self.opt}", unit="step", leave=False)
+        status = "finished"
+        try:
+            while m["epoch"] < self.epochs:
+                if max_steps is not None and done_here >= max_steps:
+                    status = "paused"
+                    break
+                rec = self.step()
+                done_here += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.4g}", **({"val": f"{rec['val_loss']:.4g}"}
+                                                             if rec.get("val_loss") is not None else {}))
+                if rec.get("stop"):
+                    status = rec["stop"]
+                    break
+        finally:
+            bar.close()
+        m["status"] = status
+        self.save()
+        return status
+
+    def step(self) -> dict:
+        m, st = self.meta, self.state
+        t0 = time.perf_counter()
+        stats = []
+        epoch = m["epoch"]
+        if self.opt == "sgd":
+            if self.perm is None or m["perm_epoch"] != epoch:
+                self.perm = self.rng.permutation(np.asarray(self.train_idx, np.int64))
+                m["perm_epoch"], m["batch"] = epoch, 0
+            j = m["batch"]
+            batch = sorted(int(i) for i in self.perm[j * self.batch_size:(j + 1) * self.batch_size])
+            end_of_epoch = (j + 1) * self.batch_size >= len(self.perm)
+        else:
+            batch, j, end_of_epoch = self.train_idx, None, True
+        fg = self.objective(batch, epoch, stats)
+        if self.opt != "sgd":
+            fkey = epoch if self.augmenting else 0
+            if st["f"] is None or st["fkey"] != fkey:
+                st["f"], st["g"] = fg(st["x"], True)
+                st["fkey"] = fkey
+        info = STEPS[self.opt](st, fg, self.cfg)
+        if m["initial_loss"] is None:
+            m["initial_loss"] = info.loss_before
+        rec = {"step": m["step"] + 1, "epoch": epoch, "batch": j, "images": len(batch),
+               "loss_before": info.loss_before, "loss": info.loss, "grad_norm": info.grad_norm,
+               "step_size": info.step_size, "ls_evals": info.evals, "evals": len(stats), "accepted": info.ok}
+        if info.extra:
+            rec.update(info.extra)
+        if info.note:
+            rec["note"] = info.note
+        if end_of_epoch:
+            if self.val_idx and ((epoch + 1) % self.config["validate_every"] == 0 or epoch + 1 == self.epochs):
+                vl, ve = self.validate(st["x"], stats)
+                rec["val_loss"], rec["val_error"] = vl, ve
+                rec["best"] = m["best_val_loss"] is None or vl < m["best_val_loss"]
+                if rec["best"]:
+                    m["best_val_loss"], m["best_val_error"], m["best_epoch"] = vl, ve, epoch + 1
+                    self.best_x = st["x"].copy()
+            m["epoch"] = epoch + 1
+            m["batch"] = 0
+        else:
+            m["batch"] = j + 1
+        m["step"] += 1
+        m["evaluations"] += len(stats)
+        if self.opt != "sgd":
+            if not info.ok:
+                rec["stop"] = "line search failed"
+            elif self.config["gtol"] > 0 and np.linalg.norm(st["g"]) < self.config["gtol"]:
+                rec["stop"] = "converged"
+        wall = time.perf_counter() - t0
+        compute = sum(e.task_seconds / max(1, min(self.n_workers, e.n_tasks)) for e in stats)
+        rec["seconds"] = {"total": wall, "compute": compute, "overhead": max(0.0, wall - compute)}
+        for k in ("compute", "overhead"):
+            m["timing"][k] += rec["seconds"][k]
+        m["timing"]["wall"] += wall
+        m["records"].append(rec)
+        self.save()
+        append_log(self.files["log"], rec)
+        return rec
+
+    # -- end --------------------------------------------------------------------------------------------
+    def finish(self, status, cluster_desc, stream) -> TrainResult:
+        m, st = self.meta, self.state
+        recs = m["records"]
+        last_val = next((r["val_loss"] for r in reversed(recs) if r.get("val_loss") is not None), None)
+        summary = {"status": status, "steps": m["step"], "epochs_done": m["epoch"], "net": self.net.describe(),
+                   "n_params": n_params(self.net), "dataset": self.config["dataset"],
+                   "n_train": len(self.train_idx), "n_val": len(self.val_idx), "stream": bool(stream),
+                   "augment": self.config["augment"], "cluster": cluster_desc, "optimizer": self.opt,
+                   "batch_size": self.batch_size, "balance": self.balance, "evaluations": m["evaluations"],
+                   "initial_loss": m["initial_loss"], "final_loss": recs[-1]["loss"] if recs else None,
+                   "best_val_loss": m["best_val_loss"], "best_val_error": m["best_val_error"],
+                   "best_epoch": m["best_epoch"], "last_val_loss": last_val, "timing": dict(m["timing"]),
+                   "seed": self.config["seed"], "options": {k: self.config[k] for k in
+                                                            ("optim", "dtype", "epochs", "batch_size", "seed")},
+                   "files": {}}
+        files = dict(self.files)
+        if status != "paused":
+            vec = self.best_x if self.best_x is not None else st["x"]
+            prov = {"training": {k: v for k, v in summary.items() if k != "files"}}
+            model = Model(self.net, unravel(self.net, vec, np.float32), list(self.ds.class_names),
+                          dict(self.ds.normalisation), ignore_index=int(self.ds.ignore_index), provenance=prov)
+            save_model(model, files["model"], overwrite=True)
+        else:
+            files.pop("model")
+        if recs:
+            plot_losses(files["plot"], recs, f"{self.net.name} / {self.opt}: {Path(self.config['dataset']).name}")
+        else:
+            files.pop("plot")
+        summary["files"] = {k: str(v) for k, v in files.items()}
+        return TrainResult(status, st["x"].copy(), None if self.best_x is None else self.best_x.copy(), recs,
+                           summary, format_summary(summary), files)

@@ -1,0 +1,94 @@
+"""Checkpoints and exact resume: a run stopped (max_steps) or killed (SIGKILL of the driver process) and resumed
+ends with the undisturbed run's parameters, bit for bit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mpfpipe.data import AugmentSpec
+from mpfpipe.errors import OutputExistsError, TrainingError
+from mpfpipe.train import train
+from mpfpipe.train.checkpoint import load_checkpoint
+
+CASES = {
+    "gd": dict(optimizer="gd", epochs=3, pause=1),
+    "lbfgs": dict(optimizer="lbfgs", epochs=4, pause=2),
+    # 4 train images, batches of 2 -> 2 steps per epoch; pausing after 3 stops mid-epoch; augmented
+    "sgd": dict(optimizer="sgd", epochs=2, batch_size=2, pause=3, augment=AugmentSpec(flip=True, rot90=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_stop_and_resume_is_exact(name, isbi_crops, small_net, cluster2, tmp_path):
+    opts = dict(CASES[name])
+    pause = opts.pop("pause")
+    common = dict(client=cluster2.client, progress=False, seed=2, **opts)
+    full = train(isbi_crops, small_net, out=tmp_path / "full.safetensors", **common)
+    assert full.status == "finished"
+    part = train(isbi_crops, small_net, out=tmp_path / "part.safetensors", max_steps=pause, **common)
+    assert part.status == "paused" and len(part.records) == pause
+    assert not (tmp_path / "part.safetensors").exists()
+    arrays, meta = load_checkpoint(tmp_path / "part.ckpt.npz")
+    assert meta["step"] == pause and np.array_equal(arrays["x"], part.x)
+    if name == "lbfgs":
+        assert arrays["S"].shape[0] >= 1  # the L-BFGS history is in the checkpoint
+    with pytest.raises(TrainingError, match="--resume"):
+        train(isbi_crops, small_net, out=tmp_path / "part.safetensors", **common)
+    done = train(isbi_crops, small_net, out=tmp_path / "part.safetensors", resume=True, **common)
+    assert done.status == "finished"
+    assert np.array_equal(done.x, full.x)
+    assert np.array_equal(done.best_x, full.best_x)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.records]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in done.records] == strip
+    lines = (tmp_path / "part.log.jsonl").read_text().splitlines()
+    assert [{k: v for k, v in json.loads(s).items() if k != "seconds"} for s in lines] == strip
+    with pytest.raises(OutputExistsError):
+        train(isbi_crops, small_net, out=tmp_path / "part.safetensors", resume=True, **common)
+
+
+def test_resume_with_other_options_is_refused(isbi_crops, small_net, cluster2, tmp_path):
+    common = dict(client=cluster2.client, progress=False, out=tmp_path / "m.safetensors")
+    train(isbi_crops, small_net, optimizer="gd", epochs=2, max_steps=1, **common)
+    with pytest.raises(TrainingError, match="optimizer"):
+        train(isbi_crops, small_net, optimizer="lbfgs", epochs=2, resume=True, **common)
+
+
+def test_driver_killed_then_resumed(isbi_crops, small_net, cluster2, tmp_path):
+    """SIGKILL the driver process (CLI, joined to the running cluster) after two steps; --resume finishes the
+    run with the undisturbed run's parameters."""
+    epochs = 8
+    common = dict(optimizer="lbfgs", epochs=epochs, seed=4)
+    ref = train(isbi_crops, small_net, out=tmp_path / "ref.safetensors", client=cluster2.client, progress=False,
+                **common)
+    out = tmp_path / "killed.safetensors"
+    cmd = [sys.executable, "-c", "from mpfpipe.cli import main; main()", "train", str(isbi_crops), "--net", "steel",
+           "--maps", "4", "--hidden", "8", "--optimizer", "lbfgs", "--epochs", str(epochs), "--seed", "4",
+           "--out", str(out), "--scheduler", cluster2.address, "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "killed.log.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if log.exists() and len(log.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    _, meta = load_checkpoint(tmp_path / "killed.ckpt.npz")
+    assert 2 <= meta["step"] < epochs
+    assert not out.exists()
+    done = train(isbi_crops, small_net, out=out, client=cluster2.client, progress=False, resume=True, **common)
+    assert done.status == "finished"
+    assert np.array_equal(done.x, ref.x)
+    from mpfpipe.model import load_model
+    a, b = load_model(out).params, load_model(tmp_path / "ref.safetensors").params
+    assert all(np.array_equal(a[k], b[k]) for k in a)
