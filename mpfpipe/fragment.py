@@ -100,3 +100,30 @@ def dense_loss_grad(net: Net, params: dict, image: np.ndarray, labels: np.ndarra
         full[:, :H, :W] = dlog
         grads = backward(net, p, tape, unstitch(full, net.pools))
     return LossGrad(loss, closs, ccount, cerr, grads)
+
+
+def dense_logits_padded(net: Net, params: dict, padded: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Logits (K, h, w) of a region whose context is already in ``padded`` (C, h+w_win-1, w+w_win-1): the caller
+    supplies ``net.halo`` = (before, after) rows/columns around the region (e.g. read from a larger volume and
+    mirrored only at the volume's edge). Only the bottom/right are padded here, up to a multiple of the stride;
+    those rows and columns feed outputs that are cropped, so their values do not matter. Blockwise segmentation
+    uses this to get exactly `dense_logits` of the whole image, block by block."""
+    padded = np.asarray(padded)
+    if padded.ndim == 2:
+        padded = padded[None]
+    if padded.ndim != 3 or padded.shape[0] != net.in_channels:
+        raise DataError(f"a padded region must be (C={net.in_channels}, h + {net.window - 1}, w + {net.window - 1}), "
+                        f"got shape {padded.shape}")
+    ctx = net.window - 1
+    h, w = padded.shape[1] - ctx, padded.shape[2] - ctx
+    if h < 1 or w < 1:
+        raise DataError(f"a padded region of shape {padded.shape} is smaller than the {net.window}x{net.window} window")
+    S = net.stride
+    Hp, Wp = -(-h // S) * S, -(-w // S) * S
+    x = np.asarray(padded, dtype=dtype)
+    if Hp > h or Wp > w:
+        x = np.pad(x, ((0, 0), (0, Hp - h), (0, Wp - w)), mode=PAD_MODE)
+    if not np.isfinite(x).all():
+        raise DataError("the image contains NaN or infinite values")
+    frag = forward(net, cast_params(params, dtype), np.ascontiguousarray(x[:, None]), dense=True)
+    return stitch(frag, net.pools)[:, :h, :w]

@@ -1,0 +1,61 @@
+"""``mpfpipe segment MODEL INPUT OUTPUT``: whole-volume segmentation into OME-Zarr (see `mpfpipe.segment`)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import cli
+from ._common import config_option
+
+
+def _block(ctx, param, value):
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = str(value).replace("x", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give Z,Y,X block sizes, e.g. 1,512,512", ctx=ctx, param=param) from None
+    if len(sizes) == 2:
+        sizes = (1, *sizes)
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: give Z,Y,X (or Y,X) positive block sizes", ctx=ctx, param=param)
+    return sizes
+
+
+@cli.command()
+@config_option
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("input")
+@click.argument("output")
+@click.option("--block", callback=_block, default="1,512,512",
+              help="Block size Z,Y,X (or Y,X): one Dask task and one output chunk per block.")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
+@click.option("--threads", type=int, default=None, help="Kernel threads per worker (default: cores / workers).")
+@click.option("--scheduler", default=None, help="Join this Dask scheduler (address or scheduler file) instead.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (otherwise an unfinished one resumes).")
+@click.option("--quantize", is_flag=True, help="Store probabilities as uint8 (round(255 p)) instead of float32.")
+@click.option("--threshold", type=float, default=None,
+              help="Label = p[positive class] > THRESHOLD instead of the arg-max.")
+@click.option("--positive", type=int, default=1, help="Class index that --threshold applies to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
+            as_json, quiet):
+    """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset or TIFF stack) with MODEL into OUTPUT, an
+    OME-Zarr 0.5 image of class probabilities with the segmentation under labels/. Blocks already done in an
+    unfinished OUTPUT are skipped (automatic resume)."""
+    from ..segment import segment as run
+
+    result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
+                 overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
+                 progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.summary())

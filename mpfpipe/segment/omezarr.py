@@ -1,0 +1,179 @@
+"""The segmentation output: an OME-Zarr 0.5 image (Zarr v3) with probabilities, labels and per-block done markers.
+
+Layout of OUTPUT::
+
+    OUTPUT/                  group; attrs "ome" (NGFF 0.5 multiscales, axes c[, z], y, x) and "mpfpipe" (below)
+      0                      probabilities (K, Z, Y, X) float32, or uint8 = round(255 p) with --quantize;
+                             chunks (K, bz, by, bx): one chunk per block
+      labels/                attrs "ome": {"labels": ["segmentation"]}
+        segmentation/        attrs "ome": multiscales (axes [z,] y, x) + "image-label" (colours, class names)
+          0                  (Z, Y, X) uint8 class ids (arg-max, or p[positive] > threshold); 255 outside valid
+      done                   (nZ, nY, nX) uint8, chunks of one element, uncompressed: 1 once a block's data landed
+
+(For a (Y, X) input the z axis is dropped everywhere.) ``attrs["mpfpipe"]`` holds the format, the model's
+provenance (file, SHA-256, architecture, class names, normalisation, training provenance), the input, the block
+size, options and ``complete``, which is set true only after every block is done. Chunk writes in Zarr's local
+store are atomic (temp file + rename), and each block writes only its own chunks, then its done marker: a killed
+run leaves only whole chunks, and a rerun recomputes exactly the blocks without a marker.
+"""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError  # noqa: F401
+
+FORMAT = "mpfpipe-segmentation"
+FORMAT_VERSION = 1
+LABELS_NAME = "segmentation"
+_PALETTE = [[0, 0, 0, 0], [255, 64, 64, 255], [64, 160, 255, 255], [255, 200, 0, 255], [80, 220, 80, 255],
+            [200, 80, 255, 255], [0, 220, 220, 255], [255, 128, 0, 255]]
+
+
+def _axes(two_d: bool, channel: bool, units: dict) -> list[dict]:
+    names = ([] if two_d else ["z"]) + ["y", "x"]
+    axes = [{"name": "c", "type": "channel"}] if channel else []
+    for n in names:
+        a = {"name": n, "type": "space"}
+        if units.get(n):
+            a["unit"] = units[n]
+        axes.append(a)
+    return axes
+
+
+def _multiscales(name: str, axes: list[dict], scale: list[float]) -> dict:
+    return {"version": "0.5",
+            "multiscales": [{"name": name, "axes": axes,
+                             "datasets": [{"path": "0", "coordinateTransformations": [
+                                 {"type": "scale", "scale": [float(s) for s in scale]}]}]}]}
+
+
+def output_state(path) -> dict | None:
+    """The ``mpfpipe`` attributes of an existing segmentation output, None if ``path`` does not exist; raises
+    OutputExistsError if it exists but is not one of ours (we never delete what we did not write)."""
+    import zarr
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        g = zarr.open_group(str(p), mode="r")
+        meta = dict(g.attrs).get("mpfpipe")
+    except Exception:  # noqa: BLE001
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return {"foreign": True}
+    return meta
+
+
+def remove_output(path) -> None:
+    p = Path(path)
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+
+
+def create_output(path, *, volume, block: tuple, class_names: list, quantize: bool, meta: dict) -> None:
+    """Create the empty output (arrays, metadata, done markers); ``meta`` goes to attrs["mpfpipe"]."""
+    import zarr
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    from .blocks import LABEL_FILL, grid_shape
+
+    K = len(class_names)
+    Z, Y, X = volume.shape
+    two_d = volume.two_d
+    spatial = (Y, X) if two_d else (Z, Y, X)
+    chunk = tuple(min(b, n) for b, n in zip(block, volume.shape))
+    schunk = chunk[1:] if two_d else chunk
+    comp = [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    pdtype = np.uint8 if quantize else np.float32
+    root.create_array("0", shape=(K, *spatial), chunks=(K, *schunk), dtype=pdtype, fill_value=0,
+                      compressors=comp, dimension_names=["c", *(["y", "x"] if two_d else ["z", "y", "x"])])
+    labels = root.create_group("labels")
+    seg = labels.create_group(LABELS_NAME)
+    seg.create_array("0", shape=spatial, chunks=schunk, dtype=np.uint8, fill_value=LABEL_FILL, compressors=comp,
+                     dimension_names=["y", "x"] if two_d else ["z", "y", "x"])
+    grid = grid_shape(volume.shape, chunk)
+    root.create_array("done", shape=grid, chunks=(1, 1, 1), dtype=np.uint8, fill_value=0, compressors=None)
+
+    scale = volume.scale[1:] if two_d else volume.scale
+    units = volume.units
+    img = _multiscales("probabilities", _axes(two_d, True, units), [1.0, *scale])
+    img["omero"] = {"channels": [{"label": str(n), "color": "%02X%02X%02X" % tuple(_PALETTE[(i + 1) % 8][:3]),
+                                  "active": True,
+                                  "window": {"min": 0.0, "max": 255.0 if quantize else 1.0,
+                                             "start": 0.0, "end": 255.0 if quantize else 1.0}}
+                                 for i, n in enumerate(class_names)]}
+    root.attrs["ome"] = img
+    labels.attrs["ome"] = {"version": "0.5", "labels": [LABELS_NAME]}
+    seg_meta = _multiscales(LABELS_NAME, _axes(two_d, False, units), scale)
+    seg_meta["image-label"] = {
+        "version": "0.5",
+        "colors": [{"label-value": i, "rgba": _PALETTE[i % 8]} for i in range(K)],
+        "properties": [{"label-value": i, "class": str(n)} for i, n in enumerate(class_names)],
+        "source": {"image": "../../"}}
+    seg.attrs["ome"] = seg_meta
+    root.attrs["mpfpipe"] = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "complete": False,
+                             "token": uuid.uuid4().hex,
+                             "block": list(chunk), "grid": list(grid), "quantized": bool(quantize),
+                             "probability_scale": (1.0 / 255.0) if quantize else 1.0,
+                             "label_fill": LABEL_FILL, "class_names": list(class_names)}
+
+
+def set_complete(path, complete: bool = True, **extra) -> None:
+    import zarr
+    root = zarr.open_group(str(path), mode="r+")
+    meta = dict(root.attrs["mpfpipe"])
+    meta.update(extra, complete=bool(complete))
+    root.attrs["mpfpipe"] = meta
+
+
+def read_done(path) -> np.ndarray:
+    """The done markers (nZ, nY, nX) as bool."""
+    import zarr
+    return np.asarray(zarr.open_array(str(path), path="done", mode="r")[...]) != 0
+
+
+class Writer:
+    """A worker's handle on the output arrays (opened once per process and output)."""
+
+    _cache: dict = {}
+
+    def __init__(self, path: str, two_d: bool):
+        import zarr
+        self.two_d = two_d
+        root = zarr.open_group(path, mode="r+")
+        self.probs = root["0"]
+        self.labels = root["labels"][LABELS_NAME]["0"]
+        self.done = root["done"]
+        self.quantized = bool(root.attrs["mpfpipe"]["quantized"])
+
+    @classmethod
+    def get(cls, path: str, two_d: bool, token: str = "") -> "Writer":
+        """``token`` identifies one creation of the output (a recreated output must not reuse old handles)."""
+        key = (path, two_d)
+        cached = cls._cache.get(key)
+        if cached is None or cached[0] != token:
+            cached = cls._cache[key] = (token, cls(path, two_d))
+        return cached[1]
+
+    def write(self, block, probs: np.ndarray, labels: np.ndarray) -> None:
+        """Write one block's chunks (probabilities then labels), then its done marker."""
+        from .blocks import quantise
+        if self.quantized:
+            probs = quantise(probs)
+        zs, ys, xs = slice(*block.z), slice(*block.y), slice(*block.x)
+        if self.two_d:
+            self.probs[:, ys, xs] = probs[:, 0]
+            self.labels[ys, xs] = labels[0]
+        else:
+            self.probs[:, zs, ys, xs] = probs
+            self.labels[zs, ys, xs] = labels
+        self.done[block.index] = 1
+
+

@@ -1,0 +1,269 @@
+"""Whole-volume segmentation on Dask: one task per block, resumable, with a progress bar and an end summary.
+
+``segment(model, input, output)`` opens the input (`volume.open_volume`), checks it against the model (channels,
+voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`), then runs one task per block
+that is not yet marked done. Each task reads its block plus halo from the input, runs the dense forward pass
+(`blocks.compute_block`) and writes its own chunks and then its done marker. The group is marked complete at the
+end. Resuming is automatic: an incomplete output made from the same model, input and options is continued (done
+blocks are skipped); a complete output, or one made differently, is replaced only with ``overwrite=True``.
+
+Cluster: by default a `LocalCluster` of worker processes on 127.0.0.1 (``workers`` processes, each running one
+block at a time with ``threads`` kernel threads: workers x threads = cores); ``scheduler`` joins an existing
+cluster (address or scheduler file; the input and output paths must then be visible to the workers);
+``workers=0`` runs every block in this process without Dask (debugging, small jobs).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DataError, MpfError, OutputExistsError
+from . import omezarr
+from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
+from .volume import open_volume
+
+DEFAULT_BLOCK = (1, 512, 512)
+THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class SegmentError(MpfError):
+    """Some blocks failed; the output is left incomplete and a rerun retries them."""
+
+
+@dataclass
+class SegmentResult:
+    output: str
+    blocks: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    voxels: int = 0
+    voxels_per_s: float = 0.0
+    peak_memory_per_worker: dict = field(default_factory=dict)  # worker -> peak RSS bytes
+    errors: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        mem = max(self.peak_memory_per_worker.values(), default=0) / 2**20
+        return (f"{self.output}: {self.blocks} blocks: {self.done} done, {self.skipped} skipped (already done), "
+                f"{self.failed} failed; {self.voxels} voxels in {self.seconds:.1f} s = {self.voxels_per_s:,.0f} "
+                f"voxels/s; peak memory per worker {mem:.0f} MiB")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _split_cores(workers: int | None, threads: int | None) -> tuple[int, int]:
+    n = cores()
+    if workers is None and threads is None:
+        return n, 1
+    if workers is None:
+        return max(1, n // threads), threads
+    if threads is None:
+        return workers, max(1, n // max(workers, 1))
+    return workers, threads
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, threads: int | None = None, scheduler: str | None = None):
+    """A distributed Client: joins ``scheduler`` (address or scheduler-file path), or starts a LocalCluster of
+    worker processes on loopback with one task slot per worker and ``threads`` kernel threads each."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        if Path(scheduler).is_file():
+            client = Client(scheduler_file=scheduler)
+        else:
+            client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    workers, threads = _split_cores(workers, threads)
+    env = {k: str(threads) for k in THREAD_ENV}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, env=env, silence_logs=40) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _block_task(engine: Engine, volume, out_path: str, token: str, block) -> dict:
+    """One block: read with halo, forward, write its chunks, mark done. Runs on a worker."""
+    t0 = time.perf_counter()
+    probs, labels = compute_block(engine, volume.read, block, volume.slice_size)
+    omezarr.Writer.get(out_path, volume.two_d, token).write(block, probs, labels)
+    return {"index": block.index, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
+            "peak_rss": peak_rss_bytes()}
+
+
+def _model_meta(model_path: Path, model) -> dict:
+    from ..model import read_metadata
+    meta = read_metadata(model_path)
+    return {"path": str(model_path.absolute()), "sha256": meta.get("sha256"), "architecture": meta.get("architecture"),
+            "class_names": meta.get("class_names"), "normalisation": meta.get("normalisation"),
+            "padding": meta.get("padding"), "provenance": meta.get("provenance", {})}
+
+
+def _check_compatible(model, volume) -> None:
+    net = model.net
+    if volume.channels != net.in_channels:
+        raise DataError(f"the model expects {net.in_channels} channel(s) but {volume.path} has {volume.channels}"
+                        + ("; give a (Z, C, Y, X) array for multi-channel models" if net.in_channels > 1 else ""))
+    norm = model.normalisation or {}
+    if len(norm.get("mean", [0.0])) != net.in_channels:
+        raise DataError(f"the model's normalisation has {len(norm.get('mean', []))} channel(s), the net "
+                        f"{net.in_channels}: the model file is inconsistent")
+    prov = model.provenance or {}
+    want = prov.get("input_dtype") or (prov.get("dataset") or {}).get("dtype") if isinstance(prov, dict) else None
+    if want and np.dtype(want) != np.dtype(volume.dtype):
+        raise DataError(f"the model was trained on {np.dtype(want)} images but {volume.path} holds "
+                        f"{np.dtype(volume.dtype)}: convert the volume to {np.dtype(want)} (the normalisation is in "
+                        f"its units)")
+    lo = min(volume.shape[1], volume.shape[2]) if volume.sizes is None else \
+        min(min(h, w) for h, w in volume.sizes)
+    if lo < 1:
+        raise DataError(f"{volume.path} has an empty slice")
+
+
+def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive) -> dict:
+    return {"model_sha256": model_meta["sha256"], "input": volume.path, "input_array": volume.array,
+            "input_shape": list(volume.shape), "block": list(chunk), "quantized": bool(quantize),
+            "threshold": threshold, "positive": positive}
+
+
+def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bool:
+    """Create the output, or decide to resume it. Returns True when resuming."""
+    state = omezarr.output_state(output)
+    if state is None:
+        create()
+        return False
+    if overwrite:
+        omezarr.remove_output(output)
+        create()
+        return False
+    if state.get("foreign"):
+        raise OutputExistsError(f"{output} exists and is not an mpfpipe segmentation; pass --overwrite to replace "
+                                f"it or choose another output")
+    if state.get("complete"):
+        raise OutputExistsError(f"{output} is a complete segmentation; pass --overwrite to recompute it")
+    old = state.get("settings", {})
+    diff = [k for k in settings if old.get(k) != settings[k]]
+    if diff:
+        raise OutputExistsError(f"{output} is an unfinished segmentation made with different settings "
+                                f"({', '.join(diff)}); pass --overwrite to start again")
+    return True
+
+
+def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = None, threads: int | None = None,
+            scheduler: str | None = None, overwrite: bool = False, quantize: bool = False,
+            threshold: float | None = None, positive: int = 1, progress: bool = True,
+            dtype: str = "float32") -> SegmentResult:
+    """Segment a whole volume into an OME-Zarr output; see the module doc. ``model`` is a model file path,
+    ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx)."""
+    from ..model import load_model
+
+    model_path = Path(model)
+    mdl = load_model(model_path)
+    volume = open_volume(input)
+    _check_compatible(mdl, volume)
+    if len(block) != 3 or any(int(b) < 1 for b in block):
+        raise DataError(f"block must be three positive sizes (z, y, x), got {block!r}")
+    if volume.sizes is not None and block[0] != 1:
+        block = (1, *block[1:])  # dataset images differ in size: one image per z block
+    chunk = tuple(min(int(b), n) for b, n in zip(block, volume.shape))
+    if threshold is not None and not 0 <= positive < mdl.net.n_classes:
+        raise DataError(f"positive class {positive} is not a class of this {mdl.net.n_classes}-class model")
+    output = Path(output)
+    mmeta = _model_meta(model_path, mdl)
+    settings = _settings(mmeta, volume, chunk, quantize, threshold, positive)
+    meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,
+            "input": {"path": volume.path, "kind": volume.kind, "array": volume.array, "shape": list(volume.shape),
+                      "channels": volume.channels, "dtype": volume.dtype, "sizes": volume.sizes,
+                      "scale": volume.scale, "units": volume.units, **volume.info}}
+    resumed = _prepare_output(output, settings, overwrite, lambda: omezarr.create_output(
+        output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta))
+
+    blocks = block_grid(volume.shape, chunk)
+    done = omezarr.read_done(output)
+    todo = [b for b in blocks if not done[b.index]]
+    result = SegmentResult(str(output), blocks=len(blocks), skipped=len(blocks) - len(todo))
+    engine = Engine(mdl.net, mdl.params, mdl.normalisation, dtype=dtype, threshold=threshold, positive=positive)
+    voxels_of = _voxel_counter(volume)
+    t0 = time.perf_counter()
+    if todo:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(blocks), initial=result.skipped, unit="block", disable=not progress,
+                   desc="resuming" if resumed else "segment")
+        try:
+            token = omezarr.output_state(output)["token"]
+            for block_, outcome in _run(engine, volume, str(output.absolute()), token, todo, workers, threads,
+                                        scheduler):
+                if isinstance(outcome, BaseException):
+                    result.failed += 1
+                    result.errors.append(f"block {block_.index}: {type(outcome).__name__}: {outcome}")
+                else:
+                    result.done += 1
+                    result.voxels += voxels_of(block_)
+                    key = f"pid{outcome['pid']}"
+                    result.peak_memory_per_worker[key] = max(result.peak_memory_per_worker.get(key, 0),
+                                                             outcome["peak_rss"])
+                bar.update(1)
+        finally:
+            bar.close()
+    result.seconds = time.perf_counter() - t0
+    result.voxels_per_s = result.voxels / result.seconds if result.seconds > 0 else 0.0
+    if result.failed:
+        raise SegmentError(f"{result.failed} of {len(todo)} blocks failed (first: {result.errors[0]}); the output "
+                           f"is incomplete: rerun the same command to retry the failed blocks")
+    if not omezarr.read_done(output).all():  # pragma: no cover - defensive: every block reported success
+        raise SegmentError(f"{output}: some blocks are not marked done; rerun to finish")
+    omezarr.set_complete(output, True, summary={k: v for k, v in result.to_dict().items() if k != "errors"})
+    return result
+
+
+def _voxel_counter(volume):
+    def count(block) -> int:
+        n = 0
+        for z in range(*block.z):
+            H, W = volume.slice_size(z)
+            n += max(0, min(block.y[1], H) - block.y[0]) * max(0, min(block.x[1], W) - block.x[0])
+        return n
+    return count
+
+
+def _run(engine, volume, out_path, token, todo, workers, threads, scheduler):
+    """Yield (block, result dict or exception) as blocks finish."""
+    if workers == 0 and not scheduler:
+        for b in todo:
+            try:
+                yield b, _block_task(engine, volume, out_path, token, b)
+            except MpfError as exc:
+                yield b, exc
+        return
+    from distributed import as_completed
+
+    with dask_client(workers, threads, scheduler) as client:
+        eng = client.scatter(engine, broadcast=True)
+        futures = {client.submit(_block_task, eng, volume, out_path, token, b, retries=1,
+                                 key=f"mpf-block-{token}-{'-'.join(map(str, b.index))}-{time.time_ns()}"): b
+                   for b in todo}
+        for fut in as_completed(futures):
+            b = futures[fut]
+            try:
+                yield b, fut.result()
+            except Exception as exc:  # noqa: BLE001 - a failed block is reported, the others go on
+                yield b, exc
+            fut.release()
