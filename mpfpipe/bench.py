@@ -1,0 +1,174 @@
+"""Benchmarks of the fragment engine (``mpfpipe bench``): one JSON object per case.
+
+Each case times a training step (forward + backward of the summed per-pixel loss) or an inference pass, either in
+fragment mode over a whole H x W image (every pixel is one patch) or in patch mode over a batch of windows on the
+same kernels. ``seconds`` is the median of ``repeat`` runs after one warm-up; ``gflops`` is the useful
+multiply-add work of the patch-free dense job (2 flops per MAC; training counts forward, input gradient and weight
+gradient) divided by the time; ``peak_rss_mib`` is the process's peak resident memory sampled during the case.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+
+import numpy as np
+
+from .arch import ConvOp, Net, PoolOp, load_net
+from .fragment import dense_forward, dense_loss_grad
+from .params import init_params
+from .patch import patch_forward, patch_loss_grad
+
+DEFAULT_CASES = [("n4", (512, 512)), ("n3", (512, 512)), ("steel", (512, 512)), ("steel", (137, 60))]
+
+
+def layer_macs(net: Net, dense: bool, shape: tuple[int, int], batch: int = 1) -> list[int]:
+    """Multiply-accumulates of every conv op for a dense H x W job, or for ``batch`` windows in patch mode."""
+    if dense:
+        S = net.stride
+        h = -(-shape[0] // S) * S + net.window - 1
+        w = -(-shape[1] // S) * S + net.window - 1
+    else:
+        h = w = net.window
+    frags, macs = batch, []
+    for op in net.ops:
+        if isinstance(op, ConvOp):
+            h, w = h - op.k + 1, w - op.k + 1
+            macs.append(frags * h * w * op.k * op.k * op.cin * op.cout)
+        elif isinstance(op, PoolOp):
+            if dense:
+                frags *= op.p * op.p
+                h, w = (h - op.p + 1) // op.p, (w - op.p + 1) // op.p
+            else:
+                h, w = h // op.p, w // op.p
+    return macs
+
+
+def flops(net: Net, dense: bool, shape, phase: str, batch: int = 1) -> float:
+    macs = layer_macs(net, dense, shape, batch)
+    if phase == "infer":
+        return 2.0 * sum(macs)
+    # backward: weight gradient for every layer, input gradient for all but the first
+    return 2.0 * (sum(macs) + sum(macs) + sum(macs[1:]))
+
+
+class _PeakRSS:
+    """Samples this process's resident set size in a background thread."""
+
+    def __init__(self, interval=0.005):
+        import psutil
+        self._proc = psutil.Process()
+        self._interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def _threads() -> int:
+    import numba
+    return int(numba.get_num_threads())
+
+
+def run_case(net_name: str, size: tuple[int, int], mode: str, phase: str, repeat: int = 5, batch: int = 256,
+             seed: int = 0, dtype=np.float32) -> dict:
+    net = load_net(net_name)
+    params = init_params(net, seed, dtype)
+    rng = np.random.default_rng(seed)
+    H, W = size
+    if mode == "mpf":
+        image = rng.standard_normal((net.in_channels, H, W)).astype(dtype)
+        labels = rng.integers(0, net.n_classes, size=(H, W)).astype(np.uint8)
+        if phase == "train":
+            def job():
+                dense_loss_grad(net, params, image, labels, dtype=dtype)
+        else:
+            def job():
+                dense_forward(net, params, image, dtype=dtype)
+        patches = H * W
+    else:
+        windows = rng.standard_normal((batch, net.in_channels, net.window, net.window)).astype(dtype)
+        labels = rng.integers(0, net.n_classes, size=batch).astype(np.uint8)
+        if phase == "train":
+            def job():
+                patch_loss_grad(net, params, windows, labels, dtype=dtype)
+        else:
+            def job():
+                patch_forward(net, params, windows, dtype=dtype)
+        patches = batch
+    job()  # warm-up: compiles kernels, faults in memory
+    times = []
+    with _PeakRSS() as rss:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            job()
+            times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    fl = flops(net, mode == "mpf", size, phase, 1 if mode == "mpf" else batch)
+    return {"net": net_name, "size": f"{H}x{W}" if mode == "mpf" else f"{batch}x{net.window}x{net.window}",
+            "mode": mode, "phase": phase, "seconds": round(seconds, 6), "min_seconds": round(min(times), 6),
+            "repeat": repeat, "patches_per_s": round(patches / seconds, 1), "gflops": round(fl / seconds / 1e9, 2),
+            "gflop": round(fl / 1e9, 3), "peak_rss_mib": round(rss.peak / 2**20, 1), "threads": _threads(),
+            "dtype": np.dtype(dtype).name, "cpu_count": os.cpu_count()}
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5) -> dict:
+    """float32 matmul throughput of numpy's BLAS on this machine (the peak the targets refer to)."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {"case": "matmul_peak", "n": n, "seconds": round(seconds, 6), "gflops": round(2 * n**3 / seconds / 1e9, 2)}
+
+
+def run(nets=None, sizes=None, modes=("mpf", "patch"), phases=("train", "infer"), repeat=5, batch=256, peak=True,
+        emit=None):
+    """Run the benchmark grid; yields (and emits, if given a callable) one dict per case."""
+    if nets or sizes:
+        cases = [(n, s) for n in (nets or ["n4"]) for s in (sizes or [(512, 512)])]
+    else:
+        cases = DEFAULT_CASES
+    results = []
+    if peak:
+        results.append(matmul_peak())
+        if emit:
+            emit(results[-1])
+    done_patch = set()
+    for net_name, size in cases:
+        for mode in modes:
+            if mode == "patch":
+                if net_name in done_patch:
+                    continue  # the patch baseline does not depend on the image size
+            for phase in phases:
+                r = run_case(net_name, size, mode, phase, repeat=repeat, batch=batch)
+                results.append(r)
+                if emit:
+                    emit(r)
+            if mode == "patch":
+                done_patch.add(net_name)
+    return results
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, sort_keys=False)

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+
+from mpfpipe.arch import preset
+from mpfpipe.errors import ModelFileError, OutputExistsError
+from mpfpipe.fragment import dense_forward
+from mpfpipe.model import Model, load_model, read_metadata, save_model
+from mpfpipe.params import init_params
+
+
+@pytest.fixture
+def model():
+    net = preset("n3", maps=4, hidden=6, n_classes=3)
+    return Model(net, init_params(net, 3), class_names=["bg", "membrane", "mito"],
+                 normalisation={"mean": [120.0], "std": [40.0]}, provenance={"training": {"steps": 7}})
+
+
+def test_round_trip_rebuilds_the_exact_forward_pass(tmp_path, model):
+    path = save_model(model, tmp_path / "m.safetensors")
+    back = load_model(path)
+    assert back.net == model.net and back.class_names == model.class_names
+    assert back.normalisation == model.normalisation and back.provenance["training"] == {"steps": 7}
+    img = np.random.default_rng(0).standard_normal((1, 30, 29))
+    assert np.array_equal(dense_forward(back.net, back.params, img), dense_forward(model.net, model.params, img))
+
+
+def test_torch_layout_and_metadata_describe_every_tensor(tmp_path, model):
+    from safetensors.numpy import load_file
+    path = save_model(model, tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    e = model.net.fc_extent
+    assert tensors["conv1.weight"].shape == (4, 1, 3, 3)
+    assert tensors["fc1.weight"].shape == (6, 4 * e * e)
+    meta = read_metadata(path)
+    layers = meta["architecture"]["layers"]
+    assert layers[0]["weight"] == "conv1.weight" and layers[-1]["bias"] == "fc2.bias"
+    assert meta["padding"] == "symmetric" and meta["architecture"]["window"] == 65
+    assert "mpfpipe_version" in meta["provenance"]
+
+
+def test_no_overwrite_without_flag(tmp_path, model):
+    save_model(model, tmp_path / "m.safetensors")
+    with pytest.raises(OutputExistsError):
+        save_model(model, tmp_path / "m.safetensors")
+    save_model(model, tmp_path / "m.safetensors", overwrite=True)
+
+
+def test_truncated_file_is_rejected(tmp_path, model):
+    path = save_model(model, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    for cut in (len(data) - 10, 100, 4):
+        (tmp_path / "t.safetensors").write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match="truncated|corrupt"):
+            load_model(tmp_path / "t.safetensors")
+
+
+def test_tampered_tensor_or_metadata_is_rejected(tmp_path, model):
+    from safetensors.numpy import load_file, save_file
+    path = save_model(model, tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    meta = read_metadata(path)
+    tensors["conv1.weight"][0, 0, 0, 0] += 1.0
+    save_file(tensors, str(tmp_path / "x.safetensors"), metadata={"mpfpipe": json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(tmp_path / "x.safetensors")
+    save_file(tensors, str(tmp_path / "y.safetensors"))
+    with pytest.raises(ModelFileError, match="not an mpfpipe model"):
+        load_model(tmp_path / "y.safetensors")
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
