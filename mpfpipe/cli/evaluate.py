@@ -1,0 +1,49 @@
+"""``mpfpipe evaluate PRED TRUTH``: metrics, JSON report and overlays (see `mpfpipe.evaluate`)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import cli
+from ._common import config_option
+
+
+@cli.command()
+@config_option
+@click.argument("pred")
+@click.argument("truth")
+@click.option("--output", "-o", default=None, help="Folder for report.json and overlay PNGs.")
+@click.option("--image", default=None, help="Raw volume for the overlays (default: the segmented input).")
+@click.option("--truth-positive", type=int, default=None,
+              help="Value of the positive class in a TRUTH label stack (ISBI 2012: 0 = membrane).")
+@click.option("--positive", type=int, default=1, help="Class id of the positive (membrane / defect) class.")
+@click.option("--threshold", type=float, default=0.5, help="p(positive) above which a pixel is positive.")
+@click.option("--samples", type=int, default=5000, help="Pixels per class for the balanced error.")
+@click.option("--seed", type=int, default=0, help="Seed of the balanced error's draw.")
+@click.option("--val", default=None, help="Validation image indices for detection, e.g. 0-9,12 (default: the "
+                                          "truth dataset's split).")
+@click.option("--test", default=None, help="Test image indices for detection.")
+@click.option("--overlays", type=int, default=4, help="Number of overlay slices.")
+@click.option("--no-rand", is_flag=True, help="Skip the V_rand threshold sweep.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+def evaluate(pred, truth, output, image, truth_positive, positive, threshold, samples, seed, val, test, overlays,
+             no_rand, overwrite):
+    """Compare PRED (a `mpfpipe segment` output or a probability map) with TRUTH (a dataset or a label stack):
+    pixel error, foreground-restricted Rand error with the best threshold, IoU / Dice, balanced error and
+    defect detection. Prints the report as JSON."""
+    from ..evaluate import evaluate as run
+    from ..evaluate.report import json_safe
+
+    splits = None
+    if val is not None or test is not None:
+        splits = {"val": val, "test": test}
+    report = run(pred, truth, output=output, image=image, truth_positive=truth_positive, positive=positive,
+                 threshold=threshold, samples=samples, seed=seed, splits=splits, overlays=overlays,
+                 rand=not no_rand, overwrite=overwrite)
+    brief = {k: v for k, v in report.items() if k not in ("confusion_axes",)}
+    if "rand" in brief:
+        brief["rand"] = {k: v for k, v in brief["rand"].items() if k != "curve"}
+    if "detection" in brief:
+        brief["detection"] = {k: v for k, v in brief["detection"].items() if k not in ("counts", "defective")}
+    click.echo(json.dumps(json_safe(brief), indent=2))

@@ -1,0 +1,81 @@
+"""Metric definitions checked against brute force and hand-made cases."""
+import itertools
+
+import numpy as np
+import pytest
+
+from mpfpipe.evaluate import metrics
+
+
+def _brute_rand(truth_seg, pred_seg):
+    """Pair counting over ordered pixel pairs (self pairs included) inside truth segments; predicted label 0 is
+    a singleton per pixel."""
+    idx = np.flatnonzero(truth_seg.ravel() > 0)
+    t, p = truth_seg.ravel()[idx], pred_seg.ravel()[idx]
+    same_t = same_p = both = 0
+    for a, b in itertools.product(range(idx.size), repeat=2):
+        st = t[a] == t[b]
+        sp = a == b or (p[a] == p[b] and p[a] > 0)
+        same_t += st
+        same_p += sp
+        both += st and sp
+    prec, rec = both / same_p, both / same_t
+    return 2 * prec * rec / (prec + rec), rec, prec
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rand_fscore_matches_pair_counting(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, size=(7, 6))
+    pred = rng.integers(0, 3, size=(7, 6))
+    got = metrics.rand_fscore(truth, pred)
+    f, split, merge = _brute_rand(truth, pred)
+    assert got["v_rand"] == pytest.approx(f) and got["split"] == pytest.approx(split)
+    assert got["merge"] == pytest.approx(merge)
+
+
+def test_vrand_perfect_split_and_merge():
+    # truth: two cells separated by a membrane column (class 1)
+    truth = np.zeros((1, 6, 9), np.uint8)
+    truth[0, :, 4] = 1
+    perfect = np.where(truth == 1, 0.9, 0.1).astype(np.float32)
+    res = metrics.vrand_sweep(list(perfect), list(truth), thresholds=(0.5,))
+    assert res["v_rand"] == pytest.approx(1.0) and res["rand_error"] == pytest.approx(0.0)
+    merged = np.full_like(perfect, 0.1)  # no membrane predicted: the two cells merge
+    res = metrics.vrand_sweep(list(merged), list(truth), thresholds=(0.5,))
+    assert res["curve"][0]["split"] == pytest.approx(1.0) and res["curve"][0]["merge"] == pytest.approx(0.5)
+    # the sweep picks the best threshold
+    res = metrics.vrand_sweep(list(np.where(truth == 1, 0.35, 0.1)), list(truth), thresholds=(0.2, 0.5))
+    assert res["best_threshold"] == 0.2 and res["v_rand"] == pytest.approx(1.0)
+
+
+def test_pixel_error_iou_dice():
+    truth = np.array([[0, 0, 1, 1], [0, 255, 1, 1]])
+    pred = np.array([[0, 1, 1, 1], [0, 1, 0, 1]])
+    conf = metrics.confusion_matrix(pred, truth, 2)
+    assert conf.tolist() == [[2, 1], [1, 3]]
+    assert metrics.pixel_error(conf) == pytest.approx(2 / 7)
+    iou, dice = metrics.iou_dice(conf)
+    assert iou == pytest.approx([2 / 4, 3 / 5]) and dice == pytest.approx([4 / 6, 6 / 8])
+
+
+def test_balanced_error_is_seeded_and_balanced():
+    rng = np.random.default_rng(0)
+    truth = (rng.random(100_000) < 0.05).astype(np.uint8)  # rare positives
+    prob = np.where(truth == 1, 0.4, 0.1)  # every positive missed, every negative right
+    prob[:10] = 0.7
+    a = metrics.balanced_error(prob, truth, n_per_class=500, seed=3)
+    b = metrics.balanced_error(prob, truth, n_per_class=500, seed=3)
+    assert a == b and a["n_positive"] == a["n_negative"] == 500
+    assert a["false_negative_rate"] == pytest.approx(1.0) and a["error"] == pytest.approx(
+        (500 + a["false_positive_rate"] * 500) / 1000)
+
+
+def test_detection_threshold_and_confusion():
+    counts = [0, 3, 5, 40, 60, 2, 100]
+    defective = [False, False, False, True, True, False, True]
+    chosen = metrics.choose_count_threshold(counts, defective)
+    assert chosen == {"threshold": 22, "error": 0.0}  # middle of the best interval [5, 40)
+    res = metrics.detection_confusion([1, 50, 30, 2], [False, True, False, True], chosen["threshold"])
+    assert res["confusion"] == [[1, 1], [1, 1]] and res["error"] == 0.5
+    assert metrics.choose_count_threshold([0, 0], [False, False])["error"] == 0

@@ -1,0 +1,106 @@
+"""evaluate(): end to end on synthetic predictions, on a segment output, on real ISBI labels, and the CLI."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from mpfpipe.cli import main
+from mpfpipe.errors import DataError, OutputExistsError
+from mpfpipe.evaluate import evaluate
+
+
+def _synthetic(n=6, h=40, w=48, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((n, h, w), np.uint8)
+    truth[:, :, ::12] = 1  # membrane columns
+    truth[:, ::10, :] = 1  # membrane rows
+    prob = np.clip(np.where(truth == 1, 0.8, 0.2) + rng.normal(0, 0.15, truth.shape), 0, 1).astype(np.float32)
+    return prob, truth
+
+
+def test_evaluate_report_and_overlays(tmp_path):
+    prob, truth = _synthetic()
+    truth[0, :3, :3] = 255  # ignored pixels
+    rep = evaluate(prob, truth, output=tmp_path / "ev", splits={"val": [0, 1, 2], "test": [3, 4, 5]},
+                   samples=300, overlays=2)
+    on_disk = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert on_disk["pixel_error"] == pytest.approx(rep["pixel_error"])
+    assert 0 < rep["pixel_error"] < 0.2 and rep["n_pixels"] == prob.size - 9
+    assert set(rep["iou"]) == {"class0", "class1"} and all(0 < v <= 1 for v in rep["dice"].values())
+    assert rep["balanced_error"]["n_positive"] == 300 and 0 <= rep["balanced_error"]["error"] < 0.3
+    r = rep["rand"]
+    assert len(r["curve"]) == 11 and r["best_threshold"] in [c["threshold"] for c in r["curve"]]
+    assert r["rand_error"] == pytest.approx(1 - max(c["v_rand"] for c in r["curve"]))
+    assert rep["detection"]["chosen_on"] == "val" and rep["detection"]["n_images"] == 3
+    assert len(rep["overlays"]) == 2 and all(Path(f).is_file() for f in rep["overlays"])
+    from PIL import Image
+    assert Image.open(rep["overlays"][0]).size[0] > 500
+    with pytest.raises(OutputExistsError):
+        evaluate(prob, truth, output=tmp_path / "ev")
+
+
+def test_detection_on_defect_images():
+    rng = np.random.default_rng(4)
+    n = 20
+    truth = np.zeros((n, 32, 32), np.uint8)
+    defective = rng.random(n) < 0.4
+    prob = rng.random((n, 32, 32)).astype(np.float32) * 0.55  # a few false-positive pixels everywhere
+    for i in np.flatnonzero(defective):
+        truth[i, 10:16, 10:20] = 1
+        prob[i, 10:16, 10:20] = 0.9
+    rep = evaluate(prob, truth, splits={"val": list(range(10)), "test": list(range(10, 20))}, rand=False)
+    det = rep["detection"]
+    assert det["error"] == 0 and det["threshold"] >= max(c for c, d in zip(det["counts"], det["defective"])
+                                                        if not d)
+    assert sum(map(sum, det["confusion"])) == 10
+
+
+def test_mismatched_shapes_are_clear_errors():
+    prob, truth = _synthetic(n=2)
+    with pytest.raises(DataError, match="slice"):
+        evaluate(prob[:, :30], truth)
+    with pytest.raises(DataError, match="2 slice"):
+        evaluate(prob, truth[:1])
+
+
+def test_evaluate_a_segment_output(tmp_path):
+    from mpfpipe.arch import preset
+    from mpfpipe.model import Model, save_model
+    from mpfpipe.params import init_params
+    from mpfpipe.segment import segment
+
+    net = preset("steel", maps=2, hidden=4)
+    save_model(Model(net, init_params(net, 0), class_names=["background", "defect"],
+                     normalisation={"mean": [100.0], "std": [50.0]}), tmp_path / "m.safetensors")
+    vol = np.random.default_rng(0).integers(0, 255, size=(3, 30, 36)).astype(np.uint8)
+    zarr.save_array(str(tmp_path / "v.zarr"), vol)
+    segment(tmp_path / "m.safetensors", tmp_path / "v.zarr", tmp_path / "s.zarr", block=(1, 30, 36), workers=0,
+            progress=False, quantize=True)
+    truth = (vol > 128).astype(np.uint8)
+    np.save(tmp_path / "t.npy", truth)
+    out = tmp_path / "ev"
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "s.zarr"), str(tmp_path / "t.npy"), "-o", str(out), "--samples", "100",
+              "--val", "0", "--test", "1-2", "--overlays", "1"])
+    assert exc.value.code == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["classes"] == ["background", "defect"] and rep["model"]["sha256"]
+    assert rep["detection"]["evaluated_on"] == "test" and len(rep["overlays"]) == 1
+
+
+def test_isbi_labels_against_themselves(shared_data):
+    import tifffile
+    lab = tifffile.imread(shared_data / "isbi2012" / "train-labels.tif", key=[0, 1])
+    prob = (lab == 0).astype(np.float32)  # membrane probability 1 exactly on membranes
+    rep = evaluate(prob, lab, truth_positive=0, samples=1000, thresholds=(0.5,))
+    assert rep["pixel_error"] == 0 and rep["rand"]["rand_error"] == pytest.approx(0, abs=1e-12)
+    assert rep["balanced_error"]["error"] == 0
+    frac = rep["confusion"][1][1] / rep["n_pixels"]
+    assert 0.1 < frac < 0.35  # membranes are ~22 % of ISBI pixels
+    # a blurred prediction is worse but sensible
+    from scipy import ndimage
+    blurred = np.stack([ndimage.uniform_filter(p, 9) for p in prob])
+    rep2 = evaluate(blurred, lab, truth_positive=0, samples=1000)
+    assert 0 < rep2["rand"]["rand_error"] < 0.9 and rep2["pixel_error"] > 0
