@@ -14,11 +14,10 @@ from ..model import Model, save_model
 from ..params import init_params, n_params, ravel, unravel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster import connect, worker_memory
-from .oracle import DaskOracle, data_bytes
+from .oracle import DaskOracle, should_stream
 from .optim import OPTIMIZERS, STEPS, OptimConfig, init_state
 from .report import append_log, format_summary, plot_losses, write_log
 
-STREAM_FRACTION = 0.25  # hold the images on the workers only if they need < 25 % of the workers' memory
 RESUME_FREE = ("epochs", "gtol", "validate_every")  # options a resumed run may change
 
 
@@ -128,8 +127,9 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
                     + (f", {'local' if handle.cluster is not None else handle.address}" if handle else ", client"))
     try:
         if stream is None:
-            mem = worker_memory(client)
-            stream = bool(mem) and data_bytes(ds, train_idx + val_idx) > STREAM_FRACTION * mem
+            stream = should_stream(ds, train_idx + val_idx, worker_memory(client))
+            if stream:
+                say("data: larger than a quarter of the workers' memory, every task reads its image from Zarr")
         oracle = DaskOracle(client, net, ds, augment=spec, seed=seed, dtype=dtype, stream=stream)
         t0 = time.perf_counter()
         oracle.hold(train_idx + val_idx)

@@ -251,6 +251,15 @@ class DaskOracle(BaseOracle):
                 pass
 
 
+STREAM_FRACTION = 0.25
+
+
+def should_stream(dataset, indices, memory: int, fraction: float = STREAM_FRACTION) -> bool:
+    """Stream from Zarr when holding the images would take more than ``fraction`` of the workers' total memory
+    (the rest is left for activations: a gradient pass needs several times its image in float32 per layer)."""
+    return bool(memory) and data_bytes(dataset, indices) > fraction * memory
+
+
 def data_bytes(dataset, indices) -> int:
     """Bytes the held (normalised float32 + uint8 labels) images of ``indices`` take on the workers."""
     c = dataset.channels

@@ -56,3 +56,21 @@ def test_bit_identical_for_1_2_3_workers(isbi_crops, small_net, tmp_path, make_c
     assert np.array_equal(packed[1], packed[2]) and np.array_equal(packed[1], packed[3])
     assert np.array_equal(finals[1], finals[2]) and np.array_equal(finals[1], finals[3])
     assert not np.array_equal(finals[1], x0)
+
+
+def test_streamed_sgd_equals_held_sgd(isbi_crops, small_net, cluster2, tmp_path):
+    common = dict(optimizer="sgd", epochs=1, batch_size=2, seed=6, client=cluster2.client, progress=False)
+    held = train(isbi_crops, small_net, out=tmp_path / "h.safetensors", stream=False, **common)
+    streamed = train(isbi_crops, small_net, out=tmp_path / "s.safetensors", stream=True, **common)
+    assert streamed.summary["stream"] and not held.summary["stream"]
+    assert np.array_equal(held.x, streamed.x)
+
+
+def test_stream_is_chosen_when_data_exceed_memory(isbi_crops):
+    from mpfpipe.train.oracle import data_bytes, should_stream
+    ds = open_dataset(isbi_crops)
+    need = data_bytes(ds, ds.split("all"))
+    assert need == 7 * 48 * 48 * 5
+    assert should_stream(ds, ds.split("all"), memory=need)  # would take 100 % > 25 %
+    assert not should_stream(ds, ds.split("all"), memory=8 * need)
+    assert not should_stream(ds, ds.split("all"), memory=0)  # unknown / unlimited
