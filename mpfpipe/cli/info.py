@@ -1,0 +1,186 @@
+"""``mpfpipe info PATH``: what is in a model file, a dataset, a segmentation output or a run folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import MpfError
+from . import cli
+from ._common import config_option
+
+
+def _zarr_attrs(path: Path) -> dict | None:
+    if not (path.is_dir() and (path / "zarr.json").is_file()):
+        return None
+    try:
+        import zarr
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - not a group
+        return None
+
+
+def model_info(path: Path) -> dict:
+    from ..arch import net_from_dict
+    from ..model import read_metadata
+    from ..params import n_params
+
+    meta = read_metadata(path)
+    arch = meta.get("architecture", {})
+    net = net_from_dict({k: arch[k] for k in ("name", "in_channels", "window", "layers") if k in arch})
+    prov = meta.get("provenance") or {}
+    training = prov.get("training") or {}
+    keep = ("status", "optimizer", "steps", "epochs_done", "dataset", "n_train", "n_val", "initial_loss",
+            "final_loss", "best_val_loss", "best_val_error", "best_epoch", "augment", "balance", "cluster", "seed")
+    return {"kind": "model", "path": str(path), "size_bytes": path.stat().st_size,
+            "architecture": net.describe(), "name": net.name, "layers": arch.get("layers"),
+            "window": net.window, "stride": net.stride, "in_channels": net.in_channels, "n_classes": net.n_classes,
+            "n_params": n_params(net), "class_names": meta.get("class_names"),
+            "normalisation": meta.get("normalisation"), "padding": meta.get("padding"),
+            "ignore_index": meta.get("ignore_index"), "sha256": meta.get("sha256"),
+            "created": meta.get("created") or prov.get("created"), "mpfpipe_version": meta.get("mpfpipe_version"),
+            "training": {k: training[k] for k in keep if k in training},
+            "training_time_s": (training.get("timing") or {}).get("wall")}
+
+
+def dataset_info(path: Path) -> dict:
+    import numpy as np
+
+    from ..data import open_dataset
+
+    ds = open_dataset(path)
+    sizes = np.asarray(ds.sizes).reshape(-1, 2)
+    counts = ds.attrs.get("class_counts")
+    per_class = None
+    if counts:
+        per_class = dict(zip(ds.class_names, np.asarray(counts, np.int64).sum(axis=0).tolist()))
+    return {"kind": "dataset", "path": str(path), "images": ds.n_images, "channels": ds.channels,
+            "dtype": str(ds.dtype), "sizes": {"min": sizes.min(axis=0).tolist(), "max": sizes.max(axis=0).tolist(),
+                                              "distinct": int(len({tuple(s) for s in sizes.tolist()}))},
+            "classes": ds.class_names, "class_pixels": per_class, "ignore_index": ds.ignore_index,
+            "splits": ds.split_sizes(), "with_positive_pixel": int(sum(ds.positive)), "masks": ds.has_masks,
+            "normalisation": ds.normalisation, "downsample": ds.attrs.get("downsample"),
+            "sources": (ds.attrs.get("provenance") or {}).get("sources")}
+
+
+def segmentation_info(path: Path, meta: dict) -> dict:
+    import zarr
+
+    from ..segment import read_done
+
+    g = zarr.open_group(str(path), mode="r")
+    arrays = {}
+
+    def walk(grp, prefix=""):
+        for name, node in grp.members():
+            key = f"{prefix}{name}"
+            if isinstance(node, zarr.Array):
+                arrays[key] = {"shape": list(node.shape), "dtype": str(node.dtype), "chunks": list(node.chunks)}
+            else:
+                walk(node, key + "/")
+    walk(g)
+    try:
+        done = read_done(path)
+        done_n, total = int(done.sum()), int(done.size)
+    except Exception:  # noqa: BLE001
+        done_n = total = None
+    model = meta.get("model") or {}
+    return {"kind": "segmentation", "path": str(path), "complete": bool(meta.get("complete")),
+            "blocks_done": done_n, "blocks": total, "arrays": arrays,
+            "class_names": model.get("class_names"), "model": {k: model.get(k) for k in ("path", "sha256")},
+            "input": {k: (meta.get("input") or {}).get(k) for k in ("path", "kind", "shape", "channels", "dtype")},
+            "settings": meta.get("settings"), "summary": meta.get("summary")}
+
+
+def run_info(path: Path) -> dict:
+    state = json.loads((path / "workflow.json").read_text())
+    return {"kind": "run", "path": str(path), "workflow": state.get("workflow"),
+            "steps": {k: {"kind": v.get("kind"), "status": v.get("status"), "seconds": v.get("seconds")}
+                      for k, v in (state.get("steps") or {}).items()},
+            "files": sorted(p.name for p in path.iterdir())}
+
+
+def describe(path) -> dict:
+    """A dict describing ``path``: a model file, a dataset, a segmentation output or a workflow run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise MpfError(f"{path} not found")
+    if path.is_file():
+        if path.suffix in (".tif", ".tiff", ".npy", ".png", ".jpg"):
+            raise MpfError(f"{path} is an image file, not an mpfpipe model, dataset or segmentation "
+                           "(ingest it with `mpfpipe ingest`)")
+        return model_info(path)
+    if (path / "workflow.json").is_file():
+        return run_info(path)
+    attrs = _zarr_attrs(path)
+    if attrs is not None:
+        if "mpfpipe_dataset" in attrs:
+            return dataset_info(path)
+        meta = attrs.get("mpfpipe")
+        if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation":
+            return segmentation_info(path, meta)
+    raise MpfError(f"{path} is not an mpfpipe model file, dataset, segmentation output or run folder")
+
+
+def _fmt_text(d: dict) -> str:
+    k = d["kind"]
+    lines = [f"{d['path']}: {k}"]
+    if k == "model":
+        t = d["training"]
+        lines += [f"  architecture  {d['architecture']}",
+                  f"  window        {d['window']}x{d['window']}, stride {d['stride']}, {d['n_params']} parameters",
+                  f"  classes       {', '.join(d['class_names'] or [])} (ignore label {d['ignore_index']})",
+                  f"  normalisation mean {d['normalisation'].get('mean')}, std {d['normalisation'].get('std')}; "
+                  f"padding {d['padding']}",
+                  f"  sha256        {d['sha256']}"]
+        if t:
+            lines.append(f"  training      {t.get('optimizer')}, {t.get('steps')} steps ({t.get('status')}) on "
+                         f"{t.get('n_train')} train / {t.get('n_val')} val images of {t.get('dataset')}")
+            lines.append(f"                loss {t.get('initial_loss')} -> {t.get('final_loss')}; best val loss "
+                         f"{t.get('best_val_loss')}, pixel error {t.get('best_val_error')} at epoch "
+                         f"{t.get('best_epoch')}"
+                         + (f"; {d['training_time_s']:.1f} s" if d.get("training_time_s") else ""))
+    elif k == "dataset":
+        s = d["sizes"]
+        lines += [f"  images        {d['images']} x {d['channels']} channel(s) {d['dtype']}, sizes "
+                  f"{s['min'][0]}x{s['min'][1]} .. {s['max'][0]}x{s['max'][1]} ({s['distinct']} distinct)",
+                  f"  classes       {', '.join(d['classes'])} (ignore label {d['ignore_index']})",
+                  f"  class pixels  " + (", ".join(f"{c}: {n:,}" for c, n in d["class_pixels"].items())
+                                         if d["class_pixels"] else "n/a"),
+                  f"  splits        " + ", ".join(f"{n} {c}" for n, c in d["splits"].items()),
+                  f"  positive      {d['with_positive_pixel']} image(s) with a non-background pixel",
+                  f"  normalisation mean {d['normalisation']['mean']}, std {d['normalisation']['std']}",
+                  f"  sources       {d['sources']}"]
+    elif k == "segmentation":
+        lines.append(f"  complete      {d['complete']} ({d['blocks_done']}/{d['blocks']} blocks done)")
+        lines.append(f"  classes       {', '.join(d['class_names'] or [])}")
+        for name, a in d["arrays"].items():
+            lines.append(f"  array {name:<24} {a['dtype']} {a['shape']} chunks {a['chunks']}")
+        lines.append(f"  model         {d['model']['path']} (sha256 {str(d['model']['sha256'])[:12]}...)")
+        lines.append(f"  input         {d['input']['path']} {d['input']['shape']}")
+    else:
+        wf = d.get("workflow") or {}
+        lines.append(f"  workflow      {wf.get('name')} ({wf.get('file')}), params {wf.get('params')}")
+        for sid, st in d["steps"].items():
+            secs = st.get("seconds")
+            lines.append(f"  step {sid:<12} {st['kind']:<9} {st['status']}"
+                         + (f" in {secs:.1f} s" if secs is not None else ""))
+        lines.append(f"  files         {', '.join(d['files'])}")
+    return "\n".join(lines)
+
+
+@cli.command("info")
+@config_option
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def info_cmd(path, as_json):
+    """Show what is in PATH: a model file (architecture, window, stride, classes, normalisation, training),
+    a dataset (images, sizes, classes, class pixel counts, splits), a segmentation output (arrays,
+    completeness) or a workflow run folder (steps and their status)."""
+    d = describe(path)
+    if as_json:
+        from ..evaluate.report import json_safe
+        click.echo(json.dumps(json_safe(d), indent=2, default=str))
+    else:
+        click.echo(_fmt_text(d))
