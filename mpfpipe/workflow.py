@@ -160,7 +160,10 @@ def load_workflow(path, sets=None) -> Workflow:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise WorkflowError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise WorkflowError(f"{path} is not valid YAML{where}: {what}") from None
     if not isinstance(doc, dict):
         raise WorkflowError(f"{path}: a workflow is a mapping with 'name', 'params' and 'steps'")
     unknown = sorted(set(doc) - TOP_KEYS)
@@ -315,8 +318,30 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
 
 
 # ------------------------------------------------------------------------------------------------ state
+def json_safe(obj):
+    """JSON-safe copy: numpy scalars/arrays to Python, NaN/inf to None, paths to strings."""
+    import math
+
+    import numpy as np
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def _write_json(path: Path, obj) -> None:
-    from .evaluate.report import json_safe
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as fh:

@@ -1,7 +1,7 @@
 """``mpfpipe info PATH``: what is in a model file, a dataset, a segmentation output or a run folder."""
 from __future__ import annotations
 
-import json
+import json as _json
 from pathlib import Path
 
 import click
@@ -94,7 +94,7 @@ def segmentation_info(path: Path, meta: dict) -> dict:
 
 
 def run_info(path: Path) -> dict:
-    state = json.loads((path / "workflow.json").read_text())
+    state = _json.loads((path / "workflow.json").read_text())
     return {"kind": "run", "path": str(path), "workflow": state.get("workflow"),
             "steps": {k: {"kind": v.get("kind"), "status": v.get("status"), "seconds": v.get("seconds")}
                       for k, v in (state.get("steps") or {}).items()},
@@ -173,14 +173,14 @@ def _fmt_text(d: dict) -> str:
 @cli.command("info")
 @config_option
 @click.argument("path", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-def info_cmd(path, as_json):
+@click.option("--json", "json", is_flag=True, help="Print everything as JSON.")
+def info_cmd(path, **kw):
     """Show what is in PATH: a model file (architecture, window, stride, classes, normalisation, training),
     a dataset (images, sizes, classes, class pixel counts, splits), a segmentation output (arrays,
     completeness) or a workflow run folder (steps and their status)."""
     d = describe(path)
-    if as_json:
-        from ..evaluate.report import json_safe
-        click.echo(json.dumps(json_safe(d), indent=2, default=str))
+    if kw["json"]:
+        from ..workflow import json_safe
+        click.echo(_json.dumps(json_safe(d), indent=2, default=str))
     else:
         click.echo(_fmt_text(d))

@@ -1,7 +1,7 @@
 """``mpfpipe run WORKFLOW.yaml``: ingest -> train -> segment -> evaluate into a run folder (see `mpfpipe.workflow`)."""
 from __future__ import annotations
 
-import json
+import json as _json
 
 import click
 
@@ -22,13 +22,6 @@ class _KeyValue(click.ParamType):
         return key.strip(), val
 
 
-def _sets(ctx, param, value):
-    # --config may give `set:` as a mapping {key: value}
-    if isinstance(value, dict):
-        return tuple((str(k), v) for k, v in value.items())
-    return value
-
-
 @cli.command("run", epilog="""\b
 Workflows shipped in workflows/:
   quickstart.yaml            synthetic EM data, a small net, a few minutes on 2 cores (no downloads)
@@ -46,8 +39,9 @@ Examples:
   mpfpipe run workflows/quickstart.yaml --dry-run          # show the resolved steps and parameters
 """)
 @click.argument("workflow", type=click.Path(dir_okay=False))
-@click.option("--set", "sets", multiple=True, type=_KeyValue(), callback=_sets,
-              help="Override a workflow parameter (repeatable), e.g. --set iterations=10.")
+@click.option("--set", "set", multiple=True, type=_KeyValue(),
+              help="Override a workflow parameter (repeatable), e.g. --set iterations=10 (in --config: a list "
+                   "such as set: [iterations=10, size=64x64]).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/<workflow name>].")
 @click.option("--scheduler", default=None, help="Join a running Dask scheduler, e.g. tcp://host:8786.")
@@ -59,17 +53,18 @@ Examples:
 @click.option("--resume", is_flag=True, help="Continue an existing run folder: finished steps are skipped.")
 @click.option("--overwrite", is_flag=True, help="Clear an existing run folder and start again.")
 @click.option("--dry-run", is_flag=True, help="Check the workflow and print the resolved steps; run nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of Markdown.")
+@click.option("--json", "json", is_flag=True, help="Print the summary as JSON instead of Markdown.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @config_option
-def run_cmd(workflow, sets, out, scheduler, scheduler_file, workers, threads, resume, overwrite, dry_run, as_json,
-            progress):
+def run_cmd(workflow, out, scheduler, scheduler_file, workers, threads, resume, overwrite, dry_run,
+            progress, **kw):
     """Run the workflow WORKFLOW.yaml (ingest -> train -> segment -> evaluate) into a run folder.
 
     Parameters declared in the workflow's params: section can be overridden with --set KEY=VALUE.
     An existing run folder is refused unless --resume or --overwrite is given."""
     from ..workflow import run_workflow, summary_markdown
 
+    sets = kw["set"]
     if resume and overwrite:
         raise click.UsageError("give either --resume or --overwrite, not both")
     if scheduler and scheduler_file:
@@ -77,7 +72,7 @@ def run_cmd(workflow, sets, out, scheduler, scheduler_file, workers, threads, re
     summary = run_workflow(workflow, list(sets), out=out, scheduler=scheduler, scheduler_file=scheduler_file,
                            workers=workers, threads=threads, overwrite=overwrite, resume=resume, progress=progress,
                            echo=lambda msg: click.echo(msg, err=True), dry_run=dry_run)
-    if dry_run or as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+    if dry_run or kw["json"]:
+        click.echo(_json.dumps(summary, indent=2, default=str))
     else:
         click.echo(summary_markdown(summary))

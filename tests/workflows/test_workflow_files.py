@@ -1,0 +1,127 @@
+"""Every shipped workflow parses, names only known steps / options / parameters, and resolves its inputs;
+parameter substitution and --set typing; the paper workflows carry the paper's settings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpfpipe.workflow import KINDS, WorkflowError, load_workflow, parse_sets, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.yaml"))
+
+
+def fake_data(tmp_path):
+    """Stand-ins for the real data paths: plan() only checks that inputs exist."""
+    isbi = tmp_path / "isbi2012"
+    isbi.mkdir()
+    for name in ("train-volume.tif", "train-labels.tif", "test-volume.tif"):
+        (isbi / name).write_bytes(b"")
+    tiles = tmp_path / "magnetic_tile"
+    tiles.mkdir()
+    return {"isbi2012-membranes": {"data": str(isbi)}, "surface-defects": {"data": str(tiles)}}
+
+
+def test_the_three_workflows_ship():
+    assert {p.stem for p in WORKFLOWS} >= {"quickstart", "isbi2012-membranes", "surface-defects"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_plans(path, tmp_path):
+    sets = fake_data(tmp_path).get(path.stem, {})
+    wf = load_workflow(path, sets)
+    assert wf.name == path.stem and wf.description
+    steps = plan(wf, tmp_path / "run")
+    kinds = [s.kind for s in steps]
+    assert set(kinds) <= set(KINDS)
+    # each chains ingest -> train -> segment -> evaluate, in that order
+    assert kinds.index("ingest") < kinds.index("train") < kinds.index("segment") < kinds.index("evaluate")
+    train = next(s for s in steps if s.kind == "train")
+    assert train.outputs["main"] == tmp_path / "run" / "model.safetensors"
+    assert train.outputs["plot"].parent == tmp_path / "run" / "train"
+    ev = next(s for s in steps if s.kind == "evaluate")
+    assert ev.outputs["main"] == tmp_path / "run" / "report.json"
+    assert ev.outputs["overlays"] == tmp_path / "run" / "overlays"
+    seg = next(s for s in steps if s.kind == "segment")
+    assert seg.outputs["main"] == tmp_path / "run" / "segmentation.ome.zarr"
+    assert seg.inputs["model"] == train.outputs["main"]
+    # every parameter is used somewhere
+    text = path.read_text()
+    for name in wf.defaults:
+        assert "${" + name + "}" in text, f"{path.name}: parameter {name} is never used"
+
+
+def test_paper_settings(tmp_path):
+    data = fake_data(tmp_path)
+    isbi = plan(load_workflow(ROOT / "workflows" / "isbi2012-membranes.yaml", data["isbi2012-membranes"]),
+                tmp_path / "a")
+    tr = next(s for s in isbi if s.kind == "train").options
+    assert tr["net"] in ("n4", "n3") and tr["optimizer"] in ("sgd", "lbfgs")
+    assert all(a in tr["augment"] for a in ("flip", "rot90", "rotate"))
+    segs = [s for s in isbi if s.kind == "segment"]
+    assert any(str(s.inputs["input"]).endswith("test-volume.tif") for s in segs)
+    steel = plan(load_workflow(ROOT / "workflows" / "surface-defects.yaml", data["surface-defects"]),
+                 tmp_path / "b")
+    ing = next(s for s in steel if s.kind == "ingest").options
+    tr = next(s for s in steel if s.kind == "train").options
+    ev = next(s for s in steel if s.kind == "evaluate").options
+    assert ing["downsample"] == 4 and ing["split"] == [0.5, 0.25, 0.25]
+    assert tr["net"] == "steel" and tr["optimizer"] == "lbfgs" and tr["balance"] is True
+    assert ev["detection"] is True and ev["images"] == "test"
+
+
+def test_real_data_paths_resolve(shared_data, tmp_path):
+    for name, sub in (("isbi2012-membranes", "isbi2012"), ("surface-defects", "magnetic_tile")):
+        wf = load_workflow(ROOT / "workflows" / f"{name}.yaml", {"data": str(shared_data / sub)})
+        assert plan(wf, tmp_path / name)
+
+
+def test_parse_sets_types():
+    assert parse_sets(["a=4", "b=0.5", "c=64x64", "d=[0.5, 0.5]", "e=true", "f=../x/y", "g=a=b"]) == {
+        "a": 4, "b": 0.5, "c": "64x64", "d": [0.5, 0.5], "e": True, "f": "../x/y", "g": "a=b"}
+    with pytest.raises(WorkflowError, match="KEY=VALUE"):
+        parse_sets(["novalue"])
+
+
+def test_substitution_and_references(tmp_path):
+    wf = tmp_path / "w.yaml"
+    wf.write_text("""
+name: t
+description: test
+params: {n: 3, tag: abc}
+steps:
+  - ingest: {id: a, source: "synthetic:em", n_images: "${n}", size: 32x32}
+  - ingest: {id: b, source: "synthetic:defects", n_images: 2}
+  - train: {dataset: b, epochs: "${n}", net: "steel", seed: 1}
+  - segment: {input: a}
+  - evaluate: {}
+  - segment: {id: again, input: "${run}/data/b.zarr", model: train}
+""")
+    (tmp_path / "run" / "data" / "b.zarr").mkdir(parents=True)
+    steps = plan(load_workflow(wf, ["n=5"]), tmp_path / "run")
+    assert steps[0].options["n_images"] == 5 and steps[2].options["epochs"] == 5
+    assert steps[2].inputs["dataset"] == steps[1].outputs["main"]
+    assert steps[3].inputs["input"] == steps[0].outputs["main"]
+    assert steps[4].inputs["pred"] == steps[3].outputs["main"]
+    assert steps[4].inputs["truth"] == steps[0].outputs["main"]  # the segmented dataset
+    assert steps[5].outputs["main"] == tmp_path / "run" / "again.ome.zarr"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("steps:\n  - ingest: {source: 'synthetic:em'}\n  - ingest: {source: 'synthetic:em'}\n",
+     "id 'ingest' is used twice"),
+    ("steps:\n  - train: {}\n", "needs 'dataset'"),
+    ("steps: []\n", "non-empty list"),
+    ("stpes: []\n", "unknown key"),
+    ("params: {run: 1}\nsteps:\n  - train: {}\n", "reserved"),
+    ("steps:\n  - ingest: {source: 'synthetic:cats'}\n", "synthetic:em"),
+    ("steps:\n  - ingest: {n_images: 3}\n", "needs 'source'"),
+    ("steps:\n  - train: {dataset: nowhere}\n", "neither an earlier step id"),
+    ("steps:\n  - {train: {}, segment: {}}\n", "one key"),
+])
+def test_invalid_workflows(tmp_path, text, message):
+    wf = tmp_path / "w.yaml"
+    wf.write_text(text)
+    with pytest.raises(WorkflowError, match=message):
+        plan(load_workflow(wf), tmp_path / "run")
