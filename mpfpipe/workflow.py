@@ -449,8 +449,16 @@ def _run_segment(step: Step, ctx) -> dict:
         o["block"] = tuple(int(v) for v in o["block"].replace("x", ",").split(","))
     if o.get("block") is not None and len(o["block"]) == 2:
         o["block"] = (1, *o["block"])
-    res = segment(step.inputs["model"], step.inputs["input"], step.outputs["main"], scheduler=ctx.scheduler,
-                  workers=ctx.workers if ctx.scheduler is None else None, progress=ctx.progress, **o)
+    from .errors import OutputExistsError
+
+    def go(overwrite):
+        return segment(step.inputs["model"], step.inputs["input"], step.outputs["main"], scheduler=ctx.scheduler,
+                       workers=ctx.workers if ctx.scheduler is None else None, progress=ctx.progress,
+                       overwrite=overwrite, **o)
+    try:  # an unfinished output of the same model and settings resumes (done blocks are skipped)
+        res = go(False)
+    except OutputExistsError:  # complete, or made with another model / settings: recompute
+        res = go(True)
     ctx.say(res.summary())
     return {"output": str(step.outputs["main"]), "blocks": res.blocks, "done": res.done, "skipped": res.skipped,
             "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
@@ -589,8 +597,8 @@ def run_workflow(path, sets=None, *, out=None, scheduler: str | None = None, sch
     try:
         needs_cluster = any(s.kind in ("train", "segment") and not _step_done(s, state) for s in steps)
         if needs_cluster:
-            handle = connect(workers=workers if (scheduler or scheduler_file) is None else workers,
-                             threads=threads, scheduler=scheduler, scheduler_file=scheduler_file)
+            handle = connect(workers=workers, threads=threads, scheduler=scheduler,
+                             scheduler_file=scheduler_file)
             where = "local cluster" if handle.cluster is not None else f"scheduler {handle.address}"
             say(f"cluster: {where}, {handle.workers} worker(s)"
                 + (f" x {handle.threads} thread(s)" if handle.threads else ""))

@@ -108,6 +108,30 @@ def _certs(tmp_path):
     return certs
 
 
+def _kill_worker_mid_task(address, certs, workers, train) -> int:
+    """SIGKILL the worker process that is running an mpfpipe gradient task; returns its index."""
+    from distributed import Client
+    from distributed.security import Security
+
+    sec = None
+    if certs is not None:
+        sec = Security(tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(certs / "client.pem"),
+                       tls_client_key=str(certs / "client-key.pem"), require_encryption=True)
+    with Client(address, security=sec, timeout=20, set_as_default=False) as client:
+        names = {addr: w["name"] for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for addr, keys in client.processing().items():
+                if any(str(k).startswith("mpf-grad") for k in keys) and addr in names:
+                    victim = int(str(names[addr])[1:])
+                    os.kill(workers[victim].pid, signal.SIGKILL)
+                    return victim
+            if train.poll() is not None:
+                pytest.fail("training ended before a gradient task was caught running")
+            time.sleep(0.002)
+    pytest.fail("no gradient task was caught running")
+
+
 @pytest.mark.parametrize("protocol", ["tcp", "tls"])
 def test_train_on_external_cluster_survives_a_killed_worker(protocol, crops, reference, tmp_path):
     from mpfpipe.model import load_model
@@ -118,7 +142,7 @@ def test_train_on_external_cluster_survives_a_killed_worker(protocol, crops, ref
     sfile = tmp_path / "scheduler.json"
     sched_cmd = [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
                  "--scheduler-file", str(sfile)]
-    worker_env, client_env = env(), env()
+    worker_env, client_env, certs = env(), env(), None
     if protocol == "tls":
         certs = _certs(tmp_path)
         sched_cmd += ["--protocol", "tls", "--tls-ca-file", str(certs / "ca.pem"),
@@ -150,14 +174,15 @@ def test_train_on_external_cluster_survives_a_killed_worker(protocol, crops, ref
         log = tmp_path / "m.log.jsonl"
         train = start([*MPFPIPE, "train", str(crops), *CLI_OPTS, "--scheduler", address, "--workers", "2",
                        "--timeout", "30", "--out", str(out)], client_env, "train")
-        # SIGKILL one worker once the first step is logged (EPOCHS - 1 steps still to go)
+        # Once the first step is logged, SIGKILL a worker while it computes a gradient task (watched through a
+        # client of our own; over TLS it needs the client certificate too).
         wait_for(lambda: log.exists() and log.read_text().count("\n") >= 1, train, "first training step", 120)
-        os.kill(workers[0].pid, signal.SIGKILL)
+        victim = _kill_worker_mid_task(address, certs if protocol == "tls" else None, workers, train)
         steps_at_kill = log.read_text().count("\n")
         assert steps_at_kill < EPOCHS, "the run finished before the worker was killed"
         assert train.wait(timeout=180) == 0, (tmp_path / "train.log").read_text()[-3000:]
-        assert workers[0].wait(timeout=10) == -signal.SIGKILL
-        assert workers[1].poll() is None, "the surviving worker died"
+        assert workers[victim].wait(timeout=10) == -signal.SIGKILL
+        assert workers[1 - victim].poll() is None, "the surviving worker died"
 
         arrays, meta = load_checkpoint(tmp_path / "m.ckpt.npz")
         assert meta["status"] == "finished" and meta["step"] == EPOCHS
@@ -174,6 +199,7 @@ def test_train_on_external_cluster_survives_a_killed_worker(protocol, crops, ref
             assert res.returncode == 1, res.stderr
             lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
             assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+            print(f"refused without the certificate: {lines[0]}")
             assert not (tmp_path / "refused.safetensors").exists()
     finally:
         for p in reversed(procs):
