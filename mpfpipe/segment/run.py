@@ -46,6 +46,7 @@ class SegmentResult:
     seconds: float = 0.0
     voxels: int = 0
     voxels_per_s: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the block tasks (all their threads), summed over blocks
     peak_memory_per_worker: dict = field(default_factory=dict)  # worker -> peak RSS bytes
     errors: list = field(default_factory=list)
 
@@ -53,7 +54,7 @@ class SegmentResult:
         mem = max(self.peak_memory_per_worker.values(), default=0) / 2**20
         return (f"{self.output}: {self.blocks} blocks: {self.done} done, {self.skipped} skipped (already done), "
                 f"{self.failed} failed; {self.voxels} voxels in {self.seconds:.1f} s = {self.voxels_per_s:,.0f} "
-                f"voxels/s; peak memory per worker {mem:.0f} MiB")
+                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks); peak memory per worker {mem:.0f} MiB")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,16 +97,18 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     workers, threads = _split_cores(workers, threads)
     env = {k: str(threads) for k in THREAD_ENV}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, env=env, silence_logs=40) as cluster, Client(cluster) as client:
+                      dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
+                      silence_logs=40) as cluster, Client(cluster) as client:
         yield client
 
 
 def _block_task(engine: Engine, volume, out_path: str, token: str, block) -> dict:
     """One block: read with halo, forward, write its chunks, mark done. Runs on a worker."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     probs, labels = compute_block(engine, volume.read, block, volume.slice_size)
     omezarr.Writer.get(out_path, volume.two_d, token).write(block, probs, labels)
-    return {"index": block.index, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
+    return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "pid": os.getpid(),
             "peak_rss": peak_rss_bytes()}
 
 
@@ -217,6 +220,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
                 else:
                     result.done += 1
                     result.voxels += voxels_of(block_)
+                    result.cpu_seconds += outcome["cpu_seconds"]
                     key = f"pid{outcome['pid']}"
                     result.peak_memory_per_worker[key] = max(result.peak_memory_per_worker.get(key, 0),
                                                              outcome["peak_rss"])
