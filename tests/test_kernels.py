@@ -90,3 +90,15 @@ def test_conv_matches_naive_forward_and_backward(act, k, monkeypatch):
     np.testing.assert_allclose(dw, rw, atol=1e-10)
     np.testing.assert_allclose(db, rb, atol=1e-10)
     np.testing.assert_allclose(dx, rx, atol=1e-10)
+
+
+@pytest.mark.parametrize("act", ["tanh", "stanh"])
+def test_float32_tanh_approximation_is_within_a_few_ulp(act):
+    from mpfpipe.kernels import bias_act_forward
+    x = np.linspace(-12, 12, 400_001, dtype=np.float32)[None]
+    y = x.copy()
+    bias_act_forward(y, np.zeros(1, np.float32), act)
+    ref = naive.act(x.astype(np.float64), act)
+    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    assert (np.abs(y - ref) / ulp).max() <= 8
+    assert y[0, 200_000] == 0.0 and np.all(np.diff(y[0]) >= 0)  # odd at 0, monotone
