@@ -1,0 +1,176 @@
+"""The step runners: each calls one Python API (ingest, train, segment, evaluate) with its resolved options."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ._io import _write_json
+from .spec import Step, WorkflowError
+
+
+def _run_ingest(step: Step, ctx) -> dict:
+    from ..data import ingest, open_dataset, synth_defects, synth_em
+    o = dict(step.options)
+    src = o.pop("source")
+    out = step.outputs["main"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    common = dict(overwrite=True, progress=ctx.progress)
+    if src[0] == "synthetic:em":
+        synth_em(out, **o, **common)
+    elif src[0] == "synthetic:defects":
+        synth_defects(out, **o, **common)
+    else:
+        ingest(src, out, **o, **common)
+    ds = open_dataset(out)
+    return {"dataset": str(out), "images": ds.n_images, "classes": ds.class_names, "splits": ds.split_sizes()}
+
+
+def _augment(value, where):
+    if value is None or isinstance(value, dict):
+        return value
+    import click
+
+    from ..cli.train import _parse_augment
+    try:
+        return _parse_augment(value)
+    except click.BadParameter as exc:
+        raise WorkflowError(f"{where}: augment: {exc.message}") from None
+
+
+def _run_train(step: Step, ctx) -> dict:
+    from ..train import train
+    o = dict(step.options)
+    o.pop("dataset", None)
+    o["augment"] = _augment(o.get("augment"), step.label)
+    ck = step.outputs["checkpoint"]
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    resume = ck.exists()
+    if resume:
+        ctx.say(f"  resuming the training run of {ck}")
+    res = train(step.inputs["dataset"], out=step.outputs["main"], checkpoint=ck, log=step.outputs["log"],
+                plot=step.outputs["plot"], resume=resume, overwrite=not resume, client=ctx.client,
+                progress=ctx.progress, echo=ctx.say, **o)
+    if res.status == "paused":
+        raise WorkflowError(f"{step.label}: training paused (max_steps); rerun with --resume to continue")
+    ctx.say(res.text)
+    keep = ("status", "steps", "net", "n_params", "optimizer", "initial_loss", "final_loss", "best_val_loss",
+            "best_val_error", "best_epoch", "timing", "cluster")
+    return {k: res.summary.get(k) for k in keep} | {"model": str(step.outputs["main"]),
+                                                    "loss_plot": str(step.outputs["plot"])}
+
+
+def _run_segment(step: Step, ctx) -> dict:
+    from ..segment import segment
+    o = dict(step.options)
+    o.pop("model", None)
+    o.pop("input", None)
+    if isinstance(o.get("block"), str):
+        o["block"] = tuple(int(v) for v in o["block"].replace("x", ",").split(","))
+    if o.get("block") is not None and len(o["block"]) == 2:
+        o["block"] = (1, *o["block"])
+    from ..errors import OutputExistsError
+
+    def go(overwrite):
+        return segment(step.inputs["model"], step.inputs["input"], step.outputs["main"], scheduler=ctx.scheduler,
+                       workers=ctx.workers if ctx.scheduler is None else None, progress=ctx.progress,
+                       overwrite=overwrite, **o)
+    try:  # an unfinished output of the same model and settings resumes (done blocks are skipped)
+        res = go(False)
+    except OutputExistsError:  # complete, or made with another model / settings: recompute
+        res = go(True)
+    ctx.say(res.summary())
+    return {"output": str(step.outputs["main"]), "blocks": res.blocks, "done": res.done, "skipped": res.skipped,
+            "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
+
+
+def _run_evaluate(step: Step, ctx) -> dict:
+    import numpy as np
+
+    from ..evaluate import detection, evaluate
+    from ..evaluate.inputs import Prediction, Truth, load_prediction, load_truth
+
+    o = dict(step.options)
+    for k in ("pred", "truth", "image"):
+        o.pop(k, None)
+    images = o.pop("images", "all")
+    want_detection = o.pop("detection", True)
+    report_path, overlay_dir = step.outputs["main"], step.outputs["overlays"]
+    if overlay_dir.exists():
+        shutil.rmtree(overlay_dir)
+    positive = int(o.get("positive", 1))
+    threshold = float(o.get("threshold", 0.5))
+    P = load_prediction(str(step.inputs["pred"]))
+    T = load_truth(str(step.inputs["truth"]), truth_positive=o.get("truth_positive"), n_classes=P.n_classes or 2,
+                   positive=positive)
+    n = len(T.labels)
+    if images in (None, "all"):
+        idx = list(range(n))
+    else:
+        names = [images] if isinstance(images, str) else list(images)
+        if T.dataset is None:
+            raise WorkflowError(f"{step.label}: images: {images!r} needs a dataset as truth (its splits)")
+        idx = sorted({i for nm in names for i in T.dataset.split(str(nm))})
+    if len(P.probs) != n:
+        raise WorkflowError(f"{step.label}: the prediction has {len(P.probs)} image(s), the truth {n}")
+    image = None
+    if T.dataset is not None:  # raw images of the subset, padded to a common size (overlays crop them)
+        raws = [T.dataset.raw_image(i)[0] for i in idx]
+        hmax, wmax = max(r.shape[0] for r in raws), max(r.shape[1] for r in raws)
+        image = np.zeros((len(raws), hmax, wmax), np.float32)
+        for j, r in enumerate(raws):
+            image[j, :r.shape[0], :r.shape[1]] = r
+    elif "image" in step.inputs:
+        image = str(step.inputs["image"])
+    splits = {}
+    if T.splits:
+        pos = {i: j for j, i in enumerate(idx)}
+        splits = {k: [pos[i] for i in v if i in pos] for k, v in T.splits.items()}
+        splits = {k: v for k, v in splits.items() if v}
+    P2 = Prediction([P.probs[i] for i in idx], P.n_classes, P.source)
+    T2 = Truth([T.labels[i] for i in idx], splits or None, None)
+    rep = evaluate(P2, T2, output=overlay_dir, image=image, splits=splits if T.splits else {}, overwrite=True, **o)
+    (overlay_dir / "report.json").unlink(missing_ok=True)
+    # overlays named by image index in the truth, not by position in the subset
+    files = []
+    for f in rep.get("overlays", []):
+        f = Path(f)
+        j = int(f.stem.rsplit("z", 1)[1])
+        new = f.with_name(f"overlay_{idx[j]:04d}.png")
+        os.replace(f, new)
+        files.append(str(new))
+    rep["overlays"] = files
+    rep["images"] = {"selection": images, "indices": idx}
+    rep["prediction"], rep["truth"] = str(step.inputs["pred"]), str(step.inputs["truth"])
+    if want_detection and T.splits and T.splits.get("val") and images not in (None, "all"):
+        # detection: threshold on the val split, error on the test split, whatever subset the pixel metrics use
+        allv = sorted(set(T.splits.get("val", [])) | set(T.splits.get("test", [])))
+        counts, defective = [], []
+        for i in range(n):
+            p = P.probs[i]
+            cls_pos = (np.argmax(p, 0) == positive) if (p.ndim == 3 and p.shape[0] > 2) else \
+                (P.positive(i, positive) > threshold)
+            counts.append(int(cls_pos.sum()))
+            defective.append(bool((T.labels[i] == positive).any()))
+        if allv:
+            rep["detection"] = {**detection(counts, defective, {"val": T.splits.get("val"),
+                                                                "test": T.splits.get("test")}),
+                                "images": allv}
+    elif not want_detection:
+        rep.pop("detection", None)
+    rep.pop("report", None)
+    _write_json(report_path, rep)
+    out = {"report": str(report_path), "overlays": files, "n_images": rep.get("n_images"),
+           "pixel_error": rep.get("pixel_error"), "mean_iou": rep.get("mean_iou"),
+           "balanced_error": rep.get("balanced_error")}
+    if "rand" in rep:
+        r = rep["rand"]
+        out["rand"] = {k: r.get(k) for k in r if k != "curve"}
+    if "detection" in rep:
+        d = rep["detection"]
+        out["detection"] = {k: d.get(k) for k in ("threshold", "chosen_on", "evaluated_on", "error", "confusion",
+                                                  "n_images") if k in d}
+    return out
+
+
+RUNNERS = {"ingest": _run_ingest, "train": _run_train, "segment": _run_segment, "evaluate": _run_evaluate}
