@@ -121,7 +121,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         client = handle.client
         where = "local cluster" if handle.cluster is not None else f"scheduler {handle.address}"
         say(f"cluster: {where}, {handle.workers} worker(s) x {handle.threads or '?'} thread(s)"
-            + (f"; dashboard {handle.dashboard}" if handle.dashboard else "; dashboard needs bokeh"))
+            + (f"; dashboard {handle.dashboard}" if handle.dashboard
+               else "; dashboard off (pip install 'bokeh>=3.1' to get one)"))
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     cluster_desc = (f"{n_workers} worker(s)" + (f" x {handle.threads} thread(s)" if handle and handle.threads else "")
                     + (f", {'local' if handle.cluster is not None else handle.address}" if handle else ", client"))
@@ -144,6 +145,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     except (ConnectionError, TimeoutError, CommClosedError) as exc:
         raise ClusterError(f"lost the Dask cluster ({type(exc).__name__}: {exc}); the checkpoint "
                            f"{files['checkpoint']} is intact: rerun with --resume") from None
+    except ClusterError as exc:
+        raise ClusterError(f"{exc}; the checkpoint {files['checkpoint']} is intact: rerun with --resume") from None
     finally:
         if handle is not None:
             handle.close()
