@@ -62,9 +62,11 @@ def test_mpf_backward_accumulates_into_shared_maxima():
 
 @pytest.mark.parametrize("act", ["tanh", "stanh", "relu", "linear"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_conv_matches_naive_forward_and_backward(act, k, monkeypatch):
+@pytest.mark.parametrize("path", ["im2col", "direct"])
+def test_conv_matches_naive_forward_and_backward(act, k, path, monkeypatch):
     import mpfpipe.kernels._conv as conv
     monkeypatch.setattr(conv, "COL_BUDGET", 64)  # force many blocks, including partial ones
+    monkeypatch.setattr(conv, "DIRECT_MAX", 0 if path == "im2col" else 10**6)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 2, 9, 8))
     w = rng.standard_normal((4, 3, k, k))

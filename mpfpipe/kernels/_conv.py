@@ -10,10 +10,17 @@ import numpy as np
 from numba import njit, prange
 
 from ._act import act_backward, bias_act_forward
+from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
 
 # Elements of the im2col buffer per block (1 Mi elements = 4 MiB in float32: measured best of 2^18..2^22 on
 # the n4 layers, the GEMM reading its operand from L2/L3).
 COL_BUDGET = 1 << 20
+# Layers with C_in * C_out up to this use the direct kernels (few channels: im2col + GEMM does not pay).
+DIRECT_MAX = 128
+
+
+def use_direct(cin: int, cout: int, k: int) -> bool:
+    return k > 1 and cin * cout <= DIRECT_MAX
 
 
 @njit(parallel=True, cache=True)
@@ -71,6 +78,10 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
         np.matmul(w2, x.reshape(C, F * h * w), out=y2)
         bias_act_forward(y2, b, act)
         return y
+    if use_direct(C, cout, k):
+        conv_direct_forward(x, np.ascontiguousarray(weight, dtype=x.dtype), y)
+        bias_act_forward(y2, b, act)
+        return y
     blocks, per = _blocks(C, k, F, oh, ow)
     buf = np.empty(C * k * k * per * ow, dtype=x.dtype)
     for u0, u1 in blocks:
@@ -102,6 +113,13 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
         dx = (w2.T @ dy2).reshape(C, F, h, w) if need_dx else None
         return dw.reshape(weight.shape), db, dx
     dx = np.zeros_like(x) if need_dx else None
+    if use_direct(C, cout, k):
+        wc = np.ascontiguousarray(weight, dtype=x.dtype)
+        dwd = np.zeros(weight.shape, dtype=np.float64)
+        conv_direct_dweight(x, dy, dwd)
+        if need_dx:
+            conv_direct_dinput(dy, wc, dx)
+        return dwd, db, dx
     blocks, per = _blocks(C, k, F, oh, ow)
     buf = np.empty(C * k * k * per * ow, dtype=x.dtype)
     for u0, u1 in blocks:
