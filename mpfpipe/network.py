@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arch import ConvOp, Net
-from .kernels import conv_backward, conv_forward, pool_backward, pool_forward
+from .kernels import conv_backward, conv_forward, pool_backward, pool_forward, single_threaded_blas
 
 
 @dataclass
@@ -26,6 +26,11 @@ def cast_params(params: dict, dtype) -> dict:
 
 def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
     """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given."""
+    with single_threaded_blas():
+        return _forward(net, params, x, dense, tape)
+
+
+def _forward(net, params, x, dense, tape):
     for op in net.ops:
         if isinstance(op, ConvOp):
             y = conv_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act)
@@ -41,6 +46,11 @@ def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | Non
 
 def backward(net: Net, params: dict, tape: Tape, dlogits: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients (float64) of the loss w.r.t. every parameter, given d loss / d logits. Consumes ``dlogits``."""
+    with single_threaded_blas():
+        return _backward(net, params, tape, dlogits)
+
+
+def _backward(net, params, tape, dlogits):
     grads = {}
     g = dlogits
     n_ops = len(net.ops)

@@ -41,6 +41,9 @@ _register()
 
 
 def main(argv=None):
+    if argv is None:
+        from .._runtime import reexec_with_tuned_malloc
+        reexec_with_tuned_malloc(sys.argv[1:])
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="mpfpipe", standalone_mode=False)

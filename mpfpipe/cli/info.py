@@ -146,9 +146,9 @@ def _fmt_text(d: dict) -> str:
         lines += [f"  images        {d['images']} x {d['channels']} channel(s) {d['dtype']}, sizes "
                   f"{s['min'][0]}x{s['min'][1]} .. {s['max'][0]}x{s['max'][1]} ({s['distinct']} distinct)",
                   f"  classes       {', '.join(d['classes'])} (ignore label {d['ignore_index']})",
-                  f"  class pixels  " + (", ".join(f"{c}: {n:,}" for c, n in d["class_pixels"].items())
+                  "  class pixels  " + (", ".join(f"{c}: {n:,}" for c, n in d["class_pixels"].items())
                                          if d["class_pixels"] else "n/a"),
-                  f"  splits        " + ", ".join(f"{n} {c}" for n, c in d["splits"].items()),
+                  "  splits        " + ", ".join(f"{n} {c}" for n, c in d["splits"].items()),
                   f"  positive      {d['with_positive_pixel']} image(s) with a non-background pixel",
                   f"  normalisation mean {d['normalisation']['mean']}, std {d['normalisation']['std']}",
                   f"  sources       {d['sources']}"]

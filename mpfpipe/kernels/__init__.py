@@ -4,9 +4,21 @@ Tensors are channel-major, ``(C, F, h, w)``: channel, fragment (or patch), row, 
 convolution is one GEMM per block, ``W (Cout, C*k*k) @ col (C*k*k, n)``, whose result is already the output's
 ``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
 """
+import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS that Numba's np.dot calls, so it can be limited
+from threadpoolctl import ThreadpoolController
+
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._conv import conv_backward, conv_forward
 from ._pool import pool_backward, pool_forward
 
-__all__ = ["ACT_CODES", "act_backward", "bias_act_forward", "conv_backward", "conv_forward", "pool_backward",
+_BLAS = ThreadpoolController()
+
+
+def single_threaded_blas():
+    """Context manager: every BLAS at one thread. Our kernels call BLAS from inside Numba's parallel regions, one
+    call per thread; a BLAS with threads of its own would fight Numba's pool for the cores."""
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+__all__ = ["single_threaded_blas", "ACT_CODES", "act_backward", "bias_act_forward", "conv_backward", "conv_forward", "pool_backward",
            "pool_forward"]

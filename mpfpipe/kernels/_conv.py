@@ -7,9 +7,10 @@ n4 512x512 layer would take gigabytes) and lets the GEMM work on data still in c
 accumulated block by block in float64, in a fixed order, so they are deterministic and accurate in float32 runs.
 """
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads
 
-from ._act import act_backward, bias_act_forward
+from ._act import ACT_CODES, act_backward, bias_act_forward
+from ._blocked import conv_bwd_blocked, conv_fwd_blocked
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
 
 # Elements of the im2col buffer per block (1 Mi elements = 4 MiB in float32: measured best of 2^18..2^22 on
@@ -23,45 +24,9 @@ def use_direct(cin: int, cout: int, k: int) -> bool:
     return k > 1 and cin * cout <= DIRECT_MAX
 
 
-@njit(parallel=True, cache=True)
-def _im2col(x, k, u0, u1, oh, ow, col):
-    C = x.shape[0]
-    kk = k * k
-    for r in prange(C * kk):
-        c = r // kk
-        ky = (r % kk) // k
-        kx = r % k
-        pos = 0
-        for u in range(u0, u1):
-            f = u // oh
-            y = u - f * oh
-            for xx in range(ow):
-                col[r, pos + xx] = x[c, f, y + ky, xx + kx]
-            pos += ow
-
-
-@njit(parallel=True, cache=True)
-def _col2im(dcol, k, u0, u1, oh, ow, dx):
-    C = dx.shape[0]
-    kk = k * k
-    # parallel over input channels only: every write of an iteration lands in its own channel
-    for c in prange(C):
-        for ky in range(k):
-            for kx in range(k):
-                r = c * kk + ky * k + kx
-                pos = 0
-                for u in range(u0, u1):
-                    f = u // oh
-                    y = u - f * oh
-                    for xx in range(ow):
-                        dx[c, f, y + ky, xx + kx] += dcol[r, pos + xx]
-                    pos += ow
-
-
-def _blocks(C, k, F, oh, ow):
-    units = F * oh
-    per = max(1, min(units, COL_BUDGET // max(1, C * k * k * ow)))
-    return [(u0, min(units, u0 + per)) for u0 in range(0, units, per)], per
+def _units_per_block(C, k, F, oh, ow):
+    """Row units per im2col block so that the column buffer holds about COL_BUDGET elements."""
+    return max(1, min(F * oh, COL_BUDGET // max(1, C * k * k * ow)))
 
 
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) -> np.ndarray:
@@ -74,23 +39,12 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     y2 = y.reshape(cout, F * oh * ow)
     w2 = np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype)
     b = np.ascontiguousarray(bias, dtype=x.dtype)
-    if k == 1:
-        np.matmul(w2, x.reshape(C, F * h * w), out=y2)
-        bias_act_forward(y2, b, act)
-        return y
     if use_direct(C, cout, k):
         conv_direct_forward(x, np.ascontiguousarray(weight, dtype=x.dtype), y)
         bias_act_forward(y2, b, act)
         return y
-    blocks, per = _blocks(C, k, F, oh, ow)
-    buf = np.empty(C * k * k * per * ow, dtype=x.dtype)
-    for u0, u1 in blocks:
-        n = (u1 - u0) * ow
-        col = buf[:C * k * k * n].reshape(C * k * k, n)
-        _im2col(x, k, u0, u1, oh, ow, col)
-        out = y2[:, u0 * ow:u1 * ow]
-        np.matmul(w2, col, out=out)
-        bias_act_forward(out, b, act)
+    per = _units_per_block(C, k, F, oh, ow)
+    conv_fwd_blocked(x, w2, b, ACT_CODES[act], x.dtype == np.float32, k, oh, ow, per, y2)
     return y
 
 
@@ -106,28 +60,21 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
     act_backward(dy2, y.reshape(cout, F * oh * ow), act)
     db = dy2.sum(axis=1, dtype=np.float64)
     w2 = np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype)
-    dw = np.zeros((cout, C * k * k), dtype=np.float64)
-    if k == 1:
-        x2 = x.reshape(C, F * h * w)
-        dw += dy2 @ x2.T
-        dx = (w2.T @ dy2).reshape(C, F, h, w) if need_dx else None
-        return dw.reshape(weight.shape), db, dx
     dx = np.zeros_like(x) if need_dx else None
     if use_direct(C, cout, k):
-        wc = np.ascontiguousarray(weight, dtype=x.dtype)
         dwd = np.zeros(weight.shape, dtype=np.float64)
         conv_direct_dweight(x, dy, dwd)
         if need_dx:
-            conv_direct_dinput(dy, wc, dx)
+            conv_direct_dinput(dy, np.ascontiguousarray(weight, dtype=x.dtype), dx)
         return dwd, db, dx
-    blocks, per = _blocks(C, k, F, oh, ow)
-    buf = np.empty(C * k * k * per * ow, dtype=x.dtype)
-    for u0, u1 in blocks:
-        n = (u1 - u0) * ow
-        col = buf[:C * k * k * n].reshape(C * k * k, n)
-        _im2col(x, k, u0, u1, oh, ow, col)
-        g = dy2[:, u0 * ow:u1 * ow]
-        dw += g @ col.T
-        if need_dx:
-            _col2im(w2.T @ g, k, u0, u1, oh, ow, dx)
+    per = _units_per_block(C, k, F, oh, ow)
+    T = get_num_threads()
+    if need_dx:
+        T = min(T, F)
+    dwparts = np.zeros((T, cout, C * k * k), dtype=np.float64)
+    conv_bwd_blocked(x, w2, np.ascontiguousarray(dy2), k, oh, ow, per, need_dx, dwparts,
+                     dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype))
+    dw = dwparts[0]
+    for t in range(1, T):  # fixed order: deterministic for a given thread count
+        dw += dwparts[t]
     return dw.reshape(weight.shape), db, dx

@@ -29,7 +29,6 @@ from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
 from .volume import open_volume
 
 DEFAULT_BLOCK = (1, 512, 512)
-THREAD_ENV = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class SegmentError(MpfError):
@@ -82,7 +81,10 @@ def _split_cores(workers: int | None, threads: int | None) -> tuple[int, int]:
 def dask_client(workers: int | None = None, threads: int | None = None, scheduler: str | None = None):
     """A distributed Client: joins ``scheduler`` (address or scheduler-file path), or starts a LocalCluster of
     worker processes on loopback with one task slot per worker and ``threads`` kernel threads each."""
+    import dask
     from distributed import Client, LocalCluster
+
+    from .._runtime import prespawn_config, worker_env
 
     if scheduler:
         if Path(scheduler).is_file():
@@ -95,10 +97,11 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
             client.close()
         return
     workers, threads = _split_cores(workers, threads)
-    env = {k: str(threads) for k in THREAD_ENV}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
-                      silence_logs=40) as cluster, Client(cluster) as client:
+    env = worker_env(threads)
+    with dask.config.set(prespawn_config(env)), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
+                         silence_logs=40) as cluster, Client(cluster) as client:
         yield client
 
 

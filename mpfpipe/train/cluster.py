@@ -19,9 +19,11 @@ import logging
 import os
 from dataclasses import dataclass
 
+import dask
+
+from .._runtime import prespawn_config, worker_env
 from ..errors import ClusterError
 
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cpu_count() -> int:
@@ -119,11 +121,12 @@ def connect(*, workers: int | None = None, threads: int | None = None, scheduler
         return ClusterHandle(client, None, client.scheduler.address, n, threads, _dashboard(client))
 
     workers, threads = choose_layout(workers, threads)
-    env = {var: str(threads) for var in THREAD_VARS}
+    env = worker_env(threads)
     try:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=host,
-                               dashboard_address=f"{host}:0", env=env, memory_limit=memory_limit,
-                               silence_logs=logging.ERROR if quiet else logging.WARNING)
+        with dask.config.set(prespawn_config(env)):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=host,
+                                   dashboard_address=f"{host}:0", env=env, memory_limit=memory_limit,
+                                   silence_logs=logging.ERROR if quiet else logging.WARNING)
         client = Client(cluster, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot start a local Dask cluster of {workers} worker(s) on {host}: {exc}") from None
