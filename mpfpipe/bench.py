@@ -5,6 +5,8 @@ fragment mode over a whole H x W image (every pixel is one patch) or in patch mo
 same kernels. ``seconds`` is the median of ``repeat`` runs after one warm-up; ``gflops`` is the useful
 multiply-add work of the patch-free dense job (2 flops per MAC; training counts forward, input gradient and weight
 gradient) divided by the time; ``peak_rss_mib`` is the process's peak resident memory sampled during the case.
+Each case runs in a fresh Python process (``isolate``), so one case's heap and caches do not slow the next (after
+an n4 512x512 case, the steel cases ran up to 10x slower in the same process).
 """
 from __future__ import annotations
 
@@ -142,8 +144,19 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> dict:
     return {"case": "matmul_peak", "n": n, "seconds": round(seconds, 6), "gflops": round(2 * n**3 / seconds / 1e9, 2)}
 
 
+def _run_isolated(net_name, size, mode, phase, repeat, batch) -> dict:
+    import subprocess
+    import sys
+    spec = json.dumps({"net_name": net_name, "size": list(size), "mode": mode, "phase": phase, "repeat": repeat,
+                       "batch": batch})
+    out = subprocess.run([sys.executable, "-m", "mpfpipe.bench", spec], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark case {net_name} {mode} {phase} failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(nets=None, sizes=None, modes=("mpf", "patch"), phases=("train", "infer"), repeat=5, batch=256, peak=True,
-        emit=None):
+        emit=None, isolate=True):
     """Run the benchmark grid; yields (and emits, if given a callable) one dict per case."""
     if nets or sizes:
         cases = [(n, s) for n in (nets or ["n4"]) for s in (sizes or [(512, 512)])]
@@ -161,7 +174,8 @@ def run(nets=None, sizes=None, modes=("mpf", "patch"), phases=("train", "infer")
                 if net_name in done_patch:
                     continue  # the patch baseline does not depend on the image size
             for phase in phases:
-                r = run_case(net_name, size, mode, phase, repeat=repeat, batch=batch)
+                case = _run_isolated if isolate else run_case
+                r = case(net_name, size, mode, phase, repeat=repeat, batch=batch)
                 results.append(r)
                 if emit:
                     emit(r)
@@ -172,3 +186,10 @@ def run(nets=None, sizes=None, modes=("mpf", "patch"), phases=("train", "infer")
 
 def dumps(record: dict) -> str:
     return json.dumps(record, sort_keys=False)
+
+
+if __name__ == "__main__":  # one isolated case: python -m mpfpipe.bench '{"net_name": ..., ...}'
+    import sys
+    _spec = json.loads(sys.argv[1])
+    _spec["size"] = tuple(_spec["size"])
+    print(dumps(run_case(**_spec)))
