@@ -21,11 +21,13 @@ def worker_env(threads: int) -> dict:
     return {**{var: str(threads) for var in THREAD_VARS}, **MALLOC_ENV}
 
 
-def prespawn_config(env: dict) -> dict:
-    """dask.config settings that make a Nanny set ``env`` before it spawns the worker process."""
+def prespawn_config() -> dict:
+    """dask.config settings that make a Nanny set the malloc knobs before it spawns the worker process. Only
+    those: the Nanny sets pre-spawn variables in *its own* process (ours, for a LocalCluster), where thread
+    counts would clash with Numba's already-started pool; they go through the Nanny's ``env`` instead."""
     import dask
     current = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    return {"distributed.nanny.pre-spawn-environ": {**current, **env}}
+    return {"distributed.nanny.pre-spawn-environ": {**current, **MALLOC_ENV}}
 
 
 def reexec_with_tuned_malloc(argv: list[str]) -> None:

@@ -98,7 +98,7 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
         return
     workers, threads = _split_cores(workers, threads)
     env = worker_env(threads)
-    with dask.config.set(prespawn_config(env)), \
+    with dask.config.set(prespawn_config()), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
                          silence_logs=40) as cluster, Client(cluster) as client:

@@ -104,6 +104,12 @@ def connect(*, workers: int | None = None, threads: int | None = None, scheduler
         try:
             client = (Client(scheduler, timeout=timeout) if scheduler
                       else Client(scheduler_file=scheduler_file, timeout=timeout))
+        except TypeError as exc:
+            if "ssl" not in str(exc).lower() and "tls" not in str(exc).lower():
+                raise
+            raise ClusterError(f"{where} is a TLS address but this client has no TLS settings: point DASK_CONFIG "
+                               "at a distributed config with distributed.comm.tls.{ca-file, client.cert, "
+                               "client.key} (deploy/tls/make-certs.sh writes one)") from None
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {where} within {timeout:g} s "
                                f"({type(exc).__name__}: {exc}); is it running and is the address right?") from None
@@ -123,7 +129,7 @@ def connect(*, workers: int | None = None, threads: int | None = None, scheduler
     workers, threads = choose_layout(workers, threads)
     env = worker_env(threads)
     try:
-        with dask.config.set(prespawn_config(env)):
+        with dask.config.set(prespawn_config()):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=host,
                                    dashboard_address=f"{host}:0", env=env, memory_limit=memory_limit,
                                    silence_logs=logging.ERROR if quiet else logging.WARNING)

@@ -236,15 +236,32 @@ class DaskOracle(BaseOracle):
                     raise
                 # a replica-less input was lost: the tasks are pure, so running the evaluation again is exact
 
+    def _broadcast(self, vec):
+        """Scatter the parameters to every worker. A worker killed while receiving them breaks the scatter while
+        the scheduler is fine: then scatter again (same vector, so exact); give up only when the scheduler is
+        unreachable."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self.client.scatter(vec, broadcast=True, hash=False)
+            except (OSError, TimeoutError) as exc:
+                if attempt == self.retries or not self._scheduler_alive():
+                    raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
+                                       f"{exc})") from None
+                time.sleep(0.5)
+
+    def _scheduler_alive(self) -> bool:
+        try:
+            self.client.ncores()
+            return True
+        except Exception:  # noqa: BLE001 - any failure to reach it means it is gone
+            return False
+
     def _evaluate(self, x, indices, weights, epoch, grad, spec):
         c = self.client
         t0 = time.perf_counter()
         self.n_evals += 1
         tag = f"{self.session}-{self.n_evals}"
-        try:
-            params = c.scatter(np.asarray(x, np.float64), broadcast=True, hash=False)
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc})") from None
+        params = self._broadcast(np.asarray(x, np.float64))
         w = None if weights is None else np.asarray(weights, np.float64)
         level = [c.submit(_grad_task, self.net, self._data(i), params, w, spec, self.seed, epoch, int(i),
                           self.ignore, self.dtype, grad, key=f"mpf-grad-{tag}-{i}", pure=False)
