@@ -13,12 +13,23 @@ import sys
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 34), "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
               "MALLOC_TOP_PAD_": str(1 << 30)}
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# NUMBA_NUM_THREADS is deliberately not among them: Numba re-reads it at every compilation and refuses a value
+# that differs from its running pool, which a Nanny's environment handling can produce. Workers get
+# MPFPIPE_THREADS instead, applied with numba.set_num_threads by the engine (`apply_thread_limit`).
+THREAD_VARS = ("MPFPIPE_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def worker_env(threads: int) -> dict:
     """Environment for a worker process: its compute threads, and malloc keeping freed memory."""
     return {**{var: str(threads) for var in THREAD_VARS}, **MALLOC_ENV}
+
+
+def apply_thread_limit() -> None:
+    """Use MPFPIPE_THREADS Numba threads in the calling thread (set for Dask workers by `worker_env`)."""
+    n = os.environ.get("MPFPIPE_THREADS")
+    if n:
+        import numba
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
 def prespawn_config() -> dict:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._runtime import apply_thread_limit
 from .arch import ConvOp, Net
 from .kernels import conv_backward, conv_forward, pool_backward, pool_forward, single_threaded_blas
 
@@ -26,6 +27,7 @@ def cast_params(params: dict, dtype) -> dict:
 
 def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
     """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given."""
+    apply_thread_limit()
     with single_threaded_blas():
         return _forward(net, params, x, dense, tape)
 
@@ -46,6 +48,7 @@ def _forward(net, params, x, dense, tape):
 
 def backward(net: Net, params: dict, tape: Tape, dlogits: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients (float64) of the loss w.r.t. every parameter, given d loss / d logits. Consumes ``dlogits``."""
+    apply_thread_limit()
     with single_threaded_blas():
         return _backward(net, params, tape, dlogits)
 
