@@ -74,3 +74,21 @@ def test_stream_is_chosen_when_data_exceed_memory(isbi_crops):
     assert should_stream(ds, ds.split("all"), memory=need)  # would take 100 % > 25 %
     assert not should_stream(ds, ds.split("all"), memory=8 * need)
     assert not should_stream(ds, ds.split("all"), memory=0)  # unknown / unlimited
+
+
+def test_blocked_gemm_kernels_run_on_workers(isbi_crops, tmp_path, make_cluster):
+    """A net with a wide layer (C_in * C_out > DIRECT_MAX) takes the im2col + GEMM path, whose kernels compile
+    inside the worker: that path must work there and give the serial oracle's result."""
+    from mpfpipe.arch import preset
+    from mpfpipe.kernels._conv import use_direct
+    net = preset("steel", maps=12, hidden=6)
+    assert not use_direct(12, 12, 5)
+    ds = open_dataset(isbi_crops)
+    idx = ds.split("all")[:3]
+    x0 = ravel(net, init_params(net, 2))
+    with make_cluster(1, threads=1) as h:
+        oracle = DaskOracle(h.client, net, ds, seed=0)
+        e = oracle.evaluate(x0, idx, None, epoch=0, grad=True)
+        oracle.close()
+    ref = _reference(net, isbi_crops, x0, idx, None, 0, None)
+    np.testing.assert_allclose(ref.packed, e.packed, rtol=1e-5, atol=1e-7)
