@@ -8,30 +8,13 @@ from ._common import config_option
 
 
 def _parse_augment(text):
-    """'none' | 'flip,rot90,rotate,jitter=0.05,max_angle=30' -> AugmentSpec dict (None for none)."""
-    if text is None or isinstance(text, dict):
-        return text
-    text = str(text).strip().lower()
-    if text in ("", "none", "off", "false"):
-        return None
-    spec = {"flip": False, "rot90": False, "rotate": False}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" in part:
-            k, v = part.split("=", 1)
-            if k.strip() not in ("jitter", "max_angle"):
-                raise click.BadParameter(f"unknown augmentation option {k!r} (jitter=, max_angle=)")
-            try:
-                spec[k.strip()] = float(v)
-            except ValueError:
-                raise click.BadParameter(f"{part!r}: {k} needs a number") from None
-        elif part in spec:
-            spec[part] = True
-        else:
-            raise click.BadParameter(f"unknown augmentation {part!r}: flip, rot90, rotate, jitter=X, max_angle=D")
-    return spec
+    """The --augment option, parsed by the data layer; a bad value is a usage error (exit 2)."""
+    from ..data import parse_augment
+    from ..errors import DataError
+    try:
+        return parse_augment(text)
+    except DataError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @cli.command("train", epilog="""\b

@@ -62,6 +62,34 @@ class AugmentSpec:
         return cls(**kw)
 
 
+def parse_augment(text):
+    """'none' | 'flip,rot90,rotate,jitter=0.05,max_angle=30' -> an AugmentSpec dict (None for none); a dict or
+    None passes through. Raises DataError naming the bad part."""
+    if text is None or isinstance(text, dict):
+        return text
+    text = str(text).strip().lower()
+    if text in ("", "none", "off", "false"):
+        return None
+    spec = {"flip": False, "rot90": False, "rotate": False}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" in part:
+            k, v = part.split("=", 1)
+            if k.strip() not in ("jitter", "max_angle"):
+                raise DataError(f"unknown augmentation option {k!r} (jitter=, max_angle=)")
+            try:
+                spec[k.strip()] = float(v)
+            except ValueError:
+                raise DataError(f"{part!r}: {k} needs a number") from None
+        elif part in spec:
+            spec[part] = True
+        else:
+            raise DataError(f"unknown augmentation {part!r}: flip, rot90, rotate, jitter=X, max_angle=D")
+    return spec
+
+
 def _rotation(shape, angle_deg):
     """Matrix and offset for scipy.ndimage.affine_transform turning about the centre, and the mask of
     output pixels whose (nearest) source pixel is inside the image."""

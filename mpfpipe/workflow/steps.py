@@ -27,15 +27,12 @@ def _run_ingest(step: Step, ctx) -> dict:
 
 
 def _augment(value, where):
-    if value is None or isinstance(value, dict):
-        return value
-    import click
-
-    from ..cli.train import _parse_augment
+    from ..data import parse_augment
+    from ..errors import DataError
     try:
-        return _parse_augment(value)
-    except click.BadParameter as exc:
-        raise WorkflowError(f"{where}: augment: {exc.message}") from None
+        return parse_augment(value)
+    except DataError as exc:
+        raise WorkflowError(f"{where}: augment: {exc}") from None
 
 
 def _run_train(step: Step, ctx) -> dict:
