@@ -1,4 +1,4 @@
-"""``mpfpipe train DATASET.zarr --net NAME|FILE --optimizer gd|lbfgs|sgd --out MODEL.safetensors``."""
+"""``mpfpipe train DATASET.zarr --net NAME|FILE --optimizer gd|lbfgs|sgd|adam --out MODEL.safetensors``."""
 from __future__ import annotations
 
 import click
@@ -34,14 +34,14 @@ Examples:
 @click.option("--net", "net", default="n4", help="Preset (n4, n3, steel) or a YAML/JSON network file.")
 @click.option("--maps", type=click.IntRange(min=1), default=None, help="Preset nets: maps of every conv layer.")
 @click.option("--hidden", type=click.IntRange(min=1), default=None, help="Preset nets: size of hidden fc layers.")
-@click.option("--optimizer", type=click.Choice(["gd", "lbfgs", "sgd"]), default="gd",
-              help="Full-batch GD (Armijo), full-batch L-BFGS, or mini-batch SGD (Armijo).")
+@click.option("--optimizer", type=click.Choice(["gd", "lbfgs", "sgd", "adam"]), default="gd",
+              help="Full-batch GD (Armijo), full-batch L-BFGS, mini-batch SGD (Armijo) or mini-batch Adam.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Model file (.safetensors).")
 @click.option("--epochs", type=click.IntRange(min=0), default=10,
               help="Passes over the training images (gd/lbfgs: one iteration each).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, help="sgd: images per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="First trial step of the line search (then adapted).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, help="sgd/adam: images per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="adam: the step size [1e-3]; the others: first trial step of the line search, then adapted [1].")
 @click.option("--memory", type=click.IntRange(min=1), default=10, help="lbfgs: correction pairs kept.")
 @click.option("--balance/--no-balance", default=True,
               help="Class-balanced loss over the whole batch (else mean loss per labelled pixel).")
@@ -71,6 +71,9 @@ Examples:
               help="Loss-curve PNG [default: OUT stem + .loss.png].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop after this many steps (checkpointed; continue with --resume).")
+@click.option("--max-time", default=None,
+              help="Training-time budget over the whole run (resumes included), e.g. 7200, 90m, 2h: no step "
+                   "starts once it is spent; the best model is written.")
 @click.option("--gtol", type=click.FloatRange(min=0), default=0.0, help="gd/lbfgs: stop when |gradient| < gtol.")
 @click.option("--validate-every", type=click.IntRange(min=1), default=1, help="Validate every N epochs.")
 @click.option("--train-split", default="train", help="Split to train on.")

@@ -15,15 +15,15 @@ from ..params import init_params, n_params, ravel, unravel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster import connect, worker_memory
 from .oracle import DaskOracle, should_stream
-from .optim import OPTIMIZERS, STEPS, OptimConfig, init_state
+from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state
 from .report import append_log, format_summary, plot_losses, write_log
 
-RESUME_FREE = ("epochs", "gtol", "validate_every")  # options a resumed run may change
+RESUME_FREE = ("epochs", "gtol", "validate_every", "max_time")  # options a resumed run may change
 
 
 @dataclass
 class TrainResult:
-    status: str                   # finished | converged | line search failed | paused
+    status: str                   # finished | converged | line search failed | time limit | paused
     x: np.ndarray                 # final parameter vector (float64)
     best_x: np.ndarray | None     # parameters with the lowest validation loss (None without validation)
     records: list
@@ -48,6 +48,24 @@ def _augment_spec(augment):
     return spec if spec.active else None
 
 
+def parse_duration(value) -> float | None:
+    """Seconds from a number or a string with a unit: "7200", "7200s", "90m", "2h", "1.5h"; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
+        try:
+            seconds = float(text[:-1] if scale else text) * (scale or 1.0)
+        except ValueError:
+            raise TrainingError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
+    if not seconds > 0:
+        raise TrainingError(f"max_time: {value!r} must be positive")
+    return seconds
+
+
 def class_weights(counts, balance: bool) -> np.ndarray:
     """Balanced: w_c = 1/(K' N_c) (every class its mean loss); otherwise 1/N for all classes, i.e. the mean loss
     per labelled pixel. Either way the loss is a mean, so step sizes do not depend on the dataset size."""
@@ -59,20 +77,23 @@ def class_weights(counts, balance: bool) -> np.ndarray:
 
 
 def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
-          batch_size: int = 1, lr: float = 1.0, memory: int = 10, balance: bool = True, augment=None,
+          batch_size: int = 1, lr: float | None = None, memory: int = 10, balance: bool = True, augment=None,
           seed: int = 0, dtype: str = "float32", workers: int | None = None, threads: int | None = None,
           scheduler: str | None = None, scheduler_file: str | None = None, host: str = "127.0.0.1",
           timeout: float = 10.0, stream: bool | None = None, resume: bool = False, overwrite: bool = False,
-          checkpoint=None, log=None, plot=None, max_steps: int | None = None, gtol: float = 0.0,
+          checkpoint=None, log=None, plot=None, max_steps: int | None = None, max_time=None, gtol: float = 0.0,
           validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
           maps: int | None = None, hidden: int | None = None, progress: bool = True, echo=None,
           client=None) -> TrainResult:
     """Train ``net`` on the ``train_split`` images of ``dataset`` (a path or an opened Dataset) with
-    ``optimizer`` ("gd", "lbfgs", "sgd"); write the best model (lowest validation loss; the last one without a
+    ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
-    ``batch_size`` images for sgd. A checkpoint is written after every step; ``resume=True`` continues from it
-    exactly. ``max_steps`` stops this invocation after that many steps (status "paused"). ``client``: use this
-    Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages."""
+    ``batch_size`` images for sgd / adam. ``lr``: Adam's step (default 1e-3), the others' first line-search trial
+    step (default 1.0). A checkpoint is written after every step; ``resume=True`` continues from it
+    exactly. ``max_steps`` stops this invocation after that many steps (status "paused"). ``max_time`` (seconds,
+    or a string such as "90m", "2h") is a training-time budget over the whole run, resumes included: no step is
+    started once it is spent (status "time limit"; the best model is written as for a finished run). ``client``:
+    use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages."""
     from distributed.comm.core import CommClosedError
 
     from ..data import open_dataset
@@ -80,6 +101,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     say = echo or (lambda *_: None)
     if optimizer not in OPTIMIZERS:
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
+    if lr is None:
+        lr = DEFAULT_LR.get(optimizer, 1.0)
     if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1:
         raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1")
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
@@ -101,12 +124,13 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         if sizes.get(val_split, 1):
             val_idx = sorted(ds.split(val_split))
     spec = _augment_spec(augment)
+    max_time = parse_duration(max_time)
     cfg = OptimConfig(lr=float(lr), memory=int(memory))
     config = {"dataset": str(Path(ds.path).absolute()), "net": net.to_dict(), "optimizer": optimizer,
-              "batch_size": int(batch_size) if optimizer == "sgd" else None, "optim": cfg.to_dict(),
+              "batch_size": int(batch_size) if optimizer in MINIBATCH else None, "optim": cfg.to_dict(),
               "balance": bool(balance), "augment": spec.to_dict() if spec else None, "seed": int(seed),
               "dtype": np.dtype(dtype).name, "train": train_idx, "val": val_idx, "epochs": int(epochs),
-              "gtol": float(gtol), "validate_every": int(validate_every)}
+              "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time}
     loaded = load_checkpoint(files["checkpoint"]) if resume else None
     if loaded:
         old = loaded[1]["config"]
@@ -182,7 +206,8 @@ class _Run:
             n = n_params(self.net)
             self.state = {"x": arrays["x"], "f": st["f"], "g": arrays.get("g"), "fkey": st["fkey"],
                           "alpha": st["alpha"], "S": arrays.get("S", np.zeros((0, n))),
-                          "Y": arrays.get("Y", np.zeros((0, n)))}
+                          "Y": arrays.get("Y", np.zeros((0, n))), "m": arrays.get("m"), "v": arrays.get("v"),
+                          "t": st.get("t", 0)}
             self.meta = {k: v for k, v in meta.items() if k not in ("optim_state", "rng", "config", "format",
                                                                    "version")}
             self.rng = np.random.default_rng()
@@ -196,9 +221,10 @@ class _Run:
     def save(self):
         t0 = time.perf_counter()
         st = self.state
-        arrays = {"x": st["x"], "g": st["g"], "S": st["S"], "Y": st["Y"], "best_x": self.best_x, "perm": self.perm}
+        arrays = {"x": st["x"], "g": st["g"], "S": st["S"], "Y": st["Y"], "m": st["m"], "v": st["v"],
+                  "best_x": self.best_x, "perm": self.perm}
         meta = dict(self.meta)
-        meta["optim_state"] = {"f": st["f"], "fkey": st["fkey"], "alpha": st["alpha"]}
+        meta["optim_state"] = {"f": st["f"], "fkey": st["fkey"], "alpha": st["alpha"], "t": st["t"]}
         meta["rng"] = self.rng.bit_generator.state
         save_checkpoint(self.files["checkpoint"], arrays, meta)
         self.meta["timing"]["checkpoint"] += time.perf_counter() - t0
@@ -218,11 +244,11 @@ class _Run:
         e = self.oracle.evaluate(x, self.val_idx, class_weights(counts, self.balance), 0, grad=False,
                                  augment=False)
         stats.append(e)
-        return e.loss, e.pixel_error
+        return e.loss, e.pixel_error, e.balanced_error
 
     # -- loop -------------------------------------------------------------------------------------------
     def total_steps(self):
-        if self.opt == "sgd":
+        if self.opt in MINIBATCH:
             return self.epochs * -(-len(self.train_idx) // self.batch_size)
         return self.epochs
 
@@ -238,6 +264,10 @@ class _Run:
             while m["epoch"] < self.epochs:
                 if max_steps is not None and done_here >= max_steps:
                     status = "paused"
+                    break
+                limit = self.config.get("max_time")
+                if limit is not None and m["timing"]["wall"] >= limit:
+                    status = "time limit"
                     break
                 rec = self.step()
                 done_here += 1
@@ -258,7 +288,7 @@ class _Run:
         t0 = time.perf_counter()
         stats = []
         epoch = m["epoch"]
-        if self.opt == "sgd":
+        if self.opt in MINIBATCH:
             if self.perm is None or m["perm_epoch"] != epoch:
                 self.perm = self.rng.permutation(np.asarray(self.train_idx, np.int64))
                 m["perm_epoch"], m["batch"] = epoch, 0
@@ -268,7 +298,7 @@ class _Run:
         else:
             batch, j, end_of_epoch = self.train_idx, None, True
         fg = self.objective(batch, epoch, stats)
-        if self.opt != "sgd":
+        if self.opt not in MINIBATCH:
             fkey = epoch if self.augmenting else 0
             if st["f"] is None or st["fkey"] != fkey:
                 st["f"], st["g"] = fg(st["x"], True)
@@ -285,11 +315,12 @@ class _Run:
             rec["note"] = info.note
         if end_of_epoch:
             if self.val_idx and ((epoch + 1) % self.config["validate_every"] == 0 or epoch + 1 == self.epochs):
-                vl, ve = self.validate(st["x"], stats)
-                rec["val_loss"], rec["val_error"] = vl, ve
+                vl, ve, vb = self.validate(st["x"], stats)
+                rec["val_loss"], rec["val_error"], rec["val_balanced_error"] = vl, ve, vb
                 rec["best"] = m["best_val_loss"] is None or vl < m["best_val_loss"]
                 if rec["best"]:
                     m["best_val_loss"], m["best_val_error"], m["best_epoch"] = vl, ve, epoch + 1
+                    m["best_val_balanced_error"] = vb
                     self.best_x = st["x"].copy()
             m["epoch"] = epoch + 1
             m["batch"] = 0
@@ -297,7 +328,7 @@ class _Run:
             m["batch"] = j + 1
         m["step"] += 1
         m["evaluations"] += len(stats)
-        if self.opt != "sgd":
+        if self.opt not in MINIBATCH:
             if not info.ok:
                 rec["stop"] = "line search failed"
             elif self.config["gtol"] > 0 and np.linalg.norm(st["g"]) < self.config["gtol"]:
@@ -325,6 +356,7 @@ class _Run:
                    "batch_size": self.batch_size, "balance": self.balance, "evaluations": m["evaluations"],
                    "initial_loss": m["initial_loss"], "final_loss": recs[-1]["loss"] if recs else None,
                    "best_val_loss": m["best_val_loss"], "best_val_error": m["best_val_error"],
+                   "best_val_balanced_error": m.get("best_val_balanced_error"),
                    "best_epoch": m["best_epoch"], "last_val_loss": last_val, "timing": dict(m["timing"]),
                    "seed": self.config["seed"], "options": {k: self.config[k] for k in
                                                             ("optim", "dtype", "epochs", "batch_size", "seed")},

@@ -1,5 +1,7 @@
-"""Synchronous optimisers on the driver: gradient descent and mini-batch SGD with Armijo backtracking, and L-BFGS
-(two-loop recursion) with its own history so that it can be checkpointed and resumed exactly.
+"""Synchronous optimisers on the driver: gradient descent and mini-batch SGD with Armijo backtracking, L-BFGS
+(two-loop recursion) with its own history so that it can be checkpointed and resumed exactly, and mini-batch Adam
+(Kingma & Ba 2015; fixed step ``lr``, one gradient pass per step and no line search, which makes it the cheapest
+per step on large images).
 
 Every optimiser is a *step function* ``step(state, fg, cfg) -> StepInfo`` that updates a plain ``state`` dict of
 float64 arrays and JSON scalars in place (`checkpoint` stores it as is). ``fg(x, need_grad) -> (f, g | None)`` is
@@ -18,7 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OPTIMIZERS = ("gd", "lbfgs", "sgd")
+OPTIMIZERS = ("gd", "lbfgs", "sgd", "adam")
+MINIBATCH = ("sgd", "adam")     # one step = one batch of images (the others: one step = the whole training split)
+DEFAULT_LR = {"adam": 1e-3}     # the others: the first trial step of the line search, 1.0
 
 
 @dataclass
@@ -29,10 +33,13 @@ class OptimConfig:
     max_evals: int = 20      # trials per line search
     max_step: float = 1e4
     memory: int = 10         # L-BFGS pairs kept
+    beta1: float = 0.9       # Adam moment decay rates and denominator guard
+    beta2: float = 0.999
+    eps: float = 1e-8
 
     def to_dict(self) -> dict:
         return dict(lr=self.lr, c1=self.c1, shrink=self.shrink, max_evals=self.max_evals, max_step=self.max_step,
-                    memory=self.memory)
+                    memory=self.memory, beta1=self.beta1, beta2=self.beta2, eps=self.eps)
 
 
 @dataclass
@@ -51,7 +58,7 @@ class StepInfo:
 def init_state(x0: np.ndarray, cfg: OptimConfig) -> dict:
     n = x0.size
     return {"x": np.asarray(x0, np.float64).copy(), "f": None, "g": None, "fkey": None, "alpha": float(cfg.lr),
-            "S": np.zeros((0, n)), "Y": np.zeros((0, n))}
+            "S": np.zeros((0, n)), "Y": np.zeros((0, n)), "m": None, "v": None, "t": 0}
 
 
 def armijo(fg, x, f, g, d, t0, cfg: OptimConfig, want_grad: bool):
@@ -159,4 +166,24 @@ def sgd_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
     return StepInfo(ok, f, fn, gn, t, ev + 1, note="" if ok else "no decrease on this batch")
 
 
-STEPS = {"gd": gd_step, "lbfgs": lbfgs_step, "sgd": sgd_step}
+def adam_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
+    """One mini-batch Adam step with bias-corrected moments. ``loss`` is the batch loss *before* the step (no
+    extra pass is spent to evaluate it after)."""
+    x = state["x"]
+    f, g = fg(x, True)
+    gn = float(np.linalg.norm(g))
+    if not np.isfinite(f) or not np.all(np.isfinite(g)):
+        state.update(f=None, g=None, fkey=None)
+        return StepInfo(False, f, f, gn, 0.0, 1, note="non-finite loss or gradient: step skipped")
+    t = int(state.get("t") or 0) + 1
+    m = np.zeros_like(x) if state.get("m") is None else state["m"]
+    v = np.zeros_like(x) if state.get("v") is None else state["v"]
+    m = cfg.beta1 * m + (1.0 - cfg.beta1) * g
+    v = cfg.beta2 * v + (1.0 - cfg.beta2) * (g * g)
+    mhat = m / (1.0 - cfg.beta1 ** t)
+    vhat = v / (1.0 - cfg.beta2 ** t)
+    state.update(x=x - cfg.lr * mhat / (np.sqrt(vhat) + cfg.eps), m=m, v=v, t=t, f=None, g=None, fkey=None)
+    return StepInfo(True, f, f, gn, cfg.lr, 1)
+
+
+STEPS = {"gd": gd_step, "lbfgs": lbfgs_step, "sgd": sgd_step, "adam": adam_step}

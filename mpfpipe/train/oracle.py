@@ -106,6 +106,14 @@ class Eval:
         n = self.class_count.sum()
         return float(self.class_errors.sum() / n) if n else float("nan")
 
+    @property
+    def balanced_error(self) -> float:
+        """Mean over the classes present of their per-class error rate (what a class-balanced loss aims at)."""
+        present = self.class_count > 0
+        if not present.any():
+            return float("nan")
+        return float(np.mean(self.class_errors[present] / self.class_count[present]))
+
 
 def unpack(vec: np.ndarray, K: int, grad: bool, wall=0.0, seconds=0.0, n_tasks=0) -> Eval:
     return Eval(loss=float(vec[0]), grad=vec[1 + 3 * K:].copy() if grad else None,

@@ -76,13 +76,16 @@ def format_summary(s: dict) -> str:
         f"{'streamed from Zarr' if s['stream'] else 'held on the workers'}"
         f"{', augmented' if s['augment'] else ''}",
         f"  cluster     {s['cluster']}",
-        f"  optimizer   {s['optimizer']}{' (batch %d)' % s['batch_size'] if s['optimizer'] == 'sgd' else ''}, "
+        f"  optimizer   {s['optimizer']}{' (batch %d)' % s['batch_size'] if s['optimizer'] in ('sgd', 'adam') else ''}, "
         f"{s['evaluations']} loss evaluations, class weights {'balanced' if s['balance'] else 'mean'}",
         f"  train loss  {_fmt(s['initial_loss'])} -> {_fmt(s['final_loss'])}",
     ]
     if s.get("best_val_loss") is not None:
         lines.append(f"  validation  best loss {_fmt(s['best_val_loss'])} at epoch {s['best_epoch']}, pixel error "
-                     f"{_fmt(100 * s['best_val_error'], '.2f')} % (last: {_fmt(s['last_val_loss'])})")
+                     f"{_fmt(100 * s['best_val_error'], '.2f')} %"
+                     + (f", balanced error {_fmt(100 * s['best_val_balanced_error'], '.2f')} %"
+                        if s.get("best_val_balanced_error") is not None else "")
+                     + f" (last: {_fmt(s['last_val_loss'])})")
     lines.append(f"  time        compute {t['compute']:.1f} s, overhead {t['overhead']:.1f} s "
                  f"({share:.1f} % of compute), checkpoints {t['checkpoint']:.1f} s")
     for key in ("model", "checkpoint", "log", "plot"):

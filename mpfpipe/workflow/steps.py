@@ -52,7 +52,8 @@ def _run_train(step: Step, ctx) -> dict:
         raise WorkflowError(f"{step.label}: training paused (max_steps); rerun with --resume to continue")
     ctx.say(res.text)
     keep = ("status", "steps", "net", "n_params", "optimizer", "initial_loss", "final_loss", "best_val_loss",
-            "best_val_error", "best_epoch", "timing", "cluster")
+            "best_val_error", "best_val_balanced_error", "best_epoch", "timing", "cluster", "evaluations",
+            "n_train")
     return {k: res.summary.get(k) for k in keep} | {"model": str(step.outputs["main"]),
                                                     "loss_plot": str(step.outputs["plot"])}
 

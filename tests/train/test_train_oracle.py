@@ -92,3 +92,14 @@ def test_blocked_gemm_kernels_run_on_workers(isbi_crops, tmp_path, make_cluster)
         oracle.close()
     ref = _reference(net, isbi_crops, x0, idx, None, 0, None)
     np.testing.assert_allclose(ref.packed, e.packed, rtol=1e-5, atol=1e-7)
+
+
+def test_balanced_error_is_the_mean_per_class_error_rate():
+    from mpfpipe.train.oracle import unpack
+    K = 3
+    vec = np.zeros(1 + 3 * K)
+    vec[1 + K:1 + 2 * K] = [1000, 10, 0]        # pixels per class (class 2 absent)
+    vec[1 + 2 * K:1 + 3 * K] = [10, 5, 0]       # errors per class
+    e = unpack(vec, K, grad=False)
+    assert e.pixel_error == pytest.approx(15 / 1010)
+    assert e.balanced_error == pytest.approx((10 / 1000 + 5 / 10) / 2)

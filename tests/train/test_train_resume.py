@@ -22,6 +22,7 @@ CASES = {
     "lbfgs": dict(optimizer="lbfgs", epochs=4, pause=2),
     # 4 train images, batches of 2 -> 2 steps per epoch; pausing after 3 stops mid-epoch; augmented
     "sgd": dict(optimizer="sgd", epochs=2, batch_size=2, pause=3, augment=AugmentSpec(flip=True, rot90=True)),
+    "adam": dict(optimizer="adam", epochs=2, batch_size=2, pause=3, lr=0.01),  # moments + step count resumed
 }
 
 
@@ -92,3 +93,31 @@ def test_driver_killed_then_resumed(isbi_crops, small_net, cluster2, tmp_path):
     from mpfpipe.model import load_model
     a, b = load_model(out).params, load_model(tmp_path / "ref.safetensors").params
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_parse_duration():
+    from mpfpipe.train.driver import parse_duration
+    assert parse_duration(None) is None
+    assert parse_duration(90) == 90.0
+    assert parse_duration("7200") == 7200.0
+    assert parse_duration("90m") == 5400.0
+    assert parse_duration("1.5h") == 5400.0
+    assert parse_duration("30s") == 30.0
+    for bad in ("2 days", "h", "-5m", "0"):
+        with pytest.raises(TrainingError, match="max_time"):
+            parse_duration(bad)
+
+
+def test_time_budget_stops_and_resume_extends_it(isbi_crops, small_net, cluster2, tmp_path):
+    """A spent budget stops before the next step and still writes the model; the budget counts the whole run, so
+    a resume with the same budget takes no step and a resume with a larger one continues."""
+    common = dict(client=cluster2.client, progress=False, optimizer="gd", epochs=50, seed=1)
+    out = tmp_path / "m.safetensors"
+    res = train(isbi_crops, small_net, out=out, max_time=1e-6, **common)
+    assert res.status == "time limit" and len(res.records) == 1 and out.exists()
+    assert res.records[0]["val_balanced_error"] is not None
+    again = train(isbi_crops, small_net, out=out, max_time=1e-6, resume=True, overwrite=True, **common)
+    assert again.status == "time limit" and len(again.records) == 1
+    more = train(isbi_crops, small_net, out=out, max_time=1e-6 + res.summary["timing"]["wall"] * 50, resume=True,
+                 overwrite=True, epochs=3, **{k: v for k, v in common.items() if k != "epochs"})
+    assert more.status == "finished" and len(more.records) == 3
