@@ -46,7 +46,8 @@ Examples:
 @click.option("--balance/--no-balance", default=True,
               help="Class-balanced loss over the whole batch (else mean loss per labelled pixel).")
 @click.option("--augment", default="none",
-              help="'none' or a list such as 'flip,rot90,rotate,jitter=0.05' (seeded by seed, epoch, image).")
+              help="'none' or a list such as 'flip,rot90,rotate,jitter=0.05,crop=256' (seeded by seed, epoch, image; "
+                   "crop=N trains on a random NxN region per image and step, exactly, with real context).")
 @click.option("--seed", type=int, default=0, help="Weight initialisation, shuffling and augmentation seed.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               help="Arithmetic of the fragment engine (reduction is always float64).")

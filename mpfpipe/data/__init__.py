@@ -8,11 +8,11 @@ Layout: see :mod:`mpfpipe.data.layout`. Typical use::
     ds = open_dataset("isbi.zarr")
     sample = ds.read(ds.split("train")[0], augment=AugmentSpec(rotate=True), seed=1, epoch=3)
 """
-from .augment import AugmentSpec, augment, parse_augment
+from .augment import AugmentSpec, augment, crop_window, parse_augment
 from .ingest import ingest
 from .layout import IGNORE_INDEX
 from .reader import Dataset, Sample, normalise, open_dataset
 from .synth import synth_defects, synth_em
 
-__all__ = ["AugmentSpec", "Dataset", "IGNORE_INDEX", "Sample", "augment", "ingest", "parse_augment", "normalise", "open_dataset",
+__all__ = ["AugmentSpec", "Dataset", "IGNORE_INDEX", "Sample", "augment", "crop_window", "ingest", "parse_augment", "normalise", "open_dataset",
            "synth_defects", "synth_em"]

@@ -40,11 +40,16 @@ def _net(spec, ds, maps, hidden) -> Net:
     return load_net(spec, in_channels=ds.channels, n_classes=ds.n_classes)
 
 
-def _augment_spec(augment):
+def _augment_spec(augment, net: Net):
+    """The AugmentSpec of ``augment`` (None when nothing is on); a crop gets the margin that keeps it exact."""
+    import dataclasses
+
     from ..data import AugmentSpec
     if augment is None or augment is False:
         return None
     spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
+    if spec.crop > 0 and spec.margin < net.window // 2:
+        spec = dataclasses.replace(spec, margin=net.window // 2)
     return spec if spec.active else None
 
 
@@ -123,7 +128,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         sizes = ds.split_sizes() if hasattr(ds, "split_sizes") else {}
         if sizes.get(val_split, 1):
             val_idx = sorted(ds.split(val_split))
-    spec = _augment_spec(augment)
+    spec = _augment_spec(augment, net)
     max_time = parse_duration(max_time)
     cfg = OptimConfig(lr=float(lr), memory=int(memory))
     config = {"dataset": str(Path(ds.path).absolute()), "net": net.to_dict(), "optimizer": optimizer,
@@ -133,7 +138,10 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
               "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time}
     loaded = load_checkpoint(files["checkpoint"]) if resume else None
     if loaded:
-        old = loaded[1]["config"]
+        old = dict(loaded[1]["config"])
+        if old.get("augment"):  # written before an option existed: compare with its defaults filled in
+            from ..data import AugmentSpec
+            old["augment"] = AugmentSpec.from_dict(old["augment"]).to_dict()
         diff = [k for k in config if k not in RESUME_FREE and old.get(k) != config[k]]
         if diff:
             raise TrainingError(f"cannot resume {files['checkpoint']}: the run used different {', '.join(diff)}")

@@ -105,3 +105,42 @@ def test_spec_roundtrip_and_errors():
         AugmentSpec.from_dict({"flip": True, "shear": 3})
     with pytest.raises(DataError, match="jitter"):
         AugmentSpec(jitter=-1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 50), st.integers(8, 40), st.integers(8, 40), st.integers(1, 48), st.integers(0, 12))
+def test_crop_cuts_target_region_with_ignored_context(index, h, w, crop, margin):
+    img, lab = blocks(h, w)
+    spec = AugmentSpec(flip=False, rot90=False, crop=crop, margin=margin)
+    a_img, a_lab = augment(img, lab, spec, seed=1, epoch=2, index=index)
+    labs_only = augment(None, lab, spec, seed=1, epoch=2, index=index)[1]
+    assert np.array_equal(a_lab, labs_only)  # class counts for balancing see the same crop
+    # find the cut-out by its gradient channel (unique values): it is a contiguous window of the image
+    y0, x0 = np.argwhere(img[1] == a_img[1, 0, 0])[0]
+    hh, ww = a_lab.shape
+    assert np.array_equal(a_img, img[:, y0:y0 + hh, x0:x0 + ww])
+    labelled = a_lab != IGNORE_INDEX
+    ys, xs = np.nonzero(labelled)
+    ch, cw = min(crop, h), min(crop, w)
+    assert labelled.sum() == ch * cw and (np.ptp(ys) + 1, np.ptp(xs) + 1) == (ch, cw)
+    assert np.array_equal(a_lab[labelled], lab[y0:y0 + hh, x0:x0 + ww][labelled])
+    # context: margin pixels on each side unless the image ends there
+    assert ys.min() == min(margin, y0 + ys.min()) and xs.min() == min(margin, x0 + xs.min())
+    assert hh - 1 - ys.max() == min(margin, h - (y0 + ys.max()) - 1)
+
+
+def test_crop_positions_cover_the_image_and_parse():
+    from mpfpipe.data import parse_augment
+    img, lab = blocks(64, 64)
+    spec = AugmentSpec.from_dict(parse_augment("crop=16,margin=4"))
+    assert spec.crop == 16 and spec.margin == 4 and spec.active and not spec.flip
+    seen = np.zeros((64, 64), bool)
+    for index in range(600):
+        _, a_lab = augment(img, lab, spec, seed=0, epoch=0, index=index)
+        y0, x0 = np.argwhere(img[1] == _[1, 0, 0])[0]
+        hh, ww = a_lab.shape
+        seen[y0:y0 + hh, x0:x0 + ww] |= a_lab != IGNORE_INDEX
+    assert seen.any(axis=0).all() and seen.any(axis=1).all()  # every row and column is a target of some crop
+    for bad in ("crop=-1", "crop=2.5", "crop=x"):
+        with pytest.raises(DataError):
+            AugmentSpec.from_dict(parse_augment(bad))

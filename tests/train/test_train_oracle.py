@@ -103,3 +103,34 @@ def test_balanced_error_is_the_mean_per_class_error_rate():
     e = unpack(vec, K, grad=False)
     assert e.pixel_error == pytest.approx(15 / 1010)
     assert e.balanced_error == pytest.approx((10 / 1000 + 5 / 10) / 2)
+
+
+@pytest.mark.parametrize("crop", [13, 20])
+def test_crop_gradient_is_the_whole_image_gradient_on_the_crop(crop, small_net):
+    """Training on a crop (margin set by the trainer from the window) gives exactly the loss and gradient of the
+    whole image with only the crop's pixels labelled (float64), wherever the crop falls, borders included."""
+    from mpfpipe.data import IGNORE_INDEX, augment
+    from mpfpipe.fragment import dense_loss_grad
+    from mpfpipe.params import init_params
+    from mpfpipe.train.driver import _augment_spec
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((1, 90, 77)).astype(np.float32).astype(np.float64)  # survives augment
+    labels = (rng.random((90, 77)) < 0.3).astype(np.uint8)
+    spec = _augment_spec({"flip": False, "rot90": False, "crop": crop}, small_net)
+    assert spec.margin == small_net.window // 2
+    p = init_params(small_net, 3, dtype=np.float64)
+    w = np.array([0.3, 0.7])
+    for index in range(6):
+        ci, cl = augment(image, labels, spec, 0, 0, index)
+        assert ci.shape[1] < 90 and ci.shape[2] < 77  # a real cut-out
+        y0, x0 = np.argwhere(image[0] == ci[0, 0, 0])[0]  # where the cut-out lies (values are unique)
+        assert np.array_equal(ci, image[:, y0:y0 + ci.shape[1], x0:x0 + ci.shape[2]])
+        masked = np.full_like(labels, IGNORE_INDEX)
+        masked[y0:y0 + ci.shape[1], x0:x0 + ci.shape[2]] = cl
+        a = dense_loss_grad(small_net, p, ci.astype(np.float64), cl, class_weights=w, dtype=np.float64)
+        b = dense_loss_grad(small_net, p, image, masked, class_weights=w, dtype=np.float64)
+        assert a.class_count.tolist() == b.class_count.tolist() and a.class_count.sum() == crop * crop
+        assert a.loss == pytest.approx(b.loss, rel=1e-12)
+        for name in a.grad:
+            np.testing.assert_allclose(a.grad[name], b.grad[name], rtol=0, atol=1e-12 * np.abs(b.grad[name]).max())
