@@ -42,6 +42,8 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, help="sgd/adam: images per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="adam: the step size [1e-3]; the others: first trial step of the line search, then adapted [1].")
+@click.option("--lr-halflife", type=click.FloatRange(min=0), default=0.0,
+              help="adam: the step halves every this many epochs (0: constant).")
 @click.option("--memory", type=click.IntRange(min=1), default=10, help="lbfgs: correction pairs kept.")
 @click.option("--balance/--no-balance", default=True,
               help="Class-balanced loss over the whole batch (else mean loss per labelled pixel).")

@@ -1,6 +1,7 @@
 """``train``: the synchronous training loop on the driver (see the package docstring for the protocol)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,6 @@ def _net(spec, ds, maps, hidden) -> Net:
 
 def _augment_spec(augment, net: Net):
     """The AugmentSpec of ``augment`` (None when nothing is on); a crop gets the margin that keeps it exact."""
-    import dataclasses
-
     from ..data import AugmentSpec
     if augment is None or augment is False:
         return None
@@ -82,7 +81,7 @@ def class_weights(counts, balance: bool) -> np.ndarray:
 
 
 def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
-          batch_size: int = 1, lr: float | None = None, memory: int = 10, balance: bool = True, augment=None,
+          batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10, balance: bool = True, augment=None,
           seed: int = 0, dtype: str = "float32", workers: int | None = None, threads: int | None = None,
           scheduler: str | None = None, scheduler_file: str | None = None, host: str = "127.0.0.1",
           timeout: float = 10.0, stream: bool | None = None, resume: bool = False, overwrite: bool = False,
@@ -94,7 +93,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
     ``batch_size`` images for sgd / adam. ``lr``: Adam's step (default 1e-3), the others' first line-search trial
-    step (default 1.0). A checkpoint is written after every step; ``resume=True`` continues from it
+    step (default 1.0); ``lr_halflife`` (adam): the step halves every that many epochs. A checkpoint is written after every step; ``resume=True`` continues from it
     exactly. ``max_steps`` stops this invocation after that many steps (status "paused"). ``max_time`` (seconds,
     or a string such as "90m", "2h") is a training-time budget over the whole run, resumes included: no step is
     started once it is spent (status "time limit"; the best model is written as for a finished run). ``client``:
@@ -108,8 +107,9 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
     if lr is None:
         lr = DEFAULT_LR.get(optimizer, 1.0)
-    if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1:
-        raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1")
+    if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1 or lr_halflife < 0:
+        raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1, "
+                            "lr_halflife >= 0")
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     net = _net(net, ds, maps, hidden)
     out = Path(out)
@@ -130,7 +130,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
             val_idx = sorted(ds.split(val_split))
     spec = _augment_spec(augment, net)
     max_time = parse_duration(max_time)
-    cfg = OptimConfig(lr=float(lr), memory=int(memory))
+    cfg = OptimConfig(lr=float(lr), memory=int(memory), lr_halflife=float(lr_halflife))
     config = {"dataset": str(Path(ds.path).absolute()), "net": net.to_dict(), "optimizer": optimizer,
               "batch_size": int(batch_size) if optimizer in MINIBATCH else None, "optim": cfg.to_dict(),
               "balance": bool(balance), "augment": spec.to_dict() if spec else None, "seed": int(seed),
@@ -311,7 +311,8 @@ class _Run:
             if st["f"] is None or st["fkey"] != fkey:
                 st["f"], st["g"] = fg(st["x"], True)
                 st["fkey"] = fkey
-        info = STEPS[self.opt](st, fg, self.cfg)
+        cfg = dataclasses.replace(self.cfg, lr=self.cfg.adam_lr(epoch)) if self.opt == "adam" else self.cfg
+        info = STEPS[self.opt](st, fg, cfg)
         if m["initial_loss"] is None:
             m["initial_loss"] = info.loss_before
         rec = {"step": m["step"] + 1, "epoch": epoch, "batch": j, "images": len(batch),

@@ -36,10 +36,15 @@ class OptimConfig:
     beta1: float = 0.9       # Adam moment decay rates and denominator guard
     beta2: float = 0.999
     eps: float = 1e-8
+    lr_halflife: float = 0.0 # adam: the step halves every this many epochs (0: constant)
+
+    def adam_lr(self, epoch: int) -> float:
+        return self.lr * 0.5 ** (epoch / self.lr_halflife) if self.lr_halflife > 0 else self.lr
 
     def to_dict(self) -> dict:
         return dict(lr=self.lr, c1=self.c1, shrink=self.shrink, max_evals=self.max_evals, max_step=self.max_step,
-                    memory=self.memory, beta1=self.beta1, beta2=self.beta2, eps=self.eps)
+                    memory=self.memory, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                    lr_halflife=self.lr_halflife)
 
 
 @dataclass
@@ -167,8 +172,8 @@ def sgd_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
 
 
 def adam_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
-    """One mini-batch Adam step with bias-corrected moments. ``loss`` is the batch loss *before* the step (no
-    extra pass is spent to evaluate it after)."""
+    """One mini-batch Adam step with bias-corrected moments and step ``cfg.lr`` (the driver passes the scheduled
+    value, `OptimConfig.adam_lr`). ``loss`` is the batch loss *before* the step (no extra pass evaluates it after)."""
     x = state["x"]
     f, g = fg(x, True)
     gn = float(np.linalg.norm(g))

@@ -150,3 +150,9 @@ def test_cli_end_to_end(isbi_crops, cluster2, tmp_path, capsys):
         main(args)
     assert exc.value.code == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_adam_step_halves_every_halflife_epochs():
+    cfg = OptimConfig(lr=0.01, lr_halflife=4)
+    assert [cfg.adam_lr(e) for e in (0, 4, 8)] == pytest.approx([0.01, 0.005, 0.0025])
+    assert OptimConfig(lr=0.01).adam_lr(100) == 0.01
