@@ -373,7 +373,8 @@ class _Run:
         files = dict(self.files)
         if status != "paused":
             vec = self.best_x if self.best_x is not None else st["x"]
-            prov = {"training": {k: v for k, v in summary.items() if k != "files"}}
+            prov = {"training": {k: v for k, v in summary.items() if k != "files"},
+                    "input_dtype": np.dtype(self.ds.dtype).name}  # segmentation refuses other dtypes
             model = Model(self.net, unravel(self.net, vec, np.float32), list(self.ds.class_names),
                           dict(self.ds.normalisation), ignore_index=int(self.ds.ignore_index), provenance=prov)
             save_model(model, files["model"], overwrite=True)

@@ -143,6 +143,7 @@ def test_cli_end_to_end(isbi_crops, cluster2, tmp_path, capsys):
     assert (tmp_path / "model.loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = read_metadata(out)
     training = meta["provenance"]["training"]
+    assert meta["provenance"]["input_dtype"] == "uint8"  # the ISBI crops; segment checks volumes against it
     assert training["optimizer"] == "sgd" and training["steps"] == 4 and training["augment"]["flip"]
     model = load_model(out)
     assert model.class_names == ["cell", "membrane"]

@@ -57,8 +57,9 @@ def test_paper_settings(tmp_path):
     isbi = plan(load_workflow(ROOT / "workflows" / "isbi2012-membranes.yaml", data["isbi2012-membranes"]),
                 tmp_path / "a")
     tr = next(s for s in isbi if s.kind == "train").options
-    assert tr["net"] in ("n4", "n3") and tr["optimizer"] in ("sgd", "lbfgs")
+    assert tr["net"] in ("n4", "n3") and tr["optimizer"] in ("adam", "sgd", "lbfgs")
     assert all(a in tr["augment"] for a in ("flip", "rot90", "rotate"))
+    assert tr["max_time"] == "2h" and tr["balance"] is False  # the budget; pixel error is the target
     segs = [s for s in isbi if s.kind == "segment"]
     assert any(str(s.inputs["input"]).endswith("test-volume.tif") for s in segs)
     steel = plan(load_workflow(ROOT / "workflows" / "surface-defects.yaml", data["surface-defects"]),

