@@ -26,7 +26,7 @@ DASK = str(BIN / "dask") if (BIN / "dask").exists() else shutil.which("dask")
 MPFPIPE = [str(BIN / "mpfpipe")] if (BIN / "mpfpipe").exists() else \
     [sys.executable, "-c", "from mpfpipe.cli import main; main()"]
 THREADS = {v: "1" for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-EPOCHS = 8
+EPOCHS = 20  # long enough that the watcher (a TLS client, slow to connect on a loaded machine) sees a task
 OPTS = dict(net="steel", maps=4, hidden=8, optimizer="gd", epochs=EPOCHS, seed=5)
 CLI_OPTS = ["--net", "steel", "--maps", "4", "--hidden", "8", "--optimizer", "gd", "--epochs", str(EPOCHS),
             "--seed", "5", "--no-progress"]
