@@ -14,5 +14,6 @@ from .layout import IGNORE_INDEX
 from .reader import Dataset, Sample, normalise, open_dataset
 from .synth import synth_defects, synth_em
 
-__all__ = ["AugmentSpec", "Dataset", "IGNORE_INDEX", "Sample", "augment", "crop_window", "ingest", "parse_augment", "normalise", "open_dataset",
+__all__ = ["AugmentSpec", "Dataset", "IGNORE_INDEX", "Sample", "augment", "crop_window", "ingest", "parse_augment",
+           "normalise", "open_dataset",
            "synth_defects", "synth_em"]

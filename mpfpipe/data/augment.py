@@ -2,13 +2,13 @@
 
 A worker reproduces a sample from those three integers, so augmented images never travel over the network and a
 recomputed task gives the same gradient. The random numbers come from ``np.random.default_rng([seed, epoch,
-index])`` and are always drawn in the same order (flip-x, flip-y, quarter turns, angle, gain, bias) whatever the
-spec enables, so switching one transform on does not change the others.
+index])`` and are always drawn in the same order (flip-x, flip-y, quarter turns, angle, gain, bias, crop position)
+whatever the spec enables, so switching one transform on does not change the others.
 
 Order of the transforms: flips, 90-degree rotations, arbitrary-angle rotation, intensity jitter, crop. The shape is
-kept except by the crop: on a non-square image the quarter turns are limited to 0 and 180 degrees. The arbitrary rotation turns about the
-image centre; the image is resampled bilinearly with mirrored borders, the labels with nearest neighbour, and
-every output pixel whose source lies outside the image is labelled ``ignore_index``.
+kept except by the crop: on a non-square image the quarter turns are limited to 0 and 180 degrees. The arbitrary
+rotation turns about the image centre; the image is resampled bilinearly with mirrored borders, the labels with
+nearest neighbour, and every output pixel whose source lies outside the image is labelled ``ignore_index``.
 
 Crop (``crop`` = c > 0): a random c x c region (the whole side when the image is smaller) is the training target;
 the image is cut out with ``margin`` more pixels of real context on every side (clipped at the image border) and
@@ -24,6 +24,9 @@ import numpy as np
 
 from ..errors import DataError
 from .layout import IGNORE_INDEX
+
+FLOAT_OPTIONS = ("jitter", "max_angle")   # the spec's valued options (the others are switches)
+INT_OPTIONS = ("crop", "margin")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class AugmentSpec:
             raise DataError(f"unknown augmentation option(s) {unknown}; known: {sorted(known)}")
         kw = {}
         for k, v in d.items():
-            kw[k] = float(v) if k in ("jitter", "max_angle") else int(v) if k in ("crop", "margin") else bool(v)
+            kw[k] = float(v) if k in FLOAT_OPTIONS else int(v) if k in INT_OPTIONS else bool(v)
         return cls(**kw)
 
 
@@ -89,12 +92,12 @@ def parse_augment(text):
         if "=" in part:
             k, v = part.split("=", 1)
             k = k.strip()
-            if k not in ("jitter", "max_angle", "crop", "margin"):
+            if k not in FLOAT_OPTIONS + INT_OPTIONS:
                 raise DataError(f"unknown augmentation option {k!r} (jitter=, max_angle=, crop=, margin=)")
             try:
-                spec[k] = int(v) if k in ("crop", "margin") else float(v)
+                spec[k] = int(v) if k in INT_OPTIONS else float(v)
             except ValueError:
-                raise DataError(f"{part!r}: {k} needs a {'whole ' if k in ('crop', 'margin') else ''}number") \
+                raise DataError(f"{part!r}: {k} needs a {'whole ' if k in INT_OPTIONS else ''}number") \
                     from None
         elif part in spec:
             spec[part] = True

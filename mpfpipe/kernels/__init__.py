@@ -20,5 +20,5 @@ def single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-__all__ = ["single_threaded_blas", "ACT_CODES", "act_backward", "bias_act_forward", "conv_backward", "conv_forward", "pool_backward",
-           "pool_forward"]
+__all__ = ["single_threaded_blas", "ACT_CODES", "act_backward", "bias_act_forward", "conv_backward", "conv_forward",
+           "pool_backward", "pool_forward"]

@@ -5,8 +5,8 @@ multi-threaded. A worker therefore gets ONE Dask thread (one image at a time) an
 and the embedded cluster starts ``workers`` worker processes with ``workers * threads <= cores``: by default one
 process per core with one thread each (no oversubscription, no parallel-loop overhead, the images of a batch are
 the parallelism), or ``threads = cores // workers`` when fewer workers are asked for. The thread counts reach the
-worker processes through the nanny's environment (``MPFPIPE_THREADS`` — applied with numba.set_num_threads —, ``OMP_NUM_THREADS``,
-``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``), which is read before Numba starts. Reduced gradients are
+worker processes through the nanny's environment (``MPFPIPE_THREADS``, applied with numba.set_num_threads, and
+``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, read before the BLAS starts). Reduced gradients are
 bit-identical for any number of workers *with the same threads per worker* (a kernel's float summation order may
 depend on its thread count); on an external cluster the thread count is whatever its workers were started with.
 

@@ -81,7 +81,8 @@ def class_weights(counts, balance: bool) -> np.ndarray:
 
 
 def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
-          batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10, balance: bool = True, augment=None,
+          batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10,
+          balance: bool = True, augment=None,
           seed: int = 0, dtype: str = "float32", workers: int | None = None, threads: int | None = None,
           scheduler: str | None = None, scheduler_file: str | None = None, host: str = "127.0.0.1",
           timeout: float = 10.0, stream: bool | None = None, resume: bool = False, overwrite: bool = False,
@@ -93,10 +94,11 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
     ``batch_size`` images for sgd / adam. ``lr``: Adam's step (default 1e-3), the others' first line-search trial
-    step (default 1.0); ``lr_halflife`` (adam): the step halves every that many epochs. A checkpoint is written after every step; ``resume=True`` continues from it
-    exactly. ``max_steps`` stops this invocation after that many steps (status "paused"). ``max_time`` (seconds,
-    or a string such as "90m", "2h") is a training-time budget over the whole run, resumes included: no step is
-    started once it is spent (status "time limit"; the best model is written as for a finished run). ``client``:
+    step (default 1.0); ``lr_halflife`` (adam): the step halves every that many epochs. A checkpoint is written
+    after every step; ``resume=True`` continues from it exactly. ``max_steps`` stops this invocation after that
+    many steps (status "paused"). ``max_time`` (seconds, or a string such as "90m", "2h") is a training-time budget
+    over the whole run, resumes included: no step is started once it is spent (status "time limit"; the best
+    model is written as for a finished run). ``client``:
     use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages."""
     from distributed.comm.core import CommClosedError
 

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from .optim import MINIBATCH
+
 
 def write_log(path, records) -> None:
     """Rewrite the whole JSON-lines log (on start / resume: the checkpoint's records are the truth)."""
@@ -76,7 +78,7 @@ def format_summary(s: dict) -> str:
         f"{'streamed from Zarr' if s['stream'] else 'held on the workers'}"
         f"{', augmented' if s['augment'] else ''}",
         f"  cluster     {s['cluster']}",
-        f"  optimizer   {s['optimizer']}{' (batch %d)' % s['batch_size'] if s['optimizer'] in ('sgd', 'adam') else ''}, "
+        f"  optimizer   {s['optimizer']}{' (batch %d)' % s['batch_size'] if s['optimizer'] in MINIBATCH else ''}, "
         f"{s['evaluations']} loss evaluations, class weights {'balanced' if s['balance'] else 'mean'}",
         f"  train loss  {_fmt(s['initial_loss'])} -> {_fmt(s['final_loss'])}",
     ]
