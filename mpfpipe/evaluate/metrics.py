@@ -1,4 +1,5 @@
-"""Evaluation metrics (numpy/scipy, no I/O): pixel error, IoU/Dice, foreground-restricted Rand score (ISBI 2012),
+"""Evaluation metrics (numpy/scipy, no I/O): pixel error, IoU/Dice, foreground-restricted Rand score and the
+F-score pixel error (ISBI 2012),
 the paper's balanced per-pixel error, and image-level defect detection with a count threshold.
 
 Conventions: ``labels`` / ``truth`` are integer class ids with ``ignore_index`` for unlabeled pixels; ``prob`` is the
@@ -91,6 +92,36 @@ def vrand_sweep(prob_slices, truth_slices, *, positive: int = 1, ignore_index: i
     best = max(finite, key=lambda c: c["v_rand"]) if finite else {"threshold": float("nan"), "v_rand": float("nan")}
     return {"best_threshold": best["threshold"], "v_rand": best["v_rand"], "rand_error": 1.0 - best["v_rand"],
             "curve": curve, "connectivity": 4, "averaged_over": "slices"}
+
+
+def fscore_sweep(prob, truth, *, positive: int = 1, ignore_index: int = 255,
+                 thresholds=DEFAULT_THRESHOLDS) -> dict:
+    """The ISBI 2012 challenge's "pixel error" = 1 - the maximal F-score of pixel similarity over thresholds
+    (Arganda-Carreras et al. 2015; Fiji's PixelError, whose positives are the label > 0 pixels: in ISBI labels the
+    non-membrane ones). For each threshold t a pixel is predicted non-``positive`` when ``prob <= t`` (as in
+    `vrand_sweep`); the curve holds that class's precision, recall and F-score, and also the plain fraction of
+    misclassified pixels at t. Binary problems only. Note that both maxima are taken over thresholds on the
+    evaluated images themselves, as the challenge did."""
+    prob, truth = np.asarray(prob).ravel(), np.asarray(truth).ravel()
+    valid = truth != ignore_index
+    p, neg = prob[valid], truth[valid] != positive  # neg: the class the F-score is about
+    curve = []
+    for th in thresholds:
+        pred_neg = p <= th
+        tp = float(np.count_nonzero(pred_neg & neg))
+        fp = float(np.count_nonzero(pred_neg & ~neg))
+        fn = float(np.count_nonzero(~pred_neg & neg))
+        prec = tp / (tp + fp) if tp + fp else float("nan")
+        rec = tp / (tp + fn) if tp + fn else float("nan")
+        f = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+        curve.append({"threshold": float(th), "precision": prec, "recall": rec, "fscore": f,
+                      "pixel_error": (fp + fn) / p.size if p.size else float("nan")})
+    finite = [c for c in curve if np.isfinite(c["fscore"])]
+    best = max(finite, key=lambda c: c["fscore"]) if finite else {"threshold": float("nan"), "fscore": float("nan")}
+    plain = min(curve, key=lambda c: c["pixel_error"] if np.isfinite(c["pixel_error"]) else np.inf)
+    return {"pixel_error": 1.0 - best["fscore"], "best_threshold": best["threshold"], "fscore": best["fscore"],
+            "min_plain_pixel_error": plain["pixel_error"], "min_plain_threshold": plain["threshold"],
+            "class": "non-positive (prob <= threshold)", "curve": curve}
 
 
 def balanced_error(prob, truth, *, positive: int = 1, ignore_index: int = 255, threshold: float = 0.5,

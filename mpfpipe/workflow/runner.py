@@ -161,7 +161,9 @@ def summary_markdown(s: dict) -> str:
             txt = f"{r.get('blocks')} blocks ({r.get('skipped')} skipped), {_fmt(r.get('voxels_per_s'))} voxels/s"
         else:
             rand = r.get("rand") or {}
-            txt = (f"{r.get('n_images')} images: pixel error {_fmt(r.get('pixel_error'), True)}, "
+            fpe = (r.get("isbi_pixel_error") or {}).get("pixel_error")
+            txt = (f"{r.get('n_images')} images: pixel error {_fmt(r.get('pixel_error'), True)}"
+                   + (f" (1 - max F-score: {_fmt(fpe, True)})" if fpe is not None else "") + ", "
                    f"V_rand {_fmt(rand.get('v_rand'))}"
                    f" (threshold {_fmt(rand.get('best_threshold'))}), mean IoU {_fmt(r.get('mean_iou'))}")
             det = r.get("detection")

@@ -161,6 +161,8 @@ def _run_evaluate(step: Step, ctx) -> dict:
     out = {"report": str(report_path), "overlays": files, "n_images": rep.get("n_images"),
            "pixel_error": rep.get("pixel_error"), "mean_iou": rep.get("mean_iou"),
            "balanced_error": rep.get("balanced_error")}
+    if "isbi_pixel_error" in rep:
+        out["isbi_pixel_error"] = {k: v for k, v in rep["isbi_pixel_error"].items() if k != "curve"}
     if "rand" in rep:
         r = rep["rand"]
         out["rand"] = {k: r.get(k) for k in r if k != "curve"}

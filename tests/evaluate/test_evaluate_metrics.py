@@ -79,3 +79,24 @@ def test_detection_threshold_and_confusion():
     res = metrics.detection_confusion([1, 50, 30, 2], [False, True, False, True], chosen["threshold"])
     assert res["confusion"] == [[1, 1], [1, 1]] and res["error"] == 0.5
     assert metrics.choose_count_threshold([0, 0], [False, False])["error"] == 0
+
+
+def test_fscore_sweep_is_the_challenge_pixel_error():
+    # 10 pixels, class 1 = membrane (positive); the F-score is about class 0 (the ISBI labels' > 0 pixels)
+    truth = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 255])
+    prob = np.array([.05, .15, .15, .35, .65, .95, .25, .75, .95, 0.0])
+    res = metrics.fscore_sweep(prob, truth, thresholds=(0.1, 0.3, 0.5, 0.7))
+    by_t = {c["threshold"]: c for c in res["curve"]}
+    # t = 0.3: predicted class 0 = {.05, .15, .15, .25} -> TP 3, FP 1 (the membrane at .25), FN 3
+    assert by_t[0.3]["precision"] == pytest.approx(3 / 4) and by_t[0.3]["recall"] == pytest.approx(3 / 6)
+    assert by_t[0.3]["fscore"] == pytest.approx(2 * 3 / (6 + 1 + 3))
+    assert by_t[0.3]["pixel_error"] == pytest.approx(4 / 9)  # the ignored pixel is not counted
+    # t = 0.7: class 0 = {.05, .15, .15, .35, .65, .25} -> TP 5, FP 1, FN 1: F = 10/12, the best
+    assert res["best_threshold"] == 0.7 and res["pixel_error"] == pytest.approx(1 - 10 / 12)
+    assert res["min_plain_pixel_error"] == pytest.approx(2 / 9) and res["min_plain_threshold"] == 0.7
+    # a perfect prediction scores 0 at some threshold; the class ids do not matter, only which one is positive
+    perfect = np.where(truth == 1, 0.9, 0.1)
+    assert metrics.fscore_sweep(perfect, truth)["pixel_error"] == pytest.approx(0.0)
+    renamed = metrics.fscore_sweep(prob, np.where(truth == 255, 255, 1 - truth), positive=0,
+                                   thresholds=(0.1, 0.3, 0.5, 0.7))
+    assert renamed["curve"] == res["curve"]
