@@ -11,18 +11,33 @@ import numpy as np
 
 from ._runtime import apply_thread_limit
 from .arch import ConvOp, Net
-from .kernels import conv_backward, conv_forward, pool_backward, pool_forward, single_threaded_blas
+from .kernels import (backward_head, conv_backward, conv_forward, forward_head, pool_backward, pool_forward,
+                      single_threaded_blas)
 
 
 @dataclass
 class Tape:
-    """What the backward pass needs: per op, (input, output) for convs, (argmax, input shape) for pools."""
+    """What the backward pass needs: per op, (input, output) for convs, (argmax, input shape) for pools; the
+    head (see `head_start`) is one entry, its input."""
     dense: bool
     entries: list = field(default_factory=list)
 
 
 def cast_params(params: dict, dtype) -> dict:
     return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}
+
+
+def head_start(net: Net) -> int:
+    """Index of the first of the net's trailing 1x1 conv ops (its fc layers on a 1x1 extent and the output layer),
+    which run fused as one per-pixel MLP (kernels._head); len(net.ops) if there are none."""
+    i = len(net.ops)
+    while i > 0 and isinstance(net.ops[i - 1], ConvOp) and net.ops[i - 1].k == 1:
+        i -= 1
+    return i
+
+
+def _head_layers(net: Net, params: dict, start: int) -> list:
+    return [(params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act) for op in net.ops[start:]]
 
 
 def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
@@ -33,7 +48,8 @@ def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | Non
 
 
 def _forward(net, params, x, dense, tape):
-    for op in net.ops:
+    hs = head_start(net)
+    for op in net.ops[:hs]:
         if isinstance(op, ConvOp):
             y = conv_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act)
             if tape is not None:
@@ -43,6 +59,10 @@ def _forward(net, params, x, dense, tape):
             if tape is not None:
                 tape.entries.append((idx, x.shape))
         x = y
+    if hs < len(net.ops):
+        if tape is not None:
+            tape.entries.append(x)
+        x = forward_head(x, _head_layers(net, params, hs))
     return x
 
 
@@ -56,8 +76,14 @@ def backward(net: Net, params: dict, tape: Tape, dlogits: np.ndarray) -> dict[st
 def _backward(net, params, tape, dlogits):
     grads = {}
     g = dlogits
-    n_ops = len(net.ops)
-    for pos in range(n_ops - 1, -1, -1):
+    hs = head_start(net)
+    if hs < len(net.ops):
+        x = tape.entries[hs]
+        layer_grads, g = backward_head(x, _head_layers(net, params, hs), g, need_dx=hs > 0)
+        for op, (dw, db) in zip(net.ops[hs:], layer_grads):
+            grads[f"{op.name}.weight"], grads[f"{op.name}.bias"] = dw, db
+        tape.entries[hs] = None
+    for pos in range(hs - 1, -1, -1):
         op = net.ops[pos]
         entry = tape.entries[pos]
         if isinstance(op, ConvOp):

@@ -104,3 +104,79 @@ def test_float32_tanh_approximation_is_within_a_few_ulp(act):
     ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
     assert (np.abs(y - ref) / ulp).max() <= 8
     assert y[0, 200_000] == 0.0 and np.array_equal(y[0, ::-1], -y[0])  # odd
+
+
+def _mlp_reference(x2, layers, dout2):
+    """Plain numpy per-pixel MLP over the columns of x2 (C, N): outputs, then gradients by the chain rule."""
+    acts, zs = [x2], []
+    for w, b, a in layers:
+        z = w.reshape(w.shape[0], -1) @ acts[-1] + b[:, None]
+        zs.append(z)
+        acts.append(naive.act(z, a))
+    g, grads = dout2, []
+    for (w, b, a), z, a_in in zip(layers[::-1], zs[::-1], acts[-2::-1]):
+        g = g * naive.act_grad(z, a)
+        grads.append(((g @ a_in.T).reshape(w.shape), g.sum(1)))
+        g = w.reshape(w.shape[0], -1).T @ g
+    return acts[-1], grads[::-1], g
+
+
+@pytest.mark.parametrize("acts", [("linear",), ("tanh", "linear"), ("stanh", "relu", "linear")])
+@pytest.mark.parametrize("shape", [(8, 3, 7, 5), (5, 2, 40, 30)])  # 105 and 2,400 pixels: one and several blocks
+def test_fused_head_matches_a_numpy_mlp(acts, shape):
+    from mpfpipe.kernels import backward_head, forward_head
+    rng = np.random.default_rng(2)
+    C, F, h, w = shape
+    dims = [C] + [rng.integers(1, 11) for _ in acts[:-1]] + [3]  # hidden sizes that are not multiples of 4
+    layers = [(rng.standard_normal((dims[i + 1], dims[i], 1, 1)) * 0.5, rng.standard_normal(dims[i + 1]), a)
+              for i, a in enumerate(acts)]
+    x = rng.standard_normal(shape)
+    y = forward_head(x, layers)
+    dout = rng.standard_normal(y.shape)
+    ref_y, ref_grads, ref_dx = _mlp_reference(x.reshape(C, -1), layers, dout.reshape(3, -1))
+    np.testing.assert_allclose(y.reshape(3, -1), ref_y, atol=1e-12)
+    grads, dx = backward_head(x, layers, dout, need_dx=True)
+    for (dw, db), (rw, rb) in zip(grads, ref_grads):
+        np.testing.assert_allclose(dw, rw, rtol=1e-11, atol=1e-10)
+        np.testing.assert_allclose(db, rb, rtol=1e-11, atol=1e-10)
+    np.testing.assert_allclose(dx.reshape(C, -1), ref_dx, atol=1e-10)
+    assert backward_head(x, layers, dout, need_dx=False)[1] is None
+    # float32: close to float64, and bit-identical on a second run
+    x32 = x.astype(np.float32)
+    l32 = [(w.astype(np.float32), b.astype(np.float32), a) for w, b, a in layers]
+    y32 = forward_head(x32, l32)
+    np.testing.assert_allclose(y32, y, rtol=1e-4, atol=1e-4)
+    g1, d1 = backward_head(x32, l32, dout.astype(np.float32), True)
+    g2, d2 = backward_head(x32, l32, dout.astype(np.float32), True)
+    assert np.array_equal(d1, d2) and all(np.array_equal(a[0], b[0]) for a, b in zip(g1, g2))
+    np.testing.assert_allclose(g1[0][0], grads[0][0], rtol=1e-3, atol=1e-3 * np.abs(grads[0][0]).max())
+
+
+@pytest.mark.parametrize("shape,k,cout", [((2, 3, 11, 700), 5, 5), ((3, 2, 6, 19), 7, 4), ((1, 1, 9, 8), 1, 3)])
+def test_direct_conv_chunks_taps_and_map_groups(shape, k, cout):
+    """The flattened-row direct kernels: 700-wide rows make several chunks (the last one partial), k = 5 / 7 mix
+    the four-tap passes with single taps, 5 output maps mix the four-map passes with a single one."""
+    from mpfpipe.kernels._direct import CHUNK, conv_direct_dinput, conv_direct_dweight, conv_direct_forward
+    rng = np.random.default_rng(3)
+    C, F, h, W = shape
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((cout, C, k, k))
+    oh, ow = h - k + 1, W - k + 1
+    assert shape[3] < 700 or CHUNK // W < oh  # the first case does span several chunks
+    y = np.empty((cout, F, oh, ow))
+    conv_direct_forward(x, w, y)
+    ref = np.stack([naive.conv(x[:, f], w, np.zeros(cout)) for f in range(F)], axis=1)
+    np.testing.assert_allclose(y, ref, atol=1e-11)
+    dy = rng.standard_normal(y.shape)
+    dw = np.zeros(w.shape)
+    conv_direct_dweight(x, dy, dw)
+    dx = np.zeros_like(x)
+    conv_direct_dinput(dy, w, dx)
+    rw, rx = np.zeros_like(w), np.zeros_like(x)
+    for ky in range(k):
+        for kx in range(k):
+            patch = x[:, :, ky:ky + oh, kx:kx + ow]
+            rw[:, :, ky, kx] = np.einsum("ofyx,cfyx->oc", dy, patch)
+            rx[:, :, ky:ky + oh, kx:kx + ow] += np.einsum("oc,ofyx->cfyx", w[:, :, ky, kx], dy)
+    np.testing.assert_allclose(dw, rw, atol=1e-9)
+    np.testing.assert_allclose(dx, rx, atol=1e-11)

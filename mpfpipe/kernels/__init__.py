@@ -9,6 +9,7 @@ from threadpoolctl import ThreadpoolController
 
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._conv import conv_backward, conv_forward
+from ._head import backward_head, forward_head
 from ._pool import pool_backward, pool_forward
 
 _BLAS = ThreadpoolController()
@@ -20,5 +21,5 @@ def single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-__all__ = ["single_threaded_blas", "ACT_CODES", "act_backward", "bias_act_forward", "conv_backward", "conv_forward",
-           "pool_backward", "pool_forward"]
+__all__ = ["single_threaded_blas", "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
+           "conv_forward", "forward_head", "pool_backward", "pool_forward"]

@@ -24,9 +24,10 @@ def use_direct(cin: int, cout: int, k: int) -> bool:
     return k > 1 and cin * cout <= DIRECT_MAX
 
 
-def _units_per_block(C, k, F, oh, ow):
-    """Row units per im2col block so that the column buffer holds about COL_BUDGET elements."""
-    return max(1, min(F * oh, COL_BUDGET // max(1, C * k * k * ow)))
+def _units_per_block(C, k, F, oh, ow, cout):
+    """Row units per im2col block so that the column buffer and the block's output (or output gradient) each
+    hold about COL_BUDGET elements at most (an fc layer as a 1x1 conv has a short column and a tall output)."""
+    return max(1, min(F * oh, COL_BUDGET // max(1, max(C * k * k, cout) * ow)))
 
 
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) -> np.ndarray:
@@ -43,7 +44,7 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
         conv_direct_forward(x, np.ascontiguousarray(weight, dtype=x.dtype), y)
         bias_act_forward(y2, b, act)
         return y
-    per = _units_per_block(C, k, F, oh, ow)
+    per = _units_per_block(C, k, F, oh, ow, cout)
     conv_fwd_blocked(x, w2, b, ACT_CODES[act], x.dtype == np.float32, k, oh, ow, per, y2)
     return y
 
@@ -67,7 +68,7 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
         if need_dx:
             conv_direct_dinput(dy, np.ascontiguousarray(weight, dtype=x.dtype), dx)
         return dwd, db, dx
-    per = _units_per_block(C, k, F, oh, ow)
+    per = _units_per_block(C, k, F, oh, ow, cout)
     T = get_num_threads()
     if need_dx:
         T = min(T, F)

@@ -1,58 +1,137 @@
 """Direct convolution for layers with few channels (the steel net, the first layer of every net).
 
 With C_in * C_out small, im2col + GEMM is a poor fit: the column buffer costs as much as the multiply and BLAS runs
-at a fraction of its speed on 8-row matrices. Here every output row is accumulated in place (it stays in L1) by
-axpy loops over contiguous input rows, which LLVM vectorises. Weight gradients are dot products of rows; they are
-allowed to reassociate (``fastmath`` reassoc/contract only, so NaN/inf semantics stay) to vectorise, and are still
-deterministic: the same code sums in the same order on every run.
+at a fraction of its speed on 8-row matrices. Here outputs are accumulated in place by axpy loops, which LLVM
+vectorises.
+
+The loops run over *flattened rows*: a fragment (h, W) is one contiguous signal, and output position p = y*W + x
+(x < ow valid, W - ow "wrap-around" columns computed and dropped) reads input p + ky*W + kx. A chunk of R output
+rows is then one loop of about R*W iterations instead of R loops of ow: MPF fragments are small (the steel net's
+last conv sees 16 fragments of 19 columns for a 137x60 image, ow = 15 - shorter than one AVX-512 vector), and
+the flattened loop runs at vector speed whatever the fragment width, for (k-1)/W extra work. Chunks keep the
+accumulator in L1. In the backward passes the output gradient is laid out the same way with zeros in the dropped
+columns, so they contribute nothing.
+
+Weight gradients are dot products; they are allowed to reassociate (``fastmath`` reassoc/contract only, so
+NaN/inf semantics stay) to vectorise, and are still deterministic: the same code sums in the same order on every
+run. Chunk sums are in the input dtype, accumulated in float64.
 """
 import numpy as np
 from numba import njit, prange
 
 _FM = {"reassoc", "contract"}
+CHUNK = 2048  # flattened output positions per chunk: an 8 KiB float32 accumulator
+
+
+@njit(cache=True, inline="always")
+def _rows_per_chunk(W):
+    return max(1, CHUNK // W)
+
+
+@njit(cache=True, inline="always")
+def _load_rows(dy_of, y0, r, ow, W, buf):
+    """buf[yy*W + x] = dy_of[y0+yy, x] for x < ow, 0 in the dropped columns; returns the flattened length."""
+    for yy in range(r):
+        row = dy_of[y0 + yy]
+        b = yy * W
+        for xx in range(ow):
+            buf[b + xx] = row[xx]
+        if yy < r - 1:
+            for xx in range(ow, W):
+                buf[b + xx] = 0.0
+    return (r - 1) * W + ow
 
 
 @njit(parallel=True, cache=True)
 def conv_direct_forward(x, w, y):
     """y[o, f] = sum_c,ky,kx w[o, c, ky, kx] * x[c, f, ky:, kx:] (no bias, no activation)."""
     O, C, k, _ = w.shape
-    F = x.shape[1]
+    F, h, W = x.shape[1], x.shape[2], x.shape[3]
     oh, ow = y.shape[2], y.shape[3]
+    R = _rows_per_chunk(W)
     for job in prange(O * F):
         o = job // F
         f = job % F
-        for yy in range(oh):
-            acc = y[o, f, yy]
-            acc[:] = 0.0
+        acc = np.empty(R * W, dtype=y.dtype)
+        for y0 in range(0, oh, R):
+            r = min(R, oh - y0)
+            L = (r - 1) * W + ow
+            acc[:L] = 0.0
             for c in range(C):
+                src = x[c, f].reshape(h * W)
                 for ky in range(k):
-                    src = x[c, f, yy + ky]
-                    for kx in range(k):
+                    b = (y0 + ky) * W
+                    kx = 0
+                    while kx + 4 <= k:  # four taps per pass: one accumulator load/store feeds four FMAs
+                        w0, w1, w2, w3 = w[o, c, ky, kx], w[o, c, ky, kx + 1], w[o, c, ky, kx + 2], w[o, c, ky, kx + 3]
+                        s0 = src[b + kx:b + kx + L]  # views indexed from 0: no negative-index fix-up in the loop
+                        s1 = src[b + kx + 1:b + kx + 1 + L]
+                        s2 = src[b + kx + 2:b + kx + 2 + L]
+                        s3 = src[b + kx + 3:b + kx + 3 + L]
+                        for p in range(L):
+                            acc[p] += w0 * s0[p] + w1 * s1[p] + w2 * s2[p] + w3 * s3[p]
+                        kx += 4
+                    while kx < k:
                         wv = w[o, c, ky, kx]
-                        for xx in range(ow):
-                            acc[xx] += wv * src[xx + kx]
+                        s0 = src[b + kx:b + kx + L]
+                        for p in range(L):
+                            acc[p] += wv * s0[p]
+                        kx += 1
+            for yy in range(r):
+                dst = y[o, f, y0 + yy]
+                b = yy * W
+                for xx in range(ow):
+                    dst[xx] = acc[b + xx]
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
 def conv_direct_dweight(x, dy, dw):
     """dw[o, c, ky, kx] = sum_f,y,x dy[o, f, y, x] * x[c, f, y+ky, x+kx]; dw is float64."""
     O, C, k, _ = dw.shape
-    F = x.shape[1]
+    F, h, W = x.shape[1], x.shape[2], x.shape[3]
     oh, ow = dy.shape[2], dy.shape[3]
+    R = _rows_per_chunk(W)
     for job in prange(O * C):
         o = job // C
         c = job % C
         acc = np.zeros(k * k, dtype=np.float64)
+        g = np.empty(R * W, dtype=dy.dtype)
         for f in range(F):
-            for yy in range(oh):
-                g = dy[o, f, yy]
+            src = x[c, f].reshape(h * W)
+            for y0 in range(0, oh, R):
+                r = min(R, oh - y0)
+                L = _load_rows(dy[o, f], y0, r, ow, W, g)
                 for ky in range(k):
-                    src = x[c, f, yy + ky]
-                    for kx in range(k):
-                        r = g[0] * src[kx]
-                        for xx in range(1, ow):
-                            r += g[xx] * src[xx + kx]
-                        acc[ky * k + kx] += r
+                    b = (y0 + ky) * W
+                    kx = 0
+                    while kx + 4 <= k:  # four taps per pass: each g load feeds four FMAs
+                        s0 = src[b + kx:b + kx + L]
+                        s1 = src[b + kx + 1:b + kx + 1 + L]
+                        s2 = src[b + kx + 2:b + kx + 2 + L]
+                        s3 = src[b + kx + 3:b + kx + 3 + L]
+                        a0 = g[0] * s0[0]
+                        a1 = g[0] * s1[0]
+                        a2 = g[0] * s2[0]
+                        a3 = g[0] * s3[0]
+                        for p in range(1, L):
+                            gp = g[p]
+                            a0 += gp * s0[p]
+                            a1 += gp * s1[p]
+                            a2 += gp * s2[p]
+                            a3 += gp * s3[p]
+                        t = ky * k + kx
+                        acc[t] += a0
+                        acc[t + 1] += a1
+                        acc[t + 2] += a2
+                        acc[t + 3] += a3
+                        kx += 4
+                    while kx < k:
+                        s0 = src[b + kx:b + kx + L]
+                        a0 = g[0] * s0[0]
+                        for p in range(1, L):
+                            a0 += g[p] * s0[p]
+                        acc[ky * k + kx] += a0
+                        kx += 1
         for t in range(k * k):
             dw[o, c, t // k, t % k] = acc[t]
 
@@ -61,17 +140,33 @@ def conv_direct_dweight(x, dy, dw):
 def conv_direct_dinput(dy, w, dx):
     """dx[c, f, y+ky, x+kx] += w[o, c, ky, kx] * dy[o, f, y, x]; each (c, f) slice is one thread's."""
     O, C, k, _ = w.shape
-    F = dx.shape[1]
+    F, h, W = dx.shape[1], dx.shape[2], dx.shape[3]
     oh, ow = dy.shape[2], dy.shape[3]
+    R = _rows_per_chunk(W)
     for job in prange(C * F):
         c = job // F
         f = job % F
-        for yy in range(oh):
+        dst = dx[c, f].reshape(h * W)
+        g = np.empty((O, R * W), dtype=dy.dtype)
+        for y0 in range(0, oh, R):
+            r = min(R, oh - y0)
+            L = 0
             for o in range(O):
-                g = dy[o, f, yy]
-                for ky in range(k):
-                    dst = dx[c, f, yy + ky]
-                    for kx in range(k):
+                L = _load_rows(dy[o, f], y0, r, ow, W, g[o])
+            for ky in range(k):
+                for kx in range(k):
+                    base = (y0 + ky) * W + kx
+                    d = dst[base:base + L]
+                    o = 0
+                    while o + 4 <= O:  # four output maps per pass: one dx load/store feeds four FMAs
+                        w0, w1, w2, w3 = w[o, c, ky, kx], w[o + 1, c, ky, kx], w[o + 2, c, ky, kx], w[o + 3, c, ky, kx]
+                        g0, g1, g2, g3 = g[o], g[o + 1], g[o + 2], g[o + 3]
+                        for p in range(L):
+                            d[p] += w0 * g0[p] + w1 * g1[p] + w2 * g2[p] + w3 * g3[p]
+                        o += 4
+                    while o < O:
                         wv = w[o, c, ky, kx]
-                        for xx in range(ow):
-                            dst[xx + kx] += wv * g[xx]
+                        g0 = g[o]
+                        for p in range(L):
+                            d[p] += wv * g0[p]
+                        o += 1

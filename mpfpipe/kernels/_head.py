@@ -1,0 +1,269 @@
+"""The head: a net's trailing 1x1 layers (its fc layers once the last conv has left a 1x1 extent, e.g. steel's
+fc 100 -> fc 2, and every net's output layer) fused into one per-pixel MLP over blocks of pixels.
+
+As separate 1x1 convolutions these layers are the worst case of im2col + GEMM: a short column (8 rows for steel's
+fc1), a tall output (100 maps of every pixel written to memory and read back for the activation, the next layer and
+the backward pass) and BLAS at a few GFLOP/s on such shapes. Here a thread takes a block of BLOCK pixels through
+all head layers with the hidden maps in its cache; the backward pass recomputes them block by block (the head's
+forward costs a third of its backward) instead of keeping them on the tape.
+
+Layers are passed flattened: ``dims`` (L+1,) = (C, n1, ..., nL); ``wflat`` / ``bflat`` the weights (out, in) and
+biases one after another; ``codes`` the activation codes. Outputs are computed four maps at a time so that each
+input row read from cache feeds four multiply-adds. Weight gradients are accumulated per thread in float64 and
+summed in thread order: deterministic for a given thread count, like the other kernels.
+"""
+import numpy as np
+from numba import get_num_threads, njit, prange  # get_num_threads outside kernels: keeps them cacheable
+
+from ._act import _A, _B, _INV_C, _P0, _P1, _P2, _P3, _P4, _P5, _P6, _Q0, _Q1, _Q2, _Q3, _TANH_C, ACT_CODES
+from ._blocked import _act1
+
+BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
+_FM = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def _dense(w, b, use_bias, code, fast, src, dst, n):
+    """dst[o, :n] = act(b[o] + sum_c w[o, c] * src[c, :n]) (b ignored unless use_bias; code 0 = linear)."""
+    cout, cin = w.shape
+    o = 0
+    while o + 4 <= cout:
+        r0, r1, r2, r3 = dst[o], dst[o + 1], dst[o + 2], dst[o + 3]
+        b0 = b[o] if use_bias else 0.0
+        b1 = b[o + 1] if use_bias else 0.0
+        b2 = b[o + 2] if use_bias else 0.0
+        b3 = b[o + 3] if use_bias else 0.0
+        for i in range(n):
+            r0[i] = b0
+            r1[i] = b1
+            r2[i] = b2
+            r3[i] = b3
+        for c in range(cin):
+            s = src[c]
+            w0, w1, w2, w3 = w[o, c], w[o + 1, c], w[o + 2, c], w[o + 3, c]
+            for i in range(n):
+                v = s[i]
+                r0[i] += w0 * v
+                r1[i] += w1 * v
+                r2[i] += w2 * v
+                r3[i] += w3 * v
+        o += 4
+    while o < cout:
+        r = dst[o]
+        b0 = b[o] if use_bias else 0.0
+        for i in range(n):
+            r[i] = b0
+        for c in range(cin):
+            s = src[c]
+            w0 = w[o, c]
+            for i in range(n):
+                r[i] += w0 * s[i]
+        o += 1
+    if code != 0:
+        _act_rows(dst, code, fast, cout, n)
+
+
+@njit(cache=True, error_model="numpy")
+def _act_rows(a, code, fast, rows, n):
+    """a = act(a) in place. The code dispatch is outside the pixel loops and division follows numpy's error model
+    (no ZeroDivisionError check, q >= 1 here anyway): either one kept LLVM from vectorising the loop, ~15x slower."""
+    if code == 3:
+        for o in range(rows):
+            r = a[o]
+            for i in range(n):
+                v = r[i]
+                r[i] = v if v > 0 else 0.0 * v
+    elif fast:  # float32 tanh / stanh: the rational approximation of _act (all-float32 arithmetic)
+        s_in = np.float32(1.0) if code == 1 else np.float32(_B)
+        s_out = np.float32(1.0) if code == 1 else np.float32(_A)
+        for o in range(rows):
+            r = a[o]
+            for i in range(n):
+                x = min(max(r[i] * s_in, -_TANH_C), _TANH_C)
+                u = x * _INV_C
+                u = u * u
+                p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
+                q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
+                r[i] = s_out * (x * p / q)
+    else:
+        for o in range(rows):
+            r = a[o]
+            for i in range(n):
+                r[i] = _act1(r[i], code, False)
+
+
+@njit(cache=True)
+def _act_grad_rows(g, a, code, rows, n):
+    """g *= act'(pre-activation), written with the activation output a (as _act._act_grad)."""
+    for o in range(rows):
+        gr, ar = g[o], a[o]
+        for i in range(n):
+            v = ar[i]
+            if code == 1:
+                gr[i] *= 1.0 - v * v
+            elif code == 2:
+                gr[i] *= (_B / _A) * (_A * _A - v * v)
+            elif code == 3:
+                if not v > 0:
+                    gr[i] = 0.0 * gr[i]
+
+
+@njit(cache=True, fastmath=_FM)
+def _accumulate_dw(g, a, dw, db, n):
+    """dw[o, c] += sum_i g[o, i] a[c, i]; db[o] += sum_i g[o, i] (block sums in the input dtype, then float64)."""
+    cout, cin = dw.shape
+    for o in range(cout):
+        gr = g[o]
+        sb = gr[0] * 0.0
+        for i in range(n):
+            sb += gr[i]
+        db[o] += sb
+        for c in range(cin):
+            ar = a[c]
+            s = gr[0] * 0.0
+            for i in range(n):
+                s += gr[i] * ar[i]
+            dw[o, c] += s
+
+
+@njit(cache=True)
+def _offsets(dims):
+    L = dims.shape[0] - 1
+    woff = np.zeros(L + 1, np.int64)
+    boff = np.zeros(L + 1, np.int64)
+    aoff = np.zeros(L + 2, np.int64)
+    for l in range(L):
+        woff[l + 1] = woff[l] + dims[l + 1] * dims[l]
+        boff[l + 1] = boff[l] + dims[l + 1]
+    for l in range(L + 1):
+        aoff[l + 1] = aoff[l] + dims[l] * BLOCK
+    return woff, boff, aoff
+
+
+@njit(cache=True)
+def _block_forward(x2, i0, n, dims, wflat, bflat, codes, fast, woff, boff, aoff, abuf):
+    """Load pixels i0:i0+n of x2 (C, N) into activation slot 0 and run every layer; slot l holds layer l's output."""
+    C = dims[0]
+    a0 = abuf[aoff[0]:aoff[1]].reshape(C, BLOCK)
+    for c in range(C):
+        for i in range(n):
+            a0[c, i] = x2[c, i0 + i]
+    L = dims.shape[0] - 1
+    for l in range(L):
+        cin, cout = dims[l], dims[l + 1]
+        w = wflat[woff[l]:woff[l + 1]].reshape(cout, cin)
+        src = abuf[aoff[l]:aoff[l + 1]].reshape(cin, BLOCK)
+        dst = abuf[aoff[l + 1]:aoff[l + 2]].reshape(cout, BLOCK)
+        _dense(w, bflat[boff[l]:boff[l + 1]], True, codes[l], fast, src, dst, n)
+
+
+@njit(parallel=True, cache=True)
+def head_forward(x2, dims, wflat, bflat, codes, fast, T, out2):
+    """out2 (K, N) = the head on every pixel (column) of x2 (C, N), blocks dealt round-robin to T threads."""
+    N = x2.shape[1]
+    L = dims.shape[0] - 1
+    K = dims[L]
+    woff, boff, aoff = _offsets(dims)
+    nblk = (N + BLOCK - 1) // BLOCK
+    for t in prange(T):
+        abuf = np.empty(aoff[L + 1], dtype=x2.dtype)
+        last = abuf[aoff[L]:aoff[L + 1]].reshape(K, BLOCK)
+        for blk in range(t, nblk, T):
+            i0 = blk * BLOCK
+            n = min(BLOCK, N - i0)
+            _block_forward(x2, i0, n, dims, wflat, bflat, codes, fast, woff, boff, aoff, abuf)
+            for k in range(K):
+                for i in range(n):
+                    out2[k, i0 + i] = last[k, i]
+
+
+@njit(parallel=True, cache=True)
+def head_backward(x2, dims, wflat, wtflat, bflat, codes, fast, dout2, need_dx, dwparts, dbparts, dx2):
+    """Gradients of the head given d loss / d head output ``dout2`` (K, N): weights and biases into the per-thread
+    float64 slabs dwparts (T, sum out*in) / dbparts (T, sum out); if need_dx, the input gradient into dx2 (C, N).
+    ``wtflat`` holds every layer's weight transposed, (in, out)."""
+    N = x2.shape[1]
+    L = dims.shape[0] - 1
+    K = dims[L]
+    woff, boff, aoff = _offsets(dims)
+    nblk = (N + BLOCK - 1) // BLOCK
+    T = dwparts.shape[0]
+    zero_b = np.zeros(1, dtype=x2.dtype)
+    for t in prange(T):
+        abuf = np.empty(aoff[L + 1], dtype=x2.dtype)
+        gmax = 0
+        for l in range(L + 1):
+            gmax = max(gmax, dims[l])
+        gbuf = np.empty(2 * gmax * BLOCK, dtype=x2.dtype)
+        for blk in range(t, nblk, T):
+            i0 = blk * BLOCK
+            n = min(BLOCK, N - i0)
+            _block_forward(x2, i0, n, dims, wflat, bflat, codes, fast, woff, boff, aoff, abuf)
+            g = gbuf[:K * BLOCK].reshape(K, BLOCK)
+            for k in range(K):
+                for i in range(n):
+                    g[k, i] = dout2[k, i0 + i]
+            cur = 0
+            for l in range(L - 1, -1, -1):
+                cin, cout = dims[l], dims[l + 1]
+                a_out = abuf[aoff[l + 1]:aoff[l + 2]].reshape(cout, BLOCK)
+                a_in = abuf[aoff[l]:aoff[l + 1]].reshape(cin, BLOCK)
+                _act_grad_rows(g, a_out, codes[l], cout, n)
+                dw = dwparts[t, woff[l]:woff[l + 1]].reshape(cout, cin)
+                _accumulate_dw(g, a_in, dw, dbparts[t, boff[l]:boff[l + 1]], n)
+                if l > 0 or need_dx:
+                    nxt = 1 - cur
+                    gin = gbuf[nxt * gmax * BLOCK:nxt * gmax * BLOCK + cin * BLOCK].reshape(cin, BLOCK)
+                    wt = wtflat[woff[l]:woff[l + 1]].reshape(cin, cout)
+                    _dense(wt, zero_b, False, 0, fast, g, gin, n)
+                    g, cur = gin, nxt
+            if need_dx:
+                C = dims[0]
+                for c in range(C):
+                    for i in range(n):
+                        dx2[c, i0 + i] = g[c, i]
+
+
+def _flatten(layers, dtype):
+    dims = np.array([layers[0][0].shape[1]] + [w.shape[0] for w, _, _ in layers], dtype=np.int64)
+    wflat = np.concatenate([np.asarray(w, dtype).reshape(-1) for w, _, _ in layers])
+    bflat = np.concatenate([np.asarray(b, dtype).reshape(-1) for _, b, _ in layers])
+    codes = np.array([ACT_CODES[a] for _, _, a in layers], dtype=np.int64)
+    return dims, wflat, bflat, codes
+
+
+def forward_head(x: np.ndarray, layers) -> np.ndarray:
+    """x (C, F, h, w) through ``layers`` = [(weight (out, in, 1, 1), bias (out,), act), ...] -> (K, F, h, w)."""
+    C, F, h, w = x.shape
+    dims, wflat, bflat, codes = _flatten(layers, x.dtype)
+    assert dims[0] == C, "channel mismatch"
+    out = np.empty((int(dims[-1]), F, h, w), dtype=x.dtype)
+    T = max(1, min(get_num_threads(), (F * h * w + BLOCK - 1) // BLOCK))
+    head_forward(np.ascontiguousarray(x).reshape(C, -1), dims, wflat, bflat, codes, x.dtype == np.float32, T,
+                 out.reshape(out.shape[0], -1))
+    return out
+
+
+def backward_head(x: np.ndarray, layers, dout: np.ndarray, need_dx: bool):
+    """Gradients of the head: ([(dweight, dbias) float64 per layer], dx or None) given d loss / d output."""
+    C, F, h, w = x.shape
+    dims, wflat, bflat, codes = _flatten(layers, x.dtype)
+    wtflat = np.concatenate([np.asarray(wl, x.dtype).reshape(wl.shape[0], -1).T.reshape(-1) for wl, _, _ in layers])
+    N = F * h * w
+    T = max(1, min(get_num_threads(), (N + BLOCK - 1) // BLOCK))
+    dwparts = np.zeros((T, wflat.size), np.float64)
+    dbparts = np.zeros((T, bflat.size), np.float64)
+    dx = np.empty_like(x) if need_dx else None
+    head_backward(np.ascontiguousarray(x).reshape(C, N), dims, wflat, wtflat, bflat, codes, x.dtype == np.float32,
+                  np.ascontiguousarray(dout).reshape(dout.shape[0], N), need_dx, dwparts, dbparts,
+                  dx.reshape(C, N) if need_dx else np.zeros((1, 1), x.dtype))
+    dw, db = dwparts[0], dbparts[0]
+    for t in range(1, T):  # fixed order: deterministic for a given thread count
+        dw = dw + dwparts[t]
+        db = db + dbparts[t]
+    grads, wo, bo = [], 0, 0
+    for wl, bl, _ in layers:
+        grads.append((dw[wo:wo + wl.size].reshape(wl.shape), db[bo:bo + bl.size].copy()))
+        wo += wl.size
+        bo += bl.size
+    return grads, dx
