@@ -48,6 +48,21 @@ def _dense(w, b, use_bias, code, fast, src, dst, n):
                 r2[i] += w2 * v
                 r3[i] += w3 * v
         o += 4
+    if o + 2 <= cout:  # two maps (e.g. the output layer of two classes): one pass over the input rows
+        r0, r1 = dst[o], dst[o + 1]
+        b0 = b[o] if use_bias else 0.0
+        b1 = b[o + 1] if use_bias else 0.0
+        for i in range(n):
+            r0[i] = b0
+            r1[i] = b1
+        for c in range(cin):
+            s = src[c]
+            w0, w1 = w[o, c], w[o + 1, c]
+            for i in range(n):
+                v = s[i]
+                r0[i] += w0 * v
+                r1[i] += w1 * v
+        o += 2
     while o < cout:
         r = dst[o]
         b0 = b[o] if use_bias else 0.0

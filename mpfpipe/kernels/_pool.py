@@ -40,17 +40,27 @@ def _pool_fwd(x, p, noff, y, idx):
 def _pool_bwd(dy, idx, p, noff, dx):
     C, F, h, w = dx.shape
     m, n = dy.shape[2], dy.shape[3]
+    # the arg-max's row and column by table: an integer division per element cost as much as the rest
+    ry_of = np.empty(p * p, np.int64)
+    rx_of = np.empty(p * p, np.int64)
+    for r in range(p * p):
+        ry_of[r] = r // p
+        rx_of[r] = r % p
     # one (channel, input fragment) per thread: all writes of an iteration stay in its own slice, no races
     for cf in prange(C * F):
         c = cf // F
         f = cf % F
+        dxs = dx[c, f]
         for a in range(noff):
             for b in range(noff):
                 g = f * noff * noff + a * noff + b
+                dys = dy[c, g]
+                ids = idx[c, g]
                 for i in range(m):
+                    y0 = a + i * p
                     for j in range(n):
-                        r = idx[c, g, i, j]
-                        dx[c, f, a + i * p + r // p, b + j * p + r % p] += dy[c, g, i, j]
+                        r = ids[i, j]
+                        dxs[y0 + ry_of[r], b + j * p + rx_of[r]] += dys[i, j]
 
 
 def pool_forward(x: np.ndarray, p: int, dense: bool):

@@ -162,10 +162,14 @@ def summary_markdown(s: dict) -> str:
         else:
             rand = r.get("rand") or {}
             fpe = (r.get("isbi_pixel_error") or {}).get("pixel_error")
-            txt = (f"{r.get('n_images')} images: pixel error {_fmt(r.get('pixel_error'), True)}"
-                   + (f" (1 - max F-score: {_fmt(fpe, True)})" if fpe is not None else "") + ", "
-                   f"V_rand {_fmt(rand.get('v_rand'))}"
-                   f" (threshold {_fmt(rand.get('best_threshold'))}), mean IoU {_fmt(r.get('mean_iou'))}")
+            txt = f"{r.get('n_images')} images: pixel error {_fmt(r.get('pixel_error'), True)}"
+            if rand:  # the ISBI 2012 membrane metrics (an evaluate step with rand: false skips them)
+                txt += (f" (1 - max F-score: {_fmt(fpe, True)}), V_rand {_fmt(rand.get('v_rand'))}"
+                        f" (threshold {_fmt(rand.get('best_threshold'))})")
+            bal = (r.get("balanced_error") or {}).get("error")
+            if not rand and bal is not None:
+                txt += f", balanced error {_fmt(bal, True)}"
+            txt += f", mean IoU {_fmt(r.get('mean_iou'))}"
             det = r.get("detection")
             if det:
                 txt += f", detection error {_fmt(det.get('error'), True)} on {det.get('evaluated_on')}"

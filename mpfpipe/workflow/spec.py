@@ -41,7 +41,7 @@ def _api_options(kind: str, synthetic: str | None = None) -> dict:
         from ..segment import segment
         skip = {"model", "input", "output", "workers", "scheduler", "overwrite", "progress"}
         opts = {n: p.default for n, p in inspect.signature(segment).parameters.items() if n not in skip}
-        opts.update(model=None, input=None)
+        opts.update(model=None, input=None, overlays=0)
         return opts
     if kind == "evaluate":
         from ..evaluate import evaluate
@@ -249,6 +249,7 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
             step.inputs["model"] = ref("model", "train")
             step.inputs["input"] = ref("input", "ingest")
             step.outputs["main"] = run_dir / ("segmentation.ome.zarr" if sid == "segment" else f"{sid}.ome.zarr")
+            step.outputs["overlays"] = run_dir / sid / "overlays"
         else:
             step.inputs["pred"] = ref("pred", "segment")
             truth = ref("truth", None, required=False)

@@ -63,6 +63,7 @@ def _run_segment(step: Step, ctx) -> dict:
     o = dict(step.options)
     o.pop("model", None)
     o.pop("input", None)
+    n_overlays = int(o.pop("overlays", 0) or 0)
     if isinstance(o.get("block"), str):
         o["block"] = tuple(int(v) for v in o["block"].replace("x", ",").split(","))
     if o.get("block") is not None and len(o["block"]) == 2:
@@ -78,8 +79,32 @@ def _run_segment(step: Step, ctx) -> dict:
     except OutputExistsError:  # complete, or made with another model / settings: recompute
         res = go(True)
     ctx.say(res.summary())
-    return {"output": str(step.outputs["main"]), "blocks": res.blocks, "done": res.done, "skipped": res.skipped,
-            "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
+    out = {"output": str(step.outputs["main"]), "blocks": res.blocks, "done": res.done, "skipped": res.skipped,
+           "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
+    if n_overlays > 0:
+        out["overlays"] = _segment_overlays(step.outputs["main"], step.outputs["overlays"], n_overlays)
+    return out
+
+
+def _segment_overlays(seg, folder, n: int) -> list[str]:
+    """PNGs of n evenly spaced slices of a segmentation (image, probability, prediction > 0.5), no truth: for
+    looking at an unlabelled volume. The folder is redrawn from scratch."""
+    from ..evaluate.inputs import Truth, load_prediction, overlay_image
+    from ..evaluate.report import overlay_png, pick_slices
+    P = load_prediction(str(seg))
+    positive = 1 if (P.n_classes or 2) == 2 else None
+    if folder.exists():
+        shutil.rmtree(folder)
+    files = []
+    for i in pick_slices(len(P.probs), n):
+        img = overlay_image(P, Truth([], None, None), i)
+        if positive is None:  # more than 2 classes: draw the arg-max's non-background share
+            prob = 1.0 - P.probs[i][0]
+        else:
+            prob = P.positive(i, positive)
+        files.append(str(overlay_png(folder / f"z{i:04d}.png", img, prob, None, positive=positive or 1,
+                                     threshold=0.5, title=f"{Path(seg).name}, slice {i}")))
+    return files
 
 
 def _run_evaluate(step: Step, ctx) -> dict:

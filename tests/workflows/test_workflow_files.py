@@ -61,7 +61,8 @@ def test_paper_settings(tmp_path):
     assert all(a in tr["augment"] for a in ("flip", "rot90", "rotate"))
     assert tr["max_time"] == "2h" and tr["balance"] is False  # the budget; pixel error is the target
     segs = [s for s in isbi if s.kind == "segment"]
-    assert any(str(s.inputs["input"]).endswith("test-volume.tif") for s in segs)
+    tv = next(s for s in segs if str(s.inputs["input"]).endswith("test-volume.tif"))
+    assert tv.options["overlays"] >= 2 and tv.outputs["overlays"] == tmp_path / "a" / "test-volume" / "overlays"
     steel = plan(load_workflow(ROOT / "workflows" / "surface-defects.yaml", data["surface-defects"]),
                  tmp_path / "b")
     ing = next(s for s in steel if s.kind == "ingest").options

@@ -34,6 +34,14 @@ def test_quickstart_tiny_end_to_end(capsys, tmp_path):
         assert (run / rel).exists(), rel
     overlays = sorted((run / "overlays").glob("*.png"))
     assert len(overlays) == 2 and all(p.stat().st_size > 1000 for p in overlays)
+    # the segment step's own overlays (for unlabelled volumes): evenly spaced slices, redrawn from scratch
+    from mpfpipe.workflow.steps import _segment_overlays
+    stale = tmp_path / "seg-overlays" / "z0099.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
+    files = _segment_overlays(run / "segmentation.ome.zarr", stale.parent, 2)
+    assert [Path(f).name for f in files] == ["z0000.png", "z0001.png"] and not stale.exists()
+    assert all(Path(f).stat().st_size > 1000 for f in files)
     report = json.loads((run / "report.json").read_text())
     assert report["n_images"] == 2 and 0 <= report["pixel_error"] <= 1
     assert 0 <= report["rand"]["v_rand"] <= 1 and "detection" not in report
