@@ -10,25 +10,7 @@ scattered (col2im) by the thread that owns the whole fragment, so no two threads
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from ._act import _A, _B, _INV_C, _P0, _P1, _P2, _P3, _P4, _P5, _P6, _Q0, _Q1, _Q2, _Q3, _TANH_C
-
-
-@njit(cache=True, inline="always")
-def _act1(v, code, fast):
-    if code == 1 or code == 2:
-        s_in = 1.0 if code == 1 else _B
-        s_out = 1.0 if code == 1 else _A
-        if fast:
-            x = min(max(v * s_in, -_TANH_C), _TANH_C)
-            u = x * _INV_C
-            u = u * u
-            p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
-            q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
-            return s_out * (x * p / q)
-        return s_out * np.tanh(s_in * v)
-    if code == 3:
-        return v if v > 0 else 0.0 * v
-    return v
+from ._act import _act_rows
 
 
 @njit(cache=True)
@@ -88,8 +70,15 @@ def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2):
             base = u0 * ow
             for o in range(cout):
                 bo = b[o]
+                r = out[o]
                 for i in range(n):
-                    y2[o, base + i] = _act1(out[o, i] + bo, code, fast)
+                    r[i] += bo
+            _act_rows(out, code, fast, cout, n)  # vectorised (an _act1 call per element was not)
+            for o in range(cout):
+                r = out[o]
+                d = y2[o, base:base + n]
+                for i in range(n):
+                    d[i] = r[i]
 
 
 @njit(parallel=True)

@@ -15,8 +15,7 @@ summed in thread order: deterministic for a given thread count, like the other k
 import numpy as np
 from numba import get_num_threads, njit, prange  # get_num_threads outside kernels: keeps them cacheable
 
-from ._act import _A, _B, _INV_C, _P0, _P1, _P2, _P3, _P4, _P5, _P6, _Q0, _Q1, _Q2, _Q3, _TANH_C, ACT_CODES
-from ._blocked import _act1
+from ._act import _A, _B, ACT_CODES, _act_rows
 
 BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
 _FM = {"reassoc", "contract"}
@@ -76,35 +75,6 @@ def _dense(w, b, use_bias, code, fast, src, dst, n):
         o += 1
     if code != 0:
         _act_rows(dst, code, fast, cout, n)
-
-
-@njit(cache=True, error_model="numpy")
-def _act_rows(a, code, fast, rows, n):
-    """a = act(a) in place. The code dispatch is outside the pixel loops and division follows numpy's error model
-    (no ZeroDivisionError check, q >= 1 here anyway): either one kept LLVM from vectorising the loop, ~15x slower."""
-    if code == 3:
-        for o in range(rows):
-            r = a[o]
-            for i in range(n):
-                v = r[i]
-                r[i] = v if v > 0 else 0.0 * v
-    elif fast:  # float32 tanh / stanh: the rational approximation of _act (all-float32 arithmetic)
-        s_in = np.float32(1.0) if code == 1 else np.float32(_B)
-        s_out = np.float32(1.0) if code == 1 else np.float32(_A)
-        for o in range(rows):
-            r = a[o]
-            for i in range(n):
-                x = min(max(r[i] * s_in, -_TANH_C), _TANH_C)
-                u = x * _INV_C
-                u = u * u
-                p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
-                q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
-                r[i] = s_out * (x * p / q)
-    else:
-        for o in range(rows):
-            r = a[o]
-            for i in range(n):
-                r[i] = _act1(r[i], code, False)
 
 
 @njit(cache=True)
