@@ -11,8 +11,8 @@ import numpy as np
 
 from ._runtime import apply_thread_limit
 from .arch import ConvOp, Net
-from .kernels import (backward_head, conv_backward, conv_forward, forward_head, pool_backward, pool_forward,
-                      single_threaded_blas)
+from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post, forward_head,
+                      pool_backward, pool_forward, single_threaded_blas, use_direct)
 
 
 @dataclass
@@ -37,6 +37,17 @@ def head_start(net: Net) -> int:
     return i if len(net.ops) - i >= 2 else len(net.ops)
 
 
+def fused_output(net: Net) -> bool:
+    """Whether the last two ops run as one blocked kernel (`conv_forward_post`): a blocked (im2col) conv layer, then a
+    linear 1x1 output layer, and no head (n3 / n4: fc1 then fc2). The output layer is then computed on each block
+    of fc1's output while it is in cache."""
+    if head_start(net) < len(net.ops) or len(net.ops) < 2:
+        return False
+    a, b = net.ops[-2], net.ops[-1]
+    return (isinstance(a, ConvOp) and isinstance(b, ConvOp) and b.k == 1 and b.act == "linear"
+            and not use_direct(a.cin, a.cout, a.k))
+
+
 def _head_layers(net: Net, params: dict, start: int) -> list:
     return [(params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act) for op in net.ops[start:]]
 
@@ -50,7 +61,8 @@ def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | Non
 
 def _forward(net, params, x, dense, tape):
     hs = head_start(net)
-    for op in net.ops[:hs]:
+    fused = fused_output(net)
+    for op in net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]:
         if isinstance(op, ConvOp):
             y = conv_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act)
             if tape is not None:
@@ -60,6 +72,14 @@ def _forward(net, params, x, dense, tape):
             if tape is not None:
                 tape.entries.append((idx, x.shape))
         x = y
+    if fused:
+        a, b = net.ops[-2], net.ops[-1]
+        y, z = conv_forward_post(x, params[f"{a.name}.weight"], params[f"{a.name}.bias"], a.act,
+                                 params[f"{b.name}.weight"], params[f"{b.name}.bias"])
+        if tape is not None:
+            tape.entries.append((x, y))
+            tape.entries.append(None)  # the output layer's input is y, kept in the entry before
+        return z
     if hs < len(net.ops):
         if tape is not None:
             tape.entries.append(x)
@@ -84,6 +104,16 @@ def _backward(net, params, tape, dlogits):
         for op, (dw, db) in zip(net.ops[hs:], layer_grads):
             grads[f"{op.name}.weight"], grads[f"{op.name}.bias"] = dw, db
         tape.entries[hs] = None
+    if fused_output(net):
+        n = len(net.ops)
+        a, b = net.ops[-2], net.ops[-1]
+        x, y = tape.entries[n - 2]
+        dw, db, g, dwp, dbp = conv_backward_post(x, params[f"{a.name}.weight"], y, g, a.act, n - 2 > 0,
+                                                 params[f"{b.name}.weight"])
+        grads[f"{a.name}.weight"], grads[f"{a.name}.bias"] = dw, db
+        grads[f"{b.name}.weight"], grads[f"{b.name}.bias"] = dwp, dbp
+        tape.entries[n - 2] = None
+        hs = n - 2
     for pos in range(hs - 1, -1, -1):
         op = net.ops[pos]
         entry = tape.entries[pos]

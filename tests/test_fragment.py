@@ -155,3 +155,17 @@ def test_float32_close_to_float64_and_deterministic():
     for k in a.grad:
         assert np.array_equal(a.grad[k], b.grad[k]), k
         np.testing.assert_allclose(a.grad[k], c.grad[k], rtol=2e-3, atol=2e-3 * np.abs(c.grad[k]).max())
+
+
+def test_fused_output_path_is_exact():
+    """With more maps, n3's fc1 runs on the im2col path and fc2 is fused into it (network.fused_output): dense
+    outputs and gradients still equal the naive patch network's."""
+    from mpfpipe.network import fused_output
+    net = small("n3", maps=4, hidden=40)
+    assert fused_output(net)
+    params = rand_params(net, 21)
+    image = np.random.default_rng(22).standard_normal((1, 14, 11))
+    dense = dense_forward(net, params, image, dtype=np.float64)
+    ref = naive.image_outputs(net, to_torch_layout(net, params), image)
+    np.testing.assert_allclose(dense, ref, rtol=0, atol=1e-10)
+    _check_grad(net, params, image, _labels(net, (14, 11), 23, 0.2), None)

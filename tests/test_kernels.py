@@ -180,3 +180,33 @@ def test_direct_conv_chunks_taps_and_map_groups(shape, k, cout):
             rx[:, :, ky:ky + oh, kx:kx + ow] += np.einsum("oc,ofyx->cfyx", w[:, :, ky, kx], dy)
     np.testing.assert_allclose(dw, rw, atol=1e-9)
     np.testing.assert_allclose(dx, rx, atol=1e-11)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_fused_output_layer_equals_two_separate_layers(act, need_dx, monkeypatch):
+    """conv_forward_post / conv_backward_post (fc1 + the linear output layer in one blocked kernel) against the two
+    layers run one after the other, float64; small COL_BUDGET: many blocks, partial ones, several fragments."""
+    import mpfpipe.kernels._conv as conv
+    from mpfpipe.kernels import conv_backward_post, conv_forward_post
+    monkeypatch.setattr(conv, "COL_BUDGET", 300)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, 3, 7, 6))
+    w, b = rng.standard_normal((20, 12, 3, 3)) * 0.3, rng.standard_normal(20)
+    wp, bp = rng.standard_normal((3, 20, 1, 1)), rng.standard_normal(3)
+    assert not conv.use_direct(12, 20, 3)
+    y, z = conv_forward_post(x, w, b, act, wp, bp)
+    y_ref = conv_forward(x, w, b, act)
+    z_ref = conv_forward(y_ref, wp, bp, "linear")
+    np.testing.assert_allclose(y, y_ref, atol=1e-12)
+    np.testing.assert_allclose(z, z_ref, atol=1e-12)
+    dz = rng.standard_normal(z.shape)
+    dw, db, dx, dwp, dbp = conv_backward_post(x, w, y, dz, act, need_dx, wp)
+    dwp_ref, dbp_ref, dy_ref = conv_backward(y_ref, wp, z_ref, dz.copy(), "linear", True)
+    dw_ref, db_ref, dx_ref = conv_backward(x, w, y_ref, dy_ref, act, need_dx)
+    for got, ref in ((dw, dw_ref), (db, db_ref), (dwp, dwp_ref), (dbp, dbp_ref)):
+        np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-11)
+    if need_dx:
+        np.testing.assert_allclose(dx, dx_ref, atol=1e-11)
+    else:
+        assert dx is None

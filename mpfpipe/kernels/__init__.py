@@ -8,7 +8,7 @@ import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS that Numba's np.do
 from threadpoolctl import ThreadpoolController
 
 from ._act import ACT_CODES, act_backward, bias_act_forward
-from ._conv import conv_backward, conv_forward
+from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward_post, use_direct
 from ._head import backward_head, forward_head
 from ._pool import pool_backward, pool_forward
 
@@ -22,4 +22,5 @@ def single_threaded_blas():
 
 
 __all__ = ["single_threaded_blas", "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
-           "conv_forward", "forward_head", "pool_backward", "pool_forward"]
+           "conv_backward_post", "conv_forward", "conv_forward_post", "forward_head", "pool_backward", "pool_forward",
+           "use_direct"]

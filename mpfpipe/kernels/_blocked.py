@@ -11,6 +11,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ._act import _act_rows
+from ._head import _accumulate_dw, _act_grad_rows, _dense
 
 
 @njit(cache=True)
@@ -49,8 +50,10 @@ def _col2im_serial(dcol, k, u0, u1, oh, ow, dx):
 
 # not cached: np.dot binds BLAS through ctypes pointers, which Numba cannot cache (compiled once per process)
 @njit(parallel=True)
-def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2):
-    """y2 (Cout, F*oh*ow) = act(w2 @ im2col(x) + b), blocks of ``per`` row units dealt round-robin to threads."""
+def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2, post, wp, bp, z2):
+    """y2 (Cout, F*oh*ow) = act(w2 @ im2col(x) + b), blocks of ``per`` row units dealt round-robin to threads.
+    With ``post``, also z2 (K, F*oh*ow) = wp @ y2 + bp, a following linear 1x1 layer (the output layer), computed
+    on the block while it is in cache instead of re-reading all of y2 from memory."""
     F = x.shape[1]
     cout, ckk = w2.shape
     units = F * oh
@@ -59,6 +62,8 @@ def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2):
     for t in prange(T):
         colbuf = np.empty(ckk * per * ow, dtype=x.dtype)
         outbuf = np.empty(cout * per * ow, dtype=x.dtype)
+        K = wp.shape[0]
+        zbuf = np.empty(K * per * ow if post else 1, dtype=x.dtype)
         for blk in range(t, nblk, T):
             u0 = blk * per
             u1 = min(units, u0 + per)
@@ -79,12 +84,26 @@ def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2):
                 d = y2[o, base:base + n]
                 for i in range(n):
                     d[i] = r[i]
+            if post:
+                zb = zbuf[:K * n].reshape(K, n)
+                _dense(wp, bp, True, 0, fast, out, zb, n)
+                for q in range(K):
+                    r = zb[q]
+                    d = z2[q, base:base + n]
+                    for i in range(n):
+                        d[i] = r[i]
 
 
 @njit(parallel=True)
-def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx):
+def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx, post, y2, wp, code, dbparts, dwpparts,
+                     dbpparts):
     """Weight gradient (into dwparts (T, Cout, C*k*k) float64, one slab per thread) and, if need_dx, input
-    gradient. Threads own whole fragments (f = t, t+T, ...), so their col2im writes never overlap."""
+    gradient. Threads own whole fragments (f = t, t+T, ...), so their col2im writes never overlap.
+
+    Without ``post``, dy2 is the gradient w.r.t. the pre-activation (the caller applied act'). With ``post``, dy2
+    is the gradient w.r.t. z = wp @ y + b of a following linear 1x1 layer (see conv_fwd_blocked): per block, that
+    layer's gradients go to dwpparts / dbpparts, and the pre-activation gradient wp^T dz * act'(y) is formed in
+    cache (its bias gradient into dbparts), instead of three passes over a (Cout, N) array in memory."""
     F = x.shape[1]
     cout, ckk = w2.shape
     T = dwparts.shape[0]
@@ -96,6 +115,11 @@ def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx):
         gbuf = np.empty(cout * per * ow, dtype=x.dtype)
         dcolbuf = np.empty(ckk * per * ow, dtype=x.dtype)
         part = np.empty((cout, ckk), dtype=x.dtype)
+        K = wp.shape[0]
+        zbuf = np.empty(K * per * ow if post else 1, dtype=x.dtype)
+        ybuf = np.empty(cout * per * ow if post else 1, dtype=x.dtype)
+        wpt = np.ascontiguousarray(wp.T)
+        zero_b = np.zeros(1, dtype=x.dtype)
         # with an input gradient, thread t owns fragments t, t+T, ... (whole fragments: disjoint col2im writes);
         # without one (first layer), blocks are dealt round-robin like the forward pass
         njobs = F if need_dx else nblk
@@ -111,9 +135,27 @@ def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx):
                 g = gbuf[:cout * n].reshape(cout, n)
                 _im2col_serial(x, k, u0, u1, oh, ow, col)
                 base = u0 * ow
-                for o in range(cout):
-                    for i in range(n):
-                        g[o, i] = dy2[o, base + i]
+                if post:
+                    zb = zbuf[:K * n].reshape(K, n)
+                    yb = ybuf[:cout * n].reshape(cout, n)
+                    for q in range(K):
+                        for i in range(n):
+                            zb[q, i] = dy2[q, base + i]
+                    for o in range(cout):
+                        for i in range(n):
+                            yb[o, i] = y2[o, base + i]
+                    _accumulate_dw(zb, yb, dwpparts[t], dbpparts[t], n)
+                    _dense(wpt, zero_b, False, 0, False, zb, g, n)
+                    _act_grad_rows(g, yb, code, cout, n)
+                    for o in range(cout):
+                        sb = 0.0
+                        for i in range(n):
+                            sb += g[o, i]
+                        dbparts[t, o] += sb
+                else:
+                    for o in range(cout):
+                        for i in range(n):
+                            g[o, i] = dy2[o, base + i]
                 np.dot(g, col.T, part)
                 for o in range(cout):
                     for j in range(ckk):

@@ -45,8 +45,54 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
         bias_act_forward(y2, b, act)
         return y
     per = _units_per_block(C, k, F, oh, ow, cout)
-    conv_fwd_blocked(x, w2, b, ACT_CODES[act], x.dtype == np.float32, k, oh, ow, per, y2)
+    none = np.zeros((1, 1), dtype=x.dtype)
+    conv_fwd_blocked(x, w2, b, ACT_CODES[act], x.dtype == np.float32, k, oh, ow, per, y2, False, none,
+                     none[0], none)
     return y
+
+
+def conv_forward_post(x, weight, bias, act, wpost, bpost):
+    """A blocked conv layer followed by a linear 1x1 layer (the output layer of n3 / n4: fc1 then fc2), the
+    second computed block by block in cache. Returns (y, z): the first layer's output (kept for its backward
+    pass) and the second's (K, F, oh, ow)."""
+    C, F, h, w = x.shape
+    cout, cin, k, _ = weight.shape
+    assert cin == C and not use_direct(C, cout, k), "conv_forward_post is for blocked layers"
+    K = wpost.shape[0]
+    oh, ow = h - k + 1, w - k + 1
+    y = np.empty((cout, F, oh, ow), dtype=x.dtype)
+    z = np.empty((K, F, oh, ow), dtype=x.dtype)
+    per = _units_per_block(C, k, F, oh, ow, cout)
+    conv_fwd_blocked(x, np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype),
+                     np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act], x.dtype == np.float32, k, oh, ow,
+                     per, y.reshape(cout, -1), True, np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
+                     np.ascontiguousarray(bpost, dtype=x.dtype), z.reshape(K, -1))
+    return y, z
+
+
+def conv_backward_post(x, weight, y, dz, act, need_dx, wpost):
+    """Gradients of `conv_forward_post`'s two layers given d loss / d z. Returns (dweight, dbias, dx or None,
+    dweight_post, dbias_post), float64 except dx."""
+    C, F, h, w = x.shape
+    cout, _, k, _ = weight.shape
+    K = wpost.shape[0]
+    oh, ow = h - k + 1, w - k + 1
+    per = _units_per_block(C, k, F, oh, ow, cout)
+    T = min(get_num_threads(), F) if need_dx else get_num_threads()
+    dwparts = np.zeros((T, cout, C * k * k), dtype=np.float64)
+    dbparts = np.zeros((T, cout), dtype=np.float64)
+    dwpparts = np.zeros((T, K, cout), dtype=np.float64)
+    dbpparts = np.zeros((T, K), dtype=np.float64)
+    dx = np.zeros_like(x) if need_dx else None
+    conv_bwd_blocked(x, np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype),
+                     np.ascontiguousarray(dz.reshape(K, -1)), k, oh, ow, per, need_dx, dwparts,
+                     dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), True, y.reshape(cout, -1),
+                     np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype), ACT_CODES[act], dbparts, dwpparts,
+                     dbpparts)
+    dw, db, dwp, dbp = dwparts[0], dbparts[0], dwpparts[0], dbpparts[0]
+    for t in range(1, T):  # fixed order: deterministic for a given thread count
+        dw, db, dwp, dbp = dw + dwparts[t], db + dbparts[t], dwp + dwpparts[t], dbp + dbpparts[t]
+    return dw.reshape(weight.shape), db, dx, dwp.reshape(wpost.shape), dbp
 
 
 def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarray, act: str, need_dx: bool):
@@ -73,8 +119,11 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
     if need_dx:
         T = min(T, F)
     dwparts = np.zeros((T, cout, C * k * k), dtype=np.float64)
+    none = np.zeros((1, 1), dtype=x.dtype)
+    n64 = np.zeros((1, 1), dtype=np.float64)
     conv_bwd_blocked(x, w2, np.ascontiguousarray(dy2), k, oh, ow, per, need_dx, dwparts,
-                     dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype))
+                     dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), False, none, none, 0, n64,
+                     np.zeros((1, 1, 1), dtype=np.float64), n64)
     dw = dwparts[0]
     for t in range(1, T):  # fixed order: deterministic for a given thread count
         dw += dwparts[t]
