@@ -138,35 +138,48 @@ def conv_direct_dweight(x, dy, dw):
 
 @njit(parallel=True, cache=True)
 def conv_direct_dinput(dy, w, dx):
-    """dx[c, f, y+ky, x+kx] += w[o, c, ky, kx] * dy[o, f, y, x]; each (c, f) slice is one thread's."""
+    """dx[c, f, y+ky, x+kx] += w[o, c, ky, kx] * dy[o, f, y, x], computed as a gather, like the forward pass:
+    dx_flat[q] = sum_o,ky,kx w[o, c, ky, kx] * g_o[q - ky*W - kx] over each map's gradient g_o laid out with row
+    stride W, zeros in the dropped columns (so a tap reaching across a row edge reads zero) and zero margins of
+    (k-1)*W + k-1 before and after. Each dx element is then summed in registers and written once, instead of k*k
+    read-modify-writes. One (c, f) slice per job."""
     O, C, k, _ = w.shape
     F, h, W = dx.shape[1], dx.shape[2], dx.shape[3]
     oh, ow = dy.shape[2], dy.shape[3]
     R = _rows_per_chunk(W)
+    pad = (k - 1) * W + (k - 1)
+    Lp = pad + oh * W + pad
     for job in prange(C * F):
         c = job // F
         f = job % F
+        gp = np.zeros((O, Lp), dtype=dy.dtype)
+        for o in range(O):
+            _load_rows(dy[o, f], 0, oh, ow, W, gp[o, pad:pad + oh * W])
         dst = dx[c, f].reshape(h * W)
-        g = np.empty((O, R * W), dtype=dy.dtype)
-        for y0 in range(0, oh, R):
-            r = min(R, oh - y0)
-            L = 0
+        acc = np.empty(R * W, dtype=dy.dtype)
+        for q0 in range(0, h * W, R * W):
+            L = min(R * W, h * W - q0)
+            acc[:L] = 0.0
             for o in range(O):
-                L = _load_rows(dy[o, f], y0, r, ow, W, g[o])
-            for ky in range(k):
-                for kx in range(k):
-                    base = (y0 + ky) * W + kx
-                    d = dst[base:base + L]
-                    o = 0
-                    while o + 4 <= O:  # four output maps per pass: one dx load/store feeds four FMAs
-                        w0, w1, w2, w3 = w[o, c, ky, kx], w[o + 1, c, ky, kx], w[o + 2, c, ky, kx], w[o + 3, c, ky, kx]
-                        g0, g1, g2, g3 = g[o], g[o + 1], g[o + 2], g[o + 3]
+                g = gp[o]
+                for ky in range(k):
+                    b = q0 + pad - ky * W
+                    kx = 0
+                    while kx + 4 <= k:
+                        w0, w1, w2, w3 = w[o, c, ky, kx], w[o, c, ky, kx + 1], w[o, c, ky, kx + 2], w[o, c, ky, kx + 3]
+                        s0 = g[b - kx:b - kx + L]
+                        s1 = g[b - kx - 1:b - kx - 1 + L]
+                        s2 = g[b - kx - 2:b - kx - 2 + L]
+                        s3 = g[b - kx - 3:b - kx - 3 + L]
                         for p in range(L):
-                            d[p] += w0 * g0[p] + w1 * g1[p] + w2 * g2[p] + w3 * g3[p]
-                        o += 4
-                    while o < O:
+                            acc[p] += w0 * s0[p] + w1 * s1[p] + w2 * s2[p] + w3 * s3[p]
+                        kx += 4
+                    while kx < k:
                         wv = w[o, c, ky, kx]
-                        g0 = g[o]
+                        s0 = g[b - kx:b - kx + L]
                         for p in range(L):
-                            d[p] += wv * g0[p]
-                        o += 1
+                            acc[p] += wv * s0[p]
+                        kx += 1
+            d = dst[q0:q0 + L]
+            for p in range(L):
+                d[p] += acc[p]
