@@ -15,5 +15,4 @@ from .reader import Dataset, Sample, normalise, open_dataset
 from .synth import synth_defects, synth_em
 
 __all__ = ["AugmentSpec", "Dataset", "IGNORE_INDEX", "Sample", "augment", "crop_window", "ingest", "parse_augment",
-           "normalise", "open_dataset",
-           "synth_defects", "synth_em"]
+           "normalise", "open_dataset", "synth_defects", "synth_em"]

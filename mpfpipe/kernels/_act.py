@@ -8,38 +8,6 @@ _A = 1.7159
 _B = 2.0 / 3.0
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _bias_act(y, b, code):
-    rows, n = y.shape
-    for r in prange(rows):
-        bias = b[r]
-        for i in range(n):
-            v = y[r, i] + bias
-            if code == 1:
-                v = np.tanh(v)
-            elif code == 2:
-                v = _A * np.tanh(_B * v)
-            elif code == 3:
-                v = v if v > 0 else 0.0 * v
-            y[r, i] = v
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def _act_grad(dy, y, code):
-    """dy *= f'(x), written with the output y = f(x) (tanh' = 1 - y^2, stanh' = B/A (A^2 - y^2), relu' = y > 0)."""
-    rows, n = dy.shape
-    for r in prange(rows):
-        for i in range(n):
-            v = y[r, i]
-            if code == 1:
-                dy[r, i] *= 1.0 - v * v
-            elif code == 2:
-                dy[r, i] *= (_B / _A) * (_A * _A - v * v)
-            elif code == 3:
-                if not v > 0:
-                    dy[r, i] = 0.0 * dy[r, i]
-
-
 # float32 tanh as x P(u) / Q(u), u = (x / c)^2, clamped at |x| <= c (where tanh rounds to 1 in float32).
 # Coefficients fitted for mpfpipe (iteratively reweighted least squares on [0, c], relative error): at most
 # 6 ulp from the correctly rounded tanh (libm's tanhf: 1.4 ulp), and, unlike a libm call, only multiplies,
@@ -53,80 +21,85 @@ _Q0, _Q1, _Q2, _Q3 = (np.float32(v) for v in _TANH_Q)
 _INV_C = np.float32(1.0) / _TANH_C
 
 
-@njit(parallel=True, cache=True, fastmath=False)
-def _bias_tanh32(y, b, scale_in, scale_out):
-    rows, n = y.shape
-    for r in prange(rows):
-        bias = b[r]
-        row = y[r]
-        for i in range(n):
-            x = (row[i] + bias) * scale_in
-            x = min(max(x, -_TANH_C), _TANH_C)
-            u = x * _INV_C
-            u = u * u
-            p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
-            q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
-            row[i] = scale_out * (x * p / q)
-
-
-@njit(cache=True, inline="always")
-def _act1(v, code, fast):
-    """One activation value (code as ACT_CODES; fast: the float32 tanh approximation below)."""
-    if code == 1 or code == 2:
-        s_in = 1.0 if code == 1 else _B
-        s_out = 1.0 if code == 1 else _A
-        if fast:
-            x = min(max(v * s_in, -_TANH_C), _TANH_C)
-            u = x * _INV_C
-            u = u * u
-            p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
-            q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
-            return s_out * (x * p / q)
-        return s_out * np.tanh(s_in * v)
-    if code == 3:
-        return v if v > 0 else 0.0 * v
-    return v
-
-
 @njit(cache=True, error_model="numpy")
-def _act_rows(a, code, fast, rows, n):
-    """a = act(a) in place. The code dispatch is outside the pixel loops and division follows numpy's error model
-    (no ZeroDivisionError check, q >= 1 here anyway): either one kept LLVM from vectorising the loop, ~15x slower."""
+def _act_row(r, code, fast, n):
+    """r[:n] = act(r[:n]) in place, one row (code as ACT_CODES; fast: the float32 tanh approximation above). The
+    code dispatch is outside the loops and division follows numpy's error model (no ZeroDivisionError check; q >= 1
+    anyway): either one kept LLVM from vectorising the loop, ~15x slower."""
     if code == 0:
         return
     if code == 3:
-        for o in range(rows):
-            r = a[o]
-            for i in range(n):
-                v = r[i]
-                r[i] = v if v > 0 else 0.0 * v
-    elif fast:  # float32 tanh / stanh: the rational approximation of _act (all-float32 arithmetic)
+        for i in range(n):
+            v = r[i]
+            r[i] = v if v > 0 else 0.0 * v
+    elif fast:  # float32 tanh / stanh, all-float32 arithmetic
         s_in = np.float32(1.0) if code == 1 else np.float32(_B)
         s_out = np.float32(1.0) if code == 1 else np.float32(_A)
-        for o in range(rows):
-            r = a[o]
-            for i in range(n):
-                x = min(max(r[i] * s_in, -_TANH_C), _TANH_C)
-                u = x * _INV_C
-                u = u * u
-                p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
-                q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
-                r[i] = s_out * (x * p / q)
+        for i in range(n):
+            x = min(max(r[i] * s_in, -_TANH_C), _TANH_C)
+            u = x * _INV_C
+            u = u * u
+            p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
+            q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
+            r[i] = s_out * (x * p / q)
+    elif code == 1:
+        for i in range(n):
+            r[i] = np.tanh(r[i])
     else:
-        for o in range(rows):
-            r = a[o]
-            for i in range(n):
-                r[i] = _act1(r[i], code, False)
+        for i in range(n):
+            r[i] = _A * np.tanh(_B * r[i])
+
+
+@njit(cache=True)
+def _act_rows(a, code, fast, rows, n):
+    """a[:rows, :n] = act(a) in place (serial: for use inside other kernels' parallel loops)."""
+    for o in range(rows):
+        _act_row(a[o], code, fast, n)
+
+
+@njit(cache=True)
+def _act_grad_row(g, a, code, n):
+    """g *= f'(x), written with the output a = f(x) (tanh' = 1 - a^2, stanh' = B/A (A^2 - a^2), relu' = a > 0)."""
+    for i in range(n):
+        v = a[i]
+        if code == 1:
+            g[i] *= 1.0 - v * v
+        elif code == 2:
+            g[i] *= (_B / _A) * (_A * _A - v * v)
+        elif code == 3:
+            if not v > 0:
+                g[i] = 0.0 * g[i]
+
+
+@njit(cache=True)
+def _act_grad_rows(g, a, code, rows, n):
+    """`_act_grad_row` over rows (serial: for use inside other kernels' parallel loops)."""
+    for o in range(rows):
+        _act_grad_row(g[o], a[o], code, n)
+
+
+@njit(parallel=True, cache=True)
+def _bias_act(y, b, code, fast):
+    rows, n = y.shape
+    for r in prange(rows):
+        row = y[r]
+        bias = b[r]
+        for i in range(n):
+            row[i] += bias
+        _act_row(row, code, fast, n)
+
+
+@njit(parallel=True, cache=True)
+def _act_grad(dy, y, code):
+    rows, n = dy.shape
+    for r in prange(rows):
+        _act_grad_row(dy[r], y[r], code, n)
 
 
 def bias_act_forward(y2d: np.ndarray, bias: np.ndarray, act: str) -> None:
     """In place: y = act(y + bias[row]) on a (channels, positions) view. float32 tanh/stanh use the vectorised
     approximation above; float64 (the exactness tests) uses libm's tanh."""
-    if y2d.dtype == np.float32 and act in ("tanh", "stanh"):
-        scale_in, scale_out = (np.float32(1), np.float32(1)) if act == "tanh" else (np.float32(_B), np.float32(_A))
-        _bias_tanh32(y2d, bias, scale_in, scale_out)
-    else:
-        _bias_act(y2d, bias, ACT_CODES[act])
+    _bias_act(y2d, bias, ACT_CODES[act], y2d.dtype == np.float32)
 
 
 def act_backward(dy2d: np.ndarray, y2d: np.ndarray, act: str) -> None:

@@ -10,8 +10,8 @@ scattered (col2im) by the thread that owns the whole fragment, so no two threads
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from ._act import _act_rows
-from ._head import _accumulate_dw, _act_grad_rows, _dense
+from ._act import _act_grad_rows, _act_rows
+from ._head import _accumulate_dw, _dense
 
 
 @njit(cache=True)
@@ -78,7 +78,7 @@ def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2, post, wp, bp, z2)
                 r = out[o]
                 for i in range(n):
                     r[i] += bo
-            _act_rows(out, code, fast, cout, n)  # vectorised (an _act1 call per element was not)
+            _act_rows(out, code, fast, cout, n)  # a pass per row: vectorised (a per-element call was not)
             for o in range(cout):
                 r = out[o]
                 d = y2[o, base:base + n]

@@ -12,6 +12,7 @@ from numba import get_num_threads
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._blocked import conv_bwd_blocked, conv_fwd_blocked
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
+from ._head import sum_parts
 
 # Elements of the im2col buffer per block (1 Mi elements = 4 MiB in float32: measured best of 2^18..2^22 on
 # the n4 layers, the GEMM reading its operand from L2/L3).
@@ -89,10 +90,8 @@ def conv_backward_post(x, weight, y, dz, act, need_dx, wpost):
                      dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), True, y.reshape(cout, -1),
                      np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype), ACT_CODES[act], dbparts, dwpparts,
                      dbpparts)
-    dw, db, dwp, dbp = dwparts[0], dbparts[0], dwpparts[0], dbpparts[0]
-    for t in range(1, T):  # fixed order: deterministic for a given thread count
-        dw, db, dwp, dbp = dw + dwparts[t], db + dbparts[t], dwp + dwpparts[t], dbp + dbpparts[t]
-    return dw.reshape(weight.shape), db, dx, dwp.reshape(wpost.shape), dbp
+    return (sum_parts(dwparts).reshape(weight.shape), sum_parts(dbparts), dx, sum_parts(dwpparts).reshape(wpost.shape),
+            sum_parts(dbpparts))
 
 
 def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarray, act: str, need_dx: bool):
@@ -124,7 +123,4 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
     conv_bwd_blocked(x, w2, np.ascontiguousarray(dy2), k, oh, ow, per, need_dx, dwparts,
                      dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), False, none, none, 0, n64,
                      np.zeros((1, 1, 1), dtype=np.float64), n64)
-    dw = dwparts[0]
-    for t in range(1, T):  # fixed order: deterministic for a given thread count
-        dw += dwparts[t]
-    return dw.reshape(weight.shape), db, dx
+    return sum_parts(dwparts).reshape(weight.shape), db, dx

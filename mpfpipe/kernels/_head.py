@@ -16,7 +16,7 @@ summed in thread order: deterministic for a given thread count, like the other k
 import numpy as np
 from numba import get_num_threads, njit, prange  # get_num_threads outside kernels: keeps them cacheable
 
-from ._act import _A, _B, ACT_CODES, _act_rows
+from ._act import ACT_CODES, _act_grad_rows, _act_rows
 
 BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
 _FM = {"reassoc", "contract"}
@@ -74,24 +74,7 @@ def _dense(w, b, use_bias, code, fast, src, dst, n):
             for i in range(n):
                 r[i] += w0 * s[i]
         o += 1
-    if code != 0:
-        _act_rows(dst, code, fast, cout, n)
-
-
-@njit(cache=True)
-def _act_grad_rows(g, a, code, rows, n):
-    """g *= act'(pre-activation), written with the activation output a (as _act._act_grad)."""
-    for o in range(rows):
-        gr, ar = g[o], a[o]
-        for i in range(n):
-            v = ar[i]
-            if code == 1:
-                gr[i] *= 1.0 - v * v
-            elif code == 2:
-                gr[i] *= (_B / _A) * (_A * _A - v * v)
-            elif code == 3:
-                if not v > 0:
-                    gr[i] = 0.0 * gr[i]
+    _act_rows(dst, code, fast, cout, n)
 
 
 @njit(cache=True, fastmath=_FM)
@@ -210,6 +193,15 @@ def head_backward(x2, dims, wflat, wtflat, bflat, codes, fast, dout2, need_dx, d
                         dx2[c, i0 + i] = g[c, i]
 
 
+def sum_parts(parts: np.ndarray) -> np.ndarray:
+    """Sum of per-thread float64 slabs parts[0] + parts[1] + ... in thread order: deterministic for a given thread
+    count (the kernels accumulate one slab per thread to avoid races)."""
+    total = parts[0].copy()
+    for t in range(1, parts.shape[0]):
+        total += parts[t]
+    return total
+
+
 def _flatten(layers, dtype):
     dims = np.array([layers[0][0].shape[1]] + [w.shape[0] for w, _, _ in layers], dtype=np.int64)
     wflat = np.concatenate([np.asarray(w, dtype).reshape(-1) for w, _, _ in layers])
@@ -243,13 +235,10 @@ def backward_head(x: np.ndarray, layers, dout: np.ndarray, need_dx: bool):
     head_backward(np.ascontiguousarray(x).reshape(C, N), dims, wflat, wtflat, bflat, codes, x.dtype == np.float32,
                   np.ascontiguousarray(dout).reshape(dout.shape[0], N), need_dx, dwparts, dbparts,
                   dx.reshape(C, N) if need_dx else np.zeros((1, 1), x.dtype))
-    dw, db = dwparts[0], dbparts[0]
-    for t in range(1, T):  # fixed order: deterministic for a given thread count
-        dw = dw + dwparts[t]
-        db = db + dbparts[t]
+    dw, db = sum_parts(dwparts), sum_parts(dbparts)
     grads, wo, bo = [], 0, 0
     for wl, bl, _ in layers:
-        grads.append((dw[wo:wo + wl.size].reshape(wl.shape), db[bo:bo + bl.size].copy()))
+        grads.append((dw[wo:wo + wl.size].reshape(wl.shape), db[bo:bo + bl.size]))
         wo += wl.size
         bo += bl.size
     return grads, dx
