@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DataError
+from .kernels._xent import xent_pass
 
 IGNORE = 255
 
@@ -42,31 +43,19 @@ def xent(logits: np.ndarray, labels: np.ndarray, class_weights=None, ignore_inde
     K = logits.shape[0]
     if labels.shape != logits.shape[1:]:
         raise DataError(f"labels of shape {labels.shape} do not match the output {logits.shape[1:]}")
-    z = logits.reshape(K, -1)
-    lab = np.asarray(labels).reshape(-1).astype(np.intp)
-    valid = lab != ignore_index
-    bad = valid & ((lab < 0) | (lab >= K))
-    if bad.any():
-        raise DataError(f"label value {int(lab[bad][0])} is not a class of this {K}-class net "
-                        f"(classes 0..{K - 1}, ignore {ignore_index})")
-    safe = np.where(valid, lab, 0)
-    cols = np.arange(z.shape[1])
-    zmax = z.max(axis=0)
-    e = np.exp(z - zmax)
-    s = e.sum(axis=0)
-    nll = (np.log(s) + zmax - z[safe, cols]).astype(np.float64)
-    lv = safe[valid]
-    class_count = np.bincount(lv, minlength=K).astype(np.int64)
-    class_loss = np.bincount(lv, weights=nll[valid], minlength=K)
-    wrong = valid & (z.argmax(axis=0) != safe)
-    class_errors = np.bincount(safe[wrong], minlength=K).astype(np.int64)
-    if not grad:
-        return class_loss, class_count, class_errors, None
+    z = np.ascontiguousarray(logits.reshape(K, -1))
+    lab = np.ascontiguousarray(np.asarray(labels).reshape(-1))
+    if lab.dtype.kind not in "iu":
+        lab = lab.astype(np.int64)
     w = np.ones(K) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
     if w.shape != (K,):
         raise ValueError(f"class_weights must have {K} values")
-    pw = np.where(valid, w[safe], 0.0).astype(logits.dtype)
-    d = e / s
-    d *= pw
-    d[safe, cols] -= pw
-    return class_loss, class_count, class_errors, d.reshape(logits.shape)
+    class_loss = np.zeros(K)
+    class_count = np.zeros(K, dtype=np.int64)
+    class_errors = np.zeros(K, dtype=np.int64)
+    d = np.empty_like(z) if grad else np.empty((1, 1), dtype=z.dtype)
+    bad = xent_pass(z, lab, ignore_index, w, grad, class_loss, class_count, class_errors, d)
+    if bad >= 0:
+        raise DataError(f"label value {int(lab[bad])} is not a class of this {K}-class net "
+                        f"(classes 0..{K - 1}, ignore {ignore_index})")
+    return class_loss, class_count, class_errors, d.reshape(logits.shape) if grad else None

@@ -4,7 +4,7 @@ Tensors are channel-major, ``(C, F, h, w)``: channel, fragment (or patch), row, 
 convolution is one GEMM per block, ``W (Cout, C*k*k) @ col (C*k*k, n)``, whose result is already the output's
 ``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
 """
-import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS that Numba's np.dot calls, so it can be limited
+import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS our kernels call (_blas), so it can be limited
 from threadpoolctl import ThreadpoolController
 
 from ._act import ACT_CODES, act_backward, bias_act_forward

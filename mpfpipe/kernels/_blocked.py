@@ -8,10 +8,10 @@ thread in float64 and summed in thread order: deterministic for a given thread c
 scattered (col2im) by the thread that owns the whole fragment, so no two threads write the same rows.
 """
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
-from ._act import _act_grad_rows, _act_rows
-from ._head import _accumulate_dw, _dense
+from ._act import _act_grad_row, _act_row
+from ._blas import gemm
 
 
 @njit(cache=True)
@@ -48,57 +48,51 @@ def _col2im_serial(dcol, k, u0, u1, oh, ow, dx):
                     pos += ow
 
 
-# not cached: np.dot binds BLAS through ctypes pointers, which Numba cannot cache (compiled once per process)
-@njit(parallel=True)
-def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2, post, wp, bp, z2):
+@njit(parallel=True, cache=True)
+def conv_fwd_blocked(x, w2, b, code, fast, k, oh, ow, per, y2, post, wp, bp, z2, threads):
     """y2 (Cout, F*oh*ow) = act(w2 @ im2col(x) + b), blocks of ``per`` row units dealt round-robin to threads.
-    With ``post``, also z2 (K, F*oh*ow) = wp @ y2 + bp, a following linear 1x1 layer (the output layer), computed
-    on the block while it is in cache instead of re-reading all of y2 from memory."""
+    The GEMM writes each block straight into its columns of y2 (row stride F*oh*ow), where bias and activation
+    are applied while the block is in cache. With ``post``, also z2 (K, F*oh*ow) = wp @ y2 + bp, a following
+    linear 1x1 layer (the output layer), computed on the block instead of re-reading all of y2 from memory."""
     F = x.shape[1]
     cout, ckk = w2.shape
     units = F * oh
+    N = units * ow
     nblk = (units + per - 1) // per
-    T = min(get_num_threads(), nblk)
+    T = min(threads, nblk)  # the caller's get_num_threads(): called in here, it kept the kernel from caching
+    K = wp.shape[0]
+    y2f, z2f = y2.reshape(-1), z2.reshape(-1)  # flat: a block starts at [base]; rows N apart
     for t in prange(T):
         colbuf = np.empty(ckk * per * ow, dtype=x.dtype)
-        outbuf = np.empty(cout * per * ow, dtype=x.dtype)
-        K = wp.shape[0]
-        zbuf = np.empty(K * per * ow if post else 1, dtype=x.dtype)
         for blk in range(t, nblk, T):
             u0 = blk * per
             u1 = min(units, u0 + per)
             n = (u1 - u0) * ow
-            col = colbuf[:ckk * n].reshape(ckk, n)
-            out = outbuf[:cout * n].reshape(cout, n)
-            _im2col_serial(x, k, u0, u1, oh, ow, col)
-            np.dot(w2, col, out)
             base = u0 * ow
+            col = colbuf[:ckk * n].reshape(ckk, n)
+            _im2col_serial(x, k, u0, u1, oh, ow, col)
+            gemm(False, False, cout, n, ckk, 1.0, w2, ckk, col, n, 0.0, y2f[base:], N)
             for o in range(cout):
+                r = y2[o, base:base + n]
                 bo = b[o]
-                r = out[o]
                 for i in range(n):
                     r[i] += bo
-            _act_rows(out, code, fast, cout, n)  # a pass per row: vectorised (a per-element call was not)
-            for o in range(cout):
-                r = out[o]
-                d = y2[o, base:base + n]
-                for i in range(n):
-                    d[i] = r[i]
+                _act_row(r, code, fast, n)  # a pass per row: vectorised (a per-element call was not)
             if post:
-                zb = zbuf[:K * n].reshape(K, n)
-                _dense(wp, bp, True, 0, fast, out, zb, n)
+                gemm(False, False, K, n, cout, 1.0, wp, cout, y2f[base:], N, 0.0, z2f[base:], N)
                 for q in range(K):
-                    r = zb[q]
-                    d = z2[q, base:base + n]
+                    r = z2[q, base:base + n]
+                    bq = bp[q]
                     for i in range(n):
-                        d[i] = r[i]
+                        r[i] += bq
 
 
-@njit(parallel=True)
+@njit(parallel=True, cache=True)
 def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx, post, y2, wp, code, dbparts, dwpparts,
                      dbpparts):
     """Weight gradient (into dwparts (T, Cout, C*k*k) float64, one slab per thread) and, if need_dx, input
-    gradient. Threads own whole fragments (f = t, t+T, ...), so their col2im writes never overlap.
+    gradient. Threads own whole fragments (f = t, t+T, ...), so their col2im writes never overlap. The GEMMs read
+    each block of dy2 (and y2) in place (row stride F*oh*ow).
 
     Without ``post``, dy2 is the gradient w.r.t. the pre-activation (the caller applied act'). With ``post``, dy2
     is the gradient w.r.t. z = wp @ y + b of a following linear 1x1 layer (see conv_fwd_blocked): per block, that
@@ -107,19 +101,17 @@ def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx, post, y2,
     F = x.shape[1]
     cout, ckk = w2.shape
     T = dwparts.shape[0]
-    w2t = np.ascontiguousarray(w2.T)
     units = F * oh
+    N = units * ow
     nblk = (units + per - 1) // per
+    K = wp.shape[0]
+    dyf, y2f = dy2.reshape(-1), y2.reshape(-1)  # flat: a block starts at [base]; rows N apart
     for t in prange(T):
         colbuf = np.empty(ckk * per * ow, dtype=x.dtype)
-        gbuf = np.empty(cout * per * ow, dtype=x.dtype)
-        dcolbuf = np.empty(ckk * per * ow, dtype=x.dtype)
+        gbuf = np.empty(cout * per * ow if post else 1, dtype=x.dtype)
+        dcolbuf = np.empty(ckk * per * ow if need_dx else 1, dtype=x.dtype)
         part = np.empty((cout, ckk), dtype=x.dtype)
-        K = wp.shape[0]
-        zbuf = np.empty(K * per * ow if post else 1, dtype=x.dtype)
-        ybuf = np.empty(cout * per * ow if post else 1, dtype=x.dtype)
-        wpt = np.ascontiguousarray(wp.T)
-        zero_b = np.zeros(1, dtype=x.dtype)
+        partp = np.empty((K, cout), dtype=x.dtype)
         # with an input gradient, thread t owns fragments t, t+T, ... (whole fragments: disjoint col2im writes);
         # without one (first layer), blocks are dealt round-robin like the forward pass
         njobs = F if need_dx else nblk
@@ -131,36 +123,37 @@ def conv_bwd_blocked(x, w2, dy2, k, oh, ow, per, need_dx, dwparts, dx, post, y2,
             for u0 in range(lo, hi, per):
                 u1 = min(hi, u0 + per)
                 n = (u1 - u0) * ow
-                col = colbuf[:ckk * n].reshape(ckk, n)
-                g = gbuf[:cout * n].reshape(cout, n)
-                _im2col_serial(x, k, u0, u1, oh, ow, col)
                 base = u0 * ow
+                col = colbuf[:ckk * n].reshape(ckk, n)
+                _im2col_serial(x, k, u0, u1, oh, ow, col)
                 if post:
-                    zb = zbuf[:K * n].reshape(K, n)
-                    yb = ybuf[:cout * n].reshape(cout, n)
+                    g = gbuf[:cout * n].reshape(cout, n)
                     for q in range(K):
-                        for i in range(n):
-                            zb[q, i] = dy2[q, base + i]
-                    for o in range(cout):
-                        for i in range(n):
-                            yb[o, i] = y2[o, base + i]
-                    _accumulate_dw(zb, yb, dwpparts[t], dbpparts[t], n)
-                    _dense(wpt, zero_b, False, 0, False, zb, g, n)
-                    _act_grad_rows(g, yb, code, cout, n)
-                    for o in range(cout):
+                        r = dy2[q, base:base + n]
                         sb = 0.0
                         for i in range(n):
-                            sb += g[o, i]
-                        dbparts[t, o] += sb
-                else:
+                            sb += r[i]
+                        dbpparts[t, q] += sb
+                    gemm(False, True, K, cout, n, 1.0, dyf[base:], N, y2f[base:], N, 0.0, partp, cout)
+                    for q in range(K):
+                        for o in range(cout):
+                            dwpparts[t, q, o] += partp[q, o]
+                    gemm(True, False, cout, n, K, 1.0, wp, cout, dyf[base:], N, 0.0, g, n)
                     for o in range(cout):
+                        r = g[o]
+                        _act_grad_row(r, y2[o, base:base + n], code, n)
+                        sb = 0.0
                         for i in range(n):
-                            g[o, i] = dy2[o, base + i]
-                np.dot(g, col.T, part)
+                            sb += r[i]
+                        dbparts[t, o] += sb
+                    gsrc, gld = gbuf[:], n
+                else:
+                    gsrc, gld = dyf[base:], N
+                gemm(False, True, cout, ckk, n, 1.0, gsrc, gld, col, n, 0.0, part, ckk)
                 for o in range(cout):
                     for j in range(ckk):
                         dwparts[t, o, j] += part[o, j]
                 if need_dx:
                     dcol = dcolbuf[:ckk * n].reshape(ckk, n)
-                    np.dot(w2t, g, dcol)
+                    gemm(True, False, ckk, n, cout, 1.0, w2, ckk, gsrc, gld, 0.0, dcol, n)
                     _col2im_serial(dcol, k, u0, u1, oh, ow, dx)

@@ -48,7 +48,7 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     per = _units_per_block(C, k, F, oh, ow, cout)
     none = np.zeros((1, 1), dtype=x.dtype)
     conv_fwd_blocked(x, w2, b, ACT_CODES[act], x.dtype == np.float32, k, oh, ow, per, y2, False, none,
-                     none[0], none)
+                     none[0], none, get_num_threads())
     return y
 
 
@@ -67,7 +67,7 @@ def conv_forward_post(x, weight, bias, act, wpost, bpost):
     conv_fwd_blocked(x, np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype),
                      np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act], x.dtype == np.float32, k, oh, ow,
                      per, y.reshape(cout, -1), True, np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
-                     np.ascontiguousarray(bpost, dtype=x.dtype), z.reshape(K, -1))
+                     np.ascontiguousarray(bpost, dtype=x.dtype), z.reshape(K, -1), get_num_threads())
     return y, z
 
 

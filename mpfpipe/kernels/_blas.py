@@ -1,0 +1,50 @@
+"""GEMM for Numba kernels, through scipy's BLAS, in kernels that Numba can cache.
+
+Numba's own ``np.dot`` binds BLAS through a ctypes pointer baked into the compiled code, so no kernel calling it
+can be cached: every process recompiled the blocked convolution kernels on first use (34 s for an n3 training
+step on this machine, paid again by every Dask worker). Here the addresses of scipy.linalg.cython_blas's sgemm
+and dgemm are registered with LLVM under fixed names at import, and the kernels call those names: the cached
+machine code holds only the names, which each process binds to its own addresses. `gemm` also takes leading
+dimensions, so a kernel can multiply a block in place inside a larger array (no copy in or out).
+"""
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+for _name in ("sgemm", "dgemm"):
+    llvm.add_symbol(f"mpfpipe_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
+
+# Fortran BLAS: every argument by pointer (transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+_P = types.voidptr
+_sgemm = types.ExternalFunction("mpfpipe_sgemm", types.void(*([_P] * 13)))
+_dgemm = types.ExternalFunction("mpfpipe_dgemm", types.void(*([_P] * 13)))
+_N, _T = ord("N"), ord("T")
+
+
+@njit(cache=True)
+def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major C = alpha op(A) op(B) + beta C, C (m, n), op(A) (m, k), op(B) (k, n); op(X) = X.T if trans_X.
+
+    a, b, c are arrays (any shape) whose first element is the matrix's first; lda, ldb, ldc their row strides in
+    elements (A is (m, k) with stride lda, or (k, m) if trans_a). All three share one dtype, float32 or float64.
+    Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the Fortran call swaps the operands."""
+    ch = np.empty(2, np.uint8)
+    ch[0] = _T if trans_b else _N
+    ch[1] = _T if trans_a else _N
+    iv = np.empty(6, np.int32)
+    iv[0] = n
+    iv[1] = m
+    iv[2] = k
+    iv[3] = ldb
+    iv[4] = lda
+    iv[5] = ldc
+    sc = np.empty(2, c.dtype)
+    sc[0] = alpha
+    sc[1] = beta
+    if c.itemsize == 4:  # float32 (a dtype comparison does not type in Numba)
+        _sgemm(ch.ctypes, ch[1:].ctypes, iv.ctypes, iv[1:].ctypes, iv[2:].ctypes, sc.ctypes, b.ctypes, iv[3:].ctypes,
+               a.ctypes, iv[4:].ctypes, sc[1:].ctypes, c.ctypes, iv[5:].ctypes)
+    else:
+        _dgemm(ch.ctypes, ch[1:].ctypes, iv.ctypes, iv[1:].ctypes, iv[2:].ctypes, sc.ctypes, b.ctypes, iv[3:].ctypes,
+               a.ctypes, iv[4:].ctypes, sc[1:].ctypes, c.ctypes, iv[5:].ctypes)
