@@ -40,9 +40,9 @@ def head_start(net: Net) -> int:
 
 
 def fused_output(net: Net) -> bool:
-    """Whether the last two ops run as one blocked kernel (`conv_forward_post`): a blocked (im2col) conv layer, then a
-    linear 1x1 output layer, and no head (n3 / n4: fc1 then fc2). The output layer is then computed on each block
-    of fc1's output while it is in cache."""
+    """Whether the last two ops run as one kernel (`conv_forward_post`): a GEMM (tap) conv layer, then a linear 1x1
+    output layer, and no head (n3 / n4: fc1 then fc2). The output layer is then computed on each block of fc1's
+    output while it is in cache."""
     if head_start(net) < len(net.ops) or len(net.ops) < 2:
         return False
     a, b = net.ops[-2], net.ops[-1]

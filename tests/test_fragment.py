@@ -158,7 +158,7 @@ def test_float32_close_to_float64_and_deterministic():
 
 
 def test_fused_output_path_is_exact():
-    """With more maps, n3's fc1 runs on the im2col path and fc2 is fused into it (network.fused_output): dense
+    """With more maps, n3's fc1 runs on the GEMM (tap) path and fc2 is fused into it (network.fused_output): dense
     outputs and gradients still equal the naive patch network's."""
     from mpfpipe.network import fused_output
     net = small("n3", maps=4, hidden=40)

@@ -62,11 +62,12 @@ def test_mpf_backward_accumulates_into_shared_maxima():
 
 @pytest.mark.parametrize("act", ["tanh", "stanh", "relu", "linear"])
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("path", ["im2col", "direct"])
+@pytest.mark.parametrize("path", ["taps", "direct"])
 def test_conv_matches_naive_forward_and_backward(act, k, path, monkeypatch):
     import mpfpipe.kernels._conv as conv
-    monkeypatch.setattr(conv, "COL_BUDGET", 64)  # force many blocks, including partial ones
-    monkeypatch.setattr(conv, "DIRECT_MAX", 0 if path == "im2col" else 10**6)
+    import mpfpipe.kernels._taps as taps
+    monkeypatch.setattr(taps, "TAP_COLS", 20)  # blocks of 2 rows of 8: several per fragment, a partial last one
+    monkeypatch.setattr(conv, "DIRECT_MAX", 0 if path == "taps" else 10**6)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 2, 9, 8))
     w = rng.standard_normal((4, 3, k, k))
@@ -186,10 +187,11 @@ def test_direct_conv_chunks_taps_and_map_groups(shape, k, cout):
 @pytest.mark.parametrize("need_dx", [True, False])
 def test_fused_output_layer_equals_two_separate_layers(act, need_dx, monkeypatch):
     """conv_forward_post / conv_backward_post (fc1 + the linear output layer in one blocked kernel) against the two
-    layers run one after the other, float64; small COL_BUDGET: many blocks, partial ones, several fragments."""
+    layers run one after the other, float64; small TAP_COLS: many blocks, partial ones, several fragments."""
     import mpfpipe.kernels._conv as conv
     from mpfpipe.kernels import conv_backward_post, conv_forward_post
-    monkeypatch.setattr(conv, "COL_BUDGET", 300)
+    import mpfpipe.kernels._taps as taps
+    monkeypatch.setattr(taps, "TAP_COLS", 13)  # 2 rows of 6 per block: 3 blocks a fragment, the last partial
     rng = np.random.default_rng(4)
     x = rng.standard_normal((12, 3, 7, 6))
     w, b = rng.standard_normal((20, 12, 3, 3)) * 0.3, rng.standard_normal(20)

@@ -1,23 +1,22 @@
-"""Valid convolution (cross-correlation) over stacked fragments as blocked im2col + GEMM.
+"""Valid convolution (cross-correlation) over stacked fragments ``(C, F, h, w)``: which kernel runs a layer.
 
-The output positions of a ``(C, F, h, w)`` input are taken in *row units* (fragment f, output row y); a block of
-consecutive units is unrolled into a ``(C*k*k, units*ow)`` column buffer and multiplied by the ``(Cout, C*k*k)``
-weight matrix with BLAS. Blocking keeps the buffer at a few MiB whatever the image size (the unblocked im2col of an
-n4 512x512 layer would take gigabytes) and lets the GEMM work on data still in cache. Gradients of the weights are
-accumulated block by block in float64, in a fixed order, so they are deterministic and accurate in float32 runs.
+- few channels (C_in * C_out <= DIRECT_MAX, the steel net): direct kernels over flattened fragment rows (_direct);
+- otherwise one GEMM per kernel tap on the input in place (_taps), no im2col; a layer followed by a linear 1x1
+  output layer (n3 / n4: fc1 then fc2) runs with the output layer fused per block, so fc1's 200 maps are never
+  re-read from memory.
+Weight gradients are accumulated block by block in float64, in a fixed order: deterministic for a given thread
+count and accurate in float32 runs.
 """
 import numpy as np
 from numba import get_num_threads
 
+from . import _taps
 from ._act import ACT_CODES, act_backward, bias_act_forward
-from ._blocked import conv_bwd_blocked, conv_fwd_blocked
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
 from ._head import sum_parts
+from ._taps import conv_bwd_taps, conv_fwd_taps
 
-# Elements of the im2col buffer per block (1 Mi elements = 4 MiB in float32: measured best of 2^18..2^22 on
-# the n4 layers, the GEMM reading its operand from L2/L3).
-COL_BUDGET = 1 << 20
-# Layers with C_in * C_out up to this use the direct kernels (few channels: im2col + GEMM does not pay).
+# Layers with C_in * C_out up to this use the direct kernels (few channels: GEMMs do not pay).
 DIRECT_MAX = 128
 
 
@@ -25,10 +24,16 @@ def use_direct(cin: int, cout: int, k: int) -> bool:
     return k > 1 and cin * cout <= DIRECT_MAX
 
 
-def _units_per_block(C, k, F, oh, ow, cout):
-    """Row units per im2col block so that the column buffer and the block's output (or output gradient) each
-    hold about COL_BUDGET elements at most (an fc layer as a 1x1 conv has a short column and a tall output)."""
-    return max(1, min(F * oh, COL_BUDGET // max(1, max(C * k * k, cout) * ow)))
+def _taps_weight(weight, dtype):
+    """(Cout, C, k, k) -> (k*k, Cout, C): one (Cout, C) matrix per tap, for the tap GEMMs."""
+    cout, C, k, _ = weight.shape
+    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(k * k, cout, C), dtype=dtype)
+
+
+def _from_taps(dwparts, weight_shape):
+    """Per-thread tap-major float64 slabs (T, k*k, Cout, C) -> their sum as a (Cout, C, k, k) gradient."""
+    cout, C, k, _ = weight_shape
+    return np.ascontiguousarray(sum_parts(dwparts).reshape(k, k, cout, C).transpose(2, 3, 0, 1))
 
 
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) -> np.ndarray:
@@ -36,38 +41,32 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     C, F, h, w = x.shape
     cout, cin, k, _ = weight.shape
     assert cin == C, "channel mismatch"
-    oh, ow = h - k + 1, w - k + 1
-    y = np.empty((cout, F, oh, ow), dtype=x.dtype)
-    y2 = y.reshape(cout, F * oh * ow)
-    w2 = np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype)
+    y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
     b = np.ascontiguousarray(bias, dtype=x.dtype)
     if use_direct(C, cout, k):
         conv_direct_forward(x, np.ascontiguousarray(weight, dtype=x.dtype), y)
-        bias_act_forward(y2, b, act)
+        bias_act_forward(y.reshape(cout, -1), b, act)
         return y
-    per = _units_per_block(C, k, F, oh, ow, cout)
     none = np.zeros((1, 1), dtype=x.dtype)
-    conv_fwd_blocked(x, w2, b, ACT_CODES[act], x.dtype == np.float32, k, oh, ow, per, y2, False, none,
-                     none[0], none, get_num_threads())
+    conv_fwd_taps(x, _taps_weight(weight, x.dtype), b, ACT_CODES[act], x.dtype == np.float32,
+                  _taps.rows_per_block(w), y, get_num_threads(), False, none, none[0], none.reshape(1, 1, 1, 1))
     return y
 
 
 def conv_forward_post(x, weight, bias, act, wpost, bpost):
-    """A blocked conv layer followed by a linear 1x1 layer (the output layer of n3 / n4: fc1 then fc2), the
-    second computed block by block in cache. Returns (y, z): the first layer's output (kept for its backward
-    pass) and the second's (K, F, oh, ow)."""
+    """A conv layer followed by a linear 1x1 layer (the output layer of n3 / n4: fc1 then fc2), the second
+    computed block by block in cache. Returns (y, z): the first layer's output (kept for its backward pass) and
+    the second's (K, F, oh, ow)."""
     C, F, h, w = x.shape
     cout, cin, k, _ = weight.shape
-    assert cin == C and not use_direct(C, cout, k), "conv_forward_post is for blocked layers"
+    assert cin == C and not use_direct(C, cout, k), "conv_forward_post is for GEMM layers"
     K = wpost.shape[0]
-    oh, ow = h - k + 1, w - k + 1
-    y = np.empty((cout, F, oh, ow), dtype=x.dtype)
-    z = np.empty((K, F, oh, ow), dtype=x.dtype)
-    per = _units_per_block(C, k, F, oh, ow, cout)
-    conv_fwd_blocked(x, np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype),
-                     np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act], x.dtype == np.float32, k, oh, ow,
-                     per, y.reshape(cout, -1), True, np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
-                     np.ascontiguousarray(bpost, dtype=x.dtype), z.reshape(K, -1), get_num_threads())
+    y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
+    z = np.empty((K, F, h - k + 1, w - k + 1), dtype=x.dtype)
+    conv_fwd_taps(x, _taps_weight(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act],
+                  x.dtype == np.float32, _taps.rows_per_block(w), y, get_num_threads(), True,
+                  np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
+                  np.ascontiguousarray(bpost, dtype=x.dtype), z)
     return y, z
 
 
@@ -77,20 +76,17 @@ def conv_backward_post(x, weight, y, dz, act, need_dx, wpost):
     C, F, h, w = x.shape
     cout, _, k, _ = weight.shape
     K = wpost.shape[0]
-    oh, ow = h - k + 1, w - k + 1
-    per = _units_per_block(C, k, F, oh, ow, cout)
     T = min(get_num_threads(), F) if need_dx else get_num_threads()
-    dwparts = np.zeros((T, cout, C * k * k), dtype=np.float64)
+    dwparts = np.zeros((T, k * k, cout, C), dtype=np.float64)
     dbparts = np.zeros((T, cout), dtype=np.float64)
     dwpparts = np.zeros((T, K, cout), dtype=np.float64)
     dbpparts = np.zeros((T, K), dtype=np.float64)
     dx = np.zeros_like(x) if need_dx else None
-    conv_bwd_blocked(x, np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype),
-                     np.ascontiguousarray(dz.reshape(K, -1)), k, oh, ow, per, need_dx, dwparts,
-                     dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), True, y.reshape(cout, -1),
-                     np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype), ACT_CODES[act], dbparts, dwpparts,
-                     dbpparts)
-    return (sum_parts(dwparts).reshape(weight.shape), sum_parts(dbparts), dx, sum_parts(dwpparts).reshape(wpost.shape),
+    conv_bwd_taps(x, _taps_weight(weight, x.dtype), np.ascontiguousarray(dz), _taps.rows_per_block(w), need_dx,
+                  dwparts, dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), True, y,
+                  np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype), ACT_CODES[act], dbparts, dwpparts,
+                  dbpparts)
+    return (_from_taps(dwparts, weight.shape), sum_parts(dbparts), dx, sum_parts(dwpparts).reshape(wpost.shape),
             sum_parts(dbpparts))
 
 
@@ -101,11 +97,9 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
     dx or None)."""
     C, F, h, w = x.shape
     cout, _, k, _ = weight.shape
-    oh, ow = h - k + 1, w - k + 1
-    dy2 = dy.reshape(cout, F * oh * ow)
-    act_backward(dy2, y.reshape(cout, F * oh * ow), act)
+    dy2 = dy.reshape(cout, -1)
+    act_backward(dy2, y.reshape(cout, -1), act)
     db = dy2.sum(axis=1, dtype=np.float64)
-    w2 = np.ascontiguousarray(weight.reshape(cout, C * k * k), dtype=x.dtype)
     dx = np.zeros_like(x) if need_dx else None
     if use_direct(C, cout, k):
         dwd = np.zeros(weight.shape, dtype=np.float64)
@@ -113,14 +107,10 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
         if need_dx:
             conv_direct_dinput(dy, np.ascontiguousarray(weight, dtype=x.dtype), dx)
         return dwd, db, dx
-    per = _units_per_block(C, k, F, oh, ow, cout)
-    T = get_num_threads()
-    if need_dx:
-        T = min(T, F)
-    dwparts = np.zeros((T, cout, C * k * k), dtype=np.float64)
-    none = np.zeros((1, 1), dtype=x.dtype)
-    n64 = np.zeros((1, 1), dtype=np.float64)
-    conv_bwd_blocked(x, w2, np.ascontiguousarray(dy2), k, oh, ow, per, need_dx, dwparts,
-                     dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), False, none, none, 0, n64,
-                     np.zeros((1, 1, 1), dtype=np.float64), n64)
-    return sum_parts(dwparts).reshape(weight.shape), db, dx
+    T = min(get_num_threads(), F) if need_dx else get_num_threads()
+    dwparts = np.zeros((T, k * k, cout, C), dtype=np.float64)
+    n1 = np.zeros((1, 1), dtype=np.float64)
+    conv_bwd_taps(x, _taps_weight(weight, x.dtype), dy, _taps.rows_per_block(w), need_dx, dwparts,
+                  dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), False, dy,
+                  np.zeros((1, 1), dtype=x.dtype), 0, n1, np.zeros((1, 1, 1), dtype=np.float64), n1)
+    return _from_taps(dwparts, weight.shape), db, dx

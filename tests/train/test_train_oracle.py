@@ -76,9 +76,9 @@ def test_stream_is_chosen_when_data_exceed_memory(isbi_crops):
     assert not should_stream(ds, ds.split("all"), memory=0)  # unknown / unlimited
 
 
-def test_blocked_gemm_kernels_run_on_workers(isbi_crops, tmp_path, make_cluster):
-    """A net with a wide layer (C_in * C_out > DIRECT_MAX) takes the im2col + GEMM path, whose kernels compile
-    inside the worker: that path must work there and give the serial oracle's result."""
+def test_gemm_kernels_run_on_workers(isbi_crops, tmp_path, make_cluster):
+    """A net with a wide layer (C_in * C_out > DIRECT_MAX) takes the GEMM (tap) path, whose kernels call BLAS
+    through kernels._blas inside the worker: that path must work there and give the serial oracle's result."""
     from mpfpipe.arch import preset
     from mpfpipe.kernels._conv import use_direct
     net = preset("steel", maps=12, hidden=6)
