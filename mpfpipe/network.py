@@ -31,7 +31,7 @@ def cast_params(params: dict, dtype) -> dict:
 def head_start(net: Net) -> int:
     """Index of the first of the net's trailing 1x1 conv ops (its fc layers on a 1x1 extent and the output layer),
     which run fused as one per-pixel MLP (kernels._head); len(net.ops) if there are fewer than two. A lone output
-    layer has no hidden maps to keep in cache: after a blocked layer it is fused into that layer's kernel instead
+    layer has no hidden maps to keep in cache: after a GEMM layer it is fused into that layer's kernel instead
     (`fused_output`), and as a head of its own it measured ~10 % slower than the GEMM path (n4's fc2)."""
     i = len(net.ops)
     while i > 0 and isinstance(net.ops[i - 1], ConvOp) and net.ops[i - 1].k == 1:

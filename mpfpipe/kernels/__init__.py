@@ -1,8 +1,8 @@
 """Numba kernels of the fragment engine (no Dask, no I/O).
 
 Tensors are channel-major, ``(C, F, h, w)``: channel, fragment (or patch), row, column. With that layout a
-convolution is one GEMM per block, ``W (Cout, C*k*k) @ col (C*k*k, n)``, whose result is already the output's
-``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
+convolution is one GEMM per kernel tap, ``W[:, :, ky, kx] (Cout, C) @ x shifted (C, n)``, whose result is already the
+output's ``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
 """
 import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS our kernels call (_blas), so it can be limited
 from threadpoolctl import ThreadpoolController

@@ -51,10 +51,12 @@ def _act_row(r, code, fast, n):
 
 
 @njit(cache=True)
-def _act_rows(a, code, fast, rows, n):
-    """a[:rows, :n] = act(a) in place (serial: for use inside other kernels' parallel loops)."""
-    for o in range(rows):
-        _act_row(a[o], code, fast, n)
+def _bias_act_row(r, bias, code, fast, n):
+    """r[:n] = act(r[:n] + bias) in place, one row: the bias pass, then `_act_row` while the row is in cache
+    (serial: for use inside other kernels' parallel loops)."""
+    for i in range(n):
+        r[i] += bias
+    _act_row(r, code, fast, n)
 
 
 @njit(cache=True)
@@ -82,11 +84,7 @@ def _act_grad_rows(g, a, code, rows, n):
 def _bias_act(y, b, code, fast):
     rows, n = y.shape
     for r in prange(rows):
-        row = y[r]
-        bias = b[r]
-        for i in range(n):
-            row[i] += bias
-        _act_row(row, code, fast, n)
+        _bias_act_row(y[r], b[r], code, fast, n)
 
 
 @njit(parallel=True, cache=True)

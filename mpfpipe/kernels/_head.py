@@ -17,7 +17,7 @@ deterministic for a given thread count, like the other kernels.
 import numpy as np
 from numba import get_num_threads, njit, prange  # get_num_threads outside kernels: keeps them cacheable
 
-from ._act import ACT_CODES, _act_grad_rows, _act_row
+from ._act import ACT_CODES, _act_grad_rows, _bias_act_row
 from ._blas import gemm
 
 BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
@@ -30,18 +30,14 @@ def _dense(w, b, code, fast, src, dst, n):
     cout, cin = w.shape
     gemm(False, False, cout, n, cin, 1.0, w, cin, src, BLOCK, 0.0, dst, BLOCK)
     for o in range(cout):
-        r = dst[o]
-        bo = b[o]
-        for i in range(n):
-            r[i] += bo
-        _act_row(r, code, fast, n)
+        _bias_act_row(dst[o], b[o], code, fast, n)
 
 
 @njit(cache=True, fastmath={"reassoc"})
 def row_sum(r, n):
     """sum(r[:n]) in float64, vectorised: reassociation lets LLVM keep several partial sums (a plain loop is one
-    chain of dependent float64 adds, ~4 cycles each: 48 us of a 60 us head block). The order is fixed by the
-    compiled code, so results stay deterministic."""
+    chain of dependent float64 adds, ~4 cycles each: steel's fc1 weight-and-bias gradient of a 512-pixel block
+    took 48 us with it, 12 us with this). The order is fixed by the compiled code, so results stay deterministic."""
     s = 0.0
     for i in range(n):
         s += r[i]

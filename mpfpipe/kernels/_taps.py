@@ -18,7 +18,7 @@ blocks in a fixed order, one slab per thread (deterministic for a given thread c
 import numpy as np
 from numba import njit, prange
 
-from ._act import _act_grad_row, _act_row
+from ._act import _act_grad_row, _bias_act_row
 from ._blas import gemm
 from ._head import row_sum
 
@@ -87,11 +87,7 @@ def conv_fwd_taps(x, wt, b, code, fast, rows, y, threads, post, wp, bp, z):
                 off = f * h * w + (y0 + tap // k) * w + tap % k
                 gemm(False, False, O, n, C, 1.0, wt[tap], C, xf[off:], cs, 1.0 if tap > 0 else 0.0, buf, n)
             for o in range(O):  # bias and activation on the whole wide block (the dropped columns are few)
-                r = buf[o * n:(o + 1) * n]
-                bo = b[o]
-                for i in range(n):
-                    r[i] += bo
-                _act_row(r, code, fast, n)
+                _bias_act_row(buf[o * n:(o + 1) * n], b[o], code, fast, n)
             _narrow(buf, zero, f, y0, R, ow, w, n, y)
             if post:
                 gemm(False, False, K, n, O, 1.0, wp, O, buf, n, 0.0, zbuf, n)

@@ -1,9 +1,9 @@
 """Per-pixel softmax cross-entropy in one pass over the logits: per-class loss sums, pixel counts and errors, and
 the gradient, for `loss.xent`.
 
-On a small image (the steel net at 137x60) the dozen numpy passes this replaces (max, exp, sum, log, gathers,
-bincounts, where) took ~0.5 ms of a ~7 ms training step; one loop over the pixels takes a few microseconds.
-Serial, so the float64 sums are deterministic.
+On the steel net's 137x60 image (2 classes) the dozen numpy passes this replaces (max, exp, sum, log, gathers,
+bincounts, where) took 0.30 ms of a ~7 ms training step, this loop 0.20-0.22 ms (libm's exp and log per pixel are
+most of it). Serial, so the float64 sums are deterministic.
 """
 import numpy as np
 from numba import njit
@@ -33,8 +33,11 @@ def xent_pass(z, lab, ignore, w, grad, closs, ccount, cerr, d):
                 zmax = z[k, i]
                 arg = k
         s = 0.0
-        for k in range(K):
-            s += np.exp(np.float64(z[k, i]) - zmax)
+        for k in range(K):  # exp(z_k - max) once per class, kept in d for the gradient
+            e = np.exp(np.float64(z[k, i]) - zmax)
+            s += e
+            if grad:
+                d[k, i] = e
         ccount[c] += 1
         closs[c] += np.log(s) + zmax - np.float64(z[c, i])
         if arg != c:
@@ -43,6 +46,6 @@ def xent_pass(z, lab, ignore, w, grad, closs, ccount, cerr, d):
             wc = w[c]
             inv = wc / s
             for k in range(K):
-                d[k, i] = np.exp(np.float64(z[k, i]) - zmax) * inv
+                d[k, i] *= inv
             d[c, i] -= wc
     return -1
