@@ -83,16 +83,24 @@ def detection(counts, defective, splits: dict | None) -> dict:
     return out
 
 
+def detection_images(det: dict, splits: dict | None, n: int) -> list[int]:
+    """The images `detection` reported its error on."""
+    on = det.get("evaluated_on", "")
+    key = "test" if on == "test" else "val" if on.startswith("val") else None
+    return _parse_indices((splits or {}).get(key)) if key else list(range(n))
+
+
 def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, positive: int = 1,
              threshold: float = 0.5, thresholds=metrics.DEFAULT_THRESHOLDS, samples: int = 5000, seed: int = 0,
              splits: dict | None = None, ignore_index: int = 255, overlays: int = 4, rand: bool = True,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, groups=None) -> dict:
     """Evaluate ``pred`` against ``truth`` (paths or arrays; see `inputs`) and return the report dict.
 
     positive: the class id of membranes / defects; truth_positive: the truth stack's value of that class
     (e.g. 0 for ISBI labels); threshold: probability above which a pixel is predicted positive; thresholds: the
     V_rand sweep; samples / seed: the balanced error's draw; splits: {"val": [...], "test": [...]} image indices
-    for detection (default: the truth dataset's splits); output: folder for report.json and overlays."""
+    for detection (default: the truth dataset's splits); groups: a source group name per image (default: the
+    truth dataset's folders) for a per-group table; output: folder for report.json and overlays."""
     if output is not None:
         out_dir = Path(output)
         if (out_dir / "report.json").exists() and not overwrite:
@@ -104,10 +112,11 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     T = load_truth(truth, truth_positive=truth_positive, n_classes=K, positive=positive)
     _pair(P, T)
     conf = np.zeros((K, K), np.int64)
-    counts, defective, probs_pos = [], [], []
+    counts, defective, probs_pos, confs = [], [], [], []
     for i, t in enumerate(T.labels):
         cls = _predicted_classes(P.probs[i], K, positive, threshold)
-        conf += metrics.confusion_matrix(cls, t, K, ignore_index)
+        confs.append(metrics.confusion_matrix(cls, t, K, ignore_index))
+        conf += confs[-1]
         counts.append(int((cls == positive).sum()))
         defective.append(bool((t == positive).any()))
         probs_pos.append(P.positive(i, positive))
@@ -136,6 +145,16 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
                                              thresholds=thresholds)
     report["detection"] = {**detection(counts, defective, splits if splits is not None else T.splits),
                            "counts": counts, "defective": defective}
+    if groups is None and T.dataset is not None:
+        groups = T.dataset.attrs.get("groups")
+    if groups is not None:
+        if len(groups) != len(T.labels):
+            raise DataError(f"{len(groups)} group name(s) for {len(T.labels)} image(s)")
+        report["groups"] = metrics.group_pixel_errors(groups, confs, positive)
+        det = report["detection"]
+        det["groups"] = metrics.group_detection(groups, counts, defective, det["threshold"],
+                                                detection_images(det, splits if splits is not None else T.splits,
+                                                                  len(T.labels)))
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:

@@ -171,3 +171,37 @@ def detection_confusion(counts, defective, threshold: int) -> dict:
     n = tn + fp + fn + tp
     return {"confusion": [[tn, fp], [fn, tp]], "confusion_axes": "rows truth (ok, defective), cols predicted",
             "error": (fp + fn) / n if n else float("nan"), "n_images": n}
+
+
+def group_pixel_errors(groups, confusions, positive: int = 1) -> dict:
+    """Per source group (e.g. a defect class's folder): images, images with positive pixels, positive pixels, the
+    error on positive pixels (missed) and on the other labelled pixels (falsely flagged), pooled over the group's
+    images. ``confusions`` are the per-image (K, K) confusion matrices, in the order of ``groups``."""
+    out = {}
+    for g in sorted(set(groups)):
+        conf = sum(c for c, gg in zip(confusions, groups) if gg == g)
+        n_img = sum(1 for gg in groups if gg == g)
+        n_def = sum(1 for c, gg in zip(confusions, groups) if gg == g and c[positive].sum() > 0)
+        pos = int(conf[positive].sum())
+        hit = int(conf[positive, positive])
+        neg = int(conf.sum()) - pos
+        false_pos = int(conf[:, positive].sum()) - hit
+        out[str(g)] = {"images": n_img, "defective_images": n_def, "positive_pixels": pos,
+                       "positive_error": (pos - hit) / pos if pos else None,
+                       "negative_error": false_pos / neg if neg else None}
+    return out
+
+
+def group_detection(groups, counts, defective, threshold: int, indices) -> dict:
+    """Per source group: how the detection rule (count > threshold) does on the images ``indices`` (test)."""
+    out = {}
+    for i in indices:
+        d = out.setdefault(str(groups[i]), {"images": 0, "defective": 0, "flagged": 0, "wrong": 0})
+        flag, truth = counts[i] > threshold, bool(defective[i])
+        d["images"] += 1
+        d["defective"] += int(truth)
+        d["flagged"] += int(flag)
+        d["wrong"] += int(flag != truth)
+    for d in out.values():
+        d["error"] = d["wrong"] / d["images"]
+    return dict(sorted(out.items()))

@@ -177,5 +177,28 @@ def summary_markdown(s: dict) -> str:
         lines.append(f"| {st['step']} | {st['kind']} | {st['id']} | {'skipped' if secs is None else f'{secs:.1f}'}"
                      f" | {txt} |")
     lines.append("")
+    for st in s["steps"]:
+        lines += _group_table(st)
     return "\n".join(lines)
+
+
+def _group_table(st: dict) -> list[str]:
+    """Per source group (a dataset's folders, e.g. defect classes) of an evaluate step: pixel errors on the
+    evaluated images, detection on the images it was measured on."""
+    r = st.get("result") or {}
+    groups, det = r.get("groups"), (r.get("detection") or {}).get("groups") or {}
+    if st["kind"] != "evaluate" or not groups or len(groups) < 2:
+        return []
+    lines = [f"Step {st['step']} ({st['id']}) by group: pixel errors on its images, detection on "
+             f"{(r.get('detection') or {}).get('evaluated_on', 'n/a')}.", "",
+             "| group | images | defective | positive pixels | missed | false positive | detection: flagged | "
+             "detection error |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for g, v in groups.items():
+        d = det.get(g) or {}
+        flagged = f"{d['flagged']} / {d['images']}" if d else "n/a"
+        lines.append(f"| {g} | {v['images']} | {v['defective_images']} | {v['positive_pixels']} | "
+                     f"{_fmt(v['positive_error'], True)} | {_fmt(v['negative_error'], True)} | {flagged} | "
+                     f"{_fmt(d.get('error'), True)} |")
+    lines.append("")
+    return lines
 

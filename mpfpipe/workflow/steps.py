@@ -110,7 +110,7 @@ def _segment_overlays(seg, folder, n: int) -> list[str]:
 def _run_evaluate(step: Step, ctx) -> dict:
     import numpy as np
 
-    from ..evaluate import detection, evaluate
+    from ..evaluate import detection, detection_images, evaluate, metrics
     from ..evaluate.inputs import Prediction, Truth, load_prediction, load_truth
 
     o = dict(step.options)
@@ -152,7 +152,10 @@ def _run_evaluate(step: Step, ctx) -> dict:
         splits = {k: v for k, v in splits.items() if v}
     P2 = Prediction([P.probs[i] for i in idx], P.n_classes, P.source)
     T2 = Truth([T.labels[i] for i in idx], splits or None, None)
-    rep = evaluate(P2, T2, output=overlay_dir, image=image, splits=splits if T.splits else {}, overwrite=True, **o)
+    all_groups = T.dataset.attrs.get("groups") if T.dataset is not None else None
+    groups = [all_groups[i] for i in idx] if all_groups else None
+    rep = evaluate(P2, T2, output=overlay_dir, image=image, splits=splits if T.splits else {}, overwrite=True,
+                   groups=groups, **o)
     (overlay_dir / "report.json").unlink(missing_ok=True)
     # overlays named by image index in the truth, not by position in the subset
     files = []
@@ -176,9 +179,12 @@ def _run_evaluate(step: Step, ctx) -> dict:
             counts.append(int(cls_pos.sum()))
             defective.append(bool((T.labels[i] == positive).any()))
         if allv:
-            rep["detection"] = {**detection(counts, defective, {"val": T.splits.get("val"),
-                                                                "test": T.splits.get("test")}),
-                                "images": allv}
+            det_splits = {"val": T.splits.get("val"), "test": T.splits.get("test")}
+            rep["detection"] = {**detection(counts, defective, det_splits), "images": allv}
+            if all_groups:
+                rep["detection"]["groups"] = metrics.group_detection(
+                    all_groups, counts, defective, rep["detection"]["threshold"],
+                    detection_images(rep["detection"], det_splits, n))
     elif not want_detection:
         rep.pop("detection", None)
     rep.pop("report", None)
@@ -194,7 +200,9 @@ def _run_evaluate(step: Step, ctx) -> dict:
     if "detection" in rep:
         d = rep["detection"]
         out["detection"] = {k: d.get(k) for k in ("threshold", "chosen_on", "evaluated_on", "error", "confusion",
-                                                  "n_images") if k in d}
+                                                  "n_images", "groups") if k in d}
+    if "groups" in rep:
+        out["groups"] = rep["groups"]
     return out
 
 

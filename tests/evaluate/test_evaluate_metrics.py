@@ -81,6 +81,25 @@ def test_detection_threshold_and_confusion():
     assert metrics.choose_count_threshold([0, 0], [False, False])["error"] == 0
 
 
+def test_group_pixel_errors_and_detection_by_hand():
+    # image 0 (crack): 4 defect pixels, 1 missed; 6 background, 2 flagged. image 1 (crack): no defect, 1 of 10
+    # flagged. image 2 (free): 0 of 10 flagged. A 3-class case checks the positive row/column are used.
+    c0 = np.array([[4, 2], [1, 3]])
+    c1 = np.array([[9, 1], [0, 0]])
+    c2 = np.array([[10, 0], [0, 0]])
+    g = metrics.group_pixel_errors(["crack", "crack", "free"], [c0, c1, c2])
+    assert g["crack"] == {"images": 2, "defective_images": 1, "positive_pixels": 4, "positive_error": 0.25,
+                          "negative_error": 3 / 16}
+    assert g["free"]["positive_error"] is None and g["free"]["negative_error"] == 0
+    c3 = np.array([[5, 0, 1], [0, 3, 2], [1, 1, 7]])  # positive class 2: 9 pixels, 2 missed; 2 of 11 flagged
+    g3 = metrics.group_pixel_errors(["a"], [c3], positive=2)["a"]
+    assert g3["positive_error"] == pytest.approx(2 / 9) and g3["negative_error"] == pytest.approx(3 / 11)
+    det = metrics.group_detection(["a", "a", "b", "b", "c"], [0, 9, 9, 0, 50], [True, True, False, False, True],
+                                  threshold=5, indices=[0, 1, 2, 3])
+    assert det == {"a": {"images": 2, "defective": 2, "flagged": 1, "wrong": 1, "error": 0.5},
+                   "b": {"images": 2, "defective": 0, "flagged": 1, "wrong": 1, "error": 0.5}}
+
+
 def test_fscore_sweep_is_the_challenge_pixel_error():
     # 10 pixels, class 1 = membrane (positive); the F-score is about class 0 (the ISBI labels' > 0 pixels)
     truth = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 255])

@@ -55,6 +55,15 @@ def test_detection_on_defect_images():
     assert det["error"] == 0 and det["threshold"] >= max(c for c, d in zip(det["counts"], det["defective"])
                                                         if not d)
     assert sum(map(sum, det["confusion"])) == 10
+    groups = ["even" if i % 2 == 0 else "odd" for i in range(n)]
+    rep = evaluate(prob, truth, splits={"val": list(range(10)), "test": list(range(10, 20))}, rand=False,
+                   groups=groups)
+    g = rep["detection"]["groups"]
+    assert sum(v["images"] for v in g.values()) == 10 and sum(v["wrong"] for v in g.values()) == 0
+    assert g["even"]["defective"] == int(defective[10::2].sum())
+    assert rep["groups"]["odd"]["images"] == 10 and rep["groups"]["odd"]["positive_error"] in (0.0, None)
+    with pytest.raises(DataError, match="group name"):
+        evaluate(prob, truth, rand=False, groups=groups[:3])
 
 
 def test_mismatched_shapes_are_clear_errors():
