@@ -157,6 +157,8 @@ def summary_markdown(s: dict) -> str:
         elif st["kind"] == "train":
             txt = (f"{r.get('status')}, {r.get('steps')} steps, loss {_fmt(r.get('initial_loss'))} -> "
                    f"{_fmt(r.get('final_loss'))}, best val pixel error {_fmt(r.get('best_val_error'), True)}")
+            if r.get("best_val_balanced_error") is not None:
+                txt += f" (balanced {_fmt(r['best_val_balanced_error'], True)})"
         elif st["kind"] == "segment":
             txt = f"{r.get('blocks')} blocks ({r.get('skipped')} skipped), {_fmt(r.get('voxels_per_s'))} voxels/s"
         else:

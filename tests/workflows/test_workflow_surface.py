@@ -51,4 +51,4 @@ def test_surface_defects_workflow_reports_groups(capsys, tmp_path):
     assert sum(g["images"] for g in det["groups"].values()) == det["n_images"]
     assert sum(g["wrong"] for g in det["groups"].values()) == round(det["error"] * det["n_images"])
     md = (run / "summary.md").read_text()
-    assert "by group" in md and "| MT_Spot |" in md
+    assert "by group" in md and "| MT_Spot |" in md and "best val pixel error" in md and "(balanced " in md
