@@ -203,4 +203,3 @@ def _group_table(st: dict) -> list[str]:
                      f"{_fmt(d.get('error'), True)} |")
     lines.append("")
     return lines
-
