@@ -177,18 +177,19 @@ def group_pixel_errors(groups, confusions, positive: int = 1) -> dict:
     """Per source group (e.g. a defect class's folder): images, images with positive pixels, positive pixels, the
     error on positive pixels (missed) and on the other labelled pixels (falsely flagged), pooled over the group's
     images. ``confusions`` are the per-image (K, K) confusion matrices, in the order of ``groups``."""
+    acc = {}
+    for g, c in zip(groups, confusions):
+        conf, n_img, n_def = acc.get(str(g), (0, 0, 0))
+        acc[str(g)] = (conf + c, n_img + 1, n_def + int(c[positive].sum() > 0))
     out = {}
-    for g in sorted(set(groups)):
-        conf = sum(c for c, gg in zip(confusions, groups) if gg == g)
-        n_img = sum(1 for gg in groups if gg == g)
-        n_def = sum(1 for c, gg in zip(confusions, groups) if gg == g and c[positive].sum() > 0)
+    for g, (conf, n_img, n_def) in sorted(acc.items()):
         pos = int(conf[positive].sum())
         hit = int(conf[positive, positive])
         neg = int(conf.sum()) - pos
         false_pos = int(conf[:, positive].sum()) - hit
-        out[str(g)] = {"images": n_img, "defective_images": n_def, "positive_pixels": pos,
-                       "positive_error": (pos - hit) / pos if pos else None,
-                       "negative_error": false_pos / neg if neg else None}
+        out[g] = {"images": n_img, "defective_images": n_def, "positive_pixels": pos,
+                  "positive_error": (pos - hit) / pos if pos else None,
+                  "negative_error": false_pos / neg if neg else None}
     return out
 
 
