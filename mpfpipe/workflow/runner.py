@@ -191,15 +191,19 @@ def _group_table(st: dict) -> list[str]:
     groups, det = r.get("groups"), (r.get("detection") or {}).get("groups") or {}
     if st["kind"] != "evaluate" or not groups or len(groups) < 2:
         return []
-    lines = [f"Step {st['step']} ({st['id']}) by group: pixel errors on its images, detection on "
-             f"{(r.get('detection') or {}).get('evaluated_on', 'n/a')}.", "",
-             "| group | images | defective | positive pixels | missed | false positive | detection: flagged | "
-             "detection error |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    # Without a detection rule the table has no detection columns (they would all read n/a).
+    on = (r.get("detection") or {}).get("evaluated_on")
+    head = ["group", "images", "defective", "positive pixels", "missed", "false positive"]
+    head += ["detection: flagged", "detection error"] if on else []
+    lines = [f"Step {st['step']} ({st['id']}) by group: pixel errors on its images"
+             + (f", detection on {on}." if on else "."), "",
+             "| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for g, v in groups.items():
-        d = det.get(g) or {}
-        flagged = f"{d['flagged']} / {d['images']}" if d else "n/a"
-        lines.append(f"| {g} | {v['images']} | {v['defective_images']} | {v['positive_pixels']} | "
-                     f"{_fmt(v['positive_error'], True)} | {_fmt(v['negative_error'], True)} | {flagged} | "
-                     f"{_fmt(d.get('error'), True)} |")
+        row = [g, v["images"], v["defective_images"], v["positive_pixels"], _fmt(v["positive_error"], True),
+               _fmt(v["negative_error"], True)]
+        if on:
+            d = det.get(g) or {}
+            row += [f"{d['flagged']} / {d['images']}" if d else "n/a", _fmt(d.get("error"), True)]
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
     lines.append("")
     return lines

@@ -52,3 +52,20 @@ def test_surface_defects_workflow_reports_groups(capsys, tmp_path):
     assert sum(g["wrong"] for g in det["groups"].values()) == round(det["error"] * det["n_images"])
     md = (run / "summary.md").read_text()
     assert "by group" in md and "| MT_Spot |" in md and "best val pixel error" in md and "(balanced " in md
+
+
+def test_group_table_has_detection_columns_only_with_a_detection_rule():
+    from mpfpipe.workflow.runner import _group_table
+    groups = {"A": {"images": 2, "defective_images": 1, "positive_pixels": 10, "positive_error": 0.5,
+                    "negative_error": 0.25},
+              "B": {"images": 3, "defective_images": 0, "positive_pixels": 0, "positive_error": None,
+                    "negative_error": 0.125}}
+    st = {"kind": "evaluate", "step": 4, "id": "evaluate", "result": {"groups": groups}}
+    plain = _group_table(st)
+    assert plain[0] == "Step 4 (evaluate) by group: pixel errors on its images."
+    assert "detection" not in "".join(plain) and plain[2].count("|") == 7 and plain[3].count("|") == 7
+    assert plain[4] == "| A | 2 | 1 | 10 | 50.00 % | 25.00 % |" and plain[5].startswith("| B | 3 | 0 | 0 | n/a |")
+    st["result"]["detection"] = {"evaluated_on": "test", "groups": {"A": {"flagged": 1, "images": 2, "error": 0.5}}}
+    det = _group_table(st)
+    assert det[0].endswith("detection on test.") and det[2].count("|") == 9
+    assert det[4].endswith("| 1 / 2 | 50.00 % |") and det[5].endswith("| n/a | n/a |")
