@@ -69,3 +69,32 @@ def test_group_table_has_detection_columns_only_with_a_detection_rule():
     det = _group_table(st)
     assert det[0].endswith("detection on test.") and det[2].count("|") == 9
     assert det[4].endswith("| 1 / 2 | 50.00 % |") and det[5].endswith("| n/a | n/a |")
+
+
+def test_surface_defects_workflow_maps_labels_without_detection(capsys, tmp_path):
+    """NEU-Seg's layout (images/ + masks/, class ids 0..3): --set label_map merges the defect classes into one,
+    --set detection=false drops the image-level rule (every image holds a defect)."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "neu" / "train"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(12):
+        img = rng.normal(100, 12, (64, 64))
+        mask = np.zeros((64, 64), np.uint8)
+        y, x = rng.integers(4, 36, 2)
+        img[y:y + 20, x:x + 20] += 80
+        mask[y:y + 20, x:x + 20] = 1 + i % 3
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "images" / f"{i:03d}.jpg", quality=95)
+        Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(ROOT / "workflows" / "surface-defects.yaml"), "--set", f"data={tmp_path / 'neu'}",
+              "--set", "label_map=0:0,1:1,2:1,3:1", "--set", "detection=false", "--set", "downsample=2",
+              "--set", "epochs=2", "--out", str(run), "--workers", "1", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    report = json.loads((run / "report.json").read_text())
+    assert len(report["classes"]) == 2 and report.get("detection") is None
+    assert report["groups"]["train"]["defective_images"] == report["n_images"] == len(report["images"]["indices"])
+    md = (run / "summary.md").read_text()
+    assert "detection" not in md.split("| step |")[1].split("\n\n")[0].split("| evaluate |")[1]
