@@ -6,7 +6,7 @@ fc layers use the PyTorch (out, in) layout over the C-order flattened map.
 """
 import numpy as np
 
-from mpfpipe.arch import FC, Conv, Pool
+from mpfpipe.arch import Conv, Pool
 
 A, B = 1.7159, 2.0 / 3.0
 

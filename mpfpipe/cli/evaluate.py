@@ -24,11 +24,13 @@ from ._common import config_option
 @click.option("--val", default=None, help="Validation image indices for detection, e.g. 0-9,12 (default: the "
                                           "truth dataset's split).")
 @click.option("--test", default=None, help="Test image indices for detection.")
+@click.option("--images", default=None, help="Evaluate only these images: split names of a TRUTH dataset (test, "
+                                             "val,test) or indices (0-9,12); detection keeps its val / test splits.")
 @click.option("--overlays", type=int, default=4, help="Number of overlay slices.")
 @click.option("--no-rand", is_flag=True, help="Skip the V_rand threshold sweep.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
-def evaluate(pred, truth, output, image, truth_positive, positive, threshold, samples, seed, val, test, overlays,
-             no_rand, overwrite):
+def evaluate(pred, truth, output, image, truth_positive, positive, threshold, samples, seed, val, test, images,
+             overlays, no_rand, overwrite):
     """Compare PRED (a `mpfpipe segment` output or a probability map) with TRUTH (a dataset or a label stack):
     pixel error, foreground-restricted Rand error with the best threshold, IoU / Dice, balanced error and
     defect detection. Prints the report as JSON."""
@@ -39,7 +41,7 @@ def evaluate(pred, truth, output, image, truth_positive, positive, threshold, sa
     if val is not None or test is not None:
         splits = {"val": val, "test": test}
     report = run(pred, truth, output=output, image=image, truth_positive=truth_positive, positive=positive,
-                 threshold=threshold, samples=samples, seed=seed, splits=splits, overlays=overlays,
+                 threshold=threshold, samples=samples, seed=seed, splits=splits, images=images, overlays=overlays,
                  rand=not no_rand, overwrite=overwrite)
     brief = {k: v for k, v in report.items() if k not in ("confusion_axes",)}
     if "rand" in brief:

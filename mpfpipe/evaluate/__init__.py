@@ -23,7 +23,7 @@ from . import metrics
 from .inputs import Prediction, Truth, load_prediction, load_truth, overlay_image
 from .report import overlay_png, pick_slices, write_json
 
-__all__ = ["Prediction", "Truth", "evaluate", "metrics"]
+__all__ = ["Prediction", "Truth", "evaluate", "metrics", "select_images"]
 
 
 def _pair(pred: Prediction, truth: Truth) -> None:
@@ -52,13 +52,41 @@ def _parse_indices(spec) -> list[int]:
             part = part.strip()
             if not part:
                 continue
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
+            try:
+                if "-" in part:
+                    a, b = part.split("-", 1)
+                    out.extend(range(int(a), int(b) + 1))
+                else:
+                    out.append(int(part))
+            except ValueError:
+                raise DataError(f"bad image index list {spec!r}: use indices and ranges such as 0-9,12") from None
         return out
     return [int(i) for i in spec]
+
+
+def select_images(images, splits: dict | None, n: int) -> list[int]:
+    """Image indices named by ``images``: None / "all", split names ("test", "val,test" or a list), or indices
+    ("0-9,12" or a list of ints)."""
+    if images is None or (isinstance(images, str) and images.strip() == "all"):
+        return list(range(n))
+    items = [p.strip() for p in images.split(",")] if isinstance(images, str) else list(images)
+    if all(isinstance(x, (int, np.integer)) or (isinstance(x, str) and x[:1].isdigit())
+           for x in items):
+        idx = sorted(set(_parse_indices(",".join(str(x) for x in items))))
+        if not idx or any(not 0 <= i < n for i in idx):
+            raise DataError(f"images {images!r}: indices must be within 0..{n - 1}")
+        return idx
+    if not splits:
+        raise DataError(f"images {images!r}: split names need a truth dataset with splits (or give indices "
+                        f"such as 0-9,12)")
+    idx = set()
+    for name in items:
+        if name not in splits:
+            raise DataError(f"images: unknown split {name!r}; the truth has {', '.join(splits) or 'none'}")
+        if not splits[name]:
+            raise DataError(f"images: split {name!r} of the truth is empty")
+        idx.update(int(i) for i in splits[name])
+    return sorted(idx)
 
 
 def detection(counts, defective, splits: dict | None) -> dict:
@@ -93,14 +121,17 @@ def detection_images(det: dict, splits: dict | None, n: int) -> list[int]:
 def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, positive: int = 1,
              threshold: float = 0.5, thresholds=metrics.DEFAULT_THRESHOLDS, samples: int = 5000, seed: int = 0,
              splits: dict | None = None, ignore_index: int = 255, overlays: int = 4, rand: bool = True,
-             overwrite: bool = False, groups=None) -> dict:
+             overwrite: bool = False, groups=None, images=None) -> dict:
     """Evaluate ``pred`` against ``truth`` (paths or arrays; see `inputs`) and return the report dict.
 
     positive: the class id of membranes / defects; truth_positive: the truth stack's value of that class
     (e.g. 0 for ISBI labels); threshold: probability above which a pixel is predicted positive; thresholds: the
     V_rand sweep; samples / seed: the balanced error's draw; splits: {"val": [...], "test": [...]} image indices
     for detection (default: the truth dataset's splits); groups: a source group name per image (default: the
-    truth dataset's folders) for a per-group table; output: folder for report.json and overlays."""
+    truth dataset's folders) for a per-group table; images: the images the pixel metrics, Rand score, groups and
+    overlays are computed on (None / "all", split names of a truth dataset such as "test" or "val,test", or
+    indices such as "0-9,12"); detection keeps its own splits (threshold on val, error on test) whatever the
+    subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index)."""
     if output is not None:
         out_dir = Path(output)
         if (out_dir / "report.json").exists() and not overwrite:
@@ -111,24 +142,29 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         raise DataError(f"positive class {positive} is not one of the {K} classes")
     T = load_truth(truth, truth_positive=truth_positive, n_classes=K, positive=positive)
     _pair(P, T)
+    n = len(T.labels)
+    idx = select_images(images, T.splits, n)
+    chosen = set(idx)
     conf = np.zeros((K, K), np.int64)
-    counts, defective, probs_pos, confs = [], [], [], []
-    for i, t in enumerate(T.labels):
+    counts, defective, probs_pos, confs = [], [], {}, {}
+    for i, t in enumerate(T.labels):  # counts of every image: detection's val / test may lie outside the subset
         cls = _predicted_classes(P.probs[i], K, positive, threshold)
-        confs.append(metrics.confusion_matrix(cls, t, K, ignore_index))
-        conf += confs[-1]
         counts.append(int((cls == positive).sum()))
         defective.append(bool((t == positive).any()))
-        probs_pos.append(P.positive(i, positive))
+        if i in chosen:
+            confs[i] = metrics.confusion_matrix(cls, t, K, ignore_index)
+            conf += confs[i]
+            probs_pos[i] = P.positive(i, positive)
     iou, dice = metrics.iou_dice(conf)
-    flat_p = np.concatenate([p.ravel() for p in probs_pos])
-    flat_t = np.concatenate([t.ravel() for t in T.labels])
+    flat_p = np.concatenate([probs_pos[i].ravel() for i in idx])
+    flat_t = np.concatenate([T.labels[i].ravel() for i in idx])
     names = (P.source or {}).get("class_names") or [f"class{k}" for k in range(K)]
     report = {
         "mpfpipe_version": __version__,
         "prediction": str(pred) if not isinstance(pred, (np.ndarray, Prediction)) else "array",
         "truth": str(truth) if not isinstance(truth, (np.ndarray, Truth)) else "array",
-        "n_images": len(T.labels), "n_pixels": int(conf.sum()), "classes": list(names), "positive_class": positive,
+        "n_images": len(idx), "images": {"selection": "all" if images is None else images, "indices": idx},
+        "n_pixels": int(conf.sum()), "classes": list(names), "positive_class": positive,
         "threshold": threshold,
         "pixel_error": metrics.pixel_error(conf),
         "confusion": conf.tolist(), "confusion_axes": "rows truth class, cols predicted class",
@@ -141,25 +177,30 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         report["isbi_pixel_error"] = metrics.fscore_sweep(flat_p, flat_t, positive=positive,
                                                           ignore_index=ignore_index, thresholds=thresholds)
     if rand:
-        report["rand"] = metrics.vrand_sweep(probs_pos, T.labels, positive=positive, ignore_index=ignore_index,
-                                             thresholds=thresholds)
-    report["detection"] = {**detection(counts, defective, splits if splits is not None else T.splits),
+        report["rand"] = metrics.vrand_sweep([probs_pos[i] for i in idx], [T.labels[i] for i in idx],
+                                             positive=positive, ignore_index=ignore_index, thresholds=thresholds)
+    det_splits = splits if splits is not None else T.splits
+    det_on = list(range(n))  # the images detection indexes: all, so that val / test are truth indices
+    if not any(_parse_indices((det_splits or {}).get(k)) for k in ("val", "test")):
+        det_on, det_splits = idx, None  # no splits: the threshold is chosen and judged on the subset itself
+    report["detection"] = {**detection([counts[i] for i in det_on], [defective[i] for i in det_on], det_splits),
                            "counts": counts, "defective": defective}
     if groups is None and T.dataset is not None:
         groups = T.dataset.attrs.get("groups")
     if groups is not None:
-        if len(groups) != len(T.labels):
-            raise DataError(f"{len(groups)} group name(s) for {len(T.labels)} image(s)")
-        report["groups"] = metrics.group_pixel_errors(groups, confs, positive)
+        if len(groups) != n:
+            raise DataError(f"{len(groups)} group name(s) for {n} image(s)")
+        report["groups"] = metrics.group_pixel_errors([groups[i] for i in idx], [confs[i] for i in idx],
+                                                      positive)
         det = report["detection"]
-        det["groups"] = metrics.group_detection(groups, counts, defective, det["threshold"],
-                                                detection_images(det, splits if splits is not None else T.splits,
-                                                                  len(T.labels)))
+        det["groups"] = metrics.group_detection(
+            [groups[i] for i in det_on], [counts[i] for i in det_on], [defective[i] for i in det_on],
+            det["threshold"], detection_images(det, det_splits, len(det_on)))
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:
         files = []
-        for i in pick_slices(len(T.labels), overlays):
+        for i in (idx[j] for j in pick_slices(len(idx), overlays)):
             img = overlay_image(P, T, i, image)
             files.append(str(overlay_png(out_dir / f"overlay_z{i:04d}.png", img, probs_pos[i], T.labels[i],
                                          positive=positive, threshold=threshold, ignore_index=ignore_index,

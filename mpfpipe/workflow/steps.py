@@ -1,7 +1,6 @@
 """The step runners: each calls one Python API (ingest, train, segment, evaluate) with its resolved options."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -108,10 +107,8 @@ def _segment_overlays(seg, folder, n: int) -> list[str]:
 
 
 def _run_evaluate(step: Step, ctx) -> dict:
-    import numpy as np
-
-    from ..evaluate import detection, detection_images, evaluate, metrics
-    from ..evaluate.inputs import Prediction, Truth, load_prediction, load_truth
+    from ..errors import DataError
+    from ..evaluate import evaluate
 
     o = dict(step.options)
     for k in ("pred", "truth", "image"):
@@ -121,71 +118,15 @@ def _run_evaluate(step: Step, ctx) -> dict:
     report_path, overlay_dir = step.outputs["main"], step.outputs["overlays"]
     if overlay_dir.exists():
         shutil.rmtree(overlay_dir)
-    positive = int(o.get("positive", 1))
-    threshold = float(o.get("threshold", 0.5))
-    P = load_prediction(str(step.inputs["pred"]))
-    T = load_truth(str(step.inputs["truth"]), truth_positive=o.get("truth_positive"), n_classes=P.n_classes or 2,
-                   positive=positive)
-    n = len(T.labels)
-    if images in (None, "all"):
-        idx = list(range(n))
-    else:
-        names = [images] if isinstance(images, str) else list(images)
-        if T.dataset is None:
-            raise WorkflowError(f"{step.label}: images: {images!r} needs a dataset as truth (its splits)")
-        idx = sorted({i for nm in names for i in T.dataset.split(str(nm))})
-    if len(P.probs) != n:
-        raise WorkflowError(f"{step.label}: the prediction has {len(P.probs)} image(s), the truth {n}")
-    image = None
-    if T.dataset is not None:  # raw images of the subset, padded to a common size (overlays crop them)
-        raws = [T.dataset.raw_image(i)[0] for i in idx]
-        hmax, wmax = max(r.shape[0] for r in raws), max(r.shape[1] for r in raws)
-        image = np.zeros((len(raws), hmax, wmax), np.float32)
-        for j, r in enumerate(raws):
-            image[j, :r.shape[0], :r.shape[1]] = r
-    elif "image" in step.inputs:
-        image = str(step.inputs["image"])
-    splits = {}
-    if T.splits:
-        pos = {i: j for j, i in enumerate(idx)}
-        splits = {k: [pos[i] for i in v if i in pos] for k, v in T.splits.items()}
-        splits = {k: v for k, v in splits.items() if v}
-    P2 = Prediction([P.probs[i] for i in idx], P.n_classes, P.source)
-    T2 = Truth([T.labels[i] for i in idx], splits or None, None)
-    all_groups = T.dataset.attrs.get("groups") if T.dataset is not None else None
-    groups = [all_groups[i] for i in idx] if all_groups else None
-    rep = evaluate(P2, T2, output=overlay_dir, image=image, splits=splits if T.splits else {}, overwrite=True,
-                   groups=groups, **o)
+    image = str(step.inputs["image"]) if "image" in step.inputs else None
+    try:
+        rep = evaluate(str(step.inputs["pred"]), str(step.inputs["truth"]), output=overlay_dir, image=image,
+                       overwrite=True, images=images, **o)
+    except DataError as e:
+        raise WorkflowError(f"{step.label}: {e}") from None
     (overlay_dir / "report.json").unlink(missing_ok=True)
-    # overlays named by image index in the truth, not by position in the subset
-    files = []
-    for f in rep.get("overlays", []):
-        f = Path(f)
-        j = int(f.stem.rsplit("z", 1)[1])
-        new = f.with_name(f"overlay_{idx[j]:04d}.png")
-        os.replace(f, new)
-        files.append(str(new))
-    rep["overlays"] = files
-    rep["images"] = {"selection": images, "indices": idx}
-    rep["prediction"], rep["truth"] = str(step.inputs["pred"]), str(step.inputs["truth"])
-    if want_detection and T.splits and T.splits.get("val") and images not in (None, "all"):
-        # detection: threshold on the val split, error on the test split, whatever subset the pixel metrics use
-        allv = sorted(set(T.splits.get("val", [])) | set(T.splits.get("test", [])))
-        counts, defective = [], []
-        for i in range(n):
-            p = P.probs[i]
-            cls_pos = (np.argmax(p, 0) == positive) if (p.ndim == 3 and p.shape[0] > 2) else \
-                (P.positive(i, positive) > threshold)
-            counts.append(int(cls_pos.sum()))
-            defective.append(bool((T.labels[i] == positive).any()))
-        if allv:
-            det_splits = {"val": T.splits.get("val"), "test": T.splits.get("test")}
-            rep["detection"] = {**detection(counts, defective, det_splits), "images": allv}
-            if all_groups:
-                rep["detection"]["groups"] = metrics.group_detection(
-                    all_groups, counts, defective, rep["detection"]["threshold"],
-                    detection_images(rep["detection"], det_splits, n))
-    elif not want_detection:
+    files = rep.get("overlays", [])
+    if not want_detection:
         rep.pop("detection", None)
     rep.pop("report", None)
     _write_json(report_path, rep)

@@ -113,3 +113,58 @@ def test_isbi_labels_against_themselves(shared_data):
     blurred = np.stack([ndimage.uniform_filter(p, 9) for p in prob])
     rep2 = evaluate(blurred, lab, truth_positive=0, samples=1000)
     assert 0 < rep2["rand"]["rand_error"] < 0.9 and rep2["pixel_error"] > 0
+
+
+def test_images_subset_is_the_evaluation_of_those_images(tmp_path):
+    prob, truth = _synthetic(n=6)
+    prob[1] = np.clip(prob[1] + 0.3, 0, 1)  # one much worse image, so a wrong subset changes every figure
+    splits = {"val": [0, 1, 2], "test": [3, 4, 5]}
+    sub = evaluate(prob, truth, images="1,3-4", splits=splits, samples=300, output=tmp_path / "ev", overlays=2)
+    ref = evaluate(prob[[1, 3, 4]], truth[[1, 3, 4]], samples=300)
+    full = evaluate(prob, truth, splits=splits, samples=300)
+    assert sub["images"] == {"selection": "1,3-4", "indices": [1, 3, 4]} and sub["n_images"] == 3
+    assert sub["confusion"] == ref["confusion"] != full["confusion"]
+    assert sub["pixel_error"] == pytest.approx(ref["pixel_error"])
+    assert sub["balanced_error"] == ref["balanced_error"]
+    assert sub["rand"]["curve"] == ref["rand"]["curve"]
+    # detection keeps its own splits (threshold on val, error on test), whatever the subset
+    assert {k: sub["detection"][k] for k in ("threshold", "error", "confusion", "n_images")} == \
+        {k: full["detection"][k] for k in ("threshold", "error", "confusion", "n_images")}
+    # overlays are named by the image's index, not by its position in the subset
+    assert [Path(f).name for f in sub["overlays"]] == ["overlay_z0001.png", "overlay_z0004.png"]
+    # without splits, detection is chosen and judged on the subset itself
+    assert evaluate(prob, truth, images=[1, 3, 4], rand=False)["detection"]["n_images"] == 3
+
+
+@pytest.mark.parametrize("images, needle", [("test", "need a truth dataset"), ("2,9", "within 0..5"),
+                                            ("1-x", "bad image index list")])
+def test_bad_images_selection_is_a_clear_error(images, needle):
+    prob, truth = _synthetic(n=6)
+    with pytest.raises(DataError, match=needle):
+        evaluate(prob, truth, images=images, rand=False)
+
+
+def test_images_by_split_name_on_a_dataset_truth(tmp_path, capsys):
+    from mpfpipe.data import ingest, open_dataset
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, size=(8, 24, 28)).astype(np.uint8)
+    lab = np.zeros_like(img)
+    lab[::2, 5:12, 6:15] = 1  # half the images hold a defect, so the stratified split has both kinds
+    np.save(tmp_path / "i.npy", img)
+    np.save(tmp_path / "l.npy", lab)
+    ds = open_dataset(ingest([tmp_path / "i.npy", tmp_path / "l.npy"], tmp_path / "d.zarr", split=(0.5, 0.25, 0.25)))
+    test = ds.split("test")
+    prob = np.clip(lab + rng.normal(0, 0.3, lab.shape), 0, 1).astype(np.float32)
+    np.save(tmp_path / "p.npy", prob)
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "d.zarr"), "--images", "test", "--no-rand",
+              "--samples", "50"])
+    assert exc.value.code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["images"]["indices"] == sorted(test) and rep["n_images"] == len(test)
+    assert rep["confusion"] == evaluate(prob[sorted(test)], lab[sorted(test)], rand=False)["confusion"]
+    assert rep["detection"]["chosen_on"] == "val" and rep["detection"]["evaluated_on"] == "test"
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "d.zarr"), "--images", "holdout"])
+    assert exc.value.code == 1 and "unknown split 'holdout'" in capsys.readouterr().err
