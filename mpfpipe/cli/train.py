@@ -65,6 +65,8 @@ Examples:
               help="Read each image from Zarr in its task instead of holding the data on the workers "
                    "(automatic when the data would need > 25 % of the workers' memory).")
 @click.option("--resume", is_flag=True, help="Continue the run of the checkpoint (same options).")
+@click.option("--stop", is_flag=True, help="With --resume: end a paused run at its checkpoint, without another "
+                                           "step, and write its best model.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model / start a new run over a checkpoint.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint file [default: OUT stem + .ckpt.npz].")

@@ -24,7 +24,7 @@ RESUME_FREE = ("epochs", "gtol", "validate_every", "max_time")  # options a resu
 
 @dataclass
 class TrainResult:
-    status: str                   # finished | converged | line search failed | time limit | paused
+    status: str                   # finished | converged | line search failed | time limit | paused | stopped
     x: np.ndarray                 # final parameter vector (float64)
     best_x: np.ndarray | None     # parameters with the lowest validation loss (None without validation)
     records: list
@@ -89,7 +89,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
           checkpoint=None, log=None, plot=None, max_steps: int | None = None, max_time=None, gtol: float = 0.0,
           validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
           maps: int | None = None, hidden: int | None = None, progress: bool = True, echo=None,
-          client=None) -> TrainResult:
+          client=None, stop: bool = False) -> TrainResult:
     """Train ``net`` on the ``train_split`` images of ``dataset`` (a path or an opened Dataset) with
     ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
@@ -98,7 +98,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     after every step; ``resume=True`` continues from it exactly. ``max_steps`` stops this invocation after that
     many steps (status "paused"). ``max_time`` (seconds, or a string such as "90m", "2h") is a training-time budget
     over the whole run, resumes included: no step is started once it is spent (status "time limit"; the best
-    model is written as for a finished run). ``client``:
+    model is written as for a finished run). ``stop`` (with ``resume``): end a paused run where its checkpoint
+    is, without another step or a cluster, and write its best model (status "stopped"). ``client``:
     use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages."""
     from distributed.comm.core import CommClosedError
 
@@ -147,6 +148,13 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         diff = [k for k in config if k not in RESUME_FREE and old.get(k) != config[k]]
         if diff:
             raise TrainingError(f"cannot resume {files['checkpoint']}: the run used different {', '.join(diff)}")
+    if stop:  # no cluster: the checkpoint holds everything the model needs
+        if not loaded:
+            raise TrainingError(f"nothing to stop: no checkpoint {files['checkpoint']} to resume (stop needs "
+                                "resume and the checkpoint of a paused run)")
+        run = _Run(net, ds, None, optimizer, cfg, config, files, train_idx, val_idx, balance, batch_size, 0, say)
+        run.start(loaded)
+        return run.finish("stopped", "none (stopped at the checkpoint)", False)
 
     handle = None
     if client is None:
@@ -195,7 +203,7 @@ class _Run:
         self.net, self.ds, self.oracle, self.opt, self.cfg = net, ds, oracle, optimizer, cfg
         self.config, self.files, self.train_idx, self.val_idx = config, files, train_idx, val_idx
         self.balance, self.batch_size, self.n_workers, self.say = balance, int(batch_size), n_workers, say
-        self.augmenting = oracle.spec is not None
+        self.augmenting = oracle is not None and oracle.spec is not None
         self.epochs = config["epochs"]
 
     # -- state ------------------------------------------------------------------------------------------

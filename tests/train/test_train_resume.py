@@ -54,6 +54,35 @@ def test_stop_and_resume_is_exact(name, isbi_crops, small_net, cluster2, tmp_pat
         train(isbi_crops, small_net, out=tmp_path / "part.safetensors", resume=True, **common)
 
 
+def test_stop_writes_the_best_model_of_a_paused_run(isbi_crops, small_net, cluster2, tmp_path, capsys):
+    from mpfpipe.cli import main
+    from mpfpipe.model import load_model
+    from mpfpipe.params import ravel
+
+    out = tmp_path / "m.safetensors"
+    part = train(isbi_crops, small_net, out=out, client=cluster2.client, progress=False, optimizer="lbfgs",
+                 epochs=6, seed=3, max_steps=3)
+    assert part.status == "paused" and not out.exists() and part.best_x is not None
+    cmd = ["train", str(isbi_crops), "--net", "steel", "--maps", "4", "--hidden", "8", "--optimizer", "lbfgs",
+           "--epochs", "6", "--seed", "3", "--out", str(out), "--no-progress"]
+    with pytest.raises(SystemExit) as exc:
+        main(cmd + ["--stop"])
+    assert exc.value.code == 1 and "pass --resume" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exc:  # a run that has no checkpoint
+        main(cmd[:-2] + [str(tmp_path / "other.safetensors"), "--no-progress", "--stop"])
+    assert exc.value.code == 1 and "nothing to stop" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # no cluster options: stopping needs none
+        main(cmd + ["--resume", "--stop"])
+    assert exc.value.code == 0 and "stopped after 3 step(s)" in capsys.readouterr().out
+    model = load_model(out)
+    assert np.array_equal(ravel(small_net, model.params, np.float32), part.best_x.astype(np.float32))
+    assert model.provenance["training"]["status"] == "stopped" and model.provenance["training"]["steps"] == 3
+    # the run goes on from the same checkpoint afterwards (the stopped model is replaced only with --overwrite)
+    done = train(isbi_crops, small_net, out=out, client=cluster2.client, progress=False, optimizer="lbfgs",
+                 epochs=6, seed=3, resume=True, overwrite=True)
+    assert done.status == "finished" and len(done.records) == 6
+
+
 def test_resume_with_other_options_is_refused(isbi_crops, small_net, cluster2, tmp_path):
     common = dict(client=cluster2.client, progress=False, out=tmp_path / "m.safetensors")
     train(isbi_crops, small_net, optimizer="gd", epochs=2, max_steps=1, **common)
