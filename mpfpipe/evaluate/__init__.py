@@ -64,9 +64,9 @@ def _parse_indices(spec) -> list[int]:
     return [int(i) for i in spec]
 
 
-def select_images(images, splits: dict | None, n: int) -> list[int]:
-    """Image indices named by ``images``: None / "all", split names ("test", "val,test" or a list), or indices
-    ("0-9,12" or a list of ints)."""
+def select_images(images, dataset, n: int) -> list[int]:
+    """Image indices named by ``images``: None / "all", split names of ``dataset`` ("test", "val,test" or a
+    list), or indices ("0-9,12" or a list of ints)."""
     if images is None or (isinstance(images, str) and images.strip() == "all"):
         return list(range(n))
     items = [p.strip() for p in images.split(",")] if isinstance(images, str) else list(images)
@@ -76,17 +76,10 @@ def select_images(images, splits: dict | None, n: int) -> list[int]:
         if not idx or any(not 0 <= i < n for i in idx):
             raise DataError(f"images {images!r}: indices must be within 0..{n - 1}")
         return idx
-    if not splits:
+    if dataset is None:
         raise DataError(f"images {images!r}: split names need a truth dataset with splits (or give indices "
                         f"such as 0-9,12)")
-    idx = set()
-    for name in items:
-        if name not in splits:
-            raise DataError(f"images: unknown split {name!r}; the truth has {', '.join(splits) or 'none'}")
-        if not splits[name]:
-            raise DataError(f"images: split {name!r} of the truth is empty")
-        idx.update(int(i) for i in splits[name])
-    return sorted(idx)
+    return sorted({i for name in items for i in dataset.split(name)})  # its errors name unknown / empty splits
 
 
 def detection(counts, defective, splits: dict | None) -> dict:
@@ -143,7 +136,7 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     T = load_truth(truth, truth_positive=truth_positive, n_classes=K, positive=positive)
     _pair(P, T)
     n = len(T.labels)
-    idx = select_images(images, T.splits, n)
+    idx = select_images(images, T.dataset, n)
     chosen = set(idx)
     conf = np.zeros((K, K), np.int64)
     counts, defective, probs_pos, confs = [], [], {}, {}
