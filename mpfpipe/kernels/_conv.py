@@ -4,8 +4,8 @@
 - otherwise one GEMM per kernel tap on the input in place (_taps), no im2col; a layer followed by a linear 1x1
   output layer (n3 / n4: fc1 then fc2) runs with the output layer fused per block, so fc1's 200 maps are never
   re-read from memory.
-Weight gradients are accumulated block by block in float64, in a fixed order: deterministic for a given thread
-count and accurate in float32 runs.
+Weight gradients are accumulated block by block in float64, into a fixed number of slabs (`_head.SLABS`) summed in
+order: bit-identical for any thread count, and accurate in float32 runs.
 """
 import numpy as np
 from numba import get_num_threads
@@ -13,7 +13,7 @@ from numba import get_num_threads
 from . import _taps
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
-from ._head import sum_parts
+from ._head import SLABS, sum_parts
 from ._taps import conv_bwd_taps, conv_fwd_taps
 
 # Layers with C_in * C_out up to this use the direct kernels (few channels: GEMMs do not pay).
@@ -31,7 +31,7 @@ def _taps_weight(weight, dtype):
 
 
 def _from_taps(dwparts, weight_shape):
-    """Per-thread tap-major float64 slabs (T, k*k, Cout, C) -> their sum as a (Cout, C, k, k) gradient."""
+    """Tap-major float64 slabs (SLABS, k*k, Cout, C) -> their sum as a (Cout, C, k, k) gradient."""
     cout, C, k, _ = weight_shape
     return np.ascontiguousarray(sum_parts(dwparts).reshape(k, k, cout, C).transpose(2, 3, 0, 1))
 
@@ -76,7 +76,7 @@ def conv_backward_post(x, weight, y, dz, act, need_dx, wpost):
     C, F, h, w = x.shape
     cout, _, k, _ = weight.shape
     K = wpost.shape[0]
-    T = min(get_num_threads(), F) if need_dx else get_num_threads()
+    T = min(SLABS, F) if need_dx else SLABS
     dwparts = np.zeros((T, k * k, cout, C), dtype=np.float64)
     dbparts = np.zeros((T, cout), dtype=np.float64)
     dwpparts = np.zeros((T, K, cout), dtype=np.float64)
@@ -107,7 +107,7 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
         if need_dx:
             conv_direct_dinput(dy, np.ascontiguousarray(weight, dtype=x.dtype), dx)
         return dwd, db, dx
-    T = min(get_num_threads(), F) if need_dx else get_num_threads()
+    T = min(SLABS, F) if need_dx else SLABS
     dwparts = np.zeros((T, k * k, cout, C), dtype=np.float64)
     n1 = np.zeros((1, 1), dtype=np.float64)
     conv_bwd_taps(x, _taps_weight(weight, x.dtype), dy, _taps.rows_per_block(w), need_dx, dwparts,

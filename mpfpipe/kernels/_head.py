@@ -21,6 +21,11 @@ from ._act import ACT_CODES, _act_grad_rows, _bias_act_row
 from ._blas import gemm
 
 BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
+# Gradient reductions accumulate into SLABS float64 slabs, a fixed number whatever the thread count: slab s always
+# gets the same blocks (s, s + SLABS, ...) and the slabs are summed in order, so a gradient is bit-identical on 1, 2
+# or 64 threads (one slab per thread made the summation order follow the thread count). The price: a backward
+# pass uses at most SLABS threads, and SLABS zeroed slabs per layer (a few MB for n4's widest layer).
+SLABS = 16
 
 
 @njit(cache=True)
@@ -108,7 +113,7 @@ def head_forward(x2, dims, wflat, bflat, codes, fast, T, out2):
 
 @njit(parallel=True, cache=True)
 def head_backward(x2, dims, wflat, bflat, codes, fast, dout2, need_dx, dwparts, dbparts, dx2):
-    """Gradients of the head given d loss / d head output ``dout2`` (K, N): weights and biases into the per-thread
+    """Gradients of the head given d loss / d head output ``dout2`` (K, N): weights and biases into the
     float64 slabs dwparts (T, sum out*in) / dbparts (T, sum out); if need_dx, the input gradient into dx2 (C, N)."""
     N = x2.shape[1]
     L = dims.shape[0] - 1
@@ -155,8 +160,8 @@ def head_backward(x2, dims, wflat, bflat, codes, fast, dout2, need_dx, dwparts, 
 
 
 def sum_parts(parts: np.ndarray) -> np.ndarray:
-    """Sum of per-thread float64 slabs parts[0] + parts[1] + ... in thread order: deterministic for a given thread
-    count (the kernels accumulate one slab per thread to avoid races)."""
+    """Sum of the float64 slabs parts[0] + parts[1] + ... in slab order (the kernels accumulate into separate slabs
+    to avoid races; a fixed number of them, see SLABS, so the order does not depend on the thread count)."""
     total = parts[0].copy()
     for t in range(1, parts.shape[0]):
         total += parts[t]
@@ -188,7 +193,7 @@ def backward_head(x: np.ndarray, layers, dout: np.ndarray, need_dx: bool):
     C, F, h, w = x.shape
     dims, wflat, bflat, codes = _flatten(layers, x.dtype)
     N = F * h * w
-    T = max(1, min(get_num_threads(), (N + BLOCK - 1) // BLOCK))
+    T = max(1, min(SLABS, (N + BLOCK - 1) // BLOCK))
     dwparts = np.zeros((T, wflat.size), np.float64)
     dbparts = np.zeros((T, bflat.size), np.float64)
     dx = np.empty_like(x) if need_dx else None

@@ -15,7 +15,9 @@ import numpy as np
 from ..errors import TrainingError
 
 FORMAT = "mpfpipe-checkpoint"
-VERSION = 1
+VERSION = 2
+# Version 1 runs summed per-image results in a pairwise tree; version 2 sums chunk results (`chunks`), a different
+# float64 order, so a version 1 run cannot continue bit-identically and is refused.
 
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
@@ -55,4 +57,8 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         raise TrainingError(f"{path} is not an mpfpipe checkpoint")
     if meta.get("version", 0) > VERSION:
         raise TrainingError(f"{path}: checkpoint version {meta['version']} is newer than this mpfpipe")
+    if meta.get("version", 0) < VERSION:
+        raise TrainingError(f"{path} was written by an older mpfpipe (checkpoint version {meta.get('version')}, per-"
+                            f"image reduction): this version sums gradients in chunks, so the run cannot continue "
+                            f"bit-identically; finish it with that mpfpipe, or start again with --overwrite")
     return arrays, meta

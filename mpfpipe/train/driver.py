@@ -15,6 +15,7 @@ from ..model import Model, save_model
 from ..params import init_params, n_params, ravel, unravel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster import connect, worker_memory
+from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle, should_stream
 from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state
 from .report import append_log, format_summary, plot_losses, write_log
@@ -89,7 +90,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
           checkpoint=None, log=None, plot=None, max_steps: int | None = None, max_time=None, gtol: float = 0.0,
           validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
           maps: int | None = None, hidden: int | None = None, progress: bool = True, echo=None,
-          client=None, stop: bool = False) -> TrainResult:
+          client=None, stop: bool = False, chunk_seconds: float = CHUNK_SECONDS) -> TrainResult:
     """Train ``net`` on the ``train_split`` images of ``dataset`` (a path or an opened Dataset) with
     ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
@@ -100,7 +101,9 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     over the whole run, resumes included: no step is started once it is spent (status "time limit"; the best
     model is written as for a finished run). ``stop`` (with ``resume``): end a paused run where its checkpoint
     is, without another step or a cluster, and write its best model (status "stopped"). ``client``:
-    use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages."""
+    use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages.
+    ``chunk_seconds``: the estimated one-thread seconds of a gradient task (`chunks`; part of the run's identity,
+    since it fixes the summation order)."""
     from distributed.comm.core import CommClosedError
 
     from ..data import open_dataset
@@ -110,6 +113,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
     if lr is None:
         lr = DEFAULT_LR.get(optimizer, 1.0)
+    if not chunk_seconds > 0:
+        raise TrainingError(f"chunk_seconds must be positive, got {chunk_seconds!r}")
     if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1 or lr_halflife < 0:
         raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1, "
                             "lr_halflife >= 0")
@@ -138,7 +143,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
               "batch_size": int(batch_size) if optimizer in MINIBATCH else None, "optim": cfg.to_dict(),
               "balance": bool(balance), "augment": spec.to_dict() if spec else None, "seed": int(seed),
               "dtype": np.dtype(dtype).name, "train": train_idx, "val": val_idx, "epochs": int(epochs),
-              "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time}
+              "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time,
+              "chunk_seconds": float(chunk_seconds)}
     loaded = load_checkpoint(files["checkpoint"]) if resume else None
     if loaded:
         old = dict(loaded[1]["config"])
@@ -173,9 +179,11 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
             stream = should_stream(ds, train_idx + val_idx, worker_memory(client))
             if stream:
                 say("data: larger than a quarter of the workers' memory, every task reads its image from Zarr")
-        oracle = DaskOracle(client, net, ds, augment=spec, seed=seed, dtype=dtype, stream=stream)
+        oracle = DaskOracle(client, net, ds, augment=spec, seed=seed, dtype=dtype, stream=stream,
+                            chunk_seconds=config["chunk_seconds"])
         t0 = time.perf_counter()
-        oracle.hold(train_idx + val_idx)
+        oracle.hold(train_idx)  # the train and validation images in blocks of their own: the chunk plan
+        oracle.hold(val_idx)
         if not stream:
             say(f"data: {len(train_idx) + len(val_idx)} image(s) read and held on the workers in "
                 f"{time.perf_counter() - t0:.1f} s")

@@ -1,17 +1,21 @@
-"""The gradient oracle: (loss, gradient) of a batch of images, computed per image on Dask workers and reduced in
-a fixed binary tree.
+"""The gradient oracle: (loss, gradient) of a batch of images, computed by chunk tasks on Dask workers and
+reduced in a fixed tree.
 
-- Data. In *persisted* mode each image is read from Zarr (normalised, not augmented) by a worker once and kept
-  there as a future; in *stream* mode (``stream=True``, chosen automatically when the data would not fit in the
-  workers' memory) each task reads its own image from Zarr, so only the images of the current batch are ever
-  loaded. Both modes run the same pure function on the same arrays, hence give the same results.
-- Tasks. ``_grad_task(net, data, params, weights, spec, seed, epoch, index, dtype, grad)`` is a pure function of
-  its arguments (augmentation is a pure function of (seed, epoch, index)), so Dask may run or re-run it on any
+- Chunks. The images are grouped into hold blocks of consecutive indices, each worth about half a second of one
+  thread's work (`chunks`: a pure function of the index sets and image sizes, never of the cluster). A batch is
+  computed by one task per block it touches, which sums its images' results in index order in float64.
+- Data. In *persisted* mode each block is read from Zarr (normalised, not augmented) by a worker once and kept
+  there as one future; in *stream* mode (``stream=True``, chosen automatically when the data would not fit in the
+  workers' memory) each task reads its own images from Zarr, so only the images of the current batch are ever
+  loaded. Both modes run the same pure function on the same arrays with the same blocks, hence give the same
+  results.
+- Tasks. ``_chunk_task(net, data, params, weights, spec, seed, epoch, indices, ...)`` is a pure function of its
+  arguments (augmentation is a pure function of (seed, epoch, index)), so Dask may run or re-run it on any
   worker: a lost worker's tasks are recomputed elsewhere with the same result.
-- Reduction. Per-image results are packed into one float64 vector ``[loss, class_loss(K), class_count(K),
-  class_errors(K), gradient(n)]`` and added pairwise, level by level, in image-index order: ((r0+r1)+(r2+r3))+...
-  The tree's shape depends only on the batch, never on worker count or task placement, so the sum is
-  bit-identical on any cluster (given the same threads per worker, see `cluster`).
+- Reduction. Results are packed into one float64 vector ``[loss, class_loss(K), class_count(K), class_errors(K),
+  gradient(n)]``; chunk vectors are summed in the fixed fan-in-8 tree of `chunks.tree_levels`, in block order.
+  Nothing depends on worker count, placement or thread count (the kernels' own reductions use a fixed number of
+  slabs, `kernels._head.SLABS`), so the sum is bit-identical on any cluster.
 - Parameters travel once per evaluation (``scatter(broadcast=True)``: every worker gets a replica, so a killed
   worker cannot take the only copy with it).
 """
@@ -19,28 +23,33 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import ClusterError
 from ..fragment import dense_loss_grad
 from ..params import n_params, unravel
+from .chunks import CHUNK_SECONDS, FANIN, image_cost, plan_chunks, tree_levels
 
 
 # ------------------------------------------------------------------------------------ pure worker functions
-def _load(dataset, index: int):
-    """Image ``index`` normalised (not augmented) and its labels: what a worker keeps in persisted mode."""
-    s = dataset.read(int(index), augment=None)
-    return s.image, s.labels
+def _load_block(dataset, indices):
+    """The images of one hold block, normalised (not augmented), with their labels: what a worker keeps in
+    persisted mode, as {index: (image, labels)}."""
+    out = {}
+    for i in indices:
+        s = dataset.read(int(i), augment=None)
+        out[int(i)] = (s.image, s.labels)
+    return out
 
 
 def _sample(data, spec, seed: int, epoch: int, index: int, ignore_index: int):
-    """The (augmented) training sample: ``data`` is a held (image, labels) pair or a Dataset to read from."""
+    """The (augmented) training sample: ``data`` is a held block {index: (image, labels)} or a Dataset."""
     from ..data import augment
 
-    if isinstance(data, tuple):
-        image, labels = data
+    if isinstance(data, dict):
+        image, labels = data[int(index)]
         if spec is not None:
             image, labels = augment(image, labels, spec, seed, epoch, index, ignore_index)
         return image, labels
@@ -48,41 +57,60 @@ def _sample(data, spec, seed: int, epoch: int, index: int, ignore_index: int):
     return s.image, s.labels
 
 
-def _grad_task(net, data, params, weights, spec, seed, epoch, index, ignore_index, dtype, grad):
-    t0 = time.perf_counter()
+def _image_vec(net, data, p, weights, spec, seed, epoch, index, ignore_index, dtype, grad):
+    """One image's packed float64 result [loss, class_loss, class_count, class_errors, gradient]."""
     image, labels = _sample(data, spec, seed, epoch, index, ignore_index)
-    p = unravel(net, params, dtype=np.dtype(dtype))
     r = dense_loss_grad(net, p, image, labels, class_weights=weights, ignore_index=ignore_index,
                         dtype=np.dtype(dtype), grad=grad)
     head = np.concatenate([[r.loss], r.class_loss, r.class_count, r.class_errors]).astype(np.float64)
-    vec = np.concatenate([head] + ([np.asarray(r.grad[name], np.float64).ravel() for name in p] if grad else []))
-    return vec, time.perf_counter() - t0
+    return np.concatenate([head] + ([np.asarray(r.grad[name], np.float64).ravel() for name in p] if grad else []))
 
 
-def _count_task(data, spec, seed, epoch, index, ignore_index, n_classes):
-    if isinstance(data, tuple):
-        from ..data import augment
-        _, labels = augment(None, data[1], spec, seed, epoch, index, ignore_index)
-    else:
-        labels = data.read(int(index), augment=spec, seed=seed, epoch=epoch).labels
-    return np.bincount(np.asarray(labels).ravel(), minlength=256)[:n_classes].astype(np.int64)
+def _chunk_task(net, data, params, weights, spec, seed, epoch, indices, ignore_index, dtype, grad):
+    """The summed packed results of a chunk's images, added in index order in float64, with timing:
+    (vector, task seconds, start, end of the gradient work, end of the reduction so far) -- wall clock times."""
+    t0, c0 = time.time(), time.perf_counter()
+    p = unravel(net, params, dtype=np.dtype(dtype))
+    vec = None
+    for i in indices:
+        v = _image_vec(net, data, p, weights, spec, seed, epoch, i, ignore_index, dtype, grad)
+        if vec is None:
+            vec = v
+        else:
+            vec += v
+    t1 = time.time()
+    return vec, time.perf_counter() - c0, t0, t1, t1
 
 
-def _add(a, b):
-    """Sum of two packed results (vector, seconds); the vector sum is float64 and elementwise (exact order)."""
-    return a[0] + b[0], a[1] + b[1]
+def _count_task(data, spec, seed, epoch, indices, ignore_index, n_classes):
+    """Summed per-class pixel counts of a chunk's (augmented) labels."""
+    from ..data import augment
+    total = np.zeros(n_classes, np.int64)
+    for i in indices:
+        if isinstance(data, dict):
+            _, labels = augment(None, data[int(i)][1], spec, seed, epoch, int(i), ignore_index)
+        else:
+            labels = data.read(int(i), augment=spec, seed=seed, epoch=epoch).labels
+        total += np.bincount(np.asarray(labels).ravel(), minlength=256)[:n_classes]
+    return total
 
 
-def tree_sum(items, add=_add):
-    """The fixed pairwise tree over a list in order (serial reference of `DaskOracle`'s reduction)."""
+def _add(*parts):
+    """Sum of packed chunk results, left to right in float64 (exact order), with their timings combined."""
+    vec = parts[0][0].copy()
+    for p in parts[1:]:
+        vec += p[0]
+    return (vec, sum(p[1] for p in parts), min(p[2] for p in parts), max(p[3] for p in parts), time.time())
+
+
+def tree_sum(items, add=_add, fanin: int = FANIN):
+    """The fixed reduction tree over a list in order (serial reference of `DaskOracle`'s reduction): see
+    `chunks.tree_levels`; a node with one child passes it on."""
     level = list(items)
     if not level:
         raise ValueError("nothing to reduce")
-    while len(level) > 1:
-        nxt = [add(level[j], level[j + 1]) for j in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
+    for groups in tree_levels(len(level), fanin):
+        level = [add(*level[a:b]) if b - a > 1 else level[a] for a, b in groups]
     return level[0]
 
 
@@ -90,7 +118,8 @@ def tree_sum(items, add=_add):
 @dataclass
 class Eval:
     """A reduced evaluation: ``loss`` = sum_images sum_c w_c L_c, ``grad`` (n,) float64 or None, per-class sums,
-    wall seconds on the driver and summed task seconds on the workers."""
+    wall seconds on the driver, summed task seconds on the workers, the number of gradient tasks (chunks) and
+    images, and where the wall time went (``timing``: broadcast, driver, reduction seconds; see `DaskOracle`)."""
     loss: float
     grad: np.ndarray | None
     class_loss: np.ndarray
@@ -100,6 +129,8 @@ class Eval:
     task_seconds: float
     n_tasks: int
     packed: np.ndarray  # the raw reduced vector (for bit-identity checks)
+    n_images: int = 0
+    timing: dict = field(default_factory=dict)
 
     @property
     def pixel_error(self) -> float:
@@ -115,18 +146,25 @@ class Eval:
         return float(np.mean(self.class_errors[present] / self.class_count[present]))
 
 
-def unpack(vec: np.ndarray, K: int, grad: bool, wall=0.0, seconds=0.0, n_tasks=0) -> Eval:
+def unpack(vec: np.ndarray, K: int, grad: bool, wall=0.0, seconds=0.0, n_tasks=0, n_images=0, timing=None) -> Eval:
     return Eval(loss=float(vec[0]), grad=vec[1 + 3 * K:].copy() if grad else None,
                 class_loss=vec[1:1 + K].copy(), class_count=vec[1 + K:1 + 2 * K].astype(np.int64),
                 class_errors=vec[1 + 2 * K:1 + 3 * K].astype(np.int64), wall=wall, task_seconds=seconds,
-                n_tasks=n_tasks, packed=vec)
+                n_tasks=n_tasks, packed=vec, n_images=n_images, timing=dict(timing or {}))
 
 
 class BaseOracle:
     """Common interface: ``evaluate(x, indices, weights, epoch, grad, augment)`` and
-    ``class_counts(indices, epoch, augment)`` (``augment=False``: the stored images, e.g. for validation)."""
+    ``class_counts(indices, epoch, augment)`` (``augment=False``: the stored images, e.g. for validation).
 
-    def __init__(self, net, dataset, *, augment=None, seed: int = 0, dtype="float32"):
+    Images are grouped into *hold blocks* when first seen (`hold`): `chunks.plan_chunks` over the sorted new
+    indices. A batch is computed as one chunk per block it touches (its images of that block), blocks in the order
+    they were made, so a full batch's chunks are its blocks and a mini-batch's chunks never span two blocks (in
+    persisted mode a chunk's images are then on one worker). The plan depends only on the index sets held and the
+    batch, so the same run sums in the same order whether its data are held or streamed, on any cluster."""
+
+    def __init__(self, net, dataset, *, augment=None, seed: int = 0, dtype="float32",
+                 chunk_seconds: float = CHUNK_SECONDS):
         self.net = net
         self.dataset = dataset
         self.spec = augment if (augment is not None and augment.active) else None
@@ -135,8 +173,34 @@ class BaseOracle:
         self.K = net.n_classes
         self.n = n_params(net)
         self.ignore = int(dataset.ignore_index)
+        self.chunk_seconds = float(chunk_seconds)
         self._counts = {}
+        self._blocks = []     # hold blocks: lists of image indices, in the order they were made
+        self._block_of = {}   # image index -> block number
         self.n_evals = 0
+
+    def _plan(self, indices) -> list[list[int]]:
+        """Make hold blocks for the images of ``indices`` not in one yet; returns the new blocks."""
+        new = sorted({int(i) for i in indices} - set(self._block_of))
+        sizes = self.dataset.sizes
+        blocks = plan_chunks(new, [image_cost(self.net, *sizes[i]) for i in new], self.chunk_seconds)
+        for b in blocks:
+            for i in b:
+                self._block_of[i] = len(self._blocks)
+            self._blocks.append(b)
+        return blocks
+
+    def hold(self, indices):
+        """Group these images into hold blocks (and, on a cluster in persisted mode, have workers keep them)."""
+        self._plan(indices)
+
+    def chunks(self, indices) -> list[tuple[int, list[int]]]:
+        """(block number, sorted images of the batch in that block) for every block the batch touches, in order."""
+        self.hold(indices)
+        by_block = {}
+        for i in sorted({int(i) for i in indices}):
+            by_block.setdefault(self._block_of[i], []).append(i)
+        return sorted(by_block.items())
 
     def class_counts(self, indices, epoch: int, augment: bool = True) -> np.ndarray:
         """Global class counts of the (augmented) labels of a batch; cached per batch (and epoch if augmented)."""
@@ -145,7 +209,7 @@ class BaseOracle:
         if key not in self._counts:
             if len(self._counts) > 256:
                 self._counts.clear()
-            self._counts[key] = self._count(list(key[0]), key[1], spec)
+            self._counts[key] = self._count(self.chunks(key[0]), key[1], spec)
         return self._counts[key]
 
     def close(self):
@@ -153,78 +217,82 @@ class BaseOracle:
 
 
 class LocalOracle(BaseOracle):
-    """The same tasks and tree run serially in this process (reference for tests, and tiny jobs)."""
+    """The same chunks and tree run serially in this process (reference for tests, and tiny jobs)."""
 
-    def _count(self, indices, epoch, spec):
-        return sum(_count_task(self.dataset, spec, self.seed, epoch, i, self.ignore, self.K) for i in indices)
+    def _count(self, chunks, epoch, spec):
+        return sum(_count_task(self.dataset, spec, self.seed, epoch, c, self.ignore, self.K) for _, c in chunks)
 
     def evaluate(self, x, indices, weights, epoch: int, grad: bool = True, augment: bool = True) -> Eval:
         t0 = time.perf_counter()
         spec = self.spec if augment else None
-        parts = [_grad_task(self.net, self.dataset, np.asarray(x, np.float64), weights, spec, self.seed,
-                            epoch, i, self.ignore, self.dtype, grad) for i in indices]
-        vec, sec = tree_sum(parts)
+        chunks = self.chunks(indices)
+        parts = [_chunk_task(self.net, self.dataset, np.asarray(x, np.float64), weights, spec, self.seed, epoch, c,
+                             self.ignore, self.dtype, grad) for _, c in chunks]
+        vec, sec = tree_sum(parts)[:2]
         self.n_evals += 1
-        return unpack(vec, self.K, grad, time.perf_counter() - t0, sec, len(parts))
+        return unpack(vec, self.K, grad, time.perf_counter() - t0, sec, len(parts), len(indices))
 
 
 _LOST = ("CancelledError", "FutureCancelledError", "FuturesCancelledError", "KilledWorker", "CommClosedError")
 
 
 class DaskOracle(BaseOracle):
-    """Per-image tasks on a Dask cluster (see the module docstring)."""
+    """Chunk tasks on a Dask cluster (see the module docstring). ``evaluate``'s ``timing``: ``broadcast`` (the
+    parameter scatter), ``driver`` (building and submitting the graph, unpacking), ``reduction`` (from the end of
+    the last gradient task to the reduced vector on the driver), the rest of the wall time being compute,
+    scheduling and imbalance."""
 
     def __init__(self, client, net, dataset, *, augment=None, seed: int = 0, dtype="float32", stream=False,
-                 retries: int = 3):
-        super().__init__(net, dataset, augment=augment, seed=seed, dtype=dtype)
+                 retries: int = 3, chunk_seconds: float = CHUNK_SECONDS):
+        super().__init__(net, dataset, augment=augment, seed=seed, dtype=dtype, chunk_seconds=chunk_seconds)
         self.client = client
         self.stream = bool(stream)
         self.retries = retries
         self.session = uuid.uuid4().hex[:8]
-        self._held = {}  # index -> future of (image, labels)
+        self._held = {}  # block number -> future of {index: (image, labels)}
 
     def hold(self, indices):
-        """Persisted mode: have workers read these images once and keep them (no-op when streaming)."""
-        if self.stream:
+        """Plan the new images' blocks; in persisted mode have workers read each block once and keep it."""
+        blocks = self._plan(indices)
+        if self.stream or not blocks:
             return
-        new = [int(i) for i in indices if int(i) not in self._held]
-        place = self._placement(new)
-        for i in new:
-            self._held[i] = self.client.submit(_load, self.dataset, i, key=f"mpf-image-{self.session}-{i}",
-                                               pure=False, workers=place.get(i),
-                                               allow_other_workers=True if i in place else False)
-        if new:  # surface read errors now, not in the middle of an iteration
-            self.client.gather([self._held[i] for i in new], errors="raise")
+        first = len(self._blocks) - len(blocks)
+        place = self._placement(blocks)
+        for j, b in enumerate(blocks, start=first):
+            self._held[j] = self.client.submit(_load_block, self.dataset, b, key=f"mpf-block-{self.session}-{j}",
+                                               pure=False, workers=place.get(j - first),
+                                               allow_other_workers=True if place else False)
+        # surface read errors now, not in the middle of an iteration
+        self.client.gather([self._held[j] for j in range(first, len(self._blocks))], errors="raise")
 
-    def _placement(self, indices) -> dict:
-        """Spread the images over the workers by pixel count (largest first onto the least-loaded worker), so
+    def _placement(self, blocks) -> dict:
+        """Spread the blocks over the workers by estimated cost (largest first onto the least-loaded worker), so
         each worker computes about the same share of every full-batch evaluation. Only a preference: placement
-        never changes a result, and a lost worker's images are re-read elsewhere."""
+        never changes a result, and a lost worker's blocks are re-read elsewhere."""
         try:
             addrs = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         except Exception:  # noqa: BLE001
             return {}
         if len(addrs) < 2:
             return {}
-        load = {a: 0 for a in addrs}
+        sizes = self.dataset.sizes
+        cost = [sum(image_cost(self.net, *sizes[i]) for i in b) for b in blocks]
+        load = {a: 0.0 for a in addrs}
         out = {}
-        for i in sorted(indices, key=lambda j: (-self.dataset.sizes[j][0] * self.dataset.sizes[j][1], j)):
+        for j in sorted(range(len(blocks)), key=lambda j: (-cost[j], j)):
             a = min(addrs, key=lambda k: (load[k], k))
-            out[i] = [a]
-            load[a] += self.dataset.sizes[i][0] * self.dataset.sizes[i][1]
+            out[j] = [a]
+            load[a] += cost[j]
         return out
 
-    def _data(self, i):
-        return self._held.get(int(i), self.dataset) if not self.stream else self.dataset
+    def _data(self, block):
+        return self.dataset if self.stream else self._held[block]
 
-    def _count(self, indices, epoch, spec):
-        if not self.stream:
-            self.hold(indices)
-        futs = [self.client.submit(_count_task, self._data(i), spec, self.seed, epoch, int(i), self.ignore,
-                                   self.K, key=f"mpf-count-{self.session}-{epoch}-{i}", pure=False)
-                for i in indices]
-        counts = self._gather(futs)
-        return np.sum(counts, axis=0).astype(np.int64)
+    def _count(self, chunks, epoch, spec):
+        futs = [self.client.submit(_count_task, self._data(b), spec, self.seed, epoch, c, self.ignore, self.K,
+                                   key=f"mpf-count-{self.session}-{epoch}-{b}-{c[0]}", pure=False)
+                for b, c in chunks]
+        return np.sum(self._gather(futs), axis=0).astype(np.int64)
 
     def _gather(self, futs):
         try:
@@ -233,12 +301,11 @@ class DaskOracle(BaseOracle):
             raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc})") from None
 
     def evaluate(self, x, indices, weights, epoch: int, grad: bool = True, augment: bool = True) -> Eval:
-        if not self.stream:
-            self.hold(indices)
         spec = self.spec if augment else None
+        chunks = self.chunks(indices)
         for attempt in range(self.retries + 1):
             try:
-                return self._evaluate(x, indices, weights, epoch, grad, spec)
+                return self._evaluate(x, chunks, weights, epoch, grad, spec)
             except Exception as exc:  # noqa: BLE001 - only Dask's "lost data" errors are retried
                 if type(exc).__name__ not in _LOST or attempt == self.retries:
                     raise
@@ -264,27 +331,32 @@ class DaskOracle(BaseOracle):
         except Exception:  # noqa: BLE001 - any failure to reach it means it is gone
             return False
 
-    def _evaluate(self, x, indices, weights, epoch, grad, spec):
+    def _submit_chunk(self, key, block, chunk, params, w, epoch, grad, spec):
+        return self.client.submit(_chunk_task, self.net, self._data(block), params, w, spec, self.seed, epoch,
+                                  chunk, self.ignore, self.dtype, grad, key=key, pure=False)
+
+    def _evaluate(self, x, chunks, weights, epoch, grad, spec):
         c = self.client
         t0 = time.perf_counter()
         self.n_evals += 1
         tag = f"{self.session}-{self.n_evals}"
         params = self._broadcast(np.asarray(x, np.float64))
+        t_cast = time.perf_counter()
         w = None if weights is None else np.asarray(weights, np.float64)
-        level = [c.submit(_grad_task, self.net, self._data(i), params, w, spec, self.seed, epoch, int(i),
-                          self.ignore, self.dtype, grad, key=f"mpf-grad-{tag}-{i}", pure=False)
-                 for i in indices]
-        depth = 0
-        while len(level) > 1:  # fixed pairwise tree in index order
-            depth += 1
-            nxt = [c.submit(_add, level[j], level[j + 1], key=f"mpf-add-{tag}-{depth}-{j // 2}", pure=False)
-                   for j in range(0, len(level) - 1, 2)]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            level = nxt
-        vec, sec = self._gather(level[0])
+        level = [self._submit_chunk(f"mpf-grad-{tag}-{b}-{ch[0]}", b, ch, params, w, epoch, grad, spec)
+                 for b, ch in chunks]
+        for depth, groups in enumerate(tree_levels(len(level)), start=1):  # the fixed tree in block order
+            level = [c.submit(_add, *level[a:b], key=f"mpf-add-{tag}-{depth}-{a}", pure=False) if b - a > 1
+                     else level[a] for a, b in groups]
+        t_sub = time.perf_counter()
+        vec, sec, _, grad_end, reduce_end = self._gather(level[0])
+        t_got, now = time.perf_counter(), time.time()
         del level, params
-        return unpack(vec, self.K, grad, time.perf_counter() - t0, sec, len(indices))
+        e = unpack(vec, self.K, grad, 0.0, sec, len(chunks), sum(len(ch) for _, ch in chunks))
+        e.wall = time.perf_counter() - t0
+        e.timing = {"broadcast": t_cast - t0, "driver": (t_sub - t_cast) + (e.wall - (t_got - t0)),
+                    "reduction": max(0.0, reduce_end - grad_end) + max(0.0, now - reduce_end)}
+        return e
 
     def close(self):
         futs = list(self._held.values())
