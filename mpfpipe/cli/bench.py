@@ -29,12 +29,41 @@ def _size(ctx, param, values):
 @click.option("--repeat", default=5, type=click.IntRange(1), help="Timed runs per case (median reported).")
 @click.option("--batch", default=256, type=click.IntRange(1), help="Windows per patch-mode batch.")
 @click.option("--peak/--no-peak", default=True, help="Also measure numpy's float32 matmul peak.")
-def bench(nets, sizes, modes, phases, repeat, batch, peak):
+@click.option("--distributed", is_flag=True,
+              help="Time distributed gradient evaluations instead (one JSON line per evaluation, then medians).")
+@click.option("--simulate", is_flag=True, help="--distributed: tasks sleep --task-seconds per image (no kernels).")
+@click.option("--task-seconds", type=click.FloatRange(min=0, min_open=True), default=0.005,
+              help="--simulate: seconds per image of a simulated gradient task.")
+@click.option("--images", type=click.IntRange(1), default=256, help="--distributed: images per evaluation.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="--distributed: local worker processes [default: one per core].")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="--distributed: Numba/BLAS threads per local worker [default: cores // workers].")
+@click.option("--scheduler", default=None, help="--distributed: join this Dask scheduler instead.")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,
+              help="--distributed: real gradients on this dataset's images [default: synthetic EM of --size].")
+def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate, task_seconds, images, workers,
+          threads, scheduler, dataset):
     """Time the fragment engine: one JSON object per case on stdout.
 
     With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and patch mode, train and infer.
+
+    With --distributed: the cost of a full-batch gradient evaluation on a cluster, split into broadcast, compute,
+    reduction, driver and idle time, with "seconds_per_eval" and "efficiency" (images x task seconds per image /
+    workers / seconds per evaluation), e.g.
+    mpfpipe bench --distributed --simulate --workers 16 --images 4096 --net steel --size 137x60 --task-seconds 0.005
     """
     from ..bench import dumps, run
 
+    if distributed:
+        from ..train.bench import measure
+        if len(nets) > 1 or len(sizes) > 1:
+            raise click.UsageError("--distributed takes one --net and one --size")
+        measure(net=nets[0] if nets else "steel", size=sizes[0] if sizes else (137, 60), images=images,
+                workers=workers, threads=threads, scheduler=scheduler, simulate=simulate,
+                task_seconds=task_seconds, repeat=repeat, dataset=dataset, emit=lambda r: click.echo(dumps(r)))
+        return
+    if simulate:
+        raise click.UsageError("--simulate needs --distributed")
     run(nets=list(nets), sizes=list(sizes), modes=modes or ("mpf", "patch"), phases=phases or ("train", "infer"),
         repeat=repeat, batch=batch, peak=peak, emit=lambda r: click.echo(dumps(r)))

@@ -1,101 +1,129 @@
-"""Measure the distributed gradient oracle: seconds per full-batch gradient evaluation for several worker counts,
-parallel efficiency, per-evaluation overhead (broadcast + scheduling + tree reduce + imbalance) as a fraction of
-compute, and peak memory per worker.
+"""``mpfpipe bench --distributed``: where the time of a distributed gradient evaluation goes.
 
-    python -m mpfpipe.train.bench DATASET.zarr --net n4 --workers 1,2 --images 2,8,32 --repeats 2
+One JSON line per evaluation on the given cluster (``--workers`` local processes, or ``--scheduler``), with the
+wall time split into ``broadcast`` (the parameter scatter), ``compute`` (the tasks' own seconds / workers: the
+ideal parallel time), ``reduction`` (from the last gradient task's end to the sum on the driver), ``driver``
+(building the graph, unpacking) and ``idle`` (the rest: scheduling latency and imbalance), plus
+``seconds_per_eval`` and ``efficiency`` = (images x task seconds per image / workers) / seconds_per_eval.
 
-compute = sum of the tasks' own seconds / min(workers, tasks) (the ideal parallel time), overhead = wall - compute.
-Peak memory is each worker process's maximum resident set size (ru_maxrss) after the run.
+``simulate=True``: the gradient tasks sleep ``task_seconds`` per image and return a vector of the net's real
+size, through the real chunk plan, broadcast, tasks and reduction tree; that measures the coordination cost of
+many worker processes on one machine. Otherwise real fragment gradients of synthetic EM images of ``size`` (or
+of ``dataset``'s images) are computed.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import statistics
+import tempfile
 import time
 
 import numpy as np
 
+from ..params import init_params, ravel
+from .chunks import CHUNK_SECONDS, FANIN, tree_levels
+from .oracle import DaskOracle
 
-def _maxrss_mb():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+def _sim_chunk(indices, params, n_out: int, seconds: float):
+    """A stand-in gradient task: sleeps ``seconds`` per image, returns a vector of the real size (and timings)."""
+    t0, c0 = time.time(), time.perf_counter()
+    time.sleep(seconds * len(indices))
+    vec = np.zeros(n_out)
+    vec[0] = len(indices) + float(params[0]) * 0.0
+    t1 = time.time()
+    return vec, time.perf_counter() - c0, t0, t1, t1
 
 
-def measure(dataset, net="n4", workers=(1, 2), images=(4,), repeats=2, threads=1, maps=None, hidden=None,
-            echo=print) -> list[dict]:
-    from ..arch import load_net, preset
-    from ..data import open_dataset
-    from ..params import init_params, ravel
+class _Shapes:
+    """The few dataset attributes the chunk plan reads, for simulated images of one size."""
+
+    def __init__(self, n: int, size, ignore_index: int = 255):
+        self.sizes = [tuple(size)] * int(n)
+        self.ignore_index = ignore_index
+        self.n_images = int(n)
+
+
+class SimOracle(DaskOracle):
+    """`DaskOracle` with sleeping tasks (no data, no kernels): the coordination path only."""
+
+    def __init__(self, client, net, n_images: int, size, task_seconds: float, chunk_seconds=CHUNK_SECONDS):
+        super().__init__(client, net, _Shapes(n_images, size), stream=True, chunk_seconds=chunk_seconds)
+        self.task_seconds = float(task_seconds)
+
+    def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec):
+        return self.client.map(_sim_chunk, [c for _, c in chunks], key=keys, pure=False, params=params,
+                               n_out=1 + 3 * self.K + self.n, seconds=self.task_seconds)
+
+    def _count(self, chunks, epoch, spec):
+        return np.ones(self.K, np.int64)
+
+
+def _row(e, workers, net, size, per_image, simulate):
+    seconds = e.wall
+    t = e.timing
+    compute = e.task_seconds / workers
+    row = {"eval": None, "simulate": simulate, "workers": workers, "net": net.name, "size": f"{size[0]}x{size[1]}",
+           "images": e.n_images, "chunks": e.n_tasks,
+           "tasks": e.n_tasks + sum(sum(1 for a, b in g if b - a > 1) for g in tree_levels(e.n_tasks, FANIN)),
+           "param_bytes": 8 * ravel(net, init_params(net, 0)).size, "seconds_per_eval": round(seconds, 4),
+           "broadcast": round(t["broadcast"], 4), "compute": round(compute, 4), "reduction": round(t["reduction"], 4),
+           "driver": round(t["driver"], 4)}
+    row["idle"] = round(seconds - t["broadcast"] - compute - t["reduction"] - t["driver"], 4)
+    row["task_seconds_per_image"] = round(per_image, 6)
+    row["efficiency"] = round(e.n_images * per_image / workers / seconds, 4)
+    return row
+
+
+def measure(net="steel", size=(137, 60), images: int = 256, workers: int | None = None, threads: int | None = None,
+            scheduler=None, simulate: bool = False, task_seconds: float = 0.005, repeat: int = 5,
+            dataset=None, chunk_seconds: float = CHUNK_SECONDS, emit=None) -> list[dict]:
+    """Run ``repeat`` evaluations (after one warm-up) and return (and ``emit``) one row per evaluation, then a
+    summary row of medians (``"eval": "median"``)."""
+    from ..arch import load_net
     from .cluster import connect
     from .driver import class_weights
-    from .oracle import DaskOracle
 
-    ds = open_dataset(dataset)
-    n = (preset(net, maps=maps, hidden=hidden, in_channels=ds.channels, n_classes=ds.n_classes)
-         if (maps or hidden) else load_net(net, in_channels=ds.channels, n_classes=ds.n_classes))
-    counts = [images] if isinstance(images, int) else list(images)
-    x = ravel(n, init_params(n, 0))
-    rows = []
-    for w in workers:
-        with connect(workers=w, threads=threads) as h:
-            oracle = DaskOracle(h.client, n, ds)
-            for m in counts:
-                idx = list(range(min(m, ds.n_images)))
-                t0 = time.perf_counter()
-                oracle.hold(idx)
-                hold = time.perf_counter() - t0
-                weights = class_weights(oracle.class_counts(idx, 0), True)
-                oracle.evaluate(x, idx, weights, 0, grad=True)  # warm-up: Numba kernels load in every worker
-                evals = []
-                for _ in range(repeats):
-                    e = oracle.evaluate(x, idx, weights, 0, grad=True)
-                    compute = e.task_seconds / min(w, len(idx))
-                    evals.append({"wall": e.wall, "compute": compute, "overhead": e.wall - compute,
-                                  "task_mean": e.task_seconds / len(idx)})
-                row = {"workers": w, "threads": threads, "images": len(idx), "size": list(ds.sizes[idx[0]]),
-                       "net": n.name, "hold_s": hold,
-                       "wall_s": float(np.median([e["wall"] for e in evals])),
-                       "compute_s": float(np.median([e["compute"] for e in evals])),
-                       "overhead_s": float(np.median([e["overhead"] for e in evals])),
-                       "task_s": float(np.median([e["task_mean"] for e in evals])), "evals": evals}
-                row["overhead_frac"] = row["overhead_s"] / row["compute_s"]
+    with connect(workers=workers, threads=threads, scheduler=scheduler, timeout=30) as h:
+        n_workers = len(h.client.scheduler_info(n_workers=-1)["workers"])
+        tmp = None
+        if simulate:
+            n = load_net(net)
+            oracle = SimOracle(h.client, n, images, size, task_seconds, chunk_seconds)
+            idx = list(range(images))
+        else:
+            from ..data import open_dataset, synth_em
+            if dataset is None:
+                tmp = tempfile.TemporaryDirectory(prefix="mpfpipe-bench-")
+                dataset = synth_em(f"{tmp.name}/bench.zarr", n_images=images, size=size, seed=0)
+            ds = open_dataset(dataset)
+            n = load_net(net, in_channels=ds.channels, n_classes=ds.n_classes)
+            idx = list(range(min(images, ds.n_images)))
+            size = tuple(ds.sizes[0])
+            oracle = DaskOracle(h.client, n, ds, chunk_seconds=chunk_seconds)
+        try:
+            oracle.hold(idx)
+            w = class_weights(oracle.class_counts(idx, 0), True)
+            x = ravel(n, init_params(n, 0))
+            oracle.evaluate(x, idx, w, 0, grad=True)  # warm-up: kernels load, connections open
+            rows = []
+            for k in range(repeat):
+                e = oracle.evaluate(x, idx, w, 0, grad=True)
+                per_image = task_seconds if simulate else e.task_seconds / e.n_images
+                row = _row(e, n_workers, n, size, per_image, simulate)
+                row["eval"] = k + 1
+                row["threads"] = h.threads
                 rows.append(row)
-                echo(json.dumps({k: v for k, v in row.items() if k != "evals"}))
-            rss = h.client.run(_maxrss_mb)
-            for row in rows:
-                if row["workers"] == w:
-                    row["peak_rss_mb"] = sorted(rss.values())
+                if emit:
+                    emit(row)
+        finally:
             oracle.close()
-    for r in rows:
-        base = next((b for b in rows if b["workers"] == 1 and b["images"] == r["images"]), None)
-        if base:
-            r["efficiency"] = base["wall_s"] / (r["workers"] * r["wall_s"])
-        echo(f"workers {r['workers']}, images {r['images']}: {r['wall_s']:.2f} s/eval"
-             + (f", efficiency {100 * r['efficiency']:.1f} %" if "efficiency" in r else "")
-             + f", overhead {r['overhead_s']:.3f} s = {100 * r['overhead_frac']:.2f} % of compute, "
-             f"peak RSS {[round(v) for v in r['peak_rss_mb']]} MB")
+            if tmp is not None:
+                tmp.cleanup()
+    summary = {k: (statistics.median(r[k] for r in rows) if isinstance(rows[0][k], float) else rows[0][k])
+               for k in rows[0]}
+    summary["eval"] = "median"
+    summary["repeat"] = repeat
+    rows.append(summary)
+    if emit:
+        emit(summary)
     return rows
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset")
-    ap.add_argument("--net", default="n4")
-    ap.add_argument("--maps", type=int, default=None)
-    ap.add_argument("--hidden", type=int, default=None)
-    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--images", default="4", help="comma-separated batch sizes (images per evaluation)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--json", default=None, help="write the rows here")
-    a = ap.parse_args(argv)
-    rows = measure(a.dataset, a.net, [int(w) for w in a.workers.split(",")],
-                   [int(m) for m in a.images.split(",")], a.repeats, a.threads,
-                   a.maps, a.hidden)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
-
-
-if __name__ == "__main__":
-    main()

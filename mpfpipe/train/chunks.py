@@ -22,9 +22,10 @@ the worker count, placement or timing, so the summation order -- and therefore e
   exceeds the number of images;
 - the boundaries split the cumulative estimated cost evenly, so chunks of unequal images still cost alike.
 
-Reduction: chunk results are summed in a fixed tree with fan-in ``FANIN`` (8): level by level, each node adds
-its (up to) 8 children left to right. Fewer levels than a pairwise tree (256 chunks: 3 levels, 37 add tasks, not
-255), so fewer tasks and transfers, in an order that again depends only on the number of chunks.
+Reduction: chunk results are summed in a fixed tree with fan-in ``FANIN`` (16): level by level, each node adds
+its (up to) 16 children left to right. Fewer levels than a pairwise tree (256 chunks: 2 levels, 17 add tasks, not
+255), so fewer tasks, transfers and latencies on the critical path, in an order that again depends only on the
+number of chunks.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import numpy as np
 CHUNK_SECONDS = 0.5        # target estimated seconds of one gradient task (at one thread)
 REFERENCE_RATE = 25e9      # flop/s of one thread on the steel net, measured (see the module docstring)
 IMAGE_OVERHEAD = 1e-3      # seconds per image outside the kernels (sampling, unravel, packing), measured
-FANIN = 8                  # children per node of the reduction tree
+FANIN = 16                 # children per node of the reduction tree
 
 
 def image_cost(net, h: int, w: int, phase: str = "train") -> float:

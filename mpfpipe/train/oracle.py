@@ -9,7 +9,7 @@ reduced in a fixed tree.
   workers' memory) each task reads its own images from Zarr, so only the images of the current batch are ever
   loaded. Both modes run the same pure function on the same arrays with the same blocks, hence give the same
   results.
-- Tasks. ``_chunk_task(net, data, params, weights, spec, seed, epoch, indices, ...)`` is a pure function of its
+- Tasks. ``_chunk_task(data, indices, net, params, weights, spec, seed, epoch, ...)`` is a pure function of its
   arguments (augmentation is a pure function of (seed, epoch, index)), so Dask may run or re-run it on any
   worker: a lost worker's tasks are recomputed elsewhere with the same result.
 - Reduction. Results are packed into one float64 vector ``[loss, class_loss(K), class_count(K), class_errors(K),
@@ -66,7 +66,7 @@ def _image_vec(net, data, p, weights, spec, seed, epoch, index, ignore_index, dt
     return np.concatenate([head] + ([np.asarray(r.grad[name], np.float64).ravel() for name in p] if grad else []))
 
 
-def _chunk_task(net, data, params, weights, spec, seed, epoch, indices, ignore_index, dtype, grad):
+def _chunk_task(data, indices, net, params, weights, spec, seed, epoch, ignore_index, dtype, grad):
     """The summed packed results of a chunk's images, added in index order in float64, with timing:
     (vector, task seconds, start, end of the gradient work, end of the reduction so far) -- wall clock times."""
     t0, c0 = time.time(), time.perf_counter()
@@ -101,6 +101,10 @@ def _add(*parts):
     for p in parts[1:]:
         vec += p[0]
     return (vec, sum(p[1] for p in parts), min(p[2] for p in parts), max(p[3] for p in parts), time.time())
+
+
+def _add_list(parts):
+    return _add(*parts)
 
 
 def tree_sum(items, add=_add, fanin: int = FANIN):
@@ -226,7 +230,7 @@ class LocalOracle(BaseOracle):
         t0 = time.perf_counter()
         spec = self.spec if augment else None
         chunks = self.chunks(indices)
-        parts = [_chunk_task(self.net, self.dataset, np.asarray(x, np.float64), weights, spec, self.seed, epoch, c,
+        parts = [_chunk_task(self.dataset, c, self.net, np.asarray(x, np.float64), weights, spec, self.seed, epoch,
                              self.ignore, self.dtype, grad) for _, c in chunks]
         vec, sec = tree_sum(parts)[:2]
         self.n_evals += 1
@@ -243,9 +247,10 @@ class DaskOracle(BaseOracle):
     scheduling and imbalance."""
 
     def __init__(self, client, net, dataset, *, augment=None, seed: int = 0, dtype="float32", stream=False,
-                 retries: int = 3, chunk_seconds: float = CHUNK_SECONDS):
+                 retries: int = 3, chunk_seconds: float = CHUNK_SECONDS, replicas: int | None = 2):
         super().__init__(net, dataset, augment=augment, seed=seed, dtype=dtype, chunk_seconds=chunk_seconds)
         self.client = client
+        self.replicas = replicas
         self.stream = bool(stream)
         self.retries = retries
         self.session = uuid.uuid4().hex[:8]
@@ -312,12 +317,19 @@ class DaskOracle(BaseOracle):
                 # a replica-less input was lost: the tasks are pure, so running the evaluation again is exact
 
     def _broadcast(self, vec):
-        """Scatter the parameters to every worker. A worker killed while receiving them breaks the scatter while
-        the scheduler is fine: then scatter again (same vector, so exact); give up only when the scheduler is
-        unreachable."""
+        """Scatter the parameters to ``replicas`` workers (all of them when None); tasks elsewhere fetch them from
+        a holder, and every worker that has them becomes one, so they spread as a tree instead of leaving the
+        scheduler once per worker. Two replicas: a killed worker cannot take the only copy with it. A worker
+        killed while receiving them breaks the scatter while the scheduler is fine: then scatter again (same
+        vector, so exact); give up only when the scheduler is unreachable."""
         for attempt in range(self.retries + 1):
             try:
-                return self.client.scatter(vec, broadcast=True, hash=False)
+                addrs = sorted(self.client.scheduler_info(n_workers=-1)["workers"]) if self.replicas else []
+                if not self.replicas or len(addrs) <= self.replicas:
+                    return self.client.scatter(vec, broadcast=True, hash=False)
+                k = self.n_evals % len(addrs)  # rotate the first holders over the workers
+                chosen = [addrs[(k + j) % len(addrs)] for j in range(self.replicas)]
+                return self.client.scatter(vec, workers=chosen, broadcast=True, hash=False)
             except (OSError, TimeoutError) as exc:
                 if attempt == self.retries or not self._scheduler_alive():
                     raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
@@ -331,9 +343,11 @@ class DaskOracle(BaseOracle):
         except Exception:  # noqa: BLE001 - any failure to reach it means it is gone
             return False
 
-    def _submit_chunk(self, key, block, chunk, params, w, epoch, grad, spec):
-        return self.client.submit(_chunk_task, self.net, self._data(block), params, w, spec, self.seed, epoch,
-                                  chunk, self.ignore, self.dtype, grad, key=key, pure=False)
+    def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec):
+        """The chunk tasks, submitted in one message (a `map`, not one `submit` per task: fewer scheduler calls)."""
+        return self.client.map(_chunk_task, [self._data(b) for b, _ in chunks], [c for _, c in chunks], key=keys,
+                               pure=False, net=self.net, params=params, weights=w, spec=spec, seed=self.seed,
+                               epoch=epoch, ignore_index=self.ignore, dtype=self.dtype, grad=grad)
 
     def _evaluate(self, x, chunks, weights, epoch, grad, spec):
         c = self.client
@@ -343,11 +357,13 @@ class DaskOracle(BaseOracle):
         params = self._broadcast(np.asarray(x, np.float64))
         t_cast = time.perf_counter()
         w = None if weights is None else np.asarray(weights, np.float64)
-        level = [self._submit_chunk(f"mpf-grad-{tag}-{b}-{ch[0]}", b, ch, params, w, epoch, grad, spec)
-                 for b, ch in chunks]
-        for depth, groups in enumerate(tree_levels(len(level)), start=1):  # the fixed tree in block order
-            level = [c.submit(_add, *level[a:b], key=f"mpf-add-{tag}-{depth}-{a}", pure=False) if b - a > 1
-                     else level[a] for a, b in groups]
+        level = self._submit_chunks([f"mpf-grad-{tag}-{b}-{ch[0]}" for b, ch in chunks], chunks, params, w, epoch,
+                                    grad, spec)
+        for depth, groups in enumerate(tree_levels(len(level), FANIN), start=1):  # the fixed tree in block order
+            nodes = [(a, b) for a, b in groups if b - a > 1]
+            sums = iter(c.map(_add_list, [level[a:b] for a, b in nodes], key=[f"mpf-add-{tag}-{depth}-{a}"
+                                                                              for a, _ in nodes], pure=False))
+            level = [next(sums) if b - a > 1 else level[a] for a, b in groups]
         t_sub = time.perf_counter()
         vec, sec, _, grad_end, reduce_end = self._gather(level[0])
         t_got, now = time.perf_counter(), time.time()

@@ -38,11 +38,12 @@ def test_image_cost_grows_with_pixels_and_net():
     assert image_cost(steel, 100, 100, "infer") < image_cost(steel, 100, 100, "train")
 
 
-def test_tree_levels_fan_in_8():
+def test_tree_levels():
     assert tree_levels(1) == []
-    assert tree_levels(8) == [[(0, 8)]]
-    assert tree_levels(20) == [[(0, 8), (8, 16), (16, 20)], [(0, 3)]]
-    assert len(tree_levels(256)) == 3
+    assert tree_levels(16) == [[(0, 16)]]
+    assert tree_levels(20) == [[(0, 16), (16, 20)], [(0, 2)]]
+    assert tree_levels(20, fanin=8) == [[(0, 8), (8, 16), (16, 20)], [(0, 3)]]
+    assert len(tree_levels(256)) == 2 and len(tree_levels(257)) == 3
 
 
 # ------------------------------------------------------------------------ full-size presets on real clusters

@@ -19,7 +19,7 @@ def test_tree_sum_is_the_fixed_fanin_tree():
     def add(*parts):
         seen.append(tuple(p[0][0] for p in parts))
         return _add(*parts)
-    vec, seconds = tree_sum(leaves, add)[:2]
+    vec, seconds = tree_sum(leaves, add, fanin=8)[:2]
     assert vec[0] == 190.0 and seconds == 20.0
     assert seen == [tuple(range(8)), tuple(range(8, 16)), (16, 17, 18, 19), (28.0, 92.0, 70.0)]
     assert tree_sum(leaves[:1], add)[0][0] == 0.0  # a lone leaf is passed on
