@@ -11,6 +11,7 @@ import numpy as np
 
 from ._runtime import apply_thread_limit
 from .arch import ConvOp, Net
+from .warmup import ensure_warm
 from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post, forward_head,
                       pool_backward, pool_forward, single_threaded_blas, use_direct)
 
@@ -57,6 +58,7 @@ def _head_layers(net: Net, params: dict, start: int) -> list:
 def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
     """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given."""
     apply_thread_limit()
+    ensure_warm(net, x.dtype)
     with single_threaded_blas():
         return _forward(net, params, x, dense, tape)
 

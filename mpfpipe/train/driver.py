@@ -13,6 +13,7 @@ from ..errors import ClusterError, OutputExistsError, TrainingError
 from ..loss import balanced_weights
 from ..model import Model, save_model
 from ..params import init_params, n_params, ravel, unravel
+from ..warmup import warm_workers
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
@@ -181,6 +182,10 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
                 say("data: larger than a quarter of the workers' memory, every task reads its image from Zarr")
         oracle = DaskOracle(client, net, ds, augment=spec, seed=seed, dtype=dtype, stream=stream,
                             chunk_seconds=config["chunk_seconds"])
+        warm = warm_workers(client, net, dtype)  # before the first step, the workers sharing the compiling out
+        if warm["compiled"]:
+            say(f"kernels: compiled {len(warm['compiled'])} kernel group(s) into the cache in {warm['seconds']:.1f} s "
+                "(once per machine; `mpfpipe warmup` does it ahead of time)")
         t0 = time.perf_counter()
         oracle.hold(train_idx)  # the train and validation images in blocks of their own: the chunk plan
         oracle.hold(val_idx)

@@ -1,0 +1,229 @@
+"""Compile the engine's kernels once per machine, not once per process.
+
+Every kernel is an ``@njit(cache=True)`` function: the first process that calls it compiles it (~25 s for all
+that a steel training step needs, on one core of the development VM) and writes Numba's on-disk cache; later
+processes load it in well under a second. Without care, every worker process of a fresh install or a new
+node compiles the same kernels at the same time. Here the kernels are grouped into *jobs* (a kernel family and
+a dtype: direct convolution, tap GEMMs, fused output layer, head, pooling, activations and loss), each compiled by
+calling the public kernel wrappers on tiny arrays, and each guarded by its own lock file and done marker in the
+cache folder:
+
+- a process that finds a job's marker skips it (Numba loads the kernels from its cache when they are called);
+- otherwise it takes the job's lock without waiting, compiles, writes the marker; a job whose lock another
+  process holds is left for later, so N processes starting together share the jobs out (2 workers: about half
+  the compile time each) and no job is ever compiled twice at the same time on one machine;
+- a crashed holder's lock is released by the kernel (``flock``), so its job is taken over.
+
+Markers are named after what Numba's cache depends on -- Numba's version, the CPU, and each kernel source file's
+modification time and size -- so a new install, an upgrade or another CPU compiles again instead of trusting a
+stale marker. `ensure_warm` runs before a process's first kernel call; ``mpfpipe warmup`` does it ahead of time
+(deploy/'s Dockerfile runs it, so containers start with a warm cache).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+_WARM = set()  # (net ops, dtype) this process has made sure of
+
+
+def _job_direct(dt):
+    from .kernels import conv_backward, conv_forward
+    x = np.ones((1, 2, 12, 12), dt)
+    w = np.full((4, 1, 3, 3), 0.1, dt)
+    y = conv_forward(x, w, np.zeros(4, dt), "tanh")
+    for need_dx in (True, False):
+        conv_backward(x, w, y, np.ones_like(y), "tanh", need_dx)
+
+
+def _job_taps(dt):
+    from .kernels import conv_backward, conv_forward
+    x = np.ones((12, 2, 12, 12), dt)
+    w = np.full((12, 12, 3, 3), 0.01, dt)
+    y = conv_forward(x, w, np.zeros(12, dt), "relu")
+    for need_dx in (True, False):
+        conv_backward(x, w, y, np.ones_like(y), "relu", need_dx)
+
+
+def _job_post(dt):
+    from .kernels import conv_backward_post, conv_forward_post
+    x = np.ones((12, 2, 12, 12), dt)
+    w, wp = np.full((16, 12, 3, 3), 0.01, dt), np.full((2, 16, 1, 1), 0.1, dt)
+    y, z = conv_forward_post(x, w, np.zeros(16, dt), "tanh", wp, np.zeros(2, dt))
+    for need_dx in (True, False):
+        conv_backward_post(x, w, y, np.ones_like(z), "tanh", need_dx, wp)
+
+
+def _job_head(dt):
+    from .kernels import backward_head, forward_head
+    x = np.ones((4, 2, 8, 8), dt)
+    layers = [(np.full((6, 4, 1, 1), 0.1, dt), np.zeros(6, dt), "tanh"),
+              (np.full((2, 6, 1, 1), 0.1, dt), np.zeros(2, dt), "linear")]
+    out = forward_head(x, layers)
+    for need_dx in (True, False):
+        backward_head(x, layers, np.ones_like(out), need_dx)
+
+
+def _job_pool(dt):
+    from .kernels import pool_backward, pool_forward
+    for dense, h in ((True, 9), (False, 8)):
+        x = np.arange(2 * 1 * h * h, dtype=dt).reshape(2, 1, h, h)
+        y, idx = pool_forward(x, 2, dense)
+        pool_backward(np.ones_like(y), idx, 2, dense, x.shape)
+
+
+def _job_act(dt):
+    from .kernels import act_backward, bias_act_forward
+    from .loss import xent
+    for act in ("linear", "tanh", "stanh", "relu"):
+        y = np.ones((2, 16), dt)
+        bias_act_forward(y, np.zeros(2, dt), act)
+        act_backward(np.ones_like(y), y, act)
+    for lab_dtype in (np.uint8, np.int64):
+        for grad in (True, False):
+            xent(np.zeros((2, 4, 4), dt), np.zeros((4, 4), lab_dtype), grad=grad)
+
+
+JOBS = {"direct": _job_direct, "taps": _job_taps, "post": _job_post, "head": _job_head, "pool": _job_pool,
+        "act": _job_act}
+
+
+def jobs_for(net) -> list[str]:
+    """The jobs whose kernels ``net``'s forward and backward passes call (steel: no tap GEMMs)."""
+    from .arch import ConvOp
+    from .kernels import use_direct
+    from .network import fused_output, head_start
+    hs, fused = head_start(net), fused_output(net)
+    body = net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]
+    convs = [op for op in body if isinstance(op, ConvOp)]
+    need = {"pool", "act"}
+    need |= {"direct" if use_direct(op.cin, op.cout, op.k) else "taps" for op in convs}
+    if fused:
+        need.add("post")
+    if hs < len(net.ops):
+        need.add("head")
+    return [j for j in JOBS if j in need]
+
+
+def cache_root() -> Path:
+    """Where the locks and markers live: Numba's cache folder when NUMBA_CACHE_DIR sets one, else beside the
+    kernels' own cache (``mpfpipe/kernels/__pycache__``) when writable, else ~/.cache/mpfpipe."""
+    import numba
+    if numba.config.CACHE_DIR:
+        root = Path(numba.config.CACHE_DIR)
+    else:
+        root = Path(__file__).parent / "kernels" / "__pycache__"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if not os.access(root, os.W_OK):
+                raise PermissionError
+        except OSError:
+            root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mpfpipe"
+    root = root / "mpfpipe-warmup"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _stamp() -> str:
+    """What Numba's cache validity depends on: its version, the CPU, every kernel source's mtime and size."""
+    import llvmlite.binding as llvm
+    import numba
+    parts = [numba.__version__, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()]
+    here = Path(__file__).parent
+    for src in sorted([*(here / "kernels").glob("*.py"), here / "loss.py"]):
+        st = src.stat()
+        parts.append(f"{src.name}:{st.st_mtime_ns}:{st.st_size}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _marker(root: Path, stamp: str, job: str, dtype: str) -> Path:
+    return root / f"{job}-{dtype}-{stamp}.done"
+
+
+def warmup(dtypes=("float32",), jobs=None) -> dict:
+    """Make sure every kernel job of ``dtypes`` is compiled into the cache, sharing the work with any other
+    process doing the same. Returns {"compiled": [jobs this process compiled], "ready": [jobs found compiled,
+    by an earlier or a concurrent process], "seconds": s, "cache": folder}."""
+    from ._runtime import apply_thread_limit
+    from .kernels import single_threaded_blas
+
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ValueError(f"warmup dtype {d!r}: choose from {', '.join(DTYPES)}")
+    t0 = time.perf_counter()
+    root, stamp = cache_root(), _stamp()
+    pending = [(j, d) for d in dtypes for j in (jobs or JOBS)]
+    done = {"compiled": [], "ready": []}
+    apply_thread_limit()
+    while pending:
+        for job, d in list(pending):
+            marker = _marker(root, stamp, job, d)
+            if marker.exists():
+                done["ready"].append(f"{job}-{d}")
+                pending.remove((job, d))
+                continue
+            with open(root / f"{job}-{d}.lock", "a+") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another process compiles it: do the next job meanwhile
+                try:
+                    if not marker.exists():
+                        with single_threaded_blas():
+                            JOBS[job](np.dtype(d))
+                        tmp = marker.with_suffix(f".{os.getpid()}.tmp")
+                        tmp.write_text(f"pid {os.getpid()}\n")
+                        os.replace(tmp, marker)
+                        done["compiled"].append(f"{job}-{d}")
+                        pending.remove((job, d))
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        if pending:  # the rest are being compiled elsewhere: wait for the first of them, then look again
+            job, d = pending[0]
+            with open(root / f"{job}-{d}.lock", "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    done["seconds"] = time.perf_counter() - t0
+    done["cache"] = str(root)
+    return done
+
+
+def ensure_warm(net, dtype) -> None:
+    """Before this process's first kernel call for ``net`` in ``dtype``: `warmup` the jobs it needs unless their
+    markers say they are done (cheap after the first call: a set lookup)."""
+    d = np.dtype(dtype).name
+    key = (tuple(op for op in net.ops), d)
+    if key in _WARM or d not in DTYPES:
+        return
+    try:
+        root, stamp = cache_root(), _stamp()
+        jobs = jobs_for(net)
+        if not all(_marker(root, stamp, j, d).exists() for j in jobs):
+            warmup((d,), jobs)
+    except OSError:
+        pass  # no writable cache folder: the kernels compile on first use, as without this module
+    _WARM.add(key)
+
+
+def _warm_task(net, dtype):
+    from ._runtime import apply_thread_limit
+    apply_thread_limit()
+    return warmup((np.dtype(dtype).name,), jobs_for(net))
+
+
+def warm_workers(client, net, dtype) -> dict:
+    """Run `warmup` for ``net``'s jobs on every worker of ``client`` at once (they share the compiling out);
+    returns {"workers": n, "compiled": [jobs compiled anywhere], "seconds": wall seconds}."""
+    t0 = time.perf_counter()
+    addrs = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    futs = [client.submit(_warm_task, net, dtype, workers=[a], allow_other_workers=False, pure=False,
+                          key=f"mpf-warmup-{os.getpid()}-{time.time_ns()}-{k}") for k, a in enumerate(addrs)]
+    results = client.gather(futs)
+    return {"workers": len(addrs), "compiled": sorted({j for r in results for j in r["compiled"]}),
+            "seconds": time.perf_counter() - t0}

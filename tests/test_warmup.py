@@ -1,0 +1,61 @@
+"""`mpfpipe warmup`: on a fresh cache, processes started together compile each kernel group exactly once between
+them, and afterwards steel / n3 / n4 training and inference load every kernel from the cache (no compile)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mpfpipe.arch import load_net
+from mpfpipe.warmup import JOBS, jobs_for
+
+MISSES = r"""
+import json, numpy as np
+from numba.core.registry import CPUDispatcher
+from mpfpipe import kernels
+from mpfpipe.arch import load_net
+from mpfpipe.fragment import dense_forward, dense_loss_grad
+from mpfpipe.kernels import _act, _blas, _direct, _head, _pool, _taps, _xent
+from mpfpipe.params import init_params
+for name in ("steel", "n3", "n4"):
+    net = load_net(name)
+    p = init_params(net, 0, np.float32)
+    img = np.random.default_rng(0).standard_normal((1, 19, 17)).astype(np.float32)
+    dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32)
+    dense_forward(net, p, img, dtype=np.float32)
+miss = {f"{m.__name__}.{k}": sum(v.stats.cache_misses.values()) for m in (_act, _blas, _direct, _head, _pool, _taps,
+        _xent) for k, v in vars(m).items() if isinstance(v, CPUDispatcher) and v.stats.cache_misses}
+hits = sum(sum(v.stats.cache_hits.values()) for m in (_act, _direct, _head, _pool, _taps, _xent)
+           for v in vars(m).values() if isinstance(v, CPUDispatcher))
+print(json.dumps({"misses": miss, "hits": hits}))
+"""
+
+
+def test_jobs_for_the_presets():
+    assert jobs_for(load_net("steel")) == ["direct", "head", "pool", "act"]
+    assert jobs_for(load_net("n4")) == ["direct", "taps", "post", "pool", "act"]
+
+
+@pytest.mark.slow
+def test_concurrent_warmups_share_the_compiling_and_cover_every_preset(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "MPFPIPE_NO_REEXEC": "1"}
+    cmd = [sys.executable, "-m", "mpfpipe", "warmup"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    a, b = (set(o["compiled"]) for o in outs)
+    every = {f"{j}-float32" for j in JOBS}
+    assert a | b == every and not a & b  # each group compiled once, by one of the two
+    again = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
+    assert again["compiled"] == [] and set(again["ready"]) == every
+    run = subprocess.run([sys.executable, "-c", MISSES], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["misses"] == {} and result["hits"] >= 10
