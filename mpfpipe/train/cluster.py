@@ -7,8 +7,8 @@ process per core with one thread each (no oversubscription, no parallel-loop ove
 the parallelism), or ``threads = cores // workers`` when fewer workers are asked for. The thread counts reach the
 worker processes through the nanny's environment (``MPFPIPE_THREADS``, applied with numba.set_num_threads, and
 ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, read before the BLAS starts). Reduced gradients are
-bit-identical for any number of workers *with the same threads per worker* (a kernel's float summation order may
-depend on its thread count); on an external cluster the thread count is whatever its workers were started with.
+bit-identical for any number of workers and any threads per worker (the chunk plan and the kernels' reduction
+slabs do not depend on either); on an external cluster the thread count is whatever its workers were started with.
 
 Network: the embedded scheduler, workers and dashboard listen on ``host`` (default loopback 127.0.0.1, so nothing
 is exposed to the network unless asked) on free ports.
