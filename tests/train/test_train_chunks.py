@@ -104,3 +104,17 @@ def test_full_size_presets_bit_identical_on_any_cluster(tiny_em, make_cluster, t
             assert np.array_equal(packed, ref), name
             assert np.array_equal(x, runs[0][1]), name
         assert not np.array_equal(runs[0][1], ravel(net, init_params(net, 0)))  # it did train
+
+
+def test_a_checkpoint_from_the_per_image_reduction_is_refused(tmp_path):
+    """Version 1 checkpoints summed per-image results pairwise: resuming them would not be bit-identical."""
+    import json
+
+    from mpfpipe.data import synth_em
+    from mpfpipe.errors import TrainingError
+    from mpfpipe.train import train
+    ds = synth_em(tmp_path / "d.zarr", n_images=2, size=(32, 32))
+    meta = {"format": "mpfpipe-checkpoint", "version": 1, "config": {}}
+    np.savez(tmp_path / "m.ckpt.npz", a_x=np.zeros(3), __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    with pytest.raises(TrainingError, match=r"older mpfpipe \(checkpoint version 1.*cannot continue bit-identically"):
+        train(ds, "steel", out=tmp_path / "m.safetensors", resume=True, progress=False)
