@@ -2,17 +2,20 @@
 
 Protocol of one step: the driver holds the parameters (float64) and the optimiser state; for a batch of images
 it first gets their global class counts (labels only; after that epoch's augmentation) and fixes the class
-weights, then every loss evaluation broadcasts the parameter vector once, runs one pure gradient task per image
-on the workers (images read from Zarr once and kept there, or streamed from Zarr for data larger than the workers'
-memory) and reduces the per-image (loss, gradient) results in a fixed binary tree ordered by image index, in
-float64. Optimisers (`optim`) take synchronous steps; a checkpoint (`checkpoint`) is written after every step.
+weights, then every loss evaluation sends the parameter vector out once, runs one pure gradient task per chunk of
+images on the workers (`chunks`: a plan that depends on the batch only; images read from Zarr once and kept
+there, or streamed from Zarr for data larger than the workers' memory) and reduces the chunks' (loss, gradient)
+results in a fixed tree in float64, so the result is bit-identical on any cluster. Optimisers (`optim`) take
+synchronous steps; a checkpoint (`checkpoint`) is written after every step.
 
-Modules: `cluster` (LocalCluster / join a scheduler, threads per worker), `oracle` (tasks and tree reduction),
-`optim` (GD-Armijo, L-BFGS, SGD-Armijo), `checkpoint`, `report` (log, PNG, summary), `driver` (`train`).
+Modules: `cluster` (LocalCluster / join a scheduler, threads per worker), `chunks` (the chunk plan and tree),
+`tasks` (what the workers run), `oracle` (the evaluation on Dask), `optim` (GD-Armijo, L-BFGS, SGD-Armijo, Adam),
+`checkpoint`, `report` (log, PNG, summary), `driver` (`train`), `bench` and `costmodel` (distributed timings).
 """
 from .cluster import ClusterHandle, choose_layout, connect
 from .driver import TrainResult, class_weights, train
-from .oracle import DaskOracle, Eval, LocalOracle, tree_sum
+from .oracle import DaskOracle, Eval, LocalOracle
+from .tasks import tree_sum
 
 __all__ = ["ClusterHandle", "DaskOracle", "Eval", "LocalOracle", "TrainResult", "choose_layout", "class_weights",
            "connect", "train", "tree_sum"]

@@ -9,15 +9,17 @@ reduced in a fixed tree.
   workers' memory) each task reads its own images from Zarr, so only the images of the current batch are ever
   loaded. Both modes run the same pure function on the same arrays with the same blocks, hence give the same
   results.
-- Tasks. ``_chunk_task(data, indices, net, params, weights, spec, seed, epoch, ...)`` is a pure function of its
+- Tasks. ``tasks._chunk_task(data, indices, net, params, weights, spec, seed, epoch, ...)`` is a pure function of its
   arguments (augmentation is a pure function of (seed, epoch, index)), so Dask may run or re-run it on any
   worker: a lost worker's tasks are recomputed elsewhere with the same result.
 - Reduction. Results are packed into one float64 vector ``[loss, class_loss(K), class_count(K), class_errors(K),
-  gradient(n)]``; chunk vectors are summed in the fixed fan-in-8 tree of `chunks.tree_levels`, in block order.
+  gradient(n)]``; chunk vectors are summed in the fixed fan-in-16 tree of `chunks.tree_levels`, in block order:
+  by add tasks on the workers, or, when all the chunk results together are small (`DRIVER_REDUCE_BYTES`), by the
+  driver as they arrive (the same additions in the same order: the same bits, without the add tasks' latency).
   Nothing depends on worker count, placement or thread count (the kernels' own reductions use a fixed number of
   slabs, `kernels._head.SLABS`), so the sum is bit-identical on any cluster.
-- Parameters travel once per evaluation (``scatter(broadcast=True)``: every worker gets a replica, so a killed
-  worker cannot take the only copy with it).
+- Parameters travel once per evaluation: scattered to two workers (so a killed worker cannot take the only copy
+  with it), and fetched from worker to worker by the tasks that need them.
 """
 from __future__ import annotations
 
@@ -28,94 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ClusterError
-from ..fragment import dense_loss_grad
-from ..params import n_params, unravel
+from ..params import n_params
 from .chunks import CHUNK_SECONDS, FANIN, image_cost, plan_chunks, tree_levels
-
-
-# ------------------------------------------------------------------------------------ pure worker functions
-def _load_block(dataset, indices):
-    """The images of one hold block, normalised (not augmented), with their labels: what a worker keeps in
-    persisted mode, as {index: (image, labels)}."""
-    out = {}
-    for i in indices:
-        s = dataset.read(int(i), augment=None)
-        out[int(i)] = (s.image, s.labels)
-    return out
-
-
-def _sample(data, spec, seed: int, epoch: int, index: int, ignore_index: int):
-    """The (augmented) training sample: ``data`` is a held block {index: (image, labels)} or a Dataset."""
-    from ..data import augment
-
-    if isinstance(data, dict):
-        image, labels = data[int(index)]
-        if spec is not None:
-            image, labels = augment(image, labels, spec, seed, epoch, index, ignore_index)
-        return image, labels
-    s = data.read(int(index), augment=spec, seed=seed, epoch=epoch)
-    return s.image, s.labels
-
-
-def _image_vec(net, data, p, weights, spec, seed, epoch, index, ignore_index, dtype, grad):
-    """One image's packed float64 result [loss, class_loss, class_count, class_errors, gradient]."""
-    image, labels = _sample(data, spec, seed, epoch, index, ignore_index)
-    r = dense_loss_grad(net, p, image, labels, class_weights=weights, ignore_index=ignore_index,
-                        dtype=np.dtype(dtype), grad=grad)
-    head = np.concatenate([[r.loss], r.class_loss, r.class_count, r.class_errors]).astype(np.float64)
-    return np.concatenate([head] + ([np.asarray(r.grad[name], np.float64).ravel() for name in p] if grad else []))
-
-
-def _chunk_task(data, indices, net, params, weights, spec, seed, epoch, ignore_index, dtype, grad):
-    """The summed packed results of a chunk's images, added in index order in float64, with timing:
-    (vector, task seconds, start, end of the gradient work, end of the reduction so far) -- wall clock times."""
-    t0, c0 = time.time(), time.perf_counter()
-    p = unravel(net, params, dtype=np.dtype(dtype))
-    vec = None
-    for i in indices:
-        v = _image_vec(net, data, p, weights, spec, seed, epoch, i, ignore_index, dtype, grad)
-        if vec is None:
-            vec = v
-        else:
-            vec += v
-    t1 = time.time()
-    return vec, time.perf_counter() - c0, t0, t1, t1
-
-
-def _count_task(data, spec, seed, epoch, indices, ignore_index, n_classes):
-    """Summed per-class pixel counts of a chunk's (augmented) labels."""
-    from ..data import augment
-    total = np.zeros(n_classes, np.int64)
-    for i in indices:
-        if isinstance(data, dict):
-            _, labels = augment(None, data[int(i)][1], spec, seed, epoch, int(i), ignore_index)
-        else:
-            labels = data.read(int(i), augment=spec, seed=seed, epoch=epoch).labels
-        total += np.bincount(np.asarray(labels).ravel(), minlength=256)[:n_classes]
-    return total
-
-
-def _add(*parts):
-    """Sum of packed chunk results, left to right in float64 (exact order), with their timings combined."""
-    vec = parts[0][0].copy()
-    for p in parts[1:]:
-        vec += p[0]
-    return (vec, sum(p[1] for p in parts), min(p[2] for p in parts), max(p[3] for p in parts), time.time())
-
-
-def _add_list(parts):
-    return _add(*parts)
-
-
-def tree_sum(items, add=_add, fanin: int = FANIN):
-    """The fixed reduction tree over a list in order (serial reference of `DaskOracle`'s reduction): see
-    `chunks.tree_levels`; a node with one child passes it on."""
-    level = list(items)
-    if not level:
-        raise ValueError("nothing to reduce")
-    for groups in tree_levels(len(level), fanin):
-        level = [add(*level[a:b]) if b - a > 1 else level[a] for a, b in groups]
-    return level[0]
+from .tasks import _add_list, _chunk_task, _count_task, _load_block, tree_sum
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -237,6 +154,10 @@ class LocalOracle(BaseOracle):
         return unpack(vec, self.K, grad, time.perf_counter() - t0, sec, len(parts), len(indices))
 
 
+# Up to this many bytes of chunk results per evaluation (steel: 128 chunks of 38 KB = 4.8 MB) the driver fetches
+# them and runs the tree itself; above it (n3 / n4 on many chunks) the tree's add tasks run on the workers, so no
+# single machine receives them all.
+DRIVER_REDUCE_BYTES = 64 << 20
 _LOST = ("CancelledError", "FutureCancelledError", "FuturesCancelledError", "KilledWorker", "CommClosedError")
 
 
@@ -251,6 +172,7 @@ class DaskOracle(BaseOracle):
         super().__init__(net, dataset, augment=augment, seed=seed, dtype=dtype, chunk_seconds=chunk_seconds)
         self.client = client
         self.replicas = replicas
+        self._addrs = None  # worker addresses for the broadcast, cached (a scheduler round trip less per step)
         self.stream = bool(stream)
         self.retries = retries
         self.session = uuid.uuid4().hex[:8]
@@ -322,15 +244,17 @@ class DaskOracle(BaseOracle):
         scheduler once per worker. Two replicas: a killed worker cannot take the only copy with it. A worker
         killed while receiving them breaks the scatter while the scheduler is fine: then scatter again (same
         vector, so exact); give up only when the scheduler is unreachable."""
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.retries + 1):  # the worker list is refreshed every 16 evaluations and on failure
             try:
-                addrs = sorted(self.client.scheduler_info(n_workers=-1)["workers"]) if self.replicas else []
+                if self.replicas and (attempt or self._addrs is None or self.n_evals % 16 == 0):
+                    self._addrs = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+                addrs = self._addrs or []
                 if not self.replicas or len(addrs) <= self.replicas:
                     return self.client.scatter(vec, broadcast=True, hash=False)
                 k = self.n_evals % len(addrs)  # rotate the first holders over the workers
                 chosen = [addrs[(k + j) % len(addrs)] for j in range(self.replicas)]
                 return self.client.scatter(vec, workers=chosen, broadcast=True, hash=False)
-            except (OSError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - e.g. a chosen worker just left: refresh the list, scatter again
                 if attempt == self.retries or not self._scheduler_alive():
                     raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
                                        f"{exc})") from None
@@ -359,14 +283,31 @@ class DaskOracle(BaseOracle):
         w = None if weights is None else np.asarray(weights, np.float64)
         level = self._submit_chunks([f"mpf-grad-{tag}-{b}-{ch[0]}" for b, ch in chunks], chunks, params, w, epoch,
                                     grad, spec)
-        for depth, groups in enumerate(tree_levels(len(level), FANIN), start=1):  # the fixed tree in block order
-            nodes = [(a, b) for a, b in groups if b - a > 1]
-            sums = iter(c.map(_add_list, [level[a:b] for a, b in nodes], key=[f"mpf-add-{tag}-{depth}-{a}"
-                                                                              for a, _ in nodes], pure=False))
-            level = [next(sums) if b - a > 1 else level[a] for a, b in groups]
-        t_sub = time.perf_counter()
-        vec, sec, _, grad_end, reduce_end = self._gather(level[0])
-        t_got, now = time.perf_counter(), time.time()
+        vec_bytes = 8 * (1 + 3 * self.K + (self.n if grad else 0))
+        if len(level) * vec_bytes <= DRIVER_REDUCE_BYTES:
+            # small results: fetch each chunk's as it finishes (transfers overlap the computing) and run the same
+            # fixed tree here -- the same additions in the same order, so the same bits, with no add tasks
+            from distributed import as_completed
+            t_sub = time.perf_counter()
+            got = {}
+            try:
+                for fut, res in as_completed(level, with_results=True):
+                    got[fut.key] = res
+            except (OSError, TimeoutError) as exc:
+                raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
+                                   f"{exc})") from None
+            t_got = time.perf_counter()
+            vec, sec, _, grad_end, _ = tree_sum([got[f.key] for f in level])
+            reduce_end = now = time.time()
+        else:
+            for depth, groups in enumerate(tree_levels(len(level), FANIN), start=1):  # the fixed tree, block order
+                nodes = [(a, b) for a, b in groups if b - a > 1]
+                sums = iter(c.map(_add_list, [level[a:b] for a, b in nodes],
+                                  key=[f"mpf-add-{tag}-{depth}-{a}" for a, _ in nodes], pure=False))
+                level = [next(sums) if b - a > 1 else level[a] for a, b in groups]
+            t_sub = time.perf_counter()
+            vec, sec, _, grad_end, reduce_end = self._gather(level[0])
+            t_got, now = time.perf_counter(), time.time()
         del level, params
         e = unpack(vec, self.K, grad, 0.0, sec, len(chunks), sum(len(ch) for _, ch in chunks))
         e.wall = time.perf_counter() - t0

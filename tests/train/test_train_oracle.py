@@ -8,7 +8,7 @@ import pytest
 from mpfpipe.data import AugmentSpec, open_dataset
 from mpfpipe.params import init_params, ravel
 from mpfpipe.train import DaskOracle, LocalOracle, class_weights, train, tree_sum
-from mpfpipe.train.oracle import _add
+from mpfpipe.train.tasks import _add
 
 
 def test_tree_sum_is_the_fixed_fanin_tree():
