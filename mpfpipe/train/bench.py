@@ -64,7 +64,8 @@ def _row(e, workers, net, size, per_image, simulate):
     compute = e.task_seconds / workers
     row = {"eval": None, "simulate": simulate, "workers": workers, "net": net.name, "size": f"{size[0]}x{size[1]}",
            "images": e.n_images, "chunks": e.n_tasks,
-           "tasks": e.n_tasks + sum(sum(1 for a, b in g if b - a > 1) for g in tree_levels(e.n_tasks, FANIN)),
+           "tasks": e.n_tasks + (0 if e.timing.get("driver_reduce") else
+                                 sum(sum(1 for a, b in g if b - a > 1) for g in tree_levels(e.n_tasks, FANIN))),
            "param_bytes": 8 * ravel(net, init_params(net, 0)).size, "seconds_per_eval": round(seconds, 4),
            "broadcast": round(t["broadcast"], 4), "compute": round(compute, 4), "reduction": round(t["reduction"], 4),
            "driver": round(t["driver"], 4)}

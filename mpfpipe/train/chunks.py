@@ -15,11 +15,13 @@ the worker count, placement or timing, so the summation order -- and therefore e
   reached on the steel net (~25 GFLOP/s at 100x100, 12 ms a step measured by ``mpfpipe bench``; the GEMM-bound
   n3 / n4 run faster, so their estimate is pessimistic, which only makes their chunks smaller);
 - a chunk should take about ``target`` estimated seconds (default ``CHUNK_SECONDS`` = 0.5 s at one thread: with
-  ~1 ms of scheduling per task that is 0.2 % of it);
-- the number of chunks is then rounded *up* to a number of the form 2^a or 3 * 2^a (1, 2, 3, 4, 6, 8, 12, 16,
-  24, ...), so a cluster of 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... workers gets an equal share of chunks of
-  equal cost (256 equal images on 2 workers: 8 chunks, 4 each; 4,096 on 16: 128 chunks, 8 each), and never
-  exceeds the number of images;
+  ~1 ms of scheduling per task that is 0.2 % of it); but a smaller batch is still cut into up to ``SPREAD`` (64)
+  chunks of at least ``MIN_CHUNK_SECONDS`` (0.2 s), so that up to 64 workers share it (32 steel images of
+  100x100, 0.44 s in all: 2 chunks, not 1; 256 of them, 3.5 s: 16 chunks, not 8);
+- the number of chunks is a power of two (rounded up from total / target, so chunks cost target/2 to target), so
+  a cluster of 1, 2, 4, 8, 16, ... workers gets an equal share of chunks of equal cost and any other count gets
+  shares within one chunk of each other (256 steel images of 100x100 on 2 workers: 16 chunks, 8 each; 4,096 of
+  137x60 on 16: 128 chunks, 8 each); it never exceeds the number of images;
 - the boundaries split the cumulative estimated cost evenly, so chunks of unequal images still cost alike.
 
 Reduction: chunk results are summed in a fixed tree with fan-in ``FANIN`` (16): level by level, each node adds
@@ -34,6 +36,8 @@ import math
 import numpy as np
 
 CHUNK_SECONDS = 0.5        # target estimated seconds of one gradient task (at one thread)
+MIN_CHUNK_SECONDS = 0.2    # ... but a batch of under SPREAD such chunks is cut into chunks down to this
+SPREAD = 64
 REFERENCE_RATE = 25e9      # flop/s of one thread on the steel net, measured (see the module docstring)
 IMAGE_OVERHEAD = 1e-3      # seconds per image outside the kernels (sampling, unravel, packing), measured
 FANIN = 16                 # children per node of the reduction tree
@@ -46,17 +50,21 @@ def image_cost(net, h: int, w: int, phase: str = "train") -> float:
 
 
 def nice_count(n: float) -> int:
-    """The smallest number >= n of the form 2^a or 3 * 2^a (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ...)."""
+    """The smallest power of two >= n (at least 1)."""
     n = max(1, int(math.ceil(n)))
-    best = 1 << max(0, (n - 1).bit_length())  # the power of two >= n
-    if n > 2:
-        best = min(best, 3 << (-(-n // 3) - 1).bit_length())  # 3 * the power of two >= n / 3
-    return best
+    return 1 << (n - 1).bit_length()
 
 
-def plan_chunks(indices, costs, target: float = CHUNK_SECONDS) -> list[list[int]]:
-    """Split ``indices`` (sorted, unique) into consecutive chunks of about ``target`` summed cost each.
-    ``costs[j]`` is the estimated cost of ``indices[j]``. A pure function of its arguments."""
+def _pow2_below(n: float) -> int:
+    """The largest power of two <= n (at least 1)."""
+    return 1 << max(0, int(math.floor(max(n, 1.0))).bit_length() - 1)
+
+
+def plan_chunks(indices, costs, target: float = CHUNK_SECONDS, floor: float = MIN_CHUNK_SECONDS,
+                spread: int = SPREAD) -> list[list[int]]:
+    """Split ``indices`` (sorted, unique) into consecutive chunks of about ``target`` summed cost each, or into up
+    to ``spread`` chunks of at least ``floor`` (at most ``target``) when that makes more of them. ``costs[j]`` is
+    the estimated cost of ``indices[j]``. A pure function of its arguments."""
     idx = [int(i) for i in indices]
     if not idx:
         return []
@@ -66,7 +74,8 @@ def plan_chunks(indices, costs, target: float = CHUNK_SECONDS) -> list[list[int]
         raise ValueError(f"chunk target must be positive, got {target!r}")
     c = np.asarray(costs, np.float64)
     total = float(c.sum())
-    m = min(len(idx), nice_count(total / target))
+    floor = min(floor, target)
+    m = min(len(idx), max(nice_count(total / target), min(spread, _pow2_below(total / floor))))
     if m == 1:
         return [idx]
     # boundary k goes where the cumulative cost first reaches k/m of the total (at least one image per chunk)

@@ -284,7 +284,8 @@ class DaskOracle(BaseOracle):
         level = self._submit_chunks([f"mpf-grad-{tag}-{b}-{ch[0]}" for b, ch in chunks], chunks, params, w, epoch,
                                     grad, spec)
         vec_bytes = 8 * (1 + 3 * self.K + (self.n if grad else 0))
-        if len(level) * vec_bytes <= DRIVER_REDUCE_BYTES:
+        here = len(level) * vec_bytes <= DRIVER_REDUCE_BYTES
+        if here:
             # small results: fetch each chunk's as it finishes (transfers overlap the computing) and run the same
             # fixed tree here -- the same additions in the same order, so the same bits, with no add tasks
             from distributed import as_completed
@@ -312,7 +313,7 @@ class DaskOracle(BaseOracle):
         e = unpack(vec, self.K, grad, 0.0, sec, len(chunks), sum(len(ch) for _, ch in chunks))
         e.wall = time.perf_counter() - t0
         e.timing = {"broadcast": t_cast - t0, "driver": (t_sub - t_cast) + (e.wall - (t_got - t0)),
-                    "reduction": max(0.0, reduce_end - grad_end) + max(0.0, now - reduce_end)}
+                    "reduction": max(0.0, reduce_end - grad_end) + max(0.0, now - reduce_end), "driver_reduce": here}
         return e
 
     def close(self):

@@ -8,22 +8,24 @@ import pytest
 from mpfpipe.train.chunks import image_cost, nice_count, plan_chunks, tree_levels
 
 
-def test_nice_count_is_the_smallest_2a_or_3_2a_at_least_n():
-    assert [nice_count(n) for n in range(1, 26)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16,
-                                                     24, 24, 24, 24, 24, 24, 24, 24, 32]
-    assert nice_count(0.2) == 1 and nice_count(97) == 128 and nice_count(129) == 192
+def test_nice_count_is_the_power_of_two_at_least_n():
+    assert [nice_count(n) for n in range(1, 18)] == [1, 2, 4, 4, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 16, 32]
+    assert nice_count(0.2) == 1 and nice_count(97.5) == 128
 
 
 def test_plan_splits_equal_images_into_equal_consecutive_chunks():
     idx = list(range(3, 259))  # 256 images
-    chunks = plan_chunks(idx, [0.0136] * 256, target=0.5)  # 3.48 s -> 7 chunks -> 8
-    assert [len(c) for c in chunks] == [32] * 8
+    chunks = plan_chunks(idx, [0.0136] * 256)  # 3.48 s: 8 chunks of ~0.5 s, but 16 of >= 0.2 s spread it wider
+    assert [len(c) for c in chunks] == [16] * 16
     assert sum(chunks, []) == idx
+    assert [len(c) for c in plan_chunks(list(range(4096)), [0.0119] * 4096)] == [32] * 128  # 48.7 s / 0.5
+    assert len(plan_chunks(list(range(32)), [0.0136] * 32)) == 2  # 0.44 s: two chunks of 0.22 s
+    assert len(plan_chunks(list(range(32)), [0.0136] * 32, spread=1)) == 1
 
 
 def test_plan_follows_costs_and_keeps_one_image_per_chunk_at_least():
-    chunks = plan_chunks(list(range(10)), [10.0] + [1.0] * 9, target=4.0)  # 19 -> 4.75 -> 6 chunks
-    assert chunks == [[0], [1], [2], [3], [4, 5, 6], [7, 8, 9]]
+    chunks = plan_chunks(list(range(10)), [10.0] + [1.0] * 9, target=4.0, floor=4.0)  # 19 -> 4.75 -> 8 chunks
+    assert chunks == [[0], [1], [2], [3], [4], [5], [6, 7], [8, 9]]  # the big image alone
     assert plan_chunks([5, 9], [100.0, 100.0], target=1.0) == [[5], [9]]  # never more chunks than images
     assert plan_chunks([4, 7, 8], [1e-3] * 3) == [[4, 7, 8]]
     assert plan_chunks([], []) == []
