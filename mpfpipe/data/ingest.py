@@ -170,7 +170,8 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     (train, val[, test]) stratified by "image holds a non-background pixel", seeded by ``seed``.
     Raises DataError / OutputExistsError; on failure nothing is left at ``output``.
     """
-    output = check_output(output, overwrite)
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    output = check_output(output, overwrite, inputs=sources)
     try:
         f = int(downsample)
     except (TypeError, ValueError):
@@ -226,4 +227,4 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
                               "class_names": names}}
     return write_dataset(output, records(), n=len(items), channels=channels, dtype=dtype, hmax=hmax, wmax=wmax,
                          class_names=names, label_mapping=mapping, with_masks=with_masks, split=split, seed=seed,
-                         provenance=provenance, downsample=f, overwrite=overwrite, progress=progress)
+                         provenance=provenance, downsample=f, overwrite=overwrite, progress=progress, inputs=sources)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, OutputExistsError
+from .. import _safety
+from ..errors import DataError
 from .layout import FORMAT_KEY, FORMAT_VERSION, IGNORE_INDEX, compressors
 from .splits import stratified_split
 
@@ -31,15 +32,11 @@ class Record:
     original_size: tuple[int, int] | None = None
 
 
-def check_output(output, overwrite: bool) -> Path:
-    """Fail early if OUTPUT exists (without overwrite) or is something we must not delete."""
+def check_output(output, overwrite: bool, inputs=()) -> Path:
+    """Fail early if OUTPUT exists (without overwrite), is not an mpfpipe dataset, or is / holds / lies in one
+    of ``inputs`` (see `mpfpipe._safety`)."""
     output = Path(output)
-    if output.exists() or output.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f"{output} exists; pass --overwrite (overwrite=True) to replace it")
-        if output.is_dir() and any(output.iterdir()) and not (output / "zarr.json").exists():
-            raise DataError(f"{output} is a non-empty directory that is not a Zarr store; refusing to overwrite "
-                            "it")
+    _safety.check_output(output, kinds=("dataset",), inputs=inputs, overwrite=overwrite)
     return output
 
 
@@ -69,14 +66,14 @@ def _combine(stats):
 def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, dtype, hmax: int, wmax: int,
                   class_names: list[str], label_mapping: dict, with_masks: bool = False, split=None,
                   seed: int = 0, provenance: dict | None = None, downsample: int = 1, overwrite: bool = False,
-                  progress: bool = False, extra_attrs: dict | None = None) -> Path:
+                  progress: bool = False, extra_attrs: dict | None = None, inputs=()) -> Path:
     """Store ``n`` records as a dataset at ``output`` (see :mod:`mpfpipe.data.layout`); returns the path."""
     import zarr
     from tqdm import tqdm
 
     from .. import __version__
 
-    output = check_output(output, overwrite).absolute()
+    output = check_output(output, overwrite, inputs).absolute()
     if n <= 0:
         raise DataError("no images to write")
     dtype = np.dtype(dtype)
@@ -158,18 +155,18 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             "positive": positive, "has_defect": positive, "class_counts": [c.tolist() for c in counts],
             "provenance": prov, **(extra_attrs or {})})
         group.attrs[FORMAT_KEY] = {"version": FORMAT_VERSION, "complete": True}  # last write
-        _replace(tmp, output, overwrite)
+        _replace(tmp, output, overwrite, inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output
 
 
-def _replace(tmp: Path, output: Path, overwrite: bool) -> None:
+def _replace(tmp: Path, output: Path, overwrite: bool, inputs=()) -> None:
     """Move the finished ``tmp`` to ``output``; an old output is moved aside first and deleted after."""
     old = None
     if output.exists() or output.is_symlink():
-        check_output(output, overwrite)
+        check_output(output, overwrite, inputs)  # again: it may have appeared while we ingested
         old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(output, old)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, _safety
 from ..errors import DataError, MpfError, OutputExistsError
 from . import omezarr
 from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
@@ -193,6 +193,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     if threshold is not None and not 0 <= positive < mdl.net.n_classes:
         raise DataError(f"positive class {positive} is not a class of this {mdl.net.n_classes}-class model")
     output = Path(output)
+    # never write over / into an input, nor over anything that is not an mpfpipe segmentation (mpfpipe._safety)
+    _safety.check_output(output, kinds=("segmentation",), inputs=[model_path, volume.path], overwrite=True)
     mmeta = _model_meta(model_path, mdl)
     settings = _settings(mmeta, volume, chunk, quantize, threshold, positive)
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,

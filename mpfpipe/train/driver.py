@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _safety
 from ..arch import PRESETS, Net, load_net, preset
-from ..errors import ClusterError, OutputExistsError, TrainingError
+from ..errors import ClusterError, TrainingError
 from ..loss import balanced_weights
 from ..model import Model, save_model
 from ..params import init_params, n_params, ravel, unravel
@@ -120,11 +121,10 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
              "checkpoint": Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.npz"),
              "log": Path(log) if log else out.with_name(out.stem + ".log.jsonl"),
              "plot": Path(plot) if plot else out.with_name(out.stem + ".loss.png")}
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     if files["checkpoint"].exists() and not (resume or overwrite):
         raise TrainingError(f"a checkpoint {files['checkpoint']} exists: pass --resume to continue that run or "
                             "--overwrite to start again")
+    _safety.check_train_outputs(files, inputs=[ds.path], overwrite=overwrite, resume=resume)
     train_idx = sorted(ds.split(train_split))
     val_idx = []
     if val_split:

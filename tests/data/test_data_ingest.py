@@ -193,7 +193,7 @@ def test_existing_output_not_a_store_is_not_overwritten(tmp_path):
     (out / "thesis.txt").write_text("x")
     with pytest.raises(OutputExistsError):
         ingest(paths, out)
-    with pytest.raises(DataError, match="not a Zarr store"):
+    with pytest.raises(OutputExistsError, match="mpfpipe did not write"):
         ingest(paths, out, overwrite=True)
     assert (out / "thesis.txt").exists()
 
