@@ -23,9 +23,10 @@ def _zarr_attrs(path: Path) -> dict | None:
 
 def model_info(path: Path) -> dict:
     from ..arch import net_from_dict
-    from ..model import read_metadata
+    from ..model import load_model, read_metadata
     from ..params import n_params
 
+    load_model(path)  # verifies the checksum: a damaged or edited model is reported, not described
     meta = read_metadata(path)
     arch = meta.get("architecture", {})
     net = net_from_dict({k: arch[k] for k in ("name", "in_channels", "window", "layers") if k in arch})

@@ -6,6 +6,7 @@ import json
 import click
 
 from . import cli
+from ..options import click_type
 from ._common import config_option
 
 
@@ -34,15 +35,15 @@ def _block(ctx, param, value):
 @click.argument("output")
 @click.option("--block", callback=_block, default="1,512,512",
               help="Block size Z,Y,X (or Y,X): one Dask task and one output chunk per block.")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=click_type("segment", "workers"), default=None,
               help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
-@click.option("--threads", type=int, default=None, help="Kernel threads per worker (default: cores / workers).")
+@click.option("--threads", type=click_type("segment", "threads"), default=None, help="Kernel threads per worker (default: cores / workers).")
 @click.option("--scheduler", default=None, help="Join this Dask scheduler (address or scheduler file) instead.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (otherwise an unfinished one resumes).")
 @click.option("--quantize", is_flag=True, help="Store probabilities as uint8 (round(255 p)) instead of float32.")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=click_type("segment", "threshold"), default=None,
               help="Label = p[positive class] > THRESHOLD instead of the arg-max.")
-@click.option("--positive", type=int, default=1, help="Class index that --threshold applies to.")
+@click.option("--positive", type=click_type("segment", "positive"), default=1, help="Class index that --threshold applies to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..options import check as check_options
 from .layout import IGNORE_INDEX, check_image_dtype
 from .sources import Item, resolve_sources
 from .splits import parse_split
@@ -170,6 +171,7 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     (train, val[, test]) stratified by "image holds a non-background pixel", seeded by ``seed``.
     Raises DataError / OutputExistsError; on failure nothing is left at ``output``.
     """
+    check_options("ingest", locals())
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     output = check_output(output, overwrite, inputs=sources)
     try:

@@ -180,7 +180,9 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     """Segment a whole volume into an OME-Zarr output; see the module doc. ``model`` is a model file path,
     ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx)."""
     from ..model import load_model
+    from ..options import check as check_options
 
+    check_options("segment", locals())
     model_path = Path(model)
     mdl = load_model(model_path)
     volume = open_volume(input)

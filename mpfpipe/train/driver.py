@@ -13,6 +13,7 @@ from ..arch import PRESETS, Net, load_net, preset
 from ..errors import ClusterError, TrainingError
 from ..loss import balanced_weights
 from ..model import Model, save_model
+from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cluster import connect, worker_memory
@@ -106,6 +107,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
 
     from ..data import open_dataset
 
+    check_options("train", locals())
     say = echo or (lambda *_: None)
     if optimizer not in OPTIMIZERS:
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
