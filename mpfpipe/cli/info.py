@@ -102,6 +102,25 @@ def run_info(path: Path) -> dict:
             "files": sorted(p.name for p in path.iterdir())}
 
 
+def verify(path, d: dict) -> dict:
+    """Read back every chunk of a dataset or segmentation against its checksums; MpfError naming the first
+    damaged chunk (and how many there are) if any is missing or damaged."""
+    if d["kind"] == "dataset":
+        from ..data import open_dataset
+        ds = open_dataset(path)
+        problems, n = ds.verify(), ds.n_images * (3 if ds.has_masks else 2)
+        fix = "re-ingest it"
+    elif d["kind"] == "segmentation":
+        from ..segment.verify import damaged_blocks
+        problems, n = [p for _, p in damaged_blocks(path)], d["blocks_done"] or 0
+        fix = "rerun the same segment command to recompute those blocks"
+    else:
+        return d
+    if problems:
+        raise MpfError(f"{len(problems)} damaged chunk(s) ({fix}); first: {problems[0]}")
+    return {**d, "verified": f"{n} {'chunks' if d['kind'] == 'dataset' else 'done blocks'} match their checksums"}
+
+
 def describe(path) -> dict:
     """A dict describing ``path``: a model file, a dataset, a segmentation output or a workflow run folder."""
     path = Path(path)
@@ -168,6 +187,8 @@ def _fmt_text(d: dict) -> str:
             lines.append(f"  step {sid:<12} {st['kind']:<9} {st['status']}"
                          + (f" in {secs:.1f} s" if secs is not None else ""))
         lines.append(f"  files         {', '.join(d['files'])}")
+    if d.get("verified"):
+        lines.append(f"  verified      {d['verified']}")
     return "\n".join(lines)
 
 
@@ -175,11 +196,15 @@ def _fmt_text(d: dict) -> str:
 @config_option
 @click.argument("path", type=click.Path())
 @click.option("--json", "json", is_flag=True, help="Print everything as JSON.")
+@click.option("--verify", is_flag=True, help="Datasets and segmentations: read every chunk back and compare it "
+                                            "with the checksum recorded when it was written (exit 1 if damaged).")
 def info_cmd(path, **kw):
     """Show what is in PATH: a model file (architecture, window, stride, classes, normalisation, training),
     a dataset (images, sizes, classes, class pixel counts, splits), a segmentation output (arrays,
     completeness) or a workflow run folder (steps and their status)."""
     d = describe(path)
+    if kw["verify"]:
+        d = verify(path, d)
     if kw["json"]:
         from ..workflow import json_safe
         click.echo(_json.dumps(json_safe(d), indent=2, default=str))

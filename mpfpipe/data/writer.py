@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _safety
+from .. import _integrity, _safety
 from ..errors import DataError
 from .layout import FORMAT_KEY, FORMAT_VERSION, IGNORE_INDEX, compressors
 from .splits import stratified_split
@@ -94,6 +94,7 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             masks = group.create_array("masks", shape=(n, hmax, wmax), chunks=(1, hmax, wmax), dtype=np.uint8,
                                        compressors=compressors(), fill_value=0)
         names, groups, sizes, original_sizes, counts, stats = [], [], [], [], [], []
+        sums = {"images": [], "labels": [], **({"masks": []} if with_masks else {})}  # per-chunk CRC-32
         pad_img = np.zeros((channels, hmax, wmax), dtype)
         pad_lab = np.full((hmax, wmax), IGNORE_INDEX, np.uint8)
         pad_mask = np.zeros((hmax, wmax), np.uint8)
@@ -120,6 +121,7 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             pad_img[:] = 0
             pad_img[:, :h, :w] = img
             images[i] = pad_img
+            sums["images"].append(_integrity.crc(pad_img))
             folded = lab
             if masks is not None:
                 msk = np.zeros((h, w), np.uint8) if rec.mask is None else (np.asarray(rec.mask) != 0)
@@ -128,10 +130,12 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
                 pad_mask[:] = 0
                 pad_mask[:h, :w] = msk
                 masks[i] = pad_mask
+                sums["masks"].append(_integrity.crc(pad_mask))
                 folded = np.where(msk != 0, lab, IGNORE_INDEX)
             pad_lab[:] = IGNORE_INDEX
             pad_lab[:h, :w] = lab
             labels[i] = pad_lab
+            sums["labels"].append(_integrity.crc(pad_lab))
             counts.append(np.bincount(folded.ravel(), minlength=256)[:k].astype(np.int64))
             x = img.reshape(channels, -1).astype(np.float64)
             mu = x.mean(axis=1)
@@ -153,7 +157,8 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             "sizes": sizes, "original_sizes": original_sizes, "downsample": int(downsample),
             "normalisation": {"mean": mean, "std": std}, "splits": splits, "names": names, "groups": groups,
             "positive": positive, "has_defect": positive, "class_counts": [c.tolist() for c in counts],
-            "provenance": prov, **(extra_attrs or {})})
+            "provenance": prov, "checksums": {"algorithm": _integrity.ALGORITHM, **sums},
+            **(extra_attrs or {})})
         group.attrs[FORMAT_KEY] = {"version": FORMAT_VERSION, "complete": True}  # last write
         _replace(tmp, output, overwrite, inputs)
     except BaseException:

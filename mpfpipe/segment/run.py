@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__, _safety
 from ..errors import DataError, MpfError, OutputExistsError
-from . import omezarr
+from . import omezarr, verify
 from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
 from .volume import open_volume
 
@@ -101,7 +101,7 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     with dask.config.set(prespawn_config()), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
-                         silence_logs=40) as cluster, Client(cluster) as client:
+                         silence_logs=50) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -163,13 +163,15 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
     if state.get("foreign"):
         raise OutputExistsError(f"{output} exists and is not an mpfpipe segmentation; pass --overwrite to replace "
                                 f"it or choose another output")
-    if state.get("complete"):
-        raise OutputExistsError(f"{output} is a complete segmentation; pass --overwrite to recompute it")
     old = state.get("settings", {})
     diff = [k for k in settings if old.get(k) != settings[k]]
+    if state.get("complete") and (diff or not verify.repair(output)):  # damaged blocks: recomputed below
+        raise OutputExistsError(f"{output} is a complete segmentation; pass --overwrite to recompute it")
     if diff:
         raise OutputExistsError(f"{output} is an unfinished segmentation made with different settings "
                                 f"({', '.join(diff)}); pass --overwrite to start again")
+    if not state.get("complete"):
+        verify.repair(output)  # a done block whose chunks were lost since is done again
     return True
 
 
