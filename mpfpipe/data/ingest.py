@@ -61,6 +61,9 @@ def resolve_mapping(values: set[int], *, label_map=None, positive=None, mask_thr
         k = max([v for v in lm.values() if v != IGNORE_INDEX], default=0) + 1
         default = [f"class{i}" for i in range(k)]
     elif positive is not None:
+        if values and int(positive) not in values:  # class 1 would be empty: nothing to learn
+            raise DataError(f"positive value {positive}: no label pixel has that value (label values: "
+                            f"{', '.join(map(str, sorted(values)[:12]))}{' ...' if len(values) > 12 else ''})")
         mapping, k = {"mode": "positive", "value": int(positive)}, 2
         default = ["background", "foreground"]
     elif values and max(values) < AUTO_IDENTITY_MAX:
@@ -80,6 +83,8 @@ def resolve_mapping(values: set[int], *, label_map=None, positive=None, mask_thr
         k = len(names)  # values >= k are reported by map_labels as outside the mapping
     if len(names) < k or len(names) < 1 or any(not n for n in names):
         raise DataError(f"class names {names}: need {k} non-empty names for the mapped class ids 0..{k - 1}")
+    if len(set(names)) != len(names):
+        raise DataError(f"class names {names} are not distinct")
     return mapping, [str(n) for n in names]
 
 

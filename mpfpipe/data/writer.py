@@ -146,6 +146,9 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             original_sizes.append(list(rec.original_size or (h, w)))
         if i + 1 != n:
             raise DataError(f"got {i + 1} images, expected {n}")
+        if not any(c.sum() for c in counts):
+            raise DataError(f"no labelled pixel in any of the {n} images (every pixel is ignore / masked out, "
+                            "e.g. by the label map): such a dataset has nothing to learn")
         positive = [bool(c[1:].sum() > 0) for c in counts]
         splits = stratified_split(positive, split, seed)
         mean, std = _combine([stats[j] for j in splits["train"]])

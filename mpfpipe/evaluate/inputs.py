@@ -42,8 +42,8 @@ def _read_any(path: str) -> np.ndarray:
     if not p.exists():
         raise DataError(f"{path} not found")
     if p.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-        return tifffile.imread(str(p))
+        from ..data.sources import read_tiff_stack
+        return read_tiff_stack(p)
     if p.suffix.lower() == ".npy":
         return np.load(str(p), allow_pickle=False)
     import zarr
