@@ -34,7 +34,10 @@ def bench(nets, sizes, modes, phases, repeat, batch, peak):
 
     With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and patch mode, train and infer.
     """
+    from ..arch import load_net
     from ..bench import dumps, run
 
+    for net in nets:  # a bad name fails here, in one line, not inside a benchmark subprocess
+        load_net(net)
     run(nets=list(nets), sizes=list(sizes), modes=modes or ("mpf", "patch"), phases=phases or ("train", "infer"),
         repeat=repeat, batch=batch, peak=peak, emit=lambda r: click.echo(dumps(r)))

@@ -53,9 +53,14 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     unfinished OUTPUT are skipped (automatic resume)."""
     from ..segment import segment as run
 
-    result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
-                 overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
-                 progress=not quiet)
+    try:
+        result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
+                     overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
+                     progress=not quiet)
+    except KeyboardInterrupt:
+        from ..errors import Interrupted
+        raise Interrupted(f"the finished blocks of {output} are kept; rerun the same command (without "
+                          "--overwrite) to compute the rest") from None
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

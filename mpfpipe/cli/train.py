@@ -90,6 +90,17 @@ def train_cmd(dataset, augment, val_split, **kw):
     """Train a max-pooling CNN on the whole images of DATASET.zarr with fragment (MPF) gradients on Dask."""
     from ..train import train
 
-    result = train(dataset, augment=_parse_augment(augment), val_split=val_split or None,
-                   echo=lambda msg: click.echo(msg, err=True), **kw)
+    try:
+        result = train(dataset, augment=_parse_augment(augment), val_split=val_split or None,
+                       echo=lambda msg: click.echo(msg, err=True), **kw)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        from ..errors import Interrupted
+        out = Path(kw["out"])
+        ckpt = Path(kw["checkpoint"]) if kw.get("checkpoint") else out.with_name(out.stem + ".ckpt.npz")
+        if ckpt.is_file():
+            raise Interrupted(f"the checkpoint {ckpt} holds the last finished step; continue with the same "
+                              "command plus --resume (or --resume --stop to write its best model now)") from None
+        raise Interrupted("before the first step finished: nothing to resume") from None
     click.echo(result.text)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _integrity, _safety
+from .. import _integrity, _lock, _safety
 from ..errors import DataError
 from .layout import FORMAT_KEY, FORMAT_VERSION, IGNORE_INDEX, compressors
 from .splits import stratified_split
@@ -63,6 +63,7 @@ def _combine(stats):
     return [float(v) for v in mean], [float(v) for v in std]
 
 
+@_lock.locked("output", "dataset")
 def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, dtype, hmax: int, wmax: int,
                   class_names: list[str], label_mapping: dict, with_masks: bool = False, split=None,
                   seed: int = 0, provenance: dict | None = None, downsample: int = 1, overwrite: bool = False,

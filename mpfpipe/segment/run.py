@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, _safety
-from ..errors import DataError, MpfError, OutputExistsError
+from .. import __version__, _lock, _safety
+from ..errors import ClusterError, DataError, MpfError, OutputExistsError
 from . import omezarr, verify
 from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
 from .volume import open_volume
@@ -87,10 +87,14 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     from .._runtime import prespawn_config, worker_env
 
     if scheduler:
-        if Path(scheduler).is_file():
-            client = Client(scheduler_file=scheduler)
-        else:
-            client = Client(scheduler)
+        try:
+            if Path(scheduler).is_file():
+                client = Client(scheduler_file=scheduler)
+            else:
+                client = Client(scheduler)
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler {scheduler} ({type(exc).__name__}: {exc}); is it "
+                               "running and is the address right?") from None
         try:
             yield client
         finally:
@@ -175,6 +179,7 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
     return True
 
 
+@_lock.locked("output", "segmentation")
 def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = None, threads: int | None = None,
             scheduler: str | None = None, overwrite: bool = False, quantize: bool = False,
             threshold: float | None = None, positive: int = 1, progress: bool = True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _safety
+from .. import _lock, _safety
 from ..arch import PRESETS, Net, load_net, preset
 from ..errors import ClusterError, TrainingError
 from ..loss import balanced_weights
@@ -82,6 +82,7 @@ def class_weights(counts, balance: bool) -> np.ndarray:
     return np.full(counts.shape, 1.0 / total if total else 0.0)
 
 
+@_lock.locked("out", "training output")
 def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
           batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10,
           balance: bool = True, augment=None,

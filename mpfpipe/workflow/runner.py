@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, _safety
+from .. import __version__, _lock, _safety
 from ._io import _write_json
 from .spec import Step, Workflow, WorkflowError, load_workflow, plan
 from .steps import RUNNERS
@@ -74,6 +74,11 @@ def _step_done(step: Step, state: dict) -> bool:
     return step.outputs["main"].exists()
 
 
+def _run_dir_of(a: dict) -> Path:
+    return Path(a["out"]) if a["out"] else Path("runs") / load_workflow(a["path"], a["sets"]).name
+
+
+@_lock.locked(_run_dir_of, "run folder", skip=lambda a: a["dry_run"])
 def run_workflow(path, sets=None, *, out=None, scheduler: str | None = None, scheduler_file: str | None = None,
                  workers: int | None = None, threads: int | None = None, overwrite: bool = False,
                  resume: bool = False, progress: bool = True, echo=None, dry_run: bool = False) -> dict:
