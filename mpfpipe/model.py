@@ -3,8 +3,9 @@
 Tensors use the PyTorch patch network's names and layouts (``convN.weight`` (out, in, k, k) as cross-correlation,
 ``fcN.weight`` (out, in) over the C-order flattened (C, e, e) input, biases (out,)). The metadata key ``mpfpipe``
 holds JSON with the architecture (every layer, with the names of its weight and bias tensors), window, stride,
-class names, input normalisation, mirror-padding mode, provenance, and a SHA-256 of the tensor bytes, so another
-program can rebuild the exact forward pass from the file alone and a tampered file is refused.
+class names, input normalisation, mirror-padding mode, provenance, and a SHA-256 of the tensor bytes and of the
+rest of the metadata (format 2; format 1 covered the tensors only and is still read), so another program can
+rebuild the exact forward pass from the file alone and a tampered file (tensors or metadata) is refused.
 """
 from __future__ import annotations
 

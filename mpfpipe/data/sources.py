@@ -141,6 +141,10 @@ def read_tiff_stack(path) -> np.ndarray:
                 raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
             if not series:
                 raise DataError(f"{path}: TIFF holds no image")
+            page = tuple(tif.pages[0].shape)  # the pages segment reads too: (Y, X) or interleaved RGB(A)
+            if not (len(page) == 2 or (len(page) == 3 and page[-1] in (3, 4))):
+                raise DataError(f"{path}: TIFF pages of shape {page} are not supported (need (Y, X) pages, one per "
+                                "image; write a stack with photometric='minisblack')")
             if len(series) == 1:
                 return series[0].asarray()
             kinds = {(tuple(s.shape), str(s.dtype)) for s in series}

@@ -230,7 +230,7 @@ class DaskOracle(BaseOracle):
         try:
             return self.client.gather(futs)
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc})") from None
+            raise self._lost(exc) from None
 
     def evaluate(self, x, indices, weights, epoch: int, grad: bool = True, augment: bool = True) -> Eval:
         if not self.stream:
@@ -253,9 +253,19 @@ class DaskOracle(BaseOracle):
                 return self.client.scatter(vec, broadcast=True, hash=False)
             except (OSError, TimeoutError) as exc:
                 if attempt == self.retries or not self._scheduler_alive():
-                    raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
-                                       f"{exc})") from None
+                    raise self._lost(exc) from None
                 time.sleep(0.5)
+
+    def _lost(self, exc) -> ClusterError:
+        """The error for a failed exchange: the scheduler gone, or up with no worker left."""
+        try:
+            workers = len(self.client.scheduler_info().get("workers", {})) if self._scheduler_alive() else None
+        except Exception:  # noqa: BLE001 - the scheduler is unreachable too
+            workers = None
+        if workers == 0:
+            return ClusterError(f"every Dask worker is gone (killed? out of memory?) while the scheduler still runs "
+                                f"({type(exc).__name__}: {exc})")
+        return ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc})")
 
     def _scheduler_alive(self) -> bool:
         try:
