@@ -5,7 +5,7 @@ deleted label chunk as "ignore" everywhere. Every chunk mpfpipe writes (one per 
 per segmentation block and array) gets a CRC-32 of its *decoded* C-order bytes, recorded when it is written and
 compared when it is read. The decoded bytes, not the stored file, because the check must also catch a chunk
 that is absent (it decodes to the fill value) and costs one pass over memory already decoded (zlib's crc32:
-about 6 GB/s on the development VM, 0.17 ms per MiB).
+5-6 GB/s on the development VM, 0.05 ms for a 512x512 uint8 image, against milliseconds for the read itself).
 """
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ _COMMON_CLUSTER = {"workers": Int(1, optional=True), "threads": Int(1, optional=
 OPTIONS: dict[str, dict] = {
     "ingest": {"positive": Int(optional=True), "mask_threshold": Int(0, 65534), "downsample": Int(1),
                "seed": Int(), "split": _SPLIT},
-    "synthetic": {"n_images": Int(1), "seed": Int(), "defect_fraction": Float(0, 1), "cell_size": Float(0, lo_open=True),
+    "synthetic": {"n_images": Int(1), "seed": Int(), "defect_fraction": Float(0, 1),
+                  "cell_size": Float(0, lo_open=True),
                   "size": Parsed("mpfpipe.data.synth:parse_size", "a size HxW", optional=False), "split": _SPLIT},
     "train": {"epochs": Int(0), "batch_size": Int(1), "lr": Float(0, lo_open=True, optional=True),
               "lr_halflife": Float(0), "memory": Int(1), "seed": Int(), "gtol": Float(0), "validate_every": Int(1),

@@ -18,9 +18,12 @@ from ._common import config_option
 @click.option("--image", default=None, help="Raw volume for the overlays (default: the segmented input).")
 @click.option("--truth-positive", type=int, default=None,
               help="Value of the positive class in a TRUTH label stack (ISBI 2012: 0 = membrane).")
-@click.option("--positive", type=click_type("evaluate", "positive"), default=1, help="Class id of the positive (membrane / defect) class.")
-@click.option("--threshold", type=click_type("evaluate", "threshold"), default=0.5, help="p(positive) above which a pixel is positive.")
-@click.option("--samples", type=click_type("evaluate", "samples"), default=5000, help="Pixels per class for the balanced error.")
+@click.option("--positive", type=click_type("evaluate", "positive"), default=1,
+              help="Class id of the positive (membrane / defect) class.")
+@click.option("--threshold", type=click_type("evaluate", "threshold"), default=0.5,
+              help="p(positive) above which a pixel is positive.")
+@click.option("--samples", type=click_type("evaluate", "samples"), default=5000,
+              help="Pixels per class for the balanced error.")
 @click.option("--seed", type=int, default=0, help="Seed of the balanced error's draw.")
 @click.option("--val", default=None, help="Validation image indices for detection, e.g. 0-9,12 (default: the "
                                           "truth dataset's split).")

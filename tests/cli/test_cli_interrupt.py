@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 
 def test_ctrl_c_during_train_is_one_line_and_resumable(tmp_path):
     from mpfpipe.data import synth_em
