@@ -62,7 +62,8 @@ def dataset_info(path: Path) -> dict:
             "classes": ds.class_names, "class_pixels": per_class, "ignore_index": ds.ignore_index,
             "splits": ds.split_sizes(), "with_positive_pixel": int(sum(ds.positive)), "masks": ds.has_masks,
             "normalisation": ds.normalisation, "downsample": ds.attrs.get("downsample"),
-            "sources": (ds.attrs.get("provenance") or {}).get("sources")}
+            "sources": (ds.attrs.get("provenance") or {}).get("sources"),
+            "checksums": bool(ds.attrs.get("checksums"))}
 
 
 def segmentation_info(path: Path, meta: dict) -> dict:
@@ -110,6 +111,10 @@ def verify(path, d: dict) -> dict:
         ds = open_dataset(path)
         problems, n = ds.verify(), ds.n_images * (3 if ds.has_masks else 2)
         fix = "re-ingest it"
+        if not ds.attrs.get("checksums"):  # made before mpfpipe recorded them: only readability was checked
+            if problems:
+                raise MpfError(f"{len(problems)} unreadable chunk(s) ({fix}); first: {problems[0]}")
+            return {**d, "verified": f"{n} chunks readable (no checksums recorded: an older dataset)"}
     elif d["kind"] == "segmentation":
         from ..segment.verify import damaged_blocks
         problems, n = [p for _, p in damaged_blocks(path)], d["blocks_done"] or 0
@@ -189,6 +194,10 @@ def _fmt_text(d: dict) -> str:
         lines.append(f"  files         {', '.join(d['files'])}")
     if d.get("verified"):
         lines.append(f"  verified      {d['verified']}")
+    elif k in ("dataset", "segmentation"):
+        recorded = d.get("checksums") if k == "dataset" else "checksums" in d["arrays"]
+        lines.append("  checksums     " + ("recorded per chunk, not read back here (--verify reads every chunk)"
+                                         if recorded else "none (written before mpfpipe recorded them)"))
     return "\n".join(lines)
 
 
