@@ -18,6 +18,7 @@ dropped. Every image/mask problem is a :class:`~mpfpipe.errors.DataError` that n
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,15 +116,13 @@ def file_size(path: Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------- stacks
-def read_tiff_stack(path) -> np.ndarray:
-    """Every page of a TIFF stack. A stack written in one call is one series; one written page by page
-    (tifffile's append mode, many tools) is one series per page, which ``tifffile.imread`` would cut to its
-    first page. A damaged file raises with the path named."""
+@contextlib.contextmanager
+def tiff_damage_check(path):
+    """Raise DataError naming ``path`` if tifffile logs a problem while the block runs: it logs a cut page chain
+    ("invalid page offset") and then reads on with fewer pages, which would silently drop slices."""
     import logging
 
-    import tifffile
-
-    class _Warnings(logging.Handler):  # tifffile logs a cut page chain ("invalid page offset") and reads on
+    class _Warnings(logging.Handler):
         def __init__(self):
             super().__init__(logging.WARNING)
             self.messages = []
@@ -135,7 +134,22 @@ def read_tiff_stack(path) -> np.ndarray:
     log.addHandler(seen)
     propagate, log.propagate = log.propagate, False
     try:
-        with tifffile.TiffFile(path) as tif:
+        yield seen
+        if seen.messages:
+            raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
+    finally:
+        log.removeHandler(seen)
+        log.propagate = propagate
+
+
+def read_tiff_stack(path) -> np.ndarray:
+    """Every page of a TIFF stack. A stack written in one call is one series; one written page by page
+    (tifffile's append mode, many tools) is one series per page, which ``tifffile.imread`` would cut to its
+    first page. A damaged file raises with the path named."""
+    import tifffile
+
+    try:
+        with tiff_damage_check(path) as seen, tifffile.TiffFile(path) as tif:
             series = tif.series
             if seen.messages:
                 raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
@@ -156,9 +170,6 @@ def read_tiff_stack(path) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds, none naming the file
         raise DataError(f"{path}: cannot read TIFF (truncated or not a TIFF? {type(exc).__name__}: {exc})") from None
-    finally:
-        log.removeHandler(seen)
-        log.propagate = propagate
 
 
 def load_stack(path: Path, kind: str) -> np.ndarray:

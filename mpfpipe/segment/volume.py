@@ -200,8 +200,10 @@ def open_volume(source) -> Volume:
     if p.suffix.lower() in TIFF_SUFFIXES:
         if not p.is_file():
             raise DataError(f"input {path} not found")
+        from ..data.sources import tiff_damage_check
         try:
-            return _open_tiff(path)
+            with tiff_damage_check(path):
+                return _open_tiff(path)
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - tifffile's errors do not name the file

@@ -41,6 +41,10 @@ def test_a_truncated_stack_is_an_error_naming_it(tmp_path, cut):
     with pytest.raises(DataError, match=f"{img}: (damaged TIFF|cannot read TIFF)"):
         ingest([img, lab], tmp_path / "d.zarr", positive=255)
     assert not (tmp_path / "d.zarr").exists()
+    if cut == "ifd":  # segment must not read on with the two pages left
+        from mpfpipe.segment import open_volume
+        with pytest.raises(DataError, match=f"{img}: damaged TIFF"):
+            open_volume(img)
 
 
 def test_a_text_file_named_tif_is_named(tmp_path):
