@@ -38,7 +38,12 @@ def prespawn_config() -> dict:
     counts would clash with Numba's already-started pool; they go through the Nanny's ``env`` instead."""
     import dask
     current = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    return {"distributed.nanny.pre-spawn-environ": {**current, **MALLOC_ENV}}
+    preload = [p for p in dask.config.get("distributed.worker.preload", default=[]) or [] if p != _PRELOAD]
+    return {"distributed.nanny.pre-spawn-environ": {**current, **MALLOC_ENV},
+            "distributed.worker.preload": [*preload, _PRELOAD]}  # workers leave Ctrl-C to the driver
+
+
+_PRELOAD = "mpfpipe._worker_init"
 
 
 def reexec_with_tuned_malloc(argv: list[str]) -> None:

@@ -12,6 +12,7 @@ convolutions, so the whole net compiles to a list of `ConvOp` / `PoolOp` (see `N
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,19 +223,30 @@ def _compile(layers, in_channels: int, e: int) -> tuple:
 
 
 # -- construction from dicts, files and presets ---------------------------------------------------------------
+def _whole(value, what: str) -> int:
+    """An integer as written (7, not 7.5 nor "7"): int() would silently turn k: 7.5 into 7."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArchitectureError(f"{what} = {value!r} must be an integer")
+    return int(value)
+
+
 def net_from_dict(d: dict) -> Net:
-    if not isinstance(d, dict) or "layers" not in d:
-        raise ArchitectureError("a network description needs a 'layers' list")
+    if not isinstance(d, dict) or not isinstance(d.get("layers"), list):
+        raise ArchitectureError("a network description needs a 'layers' list, e.g. [{type: conv, k: 5, maps: 8}, "
+                                "{type: pool, p: 2}, {type: fc, n: 2}]")
     layers = []
     for i, spec in enumerate(d["layers"], 1):
+        if not isinstance(spec, dict):
+            raise ArchitectureError(f"layer {i}: {spec!r} is not a mapping such as {{type: conv, k: 5, maps: 8}}")
         try:
             kind = spec["type"]
             if kind == "conv":
-                layers.append(Conv(int(spec["k"]), int(spec["maps"]), spec.get("act", "tanh")))
+                layers.append(Conv(_whole(spec["k"], f"layer {i}: k"), _whole(spec["maps"], f"layer {i}: maps"),
+                                   spec.get("act", "tanh")))
             elif kind == "pool":
-                layers.append(Pool(int(spec["p"])))
+                layers.append(Pool(_whole(spec["p"], f"layer {i}: p")))
             elif kind == "fc":
-                layers.append(FC(int(spec["n"]), spec.get("act", "tanh")))
+                layers.append(FC(_whole(spec["n"], f"layer {i}: n"), spec.get("act", "tanh")))
             else:
                 raise ArchitectureError(f"layer {i}: unknown type {kind!r} (conv, pool or fc)")
         except (KeyError, TypeError, ValueError) as exc:
@@ -242,7 +254,8 @@ def net_from_dict(d: dict) -> Net:
     # the class layer is linear unless the file says otherwise (and then validation explains)
     if layers and isinstance(layers[-1], FC) and "act" not in d["layers"][-1]:
         layers[-1] = FC(layers[-1].n, "linear")
-    return Net(tuple(layers), in_channels=int(d.get("in_channels", 1)), window=int(d.get("window", 0)),
+    return Net(tuple(layers), in_channels=_whole(d.get("in_channels", 1), "in_channels"),
+               window=_whole(d.get("window", 0), "window"),
                name=str(d.get("name", "custom")))
 
 

@@ -30,5 +30,9 @@ class ClusterError(MpfError):
     """The Dask cluster cannot be started or reached, or was lost during a run."""
 
 
+class Interrupted(MpfError):
+    """The user pressed Ctrl-C; the message says what was kept and how to continue (exit code 130)."""
+
+
 class TrainingError(MpfError):
     """Training cannot start or continue (bad options, incompatible checkpoint, ...)."""

@@ -50,6 +50,8 @@ def xent(logits: np.ndarray, labels: np.ndarray, class_weights=None, ignore_inde
     w = np.ones(K) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
     if w.shape != (K,):
         raise ValueError(f"class_weights must have {K} values")
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError(f"class_weights {w.tolist()} must be finite and >= 0")
     class_loss = np.zeros(K)
     class_count = np.zeros(K, dtype=np.int64)
     class_errors = np.zeros(K, dtype=np.int64)

@@ -3,8 +3,9 @@
 Tensors use the PyTorch patch network's names and layouts (``convN.weight`` (out, in, k, k) as cross-correlation,
 ``fcN.weight`` (out, in) over the C-order flattened (C, e, e) input, biases (out,)). The metadata key ``mpfpipe``
 holds JSON with the architecture (every layer, with the names of its weight and bias tensors), window, stride,
-class names, input normalisation, mirror-padding mode, provenance, and a SHA-256 of the tensor bytes, so another
-program can rebuild the exact forward pass from the file alone and a tampered file is refused.
+class names, input normalisation, mirror-padding mode, provenance, and a SHA-256 of the tensor bytes and of the
+rest of the metadata (format 2; format 1 covered the tensors only and is still read), so another program can
+rebuild the exact forward pass from the file alone and a tampered file (tensors or metadata) is refused.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .fragment import PAD_MODE
 from .params import from_torch_layout, param_specs, to_torch_layout
 
 FORMAT = "mpfpipe-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the SHA-256 covers the metadata too (1: the tensors only; still read)
 
 
 @dataclass
@@ -43,6 +44,24 @@ class Model:
             self.class_names = [f"class{i}" for i in range(self.net.n_classes)]
         if len(self.class_names) != self.net.n_classes:
             raise ModelFileError(f"{len(self.class_names)} class names for a {self.net.n_classes}-class net")
+        if len(set(map(str, self.class_names))) != len(self.class_names):
+            raise ModelFileError(f"class names {list(self.class_names)} are not distinct")
+        check_normalisation(self.normalisation, self.net.in_channels)
+
+
+def check_normalisation(norm, channels: int, what: str = "model") -> None:
+    """Per-channel mean / std: ``channels`` finite values each, std > 0 (a std of 0 divides by zero)."""
+    import math
+    try:
+        mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{what}: normalisation {norm!r} is not {{'mean': [...], 'std': [...]}} of numbers") \
+            from None
+    if len(mean) != channels or len(std) != channels:
+        raise ModelFileError(f"{what}: normalisation has {len(mean)} mean / {len(std)} std values for "
+                             f"{channels} channel(s)")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise ModelFileError(f"{what}: normalisation mean {mean} / std {std} must be finite with std > 0")
 
 
 def _architecture(net: Net) -> dict:
@@ -60,8 +79,13 @@ def _architecture(net: Net) -> dict:
     return d
 
 
-def _digest(tensors: dict) -> str:
+def _digest(tensors: dict, meta: dict | None = None) -> str:
+    """SHA-256 of the tensors (name, dtype, shape, bytes) and, from format 2 on, of the metadata (canonical
+    JSON without the digest itself), so an edited normalisation or class list is detected too."""
     h = hashlib.sha256()
+    if meta is not None:
+        h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True,
+                            separators=(",", ":")).encode())
     for name in sorted(tensors):
         t = np.ascontiguousarray(tensors[name])
         h.update(name.encode())
@@ -84,7 +108,8 @@ def save_model(model: Model, path, *, overwrite: bool = False, dtype=np.float32)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": _architecture(model.net),
             "class_names": list(model.class_names), "normalisation": model.normalisation,
             "padding": model.padding, "ignore_index": model.ignore_index, "provenance": provenance,
-            "sha256": _digest(tensors)}
+            }
+    meta["sha256"] = _digest(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -132,8 +157,9 @@ def load_model(path) -> Model:
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001
         raise ModelFileError(f"{path}: cannot read tensors (truncated or corrupt?): {exc}") from None
-    if _digest(tensors) != meta.get("sha256"):
-        raise ModelFileError(f"{path}: tensor checksum mismatch: the file was modified or damaged")
+    covered = meta if meta.get("format_version", 1) >= 2 else None  # format 1: tensors only
+    if _digest(tensors, covered) != meta.get("sha256"):
+        raise ModelFileError(f"{path}: checksum mismatch: the file was modified or damaged")
     try:
         arch = dict(meta["architecture"])
         net = net_from_dict({k: arch[k] for k in ("name", "in_channels", "window", "layers")})
@@ -145,7 +171,9 @@ def load_model(path) -> Model:
         return Model(net=net, params=params, class_names=meta["class_names"], normalisation=meta["normalisation"],
                      padding=meta.get("padding", PAD_MODE), ignore_index=meta.get("ignore_index", 255),
                      provenance=meta.get("provenance", {}))
-    except ModelFileError:
-        raise
+    except ModelFileError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ModelFileError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: inconsistent model file ({type(exc).__name__}: {exc})") from None

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -65,3 +66,18 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "bad2.yaml").write_text("layers:\n  - {type: conv, k: 3}\n")
     with pytest.raises(ArchitectureError, match="layer 1: malformed"):
         load_net(tmp_path / "bad2.yaml")
+
+
+@pytest.mark.parametrize("desc,needle", [
+    ({"layers": 5}, "needs a 'layers' list"),
+    ({"layers": [5]}, "layer 1: 5 is not a mapping"),
+    ({"window": 34, "layers": [{"type": "conv", "k": 7.5, "maps": 2}, {"type": "fc", "n": 2}]},
+     "layer 1: k = 7.5 must be an integer"),
+    ({"window": 34, "layers": [{"type": "conv", "k": 7, "maps": "8"}, {"type": "fc", "n": 2}]},
+     "layer 1: maps = '8' must be an integer"),
+    ({"window": 34.5, "layers": [{"type": "fc", "n": 2}]}, "window = 34.5 must be an integer"),
+])
+def test_network_files_with_non_integers_are_refused(desc, needle):
+    from mpfpipe.arch import net_from_dict
+    with pytest.raises(ArchitectureError, match=re.escape(needle)):
+        net_from_dict(desc)

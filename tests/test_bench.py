@@ -1,17 +1,34 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
-from mpfpipe.bench import flops
 from mpfpipe.arch import preset
+from mpfpipe.bench import flops
 from mpfpipe.cli import cli
 
 
-def test_flop_count_of_n4_dense_job():
-    # conv2 of n4 on a 512x512 image: 4 fragments of 297x297 outputs, 5x5x48x48 MACs each
+def _n4_dense_macs():
+    """n4 (95x95, stride 16) on 512x512, re-derived by hand: the image is mirror-padded to 512 + 94 = 606,
+    every 2x2 pool multiplies the fragments by 4 and maps (n - 1) // 2 rows; fc1 is a 3x3 conv of 48 -> 200."""
+    return [603 * 603 * 4 * 4 * 1 * 48,               # conv1 4x4, 1 fragment
+            4 * 297 * 297 * 5 * 5 * 48 * 48,          # conv2 5x5 on 301x301, 4 fragments
+            16 * 145 * 145 * 4 * 4 * 48 * 48,         # conv3 4x4 on 148x148, 16 fragments
+            64 * 69 * 69 * 4 * 4 * 48 * 48,           # conv4 4x4 on 72x72, 64 fragments
+            256 * 32 * 32 * 3 * 3 * 48 * 200,         # fc1 as 3x3 conv on 34x34, 256 fragments
+            256 * 32 * 32 * 1 * 1 * 200 * 2]          # fc2, one output per pixel: 256 * 32 * 32 = 512 * 512
+
+
+def test_flop_count_of_n4_dense_job_is_exact():
     net = preset("n4")
-    fl = flops(net, True, (512, 512), "infer")
-    assert 2 * 4 * 297 * 297 * 25 * 48 * 48 < fl < 400e9
+    macs = _n4_dense_macs()
+    assert flops(net, True, (512, 512), "infer") == 2 * sum(macs)
+    # training: forward, weight gradients of every layer, input gradients of all but the first
+    assert flops(net, True, (512, 512), "train") == 2 * (2 * sum(macs) + sum(macs[1:]))
+    # patch mode: one 95x95 window per patch, no fragments
+    assert flops(net, False, (512, 512), "infer", batch=3) == 2 * 3 * (
+        92 * 92 * 16 * 48 + 42 * 42 * 25 * 48 * 48 + 18 * 18 * 16 * 48 * 48 + 6 * 6 * 16 * 48 * 48
+        + 1 * 9 * 48 * 200 + 200 * 2)
 
 
 def test_bench_cli_prints_one_json_object_per_case():
@@ -21,9 +38,14 @@ def test_bench_cli_prints_one_json_object_per_case():
     rows = [json.loads(line) for line in res.output.strip().splitlines()]
     assert [(r["mode"], r["phase"]) for r in rows] == [("mpf", "train"), ("mpf", "infer"), ("patch", "train"),
                                                         ("patch", "infer")]
+    net = preset("steel")
     for r in rows:
-        assert {"net", "size", "mode", "phase", "seconds", "patches_per_s", "gflops", "peak_rss_mib",
-                "threads"} <= set(r)
+        mpf = r["mode"] == "mpf"
+        assert (r["net"], r["size"], r["repeat"]) == ("steel", "20x17" if mpf else "8x34x34", 1)
         assert r["seconds"] > 0 and r["peak_rss_mib"] > 0
+        # the rates are the counts over the measured time (up to the rounding of the printed values)
+        assert r["patches_per_s"] == pytest.approx((20 * 17 if mpf else 8) / r["seconds"], rel=2e-3, abs=0.1)
+        fl = flops(net, mpf, (20, 17), r["phase"], 1 if mpf else 8)
+        assert r["gflops"] == pytest.approx(fl / r["seconds"] / 1e9, rel=2e-3, abs=0.006)
     bad = CliRunner().invoke(cli, ["bench", "--size", "20by17"])
     assert bad.exit_code == 2 and "not a size" in bad.output

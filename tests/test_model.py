@@ -44,7 +44,9 @@ def test_no_overwrite_without_flag(tmp_path, model):
     save_model(model, tmp_path / "m.safetensors")
     with pytest.raises(OutputExistsError):
         save_model(model, tmp_path / "m.safetensors")
-    save_model(model, tmp_path / "m.safetensors", overwrite=True)
+    other = Model(model.net, model.params, class_names=["x", "y", "z"], normalisation=model.normalisation)
+    save_model(other, tmp_path / "m.safetensors", overwrite=True)
+    assert load_model(tmp_path / "m.safetensors").class_names == ["x", "y", "z"]  # really replaced
 
 
 def test_truncated_file_is_rejected(tmp_path, model):
@@ -70,3 +72,63 @@ def test_tampered_tensor_or_metadata_is_rejected(tmp_path, model):
         load_model(tmp_path / "y.safetensors")
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "nope.safetensors")
+
+
+def _rewrite(src, dst, edit_meta=None, edit_tensors=None):
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(str(src))
+    meta = read_metadata(src)
+    if edit_meta:
+        edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, str(dst), metadata={"mpfpipe": json.dumps(meta)})
+    return dst
+
+
+def test_checksum_covers_the_metadata(tmp_path, model):
+    path = save_model(model, tmp_path / "m.safetensors")
+    assert read_metadata(path)["format_version"] == 2
+    edits = [lambda m: m["normalisation"].update(std=[0.0]), lambda m: m["normalisation"].update(mean=[0.0]),
+             lambda m: m.update(class_names=["a", "b", "c"]), lambda m: m["provenance"].update(note="edited")]
+    for n, edit in enumerate(edits):
+        bad = _rewrite(path, tmp_path / f"e{n}.safetensors", edit_meta=edit)
+        with pytest.raises(ModelFileError, match="checksum mismatch"):
+            load_model(bad)
+
+
+def test_format_1_files_still_load_and_std_0_is_refused_anyway(tmp_path, model):
+    from mpfpipe.model import _digest
+    from safetensors.numpy import load_file
+    path = save_model(model, tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+
+    def as_v1(m, std=40.0):
+        m.update(format_version=1, sha256=_digest(tensors))
+        m["normalisation"]["std"] = [std]
+    old = _rewrite(path, tmp_path / "v1.safetensors", edit_meta=as_v1)
+    assert load_model(old).normalisation == {"mean": [120.0], "std": [40.0]}
+    zero = _rewrite(path, tmp_path / "v1z.safetensors", edit_meta=lambda m: as_v1(m, 0.0))
+    with pytest.raises(ModelFileError, match="std > 0"):
+        load_model(zero)
+    with pytest.raises(ModelFileError, match="std > 0"):
+        Model(model.net, model.params, normalisation={"mean": [1.0], "std": [float("nan")]})
+    with pytest.raises(ModelFileError, match="not distinct"):
+        Model(model.net, model.params, class_names=["a", "a", "b"])
+
+
+def test_info_reports_a_flipped_tensor_byte(tmp_path, model, capsys):
+    from mpfpipe.cli import main
+    path = save_model(model, tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # inside the last tensor's bytes
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 1 and err.splitlines() == [f"error: {bad}: checksum mismatch: the file was modified "
+                                                        "or damaged"]
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(path)])
+    assert exc.value.code == 0 and "sha256" in capsys.readouterr().out

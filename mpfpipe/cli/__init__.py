@@ -12,7 +12,7 @@ import traceback
 import click
 
 from .. import __version__
-from ..errors import MpfError
+from ..errors import Interrupted, MpfError
 from ._common import CONTEXT_SETTINGS
 
 
@@ -45,6 +45,9 @@ def main(argv=None):
         from .._runtime import reexec_with_tuned_malloc
         reexec_with_tuned_malloc(sys.argv[1:])
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    if not debug:  # Dask's cancelled futures on Ctrl-C ("Task exception was never retrieved"): not the user's
+        import logging
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         cli.main(args=argv, prog_name="mpfpipe", standalone_mode=False)
     except click.exceptions.Abort:
@@ -53,6 +56,9 @@ def main(argv=None):
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        click.echo(f"interrupted: {exc}", err=True)
+        sys.exit(130)
     except MpfError as exc:
         if debug:
             traceback.print_exc()
@@ -61,9 +67,29 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a full disk, a read-only folder...: say where, the OS error often does not
+        if debug:
+            traceback.print_exc()
+        where = exc.filename or ", ".join(_outputs(sys.argv[1:] if argv is None else argv)) or None
+        click.echo(f"error: {exc.strerror or exc}" + (f" (writing {where})" if where and not exc.filename else
+                                                       f": {where}" if where else "")
+                   + " (run with --debug for the traceback)", err=True)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last resort: one line unless --debug
         if debug:
             traceback.print_exc()
         click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def _outputs(argv) -> list[str]:
+    """The output paths of the command line ``argv`` (parsed again, without running anything)."""
+    try:
+        ctx = cli.make_context("mpfpipe", list(argv), resilient_parsing=True)
+        name, *rest = ctx.protected_args + ctx.args
+        cmd = cli.get_command(ctx, name)
+        sub = cmd.make_context(name, rest, parent=ctx, resilient_parsing=True)
+    except Exception:  # noqa: BLE001 - best effort, for a message only
+        return []
+    return [str(sub.params[k]) for k in ("output", "out") if sub.params.get(k)]

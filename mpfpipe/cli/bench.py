@@ -53,8 +53,11 @@ def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate
     workers / seconds per evaluation), e.g.
     mpfpipe bench --distributed --simulate --workers 16 --images 4096 --net steel --size 137x60 --task-seconds 0.005
     """
+    from ..arch import load_net
     from ..bench import dumps, run
 
+    for net in nets:  # a bad name fails here, in one line, not inside a benchmark subprocess
+        load_net(net)
     if distributed:
         from ..train.bench import measure
         if len(nets) > 1 or len(sizes) > 1:

@@ -6,6 +6,7 @@ import json
 import click
 
 from . import cli
+from ..options import click_type
 from ._common import config_option
 
 
@@ -17,16 +18,19 @@ from ._common import config_option
 @click.option("--image", default=None, help="Raw volume for the overlays (default: the segmented input).")
 @click.option("--truth-positive", type=int, default=None,
               help="Value of the positive class in a TRUTH label stack (ISBI 2012: 0 = membrane).")
-@click.option("--positive", type=int, default=1, help="Class id of the positive (membrane / defect) class.")
-@click.option("--threshold", type=float, default=0.5, help="p(positive) above which a pixel is positive.")
-@click.option("--samples", type=int, default=5000, help="Pixels per class for the balanced error.")
+@click.option("--positive", type=click_type("evaluate", "positive"), default=1,
+              help="Class id of the positive (membrane / defect) class.")
+@click.option("--threshold", type=click_type("evaluate", "threshold"), default=0.5,
+              help="p(positive) above which a pixel is positive.")
+@click.option("--samples", type=click_type("evaluate", "samples"), default=5000,
+              help="Pixels per class for the balanced error.")
 @click.option("--seed", type=int, default=0, help="Seed of the balanced error's draw.")
 @click.option("--val", default=None, help="Validation image indices for detection, e.g. 0-9,12 (default: the "
                                           "truth dataset's split).")
 @click.option("--test", default=None, help="Test image indices for detection.")
 @click.option("--images", default=None, help="Evaluate only these images: split names of a TRUTH dataset (test, "
                                              "val,test) or indices (0-9,12); detection keeps its val / test splits.")
-@click.option("--overlays", type=int, default=4, help="Number of overlay slices.")
+@click.option("--overlays", type=click_type("evaluate", "overlays"), default=4, help="Number of overlay slices.")
 @click.option("--no-rand", is_flag=True, help="Skip the V_rand threshold sweep.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 def evaluate(pred, truth, output, image, truth_positive, positive, threshold, samples, seed, val, test, images,

@@ -23,9 +23,10 @@ def _zarr_attrs(path: Path) -> dict | None:
 
 def model_info(path: Path) -> dict:
     from ..arch import net_from_dict
-    from ..model import read_metadata
+    from ..model import load_model, read_metadata
     from ..params import n_params
 
+    load_model(path)  # verifies the checksum: a damaged or edited model is reported, not described
     meta = read_metadata(path)
     arch = meta.get("architecture", {})
     net = net_from_dict({k: arch[k] for k in ("name", "in_channels", "window", "layers") if k in arch})
@@ -61,7 +62,8 @@ def dataset_info(path: Path) -> dict:
             "classes": ds.class_names, "class_pixels": per_class, "ignore_index": ds.ignore_index,
             "splits": ds.split_sizes(), "with_positive_pixel": int(sum(ds.positive)), "masks": ds.has_masks,
             "normalisation": ds.normalisation, "downsample": ds.attrs.get("downsample"),
-            "sources": (ds.attrs.get("provenance") or {}).get("sources")}
+            "sources": (ds.attrs.get("provenance") or {}).get("sources"),
+            "checksums": bool(ds.attrs.get("checksums"))}
 
 
 def segmentation_info(path: Path, meta: dict) -> dict:
@@ -99,6 +101,29 @@ def run_info(path: Path) -> dict:
             "steps": {k: {"kind": v.get("kind"), "status": v.get("status"), "seconds": v.get("seconds")}
                       for k, v in (state.get("steps") or {}).items()},
             "files": sorted(p.name for p in path.iterdir())}
+
+
+def verify(path, d: dict) -> dict:
+    """Read back every chunk of a dataset or segmentation against its checksums; MpfError naming the first
+    damaged chunk (and how many there are) if any is missing or damaged."""
+    if d["kind"] == "dataset":
+        from ..data import open_dataset
+        ds = open_dataset(path)
+        problems, n = ds.verify(), ds.n_images * (3 if ds.has_masks else 2)
+        fix = "re-ingest it"
+        if not ds.attrs.get("checksums"):  # made before mpfpipe recorded them: only readability was checked
+            if problems:
+                raise MpfError(f"{len(problems)} unreadable chunk(s) ({fix}); first: {problems[0]}")
+            return {**d, "verified": f"{n} chunks readable (no checksums recorded: an older dataset)"}
+    elif d["kind"] == "segmentation":
+        from ..segment.verify import damaged_blocks
+        problems, n = [p for _, p in damaged_blocks(path)], d["blocks_done"] or 0
+        fix = "rerun the same segment command to recompute those blocks"
+    else:
+        return d
+    if problems:
+        raise MpfError(f"{len(problems)} damaged chunk(s) ({fix}); first: {problems[0]}")
+    return {**d, "verified": f"{n} {'chunks' if d['kind'] == 'dataset' else 'done blocks'} match their checksums"}
 
 
 def describe(path) -> dict:
@@ -167,6 +192,12 @@ def _fmt_text(d: dict) -> str:
             lines.append(f"  step {sid:<12} {st['kind']:<9} {st['status']}"
                          + (f" in {secs:.1f} s" if secs is not None else ""))
         lines.append(f"  files         {', '.join(d['files'])}")
+    if d.get("verified"):
+        lines.append(f"  verified      {d['verified']}")
+    elif k in ("dataset", "segmentation"):
+        recorded = d.get("checksums") if k == "dataset" else "checksums" in d["arrays"]
+        lines.append("  checksums     " + ("recorded per chunk, not read back here (--verify reads every chunk)"
+                                         if recorded else "none (written before mpfpipe recorded them)"))
     return "\n".join(lines)
 
 
@@ -174,11 +205,15 @@ def _fmt_text(d: dict) -> str:
 @config_option
 @click.argument("path", type=click.Path())
 @click.option("--json", "json", is_flag=True, help="Print everything as JSON.")
+@click.option("--verify", is_flag=True, help="Datasets and segmentations: read every chunk back and compare it "
+                                            "with the checksum recorded when it was written (exit 1 if damaged).")
 def info_cmd(path, **kw):
     """Show what is in PATH: a model file (architecture, window, stride, classes, normalisation, training),
     a dataset (images, sizes, classes, class pixel counts, splits), a segmentation output (arrays,
     completeness) or a workflow run folder (steps and their status)."""
     d = describe(path)
+    if kw["verify"]:
+        d = verify(path, d)
     if kw["json"]:
         from ..workflow import json_safe
         click.echo(_json.dumps(json_safe(d), indent=2, default=str))

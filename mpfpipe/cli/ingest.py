@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
+from ..options import click_type
 from ._common import config_option
 
 SYNTH_KINDS = ("em", "defects")
@@ -55,7 +56,7 @@ Examples:
 @click.option("--n-images", type=click.IntRange(min=1), default=None,
               help="synthetic: number of images [default: em 8, defects 16].")
 @click.option("--size", default=None, help="synthetic: image size HxW [default: em 256x256, defects 128x128].")
-@click.option("--defect-fraction", type=click.FloatRange(0, 1), default=0.3,
+@click.option("--defect-fraction", type=click_type("synthetic", "defect_fraction"), default=0.3,
               help="synthetic:defects: fraction of images with a defect.")
 @click.option("--variable-size", is_flag=True, help="synthetic:defects: draw each image size in [size/2, size].")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")

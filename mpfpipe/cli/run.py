@@ -69,9 +69,14 @@ def run_cmd(workflow, out, scheduler, scheduler_file, workers, threads, resume, 
         raise click.UsageError("give either --resume or --overwrite, not both")
     if scheduler and scheduler_file:
         raise click.UsageError("give either --scheduler or --scheduler-file, not both")
-    summary = run_workflow(workflow, list(sets), out=out, scheduler=scheduler, scheduler_file=scheduler_file,
-                           workers=workers, threads=threads, overwrite=overwrite, resume=resume, progress=progress,
-                           echo=lambda msg: click.echo(msg, err=True), dry_run=dry_run)
+    try:
+        summary = run_workflow(workflow, list(sets), out=out, scheduler=scheduler, scheduler_file=scheduler_file,
+                               workers=workers, threads=threads, overwrite=overwrite, resume=resume,
+                               progress=progress, echo=lambda msg: click.echo(msg, err=True), dry_run=dry_run)
+    except KeyboardInterrupt:
+        from ..errors import Interrupted
+        raise Interrupted("finished steps, the training checkpoint and finished segmentation blocks are kept; "
+                          "continue with the same command and --resume (instead of --overwrite)") from None
     if dry_run or kw["json"]:
         click.echo(_json.dumps(summary, indent=2, default=str))
     else:

@@ -6,6 +6,7 @@ import json
 import click
 
 from . import cli
+from ..options import click_type
 from ._common import config_option
 
 
@@ -34,27 +35,35 @@ def _block(ctx, param, value):
 @click.argument("output")
 @click.option("--block", callback=_block, default="1,512,512",
               help="Block size Z,Y,X (or Y,X): one Dask task and one output chunk per block.")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=click_type("segment", "workers"), default=None,
               help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
-@click.option("--threads", type=int, default=None, help="Kernel threads per worker (default: cores / workers).")
+@click.option("--threads", type=click_type("segment", "threads"), default=None,
+              help="Kernel threads per worker (default: cores / workers).")
 @click.option("--scheduler", default=None, help="Join this Dask scheduler (address or scheduler file) instead.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (otherwise an unfinished one resumes).")
 @click.option("--quantize", is_flag=True, help="Store probabilities as uint8 (round(255 p)) instead of float32.")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=click_type("segment", "threshold"), default=None,
               help="Label = p[positive class] > THRESHOLD instead of the arg-max.")
-@click.option("--positive", type=int, default=1, help="Class index that --threshold applies to.")
+@click.option("--positive", type=click_type("segment", "positive"), default=1,
+              help="Class index that --threshold applies to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
             as_json, quiet):
     """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset or TIFF stack) with MODEL into OUTPUT, an
     OME-Zarr 0.5 image of class probabilities with the segmentation under labels/. Blocks already done in an
-    unfinished OUTPUT are skipped (automatic resume)."""
+    unfinished OUTPUT are skipped (automatic resume); done blocks whose chunks were lost or damaged since (checked
+    against their checksums) are computed again, in a complete OUTPUT too."""
     from ..segment import segment as run
 
-    result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
-                 overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
-                 progress=not quiet)
+    try:
+        result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
+                     overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
+                     progress=not quiet)
+    except KeyboardInterrupt:
+        from ..errors import Interrupted
+        raise Interrupted(f"the finished blocks of {output} are kept; rerun the same command (without "
+                          "--overwrite) to compute the rest") from None
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

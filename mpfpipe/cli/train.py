@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
+from ..options import click_type
 from ._common import config_option
 
 
@@ -40,9 +41,9 @@ Examples:
 @click.option("--epochs", type=click.IntRange(min=0), default=10,
               help="Passes over the training images (gd/lbfgs: one iteration each).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, help="sgd/adam: images per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=click_type("train", "lr"), default=None,
               help="adam: the step size [1e-3]; the others: first trial step of the line search, then adapted [1].")
-@click.option("--lr-halflife", type=click.FloatRange(min=0), default=0.0,
+@click.option("--lr-halflife", type=click_type("train", "lr_halflife"), default=0.0,
               help="adam: the step halves every this many epochs (0: constant).")
 @click.option("--memory", type=click.IntRange(min=1), default=10, help="lbfgs: correction pairs kept.")
 @click.option("--balance/--no-balance", default=True,
@@ -60,7 +61,7 @@ Examples:
 @click.option("--scheduler", default=None, help="Join a running Dask scheduler, e.g. tcp://host:8786.")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False), default=None, help="Join via a scheduler file.")
 @click.option("--host", default="127.0.0.1", help="Local cluster: interface to listen on.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, help="Seconds to reach the scheduler.")
+@click.option("--timeout", type=click_type("train", "timeout"), default=10.0, help="Seconds to reach the scheduler.")
 @click.option("--stream", is_flag=True, default=None,
               help="Read each image from Zarr in its task instead of holding the data on the workers "
                    "(automatic when the data would need > 25 % of the workers' memory).")
@@ -79,7 +80,7 @@ Examples:
 @click.option("--max-time", default=None,
               help="Training-time budget over the whole run (resumes included), e.g. 7200, 90m, 2h: no step "
                    "starts once it is spent; the best model is written.")
-@click.option("--gtol", type=click.FloatRange(min=0), default=0.0, help="gd/lbfgs: stop when |gradient| < gtol.")
+@click.option("--gtol", type=click_type("train", "gtol"), default=0.0, help="gd/lbfgs: stop when |gradient| < gtol.")
 @click.option("--validate-every", type=click.IntRange(min=1), default=1, help="Validate every N epochs.")
 @click.option("--train-split", default="train", help="Split to train on.")
 @click.option("--val-split", default="val", help="Validation split ('' for none).")
@@ -89,6 +90,17 @@ def train_cmd(dataset, augment, val_split, **kw):
     """Train a max-pooling CNN on the whole images of DATASET.zarr with fragment (MPF) gradients on Dask."""
     from ..train import train
 
-    result = train(dataset, augment=_parse_augment(augment), val_split=val_split or None,
-                   echo=lambda msg: click.echo(msg, err=True), **kw)
+    try:
+        result = train(dataset, augment=_parse_augment(augment), val_split=val_split or None,
+                       echo=lambda msg: click.echo(msg, err=True), **kw)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        from ..errors import Interrupted
+        out = Path(kw["out"])
+        ckpt = Path(kw["checkpoint"]) if kw.get("checkpoint") else out.with_name(out.stem + ".ckpt.npz")
+        if ckpt.is_file():
+            raise Interrupted(f"the checkpoint {ckpt} holds the last finished step; continue with the same "
+                              "command plus --resume (or --resume --stop to write its best model now)") from None
+        raise Interrupted("before the first step finished: nothing to resume") from None
     click.echo(result.text)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..options import check as check_options
 from .layout import IGNORE_INDEX, check_image_dtype
 from .sources import Item, resolve_sources
 from .splits import parse_split
@@ -60,6 +61,9 @@ def resolve_mapping(values: set[int], *, label_map=None, positive=None, mask_thr
         k = max([v for v in lm.values() if v != IGNORE_INDEX], default=0) + 1
         default = [f"class{i}" for i in range(k)]
     elif positive is not None:
+        if values and int(positive) not in values:  # class 1 would be empty: nothing to learn
+            raise DataError(f"positive value {positive}: no label pixel has that value (label values: "
+                            f"{', '.join(map(str, sorted(values)[:12]))}{' ...' if len(values) > 12 else ''})")
         mapping, k = {"mode": "positive", "value": int(positive)}, 2
         default = ["background", "foreground"]
     elif values and max(values) < AUTO_IDENTITY_MAX:
@@ -79,6 +83,8 @@ def resolve_mapping(values: set[int], *, label_map=None, positive=None, mask_thr
         k = len(names)  # values >= k are reported by map_labels as outside the mapping
     if len(names) < k or len(names) < 1 or any(not n for n in names):
         raise DataError(f"class names {names}: need {k} non-empty names for the mapped class ids 0..{k - 1}")
+    if len(set(names)) != len(names):
+        raise DataError(f"class names {names} are not distinct")
     return mapping, [str(n) for n in names]
 
 
@@ -170,7 +176,9 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     (train, val[, test]) stratified by "image holds a non-background pixel", seeded by ``seed``.
     Raises DataError / OutputExistsError; on failure nothing is left at ``output``.
     """
-    output = check_output(output, overwrite)
+    check_options("ingest", locals())
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    output = check_output(output, overwrite, inputs=sources)
     try:
         f = int(downsample)
     except (TypeError, ValueError):
@@ -226,4 +234,4 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
                               "class_names": names}}
     return write_dataset(output, records(), n=len(items), channels=channels, dtype=dtype, hmax=hmax, wmax=wmax,
                          class_names=names, label_mapping=mapping, with_masks=with_masks, split=split, seed=seed,
-                         provenance=provenance, downsample=f, overwrite=overwrite, progress=progress)
+                         provenance=provenance, downsample=f, overwrite=overwrite, progress=progress, inputs=sources)

@@ -30,6 +30,9 @@ Group attributes (JSON):
 - ``positive`` (alias ``has_defect``): per image, true when it holds a pixel of a non-background class (id >= 1).
 - ``class_counts``: per image, the count of non-ignored pixels of each class (masks folded in).
 - ``provenance``: ``{"sources": [...], "options": {...}, "mpfpipe_version": ..., "created": ISO date, ...}``.
+- ``checksums``: ``{"algorithm": ..., "images": [...], "labels": [...], "masks": [...]}``, the CRC-32 of each
+  chunk's decoded bytes (one per image and array), checked by every read (`mpfpipe._integrity`); datasets from
+  before it are read unchecked.
 """
 from __future__ import annotations
 

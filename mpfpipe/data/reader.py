@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _integrity
 from ..errors import DataError
 from .augment import AugmentSpec, augment
 from .layout import SPLIT_NAMES, open_group
@@ -104,19 +105,42 @@ class Dataset:
             raise DataError(f"image index {i!r} out of range 0..{self.n_images - 1} in {self.path}")
         return int(i)
 
+    def chunk(self, name: str, i: int) -> np.ndarray:
+        """The whole stored chunk of image i in array ``name`` ("images", "labels", "masks"), checked against
+        its ingest checksum: a missing or damaged chunk is a DataError naming the array, image and file (one
+        image is one chunk, so this decodes exactly what a read of the valid region would)."""
+        i = self._check(i)
+        sums = (self.attrs.get("checksums") or {}).get(name)  # datasets from before checksums: not checked
+        arr = self.group[name]
+        return _integrity.read_checked(arr, i, store=self.path, array=name, coords=(i,) + (0,) * (arr.ndim - 1),
+                                       expected=sums[i] if sums else None, what=f"image {i}")
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every array; the problems found (empty when the dataset is intact)."""
+        problems = []
+        for name in ("images", "labels", "masks"):
+            if name == "masks" and not self.has_masks:
+                continue
+            for i in range(self.n_images):
+                try:
+                    self.chunk(name, i)
+                except DataError as exc:
+                    problems.append(str(exc))
+        return problems
+
     def raw_image(self, i: int) -> np.ndarray:
         """Image i as stored (source dtype), (C, h, w) valid region."""
         i = self._check(i)
         h, w = self.sizes[i]
-        return np.asarray(self.group["images"][i, :, :h, :w])
+        return self.chunk("images", i)[:, :h, :w]
 
     def raw_labels(self, i: int) -> np.ndarray:
         """Labels of image i, (h, w) uint8, with the mask (if any) folded in as ``ignore_index``."""
         i = self._check(i)
         h, w = self.sizes[i]
-        lab = np.asarray(self.group["labels"][i, :h, :w])
+        lab = self.chunk("labels", i)[:h, :w]
         if self.has_masks:
-            mask = np.asarray(self.group["masks"][i, :h, :w])
+            mask = self.chunk("masks", i)[:h, :w]
             lab = np.where(mask != 0, lab, np.uint8(self.ignore_index)).astype(np.uint8)
         return lab
 
@@ -154,6 +178,20 @@ class Dataset:
 
 _normalise = normalise
 _augment = augment
+
+
+_CACHE: dict = {}
+
+
+def cached_dataset(path) -> Dataset:
+    """An opened dataset per process (Dask workers read many blocks of one); reopened when it was replaced."""
+    p = Path(path).absolute()
+    key = (str(p), (p / "zarr.json").stat().st_mtime_ns)
+    ds = _CACHE.get(key)
+    if ds is None:
+        _CACHE.clear()
+        ds = _CACHE[key] = Dataset(p)
+    return ds
 
 
 def open_dataset(path) -> Dataset:

@@ -18,6 +18,7 @@ dropped. Every image/mask problem is a :class:`~mpfpipe.errors.DataError` that n
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,14 +116,71 @@ def file_size(path: Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------- stacks
+@contextlib.contextmanager
+def tiff_damage_check(path):
+    """Raise DataError naming ``path`` if tifffile logs a problem while the block runs: it logs a cut page chain
+    ("invalid page offset") and then reads on with fewer pages, which would silently drop slices."""
+    import logging
+
+    class _Warnings(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    log, seen = logging.getLogger("tifffile"), _Warnings()
+    log.addHandler(seen)
+    propagate, log.propagate = log.propagate, False
+    try:
+        yield seen
+        if seen.messages:
+            raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
+    finally:
+        log.removeHandler(seen)
+        log.propagate = propagate
+
+
+def read_tiff_stack(path) -> np.ndarray:
+    """Every page of a TIFF stack. A stack written in one call is one series; one written page by page
+    (tifffile's append mode, many tools) is one series per page, which ``tifffile.imread`` would cut to its
+    first page. A damaged file raises with the path named."""
+    import tifffile
+
+    try:
+        with tiff_damage_check(path) as seen, tifffile.TiffFile(path) as tif:
+            series = tif.series
+            if seen.messages:
+                raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
+            if not series:
+                raise DataError(f"{path}: TIFF holds no image")
+            page = tuple(tif.pages[0].shape)  # the pages segment reads too: (Y, X) or interleaved RGB(A)
+            if not (len(page) == 2 or (len(page) == 3 and page[-1] in (3, 4))):
+                raise DataError(f"{path}: TIFF pages of shape {page} are not supported (need (Y, X) pages, one per "
+                                "image; write a stack with photometric='minisblack')")
+            if len(series) == 1:
+                return series[0].asarray()
+            kinds = {(tuple(s.shape), str(s.dtype)) for s in series}
+            if len(kinds) != 1:
+                raise DataError(f"{path}: a stack needs equal pages; its {len(series)} pages have shapes / types "
+                                f"{sorted(kinds)[:3]}")
+            return np.stack([s.asarray() for s in series])
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds, none naming the file
+        raise DataError(f"{path}: cannot read TIFF (truncated or not a TIFF? {type(exc).__name__}: {exc})") from None
+
+
 def load_stack(path: Path, kind: str) -> np.ndarray:
     """A TIFF or .npy stack as (N, C, H, W) for ``kind="images"`` or (N, H, W) for labels/masks."""
     try:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         else:
-            import tifffile
-            arr = tifffile.imread(path)
+            arr = read_tiff_stack(path)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot read {kind} stack ({type(exc).__name__}: {exc})") from None
     if kind == "images":

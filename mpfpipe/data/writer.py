@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, OutputExistsError
+from .. import _integrity, _lock, _safety
+from ..errors import DataError
 from .layout import FORMAT_KEY, FORMAT_VERSION, IGNORE_INDEX, compressors
 from .splits import stratified_split
 
@@ -31,15 +32,11 @@ class Record:
     original_size: tuple[int, int] | None = None
 
 
-def check_output(output, overwrite: bool) -> Path:
-    """Fail early if OUTPUT exists (without overwrite) or is something we must not delete."""
+def check_output(output, overwrite: bool, inputs=()) -> Path:
+    """Fail early if OUTPUT exists (without overwrite), is not an mpfpipe dataset, or is / holds / lies in one
+    of ``inputs`` (see `mpfpipe._safety`)."""
     output = Path(output)
-    if output.exists() or output.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f"{output} exists; pass --overwrite (overwrite=True) to replace it")
-        if output.is_dir() and any(output.iterdir()) and not (output / "zarr.json").exists():
-            raise DataError(f"{output} is a non-empty directory that is not a Zarr store; refusing to overwrite "
-                            "it")
+    _safety.check_output(output, kinds=("dataset",), inputs=inputs, overwrite=overwrite)
     return output
 
 
@@ -66,17 +63,18 @@ def _combine(stats):
     return [float(v) for v in mean], [float(v) for v in std]
 
 
+@_lock.locked("output", "dataset")
 def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, dtype, hmax: int, wmax: int,
                   class_names: list[str], label_mapping: dict, with_masks: bool = False, split=None,
                   seed: int = 0, provenance: dict | None = None, downsample: int = 1, overwrite: bool = False,
-                  progress: bool = False, extra_attrs: dict | None = None) -> Path:
+                  progress: bool = False, extra_attrs: dict | None = None, inputs=()) -> Path:
     """Store ``n`` records as a dataset at ``output`` (see :mod:`mpfpipe.data.layout`); returns the path."""
     import zarr
     from tqdm import tqdm
 
     from .. import __version__
 
-    output = check_output(output, overwrite).absolute()
+    output = check_output(output, overwrite, inputs).absolute()
     if n <= 0:
         raise DataError("no images to write")
     dtype = np.dtype(dtype)
@@ -97,6 +95,7 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             masks = group.create_array("masks", shape=(n, hmax, wmax), chunks=(1, hmax, wmax), dtype=np.uint8,
                                        compressors=compressors(), fill_value=0)
         names, groups, sizes, original_sizes, counts, stats = [], [], [], [], [], []
+        sums = {"images": [], "labels": [], **({"masks": []} if with_masks else {})}  # per-chunk CRC-32
         pad_img = np.zeros((channels, hmax, wmax), dtype)
         pad_lab = np.full((hmax, wmax), IGNORE_INDEX, np.uint8)
         pad_mask = np.zeros((hmax, wmax), np.uint8)
@@ -123,6 +122,7 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             pad_img[:] = 0
             pad_img[:, :h, :w] = img
             images[i] = pad_img
+            sums["images"].append(_integrity.crc(pad_img))
             folded = lab
             if masks is not None:
                 msk = np.zeros((h, w), np.uint8) if rec.mask is None else (np.asarray(rec.mask) != 0)
@@ -131,10 +131,12 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
                 pad_mask[:] = 0
                 pad_mask[:h, :w] = msk
                 masks[i] = pad_mask
+                sums["masks"].append(_integrity.crc(pad_mask))
                 folded = np.where(msk != 0, lab, IGNORE_INDEX)
             pad_lab[:] = IGNORE_INDEX
             pad_lab[:h, :w] = lab
             labels[i] = pad_lab
+            sums["labels"].append(_integrity.crc(pad_lab))
             counts.append(np.bincount(folded.ravel(), minlength=256)[:k].astype(np.int64))
             x = img.reshape(channels, -1).astype(np.float64)
             mu = x.mean(axis=1)
@@ -145,6 +147,9 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             original_sizes.append(list(rec.original_size or (h, w)))
         if i + 1 != n:
             raise DataError(f"got {i + 1} images, expected {n}")
+        if not any(c.sum() for c in counts):
+            raise DataError(f"no labelled pixel in any of the {n} images (every pixel is ignore / masked out, "
+                            "e.g. by the label map): such a dataset has nothing to learn")
         positive = [bool(c[1:].sum() > 0) for c in counts]
         splits = stratified_split(positive, split, seed)
         mean, std = _combine([stats[j] for j in splits["train"]])
@@ -156,20 +161,21 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             "sizes": sizes, "original_sizes": original_sizes, "downsample": int(downsample),
             "normalisation": {"mean": mean, "std": std}, "splits": splits, "names": names, "groups": groups,
             "positive": positive, "has_defect": positive, "class_counts": [c.tolist() for c in counts],
-            "provenance": prov, **(extra_attrs or {})})
+            "provenance": prov, "checksums": {"algorithm": _integrity.ALGORITHM, **sums},
+            **(extra_attrs or {})})
         group.attrs[FORMAT_KEY] = {"version": FORMAT_VERSION, "complete": True}  # last write
-        _replace(tmp, output, overwrite)
+        _replace(tmp, output, overwrite, inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output
 
 
-def _replace(tmp: Path, output: Path, overwrite: bool) -> None:
+def _replace(tmp: Path, output: Path, overwrite: bool, inputs=()) -> None:
     """Move the finished ``tmp`` to ``output``; an old output is moved aside first and deleted after."""
     old = None
     if output.exists() or output.is_symlink():
-        check_output(output, overwrite)
+        check_output(output, overwrite, inputs)  # again: it may have appeared while we ingested
         old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(output, old)
     try:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import DataError, OutputExistsError
+from .. import __version__, _safety
+from ..errors import DataError
+from ..options import check as check_options
 from . import metrics
 from .inputs import Prediction, Truth, load_prediction, load_truth, overlay_image
 from .report import overlay_png, pick_slices, write_json
@@ -125,10 +126,11 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     overlays are computed on (None / "all", split names of a truth dataset such as "test" or "val,test", or
     indices such as "0-9,12"); detection keeps its own splits (threshold on val, error on test) whatever the
     subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index)."""
+    check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
-        if (out_dir / "report.json").exists() and not overwrite:
-            raise OutputExistsError(f"{out_dir / 'report.json'} exists; pass --overwrite to replace it")
+        _safety.check_output(out_dir / "report.json", kinds=("report",), overwrite=overwrite,
+                             inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
     P = load_prediction(pred)
     K = P.n_classes or 2
     if not 0 <= positive < K:

@@ -42,8 +42,8 @@ def _read_any(path: str) -> np.ndarray:
     if not p.exists():
         raise DataError(f"{path} not found")
     if p.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-        return tifffile.imread(str(p))
+        from ..data.sources import read_tiff_stack
+        return read_tiff_stack(p)
     if p.suffix.lower() == ".npy":
         return np.load(str(p), allow_pickle=False)
     import zarr
@@ -120,6 +120,9 @@ def load_truth(truth, *, truth_positive=None, n_classes: int = 2, positive: int 
             import zarr
             attrs = dict(zarr.open_group(str(p), mode="r").attrs)
             if "mpfpipe_dataset" in attrs:
+                if truth_positive is not None:  # a dataset's labels are class ids already: it would be ignored
+                    raise DataError(f"truth positive value {truth_positive}: {p} is a dataset, whose labels are "
+                                    "class ids already; it applies to a label stack only")
                 from ..data import open_dataset
                 ds = open_dataset(p)
                 labels = [ds.raw_labels(i) for i in range(len(ds))]

@@ -100,6 +100,9 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
                      dimension_names=["y", "x"] if two_d else ["z", "y", "x"])
     grid = grid_shape(volume.shape, chunk)
     root.create_array("done", shape=grid, chunks=(1, 1, 1), dtype=np.uint8, fill_value=0, compressors=None)
+    # CRC-32 of each block's probability and label chunk, written before its done marker (mpfpipe.segment.verify)
+    root.create_array("checksums", shape=(*grid, 2), chunks=(1, 1, 1, 2), dtype=np.uint32, fill_value=0,
+                      compressors=None)
 
     scale = volume.scale[1:] if two_d else volume.scale
     units = volume.units
@@ -151,6 +154,7 @@ class Writer:
         self.probs = root["0"]
         self.labels = root["labels"][LABELS_NAME]["0"]
         self.done = root["done"]
+        self.sums = root["checksums"] if "checksums" in root else None  # outputs from before checksums: none
         self.quantized = bool(root.attrs["mpfpipe"]["quantized"])
 
     @classmethod
@@ -168,12 +172,17 @@ class Writer:
         if self.quantized:
             probs = quantise(probs)
         zs, ys, xs = slice(*block.z), slice(*block.y), slice(*block.x)
+        probs = np.asarray(probs[:, 0] if self.two_d else probs, dtype=self.probs.dtype)
+        labels = np.asarray(labels[0] if self.two_d else labels, dtype=self.labels.dtype)
         if self.two_d:
-            self.probs[:, ys, xs] = probs[:, 0]
-            self.labels[ys, xs] = labels[0]
+            self.probs[:, ys, xs] = probs
+            self.labels[ys, xs] = labels
         else:
             self.probs[:, zs, ys, xs] = probs
             self.labels[zs, ys, xs] = labels
+        if self.sums is not None:
+            from .._integrity import crc
+            self.sums[block.index] = np.array([crc(probs), crc(labels)], np.uint32)
         self.done[block.index] = 1
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import DataError, MpfError, OutputExistsError
-from . import omezarr
+from .. import __version__, _lock, _safety
+from ..errors import ClusterError, DataError, MpfError, OutputExistsError
+from . import omezarr, verify
 from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
 from .volume import open_volume
 
@@ -87,10 +87,14 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     from .._runtime import prespawn_config, worker_env
 
     if scheduler:
-        if Path(scheduler).is_file():
-            client = Client(scheduler_file=scheduler)
-        else:
-            client = Client(scheduler)
+        try:
+            if Path(scheduler).is_file():
+                client = Client(scheduler_file=scheduler)
+            else:
+                client = Client(scheduler)
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler {scheduler} ({type(exc).__name__}: {exc}); is it "
+                               "running and is the address right?") from None
         try:
             yield client
         finally:
@@ -101,7 +105,7 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     with dask.config.set(prespawn_config()), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
-                         silence_logs=40) as cluster, Client(cluster) as client:
+                         silence_logs=50) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -163,16 +167,19 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
     if state.get("foreign"):
         raise OutputExistsError(f"{output} exists and is not an mpfpipe segmentation; pass --overwrite to replace "
                                 f"it or choose another output")
-    if state.get("complete"):
-        raise OutputExistsError(f"{output} is a complete segmentation; pass --overwrite to recompute it")
     old = state.get("settings", {})
     diff = [k for k in settings if old.get(k) != settings[k]]
+    if state.get("complete") and (diff or not verify.repair(output)):  # damaged blocks: recomputed below
+        raise OutputExistsError(f"{output} is a complete segmentation; pass --overwrite to recompute it")
     if diff:
         raise OutputExistsError(f"{output} is an unfinished segmentation made with different settings "
                                 f"({', '.join(diff)}); pass --overwrite to start again")
+    if not state.get("complete"):
+        verify.repair(output)  # a done block whose chunks were lost since is done again
     return True
 
 
+@_lock.locked("output", "segmentation")
 def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = None, threads: int | None = None,
             scheduler: str | None = None, overwrite: bool = False, quantize: bool = False,
             threshold: float | None = None, positive: int = 1, progress: bool = True,
@@ -180,7 +187,9 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     """Segment a whole volume into an OME-Zarr output; see the module doc. ``model`` is a model file path,
     ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx)."""
     from ..model import load_model
+    from ..options import check as check_options
 
+    check_options("segment", locals())
     model_path = Path(model)
     mdl = load_model(model_path)
     volume = open_volume(input)
@@ -193,6 +202,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     if threshold is not None and not 0 <= positive < mdl.net.n_classes:
         raise DataError(f"positive class {positive} is not a class of this {mdl.net.n_classes}-class model")
     output = Path(output)
+    # never write over / into an input, nor over anything that is not an mpfpipe segmentation (mpfpipe._safety)
+    _safety.check_output(output, kinds=("segmentation",), inputs=[model_path, volume.path], overwrite=True)
     mmeta = _model_meta(model_path, mdl)
     settings = _settings(mmeta, volume, chunk, quantize, threshold, positive)
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,

@@ -66,8 +66,22 @@ class Volume:
         return self._arr
 
     def read(self, z0: int, z1: int, yr: tuple, xr: tuple) -> np.ndarray:
-        """Raw voxels (z1 - z0, C, ny, nx) in the stored dtype."""
+        """Raw voxels (z1 - z0, C, ny, nx) in the stored dtype; an unreadable region is one DataError naming
+        the input and the region (a dataset's chunks are checked against their ingest checksums)."""
+        try:
+            return self._read(z0, z1, yr, xr)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - blosc, tifffile, OS errors: a damaged input, named
+            raise DataError(f"{self.path}{'/' + self.array if self.array else ''}: cannot read z {z0}..{z1 - 1}, "
+                            f"y {yr[0]}..{yr[1] - 1}, x {xr[0]}..{xr[1] - 1} ({type(exc).__name__}: {exc})") from None
+
+    def _read(self, z0: int, z1: int, yr: tuple, xr: tuple) -> np.ndarray:
         ys, xs = slice(*yr), slice(*xr)
+        if self.kind == "dataset":
+            from ..data.reader import cached_dataset
+            ds = cached_dataset(self.path)
+            return np.stack([ds.chunk("images", z)[:, ys, xs] for z in range(z0, z1)])
         if self.kind == "tiff":
             import tifffile
             with tifffile.TiffFile(self.path) as tif:
@@ -186,7 +200,14 @@ def open_volume(source) -> Volume:
     if p.suffix.lower() in TIFF_SUFFIXES:
         if not p.is_file():
             raise DataError(f"input {path} not found")
-        return _open_tiff(path)
+        from ..data.sources import tiff_damage_check
+        try:
+            with tiff_damage_check(path):
+                return _open_tiff(path)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tifffile's errors do not name the file
+            raise DataError(f"{path} is not a readable TIFF ({type(exc).__name__}: {exc})") from None
     import zarr
     if not p.exists():
         raise DataError(f"input {path} not found")

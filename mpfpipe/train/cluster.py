@@ -132,7 +132,7 @@ def connect(*, workers: int | None = None, threads: int | None = None, scheduler
         with dask.config.set(prespawn_config()):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=host,
                                    dashboard_address=f"{host}:0", env=env, memory_limit=memory_limit,
-                                   silence_logs=logging.ERROR if quiet else logging.WARNING)
+                                   silence_logs=logging.CRITICAL if quiet else logging.WARNING)
         client = Client(cluster, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot start a local Dask cluster of {workers} worker(s) on {host}: {exc}") from None

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _lock, _safety
 from ..arch import PRESETS, Net, load_net, preset
-from ..errors import ClusterError, OutputExistsError, TrainingError
+from ..errors import ClusterError, TrainingError
 from ..loss import balanced_weights
 from ..model import Model, save_model
+from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -82,6 +84,7 @@ def class_weights(counts, balance: bool) -> np.ndarray:
     return np.full(counts.shape, 1.0 / total if total else 0.0)
 
 
+@_lock.locked("out", "training output")
 def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
           batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10,
           balance: bool = True, augment=None,
@@ -109,6 +112,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
 
     from ..data import open_dataset
 
+    check_options("train", locals())
     say = echo or (lambda *_: None)
     if optimizer not in OPTIMIZERS:
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
@@ -126,11 +130,10 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
              "checkpoint": Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.npz"),
              "log": Path(log) if log else out.with_name(out.stem + ".log.jsonl"),
              "plot": Path(plot) if plot else out.with_name(out.stem + ".loss.png")}
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     if files["checkpoint"].exists() and not (resume or overwrite):
         raise TrainingError(f"a checkpoint {files['checkpoint']} exists: pass --resume to continue that run or "
                             "--overwrite to start again")
+    _safety.check_train_outputs(files, inputs=[ds.path], overwrite=overwrite, resume=resume)
     train_idx = sorted(ds.split(train_split))
     val_idx = []
     if val_split:

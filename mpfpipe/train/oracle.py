@@ -225,7 +225,7 @@ class DaskOracle(BaseOracle):
         try:
             return self.client.gather(futs)
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc})") from None
+            raise self._lost(exc) from None
 
     def evaluate(self, x, indices, weights, epoch: int, grad: bool = True, augment: bool = True) -> Eval:
         spec = self.spec if augment else None
@@ -256,9 +256,19 @@ class DaskOracle(BaseOracle):
                 return self.client.scatter(vec, workers=chosen, broadcast=True, hash=False)
             except Exception as exc:  # noqa: BLE001 - e.g. a chosen worker just left: refresh the list, scatter again
                 if attempt == self.retries or not self._scheduler_alive():
-                    raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
-                                       f"{exc})") from None
+                    raise self._lost(exc) from None
                 time.sleep(0.5)
+
+    def _lost(self, exc) -> ClusterError:
+        """The error for a failed exchange: the scheduler gone, or up with no worker left."""
+        try:
+            workers = len(self.client.scheduler_info().get("workers", {})) if self._scheduler_alive() else None
+        except Exception:  # noqa: BLE001 - the scheduler is unreachable too
+            workers = None
+        if workers == 0:
+            return ClusterError(f"every Dask worker is gone (killed? out of memory?) while the scheduler still runs "
+                                f"({type(exc).__name__}: {exc})")
+        return ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: {exc})")
 
     def _scheduler_alive(self) -> bool:
         try:

@@ -57,7 +57,7 @@ def plot_losses(path, records, title: str = "") -> Path | None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    fig.savefig(tmp, metadata={"Software": "mpfpipe"})  # how --overwrite recognises our plot
     os.replace(tmp, path)
     return path
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, _lock, _safety
 from ._io import _write_json
 from .spec import Step, Workflow, WorkflowError, load_workflow, plan
 from .steps import RUNNERS
@@ -23,6 +23,12 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
         raise WorkflowError("give either --resume or --overwrite, not both")
     state_file = _state_path(run_dir)
     resolved = {"params": wf.params, "steps": [{"kind": s.kind, "id": s.id, "options": s.options} for s in steps]}
+    ours = {s.outputs["main"] for s in steps}  # what the steps write; anything else they read is the user's
+    inputs = [wf.path]
+    for s in steps:
+        inputs += [*s.inputs.values(), *(s.options.get("source") or [] if s.kind == "ingest" else [])]
+    _safety.check_output(run_dir, kinds=("run",), inputs=[p for p in inputs if Path(p) not in ours],
+                         overwrite=True, what="run folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not state_file.is_file():
             raise WorkflowError(f"{run_dir} exists and is not an mpfpipe run folder (no workflow.json); choose "
@@ -68,6 +74,11 @@ def _step_done(step: Step, state: dict) -> bool:
     return step.outputs["main"].exists()
 
 
+def _run_dir_of(a: dict) -> Path:
+    return Path(a["out"]) if a["out"] else Path("runs") / load_workflow(a["path"], a["sets"]).name
+
+
+@_lock.locked(_run_dir_of, "run folder", skip=lambda a: a["dry_run"])
 def run_workflow(path, sets=None, *, out=None, scheduler: str | None = None, scheduler_file: str | None = None,
                  workers: int | None = None, threads: int | None = None, overwrite: bool = False,
                  resume: bool = False, progress: bool = True, echo=None, dry_run: bool = False) -> dict:

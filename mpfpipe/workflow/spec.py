@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import MpfError
+from ..options import check as check_options
 
 KINDS = ("ingest", "train", "segment", "evaluate")
 TOP_KEYS = {"name", "description", "params", "steps"}
@@ -209,6 +210,7 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
         missing = sorted(k for k, v in known.items() if v is inspect._empty and k not in opts)
         if missing:
             raise WorkflowError(f"{where}: option {missing[0]!r} is required")
+        check_options("synthetic" if synthetic else kind, opts, where=f"{where}: ")  # values, before any step runs
 
         def ref(option, default_kind=None, required=True, must_exist=True):
             val = opts.get(option)

@@ -120,7 +120,7 @@ def test_existing_run_folder_is_refused(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", str(QUICKSTART), "--out", str(run))
     assert code == 1 and "not an mpfpipe run folder" in one_error_line(err)
     (run / "something.txt").unlink()
-    (run / "workflow.json").write_text("{}")
+    (run / "workflow.json").write_text('{"format": "mpfpipe-run"}')  # how mpfpipe knows its run folders
     code, _, err = run_cli(capsys, "run", str(QUICKSTART), "--out", str(run))
     assert code == 1 and "pass --resume to continue it" in one_error_line(err)
     code, _, err = run_cli(capsys, "run", str(QUICKSTART), "--out", str(run), "--resume")

@@ -21,6 +21,7 @@ def blocks(h, w):
 
 def test_reproducible_from_seed_epoch_index():
     img, lab = blocks(48, 48)
+    img0, lab0 = img.copy(), lab.copy()
     spec = AugmentSpec(flip=True, rot90=True, rotate=True, jitter=0.1)
     a = augment(img, lab, spec, seed=3, epoch=5, index=7)
     b = augment(img.copy(), lab.copy(), spec, seed=3, epoch=5, index=7)
@@ -28,6 +29,7 @@ def test_reproducible_from_seed_epoch_index():
     others = [augment(img, lab, spec, seed=3, epoch=e, index=7)[0] for e in range(6, 10)]
     assert any(not np.array_equal(a[0], o) for o in others)
     # inputs untouched, outputs typed
+    assert np.array_equal(img, img0) and np.array_equal(lab, lab0)
     assert a[0].dtype == np.float32 and a[1].dtype == np.uint8 and a[0].shape == img.shape
 
 

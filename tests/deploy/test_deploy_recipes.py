@@ -29,8 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 DASK = BIN / "dask" if (BIN / "dask").exists() else (shutil.which("dask") and Path(shutil.which("dask")))
-# Written by other parts of the project; the Dockerfile may name them before they land.
-PENDING_PATHS = {"README.md", "workflows"}
 
 YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 SHELL_FILES = sorted([*DEPLOY.rglob("*.sh"), *DEPLOY.rglob("*.sbatch"), *(DEPLOY / "bin").iterdir()])
@@ -300,9 +298,7 @@ def test_mpfpipe_subcommands_exist(sub):
     from mpfpipe.cli import cli
 
     res = CliRunner().invoke(cli, [sub, "--help"])
-    if sub not in cli.commands:
-        assert res.exit_code != 0
-        pytest.skip(f"`mpfpipe {sub}` is not registered in mpfpipe.cli yet (being built); the recipes use it")
+    assert sub in cli.commands, f"the deploy recipes call `mpfpipe {sub}`, which does not exist"
     assert res.exit_code == 0, res.output
     opts = {o for p in cli.commands[sub].params for o in getattr(p, "opts", [])}
     used = set(ADDED_FLAGS_ANY) | set(ADDED_FLAGS.get(sub, []))
@@ -321,7 +317,6 @@ def test_dockerfile_default_cmd_and_copy_sources():
     assert re.search(r'^CMD \["mpfpipe", "--help"\]\s*$', text, flags=re.M)
     assert re.search(r"^USER (?!root)\w+", text, flags=re.M), "the image must run as a non-root user"
     assert CliRunner().invoke(cli, ["--help"]).exit_code == 0
-    pending = []
     for line in text.replace("\\\n", " ").splitlines():
         words = line.split()
         if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
@@ -329,12 +324,7 @@ def test_dockerfile_default_cmd_and_copy_sources():
         sources = [w for w in words[1:-1] if not w.startswith("--")]
         for src in sources:
             path = ROOT / src.rstrip("/")
-            if not path.exists() and src.rstrip("/") in PENDING_PATHS:
-                pending.append(src)
-                continue
             assert path.exists(), f"Dockerfile copies {src}, which is not in the repository"
-    if pending:
-        pytest.skip(f"Dockerfile COPY sources not in the repository yet (other parts of the project): {pending}")
 
 
 def test_workflows_named_in_recipes_exist():
@@ -344,8 +334,7 @@ def test_workflows_named_in_recipes_exist():
         names |= set(re.findall(r"workflows/([\w.-]+\.yaml)", path.read_text()))
     assert "quickstart.yaml" in names
     missing = sorted(n for n in names if not (ROOT / "workflows" / n).is_file())
-    if missing:
-        pytest.skip(f"workflows not in the repository yet: {missing}")
+    assert not missing, f"the recipes name workflows that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("path", SHELL_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
@@ -387,7 +376,6 @@ def test_launch_py_compiles_and_helps(tmp_path):
 
 
 def test_jobqueue_yaml_renders_a_slurm_job_script():
-    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue not installed (pip install 'mpfpipe[slurm]')")
     (cfg,) = load_yaml(DEPLOY / "slurm" / "jobqueue.yaml")
     import dask.config
     import dask_jobqueue  # noqa: F401  (importing it loads its defaults, which name every valid key)
@@ -511,11 +499,9 @@ def test_tls_round_trip(tmp_path):
                 tls_client_key=str(other / "client-key.pem"), require_encryption=True)),
         }
         for why, (addr, security) in refused.items():
-            t0 = time.monotonic()
-            with pytest.raises((OSError, TimeoutError)):
+            with pytest.raises((OSError, TimeoutError)):  # timeout=2: a refusal cannot hang
                 with Client(addr, security=security, timeout=2, set_as_default=False) as client:
                     client.scheduler_info()
-            assert time.monotonic() - t0 < 20, why
         # Refused: a TLS client that trusts the CA but has no certificate (distributed's Security cannot even
         # express that, so use the ssl module): the scheduler ends the connection instead of answering.
         ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))

@@ -76,7 +76,23 @@ def test_paper_settings(tmp_path):
 def test_real_data_paths_resolve(shared_data, tmp_path):
     for name, sub in (("isbi2012-membranes", "isbi2012"), ("surface-defects", "magnetic_tile")):
         wf = load_workflow(ROOT / "workflows" / f"{name}.yaml", {"data": str(shared_data / sub)})
-        assert plan(wf, tmp_path / name)
+        steps = plan(wf, tmp_path / name)
+        data = shared_data / sub
+        ingest = steps[0]
+        assert ingest.kind == "ingest" and ingest.outputs["main"] == tmp_path / name / "data" / f"{ingest.id}.zarr"
+        if name == "isbi2012-membranes":
+            assert [s.kind for s in steps] == ["ingest", "train", "segment", "evaluate", "segment"]
+            assert ingest.options["source"] == [f"{data}/train-volume.tif", f"{data}/train-labels.tif"]
+            assert steps[-1].inputs["input"] == data / "test-volume.tif"
+        else:
+            assert [s.kind for s in steps] == ["ingest", "train", "segment", "evaluate"]
+            assert ingest.options["source"] == [str(data)]
+        assert all(Path(s).exists() for s in ingest.options["source"])
+        train = steps[1]
+        assert train.inputs["dataset"] == ingest.outputs["main"]
+        assert steps[2].inputs == {"model": train.outputs["main"], "input": ingest.outputs["main"]}
+        assert steps[3].inputs["pred"] == steps[2].outputs["main"]
+        assert steps[3].inputs["truth"] == ingest.outputs["main"]
 
 
 def test_parse_sets_types():

@@ -1,0 +1,164 @@
+"""What an output may replace: the one rule every command applies before it writes over an existing path.
+
+``--overwrite`` replaces only an output that mpfpipe itself wrote, recognised by its own metadata (a dataset's
+``mpfpipe_dataset`` attribute, a segmentation's ``mpfpipe`` attribute, a model's ``mpfpipe`` safetensors metadata,
+a run folder's ``workflow.json``, a checkpoint's ``__meta__``, ...). It never replaces an input of the same
+command (paths are compared resolved, so ``./a.zarr`` and ``a.zarr`` or a symlink are the same), nor writes an
+output inside an input, nor replaces a folder that holds an input. Anything else (a user's folder, an ordinary
+file) is refused with one line, whatever the flags.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+from .errors import OutputExistsError
+
+# kind -> what the refusal calls it
+KINDS = {"dataset": "mpfpipe dataset", "segmentation": "mpfpipe segmentation", "model": "mpfpipe model file",
+         "run": "mpfpipe run folder", "checkpoint": "mpfpipe training checkpoint", "log": "mpfpipe training log",
+         "plot": "mpfpipe loss plot", "report": "mpfpipe evaluation report", "empty": "empty folder"}
+
+
+def _zarr_attrs(p: Path) -> dict | None:
+    try:
+        doc = json.loads((p / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    attrs = doc.get("attributes") if isinstance(doc, dict) else None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _safetensors_meta(p: Path) -> dict | None:
+    """The ``__metadata__`` of a safetensors header, read by hand: 8-byte little-endian length, then JSON."""
+    try:
+        with open(p, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > 100_000_000:
+                return None
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error):
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else None
+
+
+def recognise(path) -> str | None:
+    """The kind of mpfpipe output at ``path`` (a key of `KINDS`), "missing", or None for anything else."""
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        return "missing"
+    if p.is_dir():
+        if not any(p.iterdir()):
+            return "empty"
+        attrs = _zarr_attrs(p)
+        if attrs is not None:
+            if isinstance(attrs.get("mpfpipe_dataset"), dict):
+                return "dataset"
+            meta = attrs.get("mpfpipe")
+            if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation":
+                return "segmentation"
+        try:
+            state = json.loads((p / "workflow.json").read_text())
+            if isinstance(state, dict) and state.get("format") == "mpfpipe-run":
+                return "run"
+        except (OSError, ValueError):
+            pass
+        return None
+    name = p.name.lower()
+    if name.endswith(".safetensors") or name.endswith(".tmp"):
+        meta = _safetensors_meta(p)
+        if meta is not None and "mpfpipe" in meta:
+            return "model"
+    if name.endswith(".npz"):
+        try:
+            import numpy as np
+            with np.load(p, allow_pickle=False) as z:
+                if "__meta__" in z.files and json.loads(bytes(z["__meta__"]).decode()).get("format") == \
+                        "mpfpipe-checkpoint":
+                    return "checkpoint"
+        except Exception:  # noqa: BLE001 - unreadable: not ours
+            return None
+    if name.endswith(".jsonl"):
+        try:
+            with open(p) as fh:
+                first = fh.readline()
+            if first.strip() == "" or "step" in (json.loads(first) or {}):
+                return "log"
+        except (OSError, ValueError, TypeError):
+            return None
+    if name.endswith(".png"):
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(4096)
+            # ours carry Software=mpfpipe; older ones only matplotlib's own tag
+            if head.startswith(b"\x89PNG") and (b"mpfpipe" in head or b"Matplotlib version" in head):
+                return "plot"
+        except OSError:
+            return None
+    if name.endswith(".json"):
+        try:
+            doc = json.loads(p.read_text())
+            if isinstance(doc, dict) and "mpfpipe_version" in doc:
+                return "report"
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def _resolved(path) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def _within(a: Path, b: Path) -> bool:
+    """a is b or lies inside b."""
+    return a == b or b in a.parents
+
+
+def check_output(output, *, kinds, inputs=(), overwrite: bool = False, what: str = "output") -> bool:
+    """Check that ``output`` may be written: raise OutputExistsError (one line) unless it is missing, or exists
+    with ``overwrite`` and is an mpfpipe output of one of ``kinds``. It must never be, lie inside, or (when it
+    exists and would be replaced) hold one of ``inputs``. Returns True when the output exists (to be replaced)."""
+    out = _resolved(output)
+    for src in inputs:
+        if src is None or (isinstance(src, str) and src.startswith("synthetic:")):
+            continue
+        try:
+            inp = _resolved(src)
+        except (OSError, RuntimeError, TypeError):
+            continue
+        if out == inp:
+            raise OutputExistsError(f"{what} {output} is also an input of this command ({src}); refusing to "
+                                    "write over it: choose another output")
+        if _within(out, inp):
+            raise OutputExistsError(f"{what} {output} lies inside the input {src}; refusing to write into an "
+                                    "input: choose another output")
+        if _within(inp, out) and out.exists():
+            raise OutputExistsError(f"{what} {output} holds the input {src}; refusing to replace it: choose "
+                                    "another output")
+    kind = recognise(output)
+    if kind == "missing":
+        return False
+    if not overwrite:
+        raise OutputExistsError(f"{what} {output} exists; pass --overwrite (overwrite=True) to replace it")
+    allowed = set(kinds) | {"empty"}
+    if kind not in allowed:
+        names = " or ".join(KINDS[k] for k in kinds)
+        found = "a folder" if Path(output).is_dir() else "a file"
+        raise OutputExistsError(f"{what} {output} is {found} that mpfpipe did not write (not an {names}); "
+                                "--overwrite replaces only mpfpipe's own outputs: move it away or choose another "
+                                "output")
+    return True
+
+
+def check_train_outputs(files: dict, *, inputs, overwrite: bool, resume: bool) -> None:
+    """The files of a training run (``model``, ``checkpoint``, ``log``, ``plot``): the model is replaced only
+    with ``overwrite``, the checkpoint with ``overwrite`` or ``resume``; the log and plot are rewritten by every
+    run, but like the others only when mpfpipe wrote them."""
+    check_output(files["model"], kinds=("model",), inputs=inputs, overwrite=overwrite, what="model")
+    check_output(files["checkpoint"], kinds=("checkpoint",), inputs=inputs, overwrite=overwrite or resume,
+                 what="checkpoint")
+    for name in ("log", "plot"):
+        check_output(files[name], kinds=(name,), inputs=inputs, overwrite=True, what=name)
