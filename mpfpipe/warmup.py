@@ -33,22 +33,21 @@ DTYPES = ("float32", "float64")
 _WARM = set()  # (net ops, dtype) this process has made sure of
 
 
-def _job_direct(dt):
+def _conv_job(dt, cin, cout, act):
     from .kernels import conv_backward, conv_forward
-    x = np.ones((1, 2, 12, 12), dt)
-    w = np.full((4, 1, 3, 3), 0.1, dt)
-    y = conv_forward(x, w, np.zeros(4, dt), "tanh")
+    x = np.ones((cin, 2, 12, 12), dt)
+    w = np.full((cout, cin, 3, 3), 0.01, dt)
+    y = conv_forward(x, w, np.zeros(cout, dt), act)
     for need_dx in (True, False):
-        conv_backward(x, w, y, np.ones_like(y), "tanh", need_dx)
+        conv_backward(x, w, y, np.ones_like(y), act, need_dx)
+
+
+def _job_direct(dt):
+    _conv_job(dt, 1, 4, "tanh")  # C_in * C_out <= DIRECT_MAX: the direct kernels
 
 
 def _job_taps(dt):
-    from .kernels import conv_backward, conv_forward
-    x = np.ones((12, 2, 12, 12), dt)
-    w = np.full((12, 12, 3, 3), 0.01, dt)
-    y = conv_forward(x, w, np.zeros(12, dt), "relu")
-    for need_dx in (True, False):
-        conv_backward(x, w, y, np.ones_like(y), "relu", need_dx)
+    _conv_job(dt, 12, 12, "relu")  # wider: one GEMM per tap
 
 
 def _job_post(dt):
