@@ -2,6 +2,7 @@
 import click
 
 from . import cli
+from ..options import click_type
 from ._common import config_option
 
 
@@ -32,12 +33,13 @@ def _size(ctx, param, values):
 @click.option("--distributed", is_flag=True,
               help="Time distributed gradient evaluations instead (one JSON line per evaluation, then medians).")
 @click.option("--simulate", is_flag=True, help="--distributed: tasks sleep --task-seconds per image (no kernels).")
-@click.option("--task-seconds", type=click.FloatRange(min=0, min_open=True), default=0.005,
+@click.option("--task-seconds", type=click_type("bench", "task_seconds"), default=0.005,
               help="--simulate: seconds per image of a simulated gradient task.")
-@click.option("--images", type=click.IntRange(1), default=256, help="--distributed: images per evaluation.")
-@click.option("--workers", type=click.IntRange(1), default=None,
+@click.option("--images", type=click_type("bench", "images"), default=256,
+              help="--distributed: images per evaluation.")
+@click.option("--workers", type=click_type("bench", "workers"), default=None,
               help="--distributed: local worker processes [default: one per core].")
-@click.option("--threads", type=click.IntRange(1), default=None,
+@click.option("--threads", type=click_type("bench", "threads"), default=None,
               help="--distributed: Numba/BLAS threads per local worker [default: cores // workers].")
 @click.option("--scheduler", default=None, help="--distributed: join this Dask scheduler instead.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,

@@ -81,8 +81,12 @@ def measure(net="steel", size=(137, 60), images: int = 256, workers: int | None 
     """Run ``repeat`` evaluations (after one warm-up) and return (and ``emit``) one row per evaluation, then a
     summary row of medians (``"eval": "median"``)."""
     from ..arch import load_net
+    from ..options import check
     from .cluster import connect
     from .driver import class_weights
+
+    check("bench", {"task_seconds": task_seconds, "images": images, "repeat": repeat, "workers": workers,
+                    "threads": threads, "chunk_seconds": chunk_seconds})
 
     with connect(workers=workers, threads=threads, scheduler=scheduler, timeout=30) as h:
         n_workers = len(h.client.scheduler_info(n_workers=-1)["workers"])

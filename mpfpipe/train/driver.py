@@ -118,8 +118,6 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
     if lr is None:
         lr = DEFAULT_LR.get(optimizer, 1.0)
-    if not chunk_seconds > 0:
-        raise TrainingError(f"chunk_seconds must be positive, got {chunk_seconds!r}")
     if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1 or lr_halflife < 0:
         raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1, "
                             "lr_halflife >= 0")
