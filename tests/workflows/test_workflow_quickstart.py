@@ -45,7 +45,13 @@ def test_quickstart_tiny_end_to_end(capsys, tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert report["n_images"] == 2 and 0 <= report["pixel_error"] <= 1
     assert 0 <= report["rand"]["v_rand"] <= 1 and "detection" not in report
+    assert 0 <= report["isbi2012"]["v_rand_thinned"] <= 1 and 0 <= report["isbi2012"]["v_info_thinned"] <= 1
+    assert report["voi"]["split"] >= 0 and report["voi"]["merge"] >= 0
+    assert "thinned V_rand" in (run / "summary.md").read_text() and "VOI split / merge" in out
     summary = json.loads((run / "summary.json").read_text())
+    ev = next(s for s in summary["steps"] if s["kind"] == "evaluate")["result"]
+    assert ev["isbi2012"]["v_info_thinned"] == report["isbi2012"]["v_info_thinned"] and "curve" not in ev["isbi2012"]
+    assert ev["voi"]["split"] == report["voi"]["split"]
     assert [s["kind"] for s in summary["steps"]] == ["ingest", "ingest", "train", "segment", "evaluate"]
     assert summary["params"]["iterations"] == 2
     assert "| evaluate |" in out and "pixel error" in out
