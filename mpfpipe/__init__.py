@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = ("arch", "bench", "cli", "data", "errors", "evaluate", "fragment", "kernels", "loss",
+_SUBMODULES = ("arch", "bench", "cli", "data", "errors", "evaluate", "export", "fragment", "kernels", "loss",
                "model", "network", "params", "patch", "segment", "train", "workflow")
 
 
