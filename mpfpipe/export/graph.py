@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import ConvOp, PoolOp
-from .errors import MpfError, OutputExistsError
-from .fragment import PAD_MODE
-from .model import Model, load_model, read_metadata
+from ..arch import ConvOp, PoolOp
+from ..errors import MpfError, OutputExistsError
+from ..fragment import PAD_MODE
+from ..model import Model, load_model, read_metadata
 
 OPSET = 17  # Conv / MaxPool with dilations, Softmax over one axis (13+), GreaterOrEqual (12+)
 IR_VERSION = 8  # the IR of opset 17, so that runtimes older than the installed onnx package still load the file
