@@ -13,7 +13,8 @@ counts, a_i the truth segment sizes and b_j the predicted ones (singletons inclu
 - Rand: split = sum n_ij^2 / sum a_i^2, merge = sum n_ij^2 / sum b_j^2, V_rand = 2 sum n_ij^2 / (sum a^2 + sum b^2);
 - information (entropies in bits; S the prediction, T the truth): I(S;T) = H(S) + H(T) - H(S,T),
   split = I / H(S), merge = I / H(T), V_info = 2 I / (H(S) + H(T));
-- variation of information: split = H(S|T) (over-segmentation), merge = H(T|S) (under-segmentation), in bits (as scikit-image).
+- variation of information: split = H(S|T) (over-segmentation), merge = H(T|S) (under-segmentation), in bits
+  (as scikit-image).
 
 Scores are computed per slice and averaged over slices (as `metrics.vrand_sweep`); V_rand and V_info are the
 maxima over the thresholds (each at its own best threshold); VOI is given at V_info's best threshold.

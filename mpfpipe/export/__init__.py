@@ -1,4 +1,5 @@
-"""Model export to standard formats: ONNX (`graph`), and its benchmark against `segment` (`bench`).
+"""Model export to standard formats: ONNX (`graph`), bioimage.io model packages (`bioimageio`), and the
+benchmark of onnxruntime against `segment` (`bench`).
 
     from mpfpipe.export import export_onnx
     print(export_onnx("model.safetensors", "model.onnx").summary())

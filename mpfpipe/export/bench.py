@@ -6,7 +6,8 @@ Per net (random weights: the cost does not depend on their values), one JSON lin
 runs after a warm-up: ``export_s`` (safetensors -> .onnx file, `export_onnx`); ``onnxruntime_s_per_slice``
 (one (1, C, H, W) slice through an InferenceSession on ``threads`` intra-op threads, normalisation, padding and
 softmax included); ``mpfpipe_dense_s_per_slice`` (the same slice through mpfpipe's own dense pass in this
-process, `fragment.dense_forward` on Numba's threads: what a segment block task computes); ``segment_s_per_slice`` (`segment` with ``workers=0``: the same work in this process with
+process, `fragment.dense_forward` on Numba's threads: what a segment block task computes);
+``segment_s_per_slice`` (`segment` with ``workers=0``: the same work in this process with
 Numba's threads, plus reading the input and writing the OME-Zarr output, over ``slices`` slices / slices); and
 ``segment_cluster_s_per_slice`` (the default LocalCluster of one worker process per core, startup included).
 Needs onnx and onnxruntime (the test extra).
@@ -62,8 +63,8 @@ def measure(net_name: str, size=(512, 512), slices: int = 4, repeat: int = 5, th
         vol = np.random.default_rng(0).integers(0, 256, size=(slices, *size)).astype(np.uint8)
         one = vol[:1, None].astype(np.float32)
         ort_s = _median_time(lambda: sess.run(None, {"raw": one}), repeat)
-        dense_s = _median_time(lambda: dense_forward(net, model_obj.params, normalise(one[0], model_obj.normalisation)),
-                               repeat)
+        norm = model_obj.normalisation
+        dense_s = _median_time(lambda: dense_forward(net, model_obj.params, normalise(one[0], norm)), repeat)
         zarr.save_array(str(work / "in.zarr"), vol)
 
         def seg(workers):
