@@ -9,21 +9,21 @@ Subpackages load on first use (``import mpfpipe; mpfpipe.train.train(...)``), so
 """
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
+from pkgutil import iter_modules
 
 try:
     __version__ = version("mpfpipe")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = ("arch", "bench", "cli", "data", "errors", "evaluate", "export", "fragment", "kernels", "loss",
-               "model", "network", "params", "patch", "segment", "train", "workflow")
-
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        return import_module(f".{name}", __name__)  # import_module caches it in sys.modules and sets the attribute
+    # any module or subpackage of mpfpipe (no list to keep in step); import_module caches it and sets the attribute
+    if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_SUBMODULES))
+    return sorted(set(globals()) | {m.name for m in iter_modules(__path__) if not m.name.startswith("_")})
