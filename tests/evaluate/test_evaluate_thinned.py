@@ -108,3 +108,13 @@ def test_evaluate_averages_slice_scores_at_the_best_threshold():
     assert voi["split"] == pytest.approx(np.mean([s["voi_split"] for s in per_i]), rel=1e-10)
     assert voi["merge"] == pytest.approx(np.mean([s["voi_merge"] for s in per_i]), rel=1e-10)
     assert isbi["v_rand_thinned"] == max(c["v_rand"] for c in isbi["curve"])
+
+
+def test_isbi_labels_as_their_own_prediction_give_1_1_0_0(shared_data):
+    import tifffile
+    labels = tifffile.imread(shared_data / "isbi2012" / "train-labels.tif", key=[7])  # 0 = membrane, 255 = cell
+    membrane = (labels == 0).astype(np.uint8)
+    isbi, voi = thinned.thinned_sweep([membrane.astype(np.float32)], [membrane], thresholds=(0.0, 0.5))
+    assert (isbi["v_rand_thinned"], isbi["v_info_thinned"], voi["split"], voi["merge"]) == (1.0, 1.0, 0.0, 0.0)
+    # thinning keeps the topology: the thinned truth has exactly the unthinned labels' cells (126 on this slice)
+    assert thinned.truth_segments(membrane).max() == thinned.segments(membrane == 0).max() > 100
