@@ -29,7 +29,7 @@ def cli(ctx, debug):
 def _register():
     # Each command lives in its own module; importing it attaches it to the group.
     import importlib
-    for name in ("bench", "ingest", "train", "segment", "evaluate", "info", "run", "warmup"):
+    for name in ("bench", "ingest", "train", "segment", "evaluate", "export", "info", "run", "warmup"):
         try:
             importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:

@@ -31,7 +31,8 @@ from ._common import config_option
 @click.option("--images", default=None, help="Evaluate only these images: split names of a TRUTH dataset (test, "
                                              "val,test) or indices (0-9,12); detection keeps its val / test splits.")
 @click.option("--overlays", type=click_type("evaluate", "overlays"), default=4, help="Number of overlay slices.")
-@click.option("--no-rand", is_flag=True, help="Skip the V_rand threshold sweep.")
+@click.option("--no-rand", is_flag=True,
+              help="Skip the threshold sweeps (V_rand; the thinned V_rand, V_info and VOI).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 def evaluate(pred, truth, output, image, truth_positive, positive, threshold, samples, seed, val, test, images,
              overlays, no_rand, overwrite):

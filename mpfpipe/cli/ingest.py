@@ -15,6 +15,7 @@ _SYNTH_ONLY = ("n_images", "size", "defect_fraction", "variable_size")
 class _Loose(click.ParamType):
     """A string on the command line; a YAML list/dict from --config is passed through as is."""
     name = "text"
+    passes_lists = True  # see _common._yaml_default
 
     def convert(self, value, param, ctx):
         if isinstance(value, (list, tuple, dict)):

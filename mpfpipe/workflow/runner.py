@@ -179,6 +179,11 @@ def summary_markdown(s: dict) -> str:
             if rand:  # the ISBI 2012 membrane metrics (an evaluate step with rand: false skips them)
                 txt += (f" (1 - max F-score: {_fmt(fpe, True)}), V_rand {_fmt(rand.get('v_rand'))}"
                         f" (threshold {_fmt(rand.get('best_threshold'))})")
+                isbi, voi = r.get("isbi2012") or {}, r.get("voi") or {}
+                if isbi:  # the challenge's ranking scores (after thinning) and the variation of information
+                    txt += (f", thinned V_rand {_fmt(isbi.get('v_rand_thinned'))}, V_info "
+                            f"{_fmt(isbi.get('v_info_thinned'))}, VOI split / merge {_fmt(voi.get('split'))} / "
+                            f"{_fmt(voi.get('merge'))}")
             bal = (r.get("balanced_error") or {}).get("error")
             if not rand and bal is not None:
                 txt += f", balanced error {_fmt(bal, True)}"

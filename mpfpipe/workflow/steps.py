@@ -138,6 +138,9 @@ def _run_evaluate(step: Step, ctx) -> dict:
     if "rand" in rep:
         r = rep["rand"]
         out["rand"] = {k: r.get(k) for k in r if k != "curve"}
+    if "isbi2012" in rep:
+        out["isbi2012"] = {k: v for k, v in rep["isbi2012"].items() if k != "curve"}
+        out["voi"] = {k: rep["voi"].get(k) for k in ("split", "merge", "threshold", "unit")}
     if "detection" in rep:
         d = rep["detection"]
         out["detection"] = {k: d.get(k) for k in ("threshold", "chosen_on", "evaluated_on", "error", "confusion",

@@ -43,7 +43,7 @@ def bad_workflow(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- exit 0
-@pytest.mark.parametrize("cmd", ["ingest", "train", "segment", "evaluate", "bench", "run", "info"])
+@pytest.mark.parametrize("cmd", ["ingest", "train", "segment", "evaluate", "export", "bench", "run", "info"])
 def test_every_command_has_help_with_defaults(capsys, cmd):
     code, out, _ = run_cli(capsys, cmd, "--help")
     assert code == 0

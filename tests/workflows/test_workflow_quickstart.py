@@ -59,7 +59,13 @@ def test_quickstart_tiny_end_to_end(capsys, tmp_path):
     assert report["confusion"] == conf.tolist() and conf.sum() == 2 * 64 * 64
     assert report["pixel_error"] == pytest.approx(1 - np.trace(conf) / conf.sum(), rel=1e-12)
     assert 0 <= report["rand"]["v_rand"] <= 1
+    assert 0 <= report["isbi2012"]["v_rand_thinned"] <= 1 and 0 <= report["isbi2012"]["v_info_thinned"] <= 1
+    assert report["voi"]["split"] >= 0 and report["voi"]["merge"] >= 0
+    assert "thinned V_rand" in (run / "summary.md").read_text() and "VOI split / merge" in out
     summary = json.loads((run / "summary.json").read_text())
+    ev = next(s for s in summary["steps"] if s["kind"] == "evaluate")["result"]
+    assert ev["isbi2012"]["v_info_thinned"] == report["isbi2012"]["v_info_thinned"] and "curve" not in ev["isbi2012"]
+    assert ev["voi"]["split"] == report["voi"]["split"]
     assert [s["kind"] for s in summary["steps"]] == ["ingest", "ingest", "train", "segment", "evaluate"]
     assert summary["params"]["iterations"] == 2
     assert "| evaluate |" in out and "pixel error" in out

@@ -1,0 +1,71 @@
+"""``mpfpipe export MODEL OUT.onnx|OUT.zip``: the model as a standard ONNX graph or a bioimage.io model package
+(see `mpfpipe.export`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import cli
+from ._common import config_option
+
+
+def _read_sample(path):
+    """An image for the bioimage.io test input: .npy, a TIFF (first page) or any image file Pillow reads."""
+    import numpy as np
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+            return tifffile.imread(p, key=0)
+        from PIL import Image
+        return np.asarray(Image.open(p))
+    except Exception as exc:  # noqa: BLE001 - any reader error is the user's file
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--sample") from None
+
+
+@cli.command("export", epilog="""\b
+ONNX (OUT.onnx): the graph takes raw pixels 'raw' (N, C, H, W) float32 of any size and returns 'probabilities'
+(N, K, H, W); normalisation and mirror padding are inside it; MPF becomes stride-1 max pooling with dilated
+convolutions. bioimage.io (OUT.zip, or --format bioimageio): that graph with rdf.yaml (model description 0.5),
+README.md and a test input / output pair computed by mpfpipe itself.
+\b
+Examples:
+  mpfpipe export runs/quickstart/model.safetensors model.onnx
+  mpfpipe export runs/quickstart/model.safetensors model.zip --author "A. Author" --sample slice.tif
+""")
+@config_option
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["auto", "onnx", "bioimageio"]), default="auto",
+              help="auto: bioimageio for a .zip OUTPUT, else onnx.")
+@click.option("--opset", type=click.IntRange(13), default=17, help="ONNX opset of the graph (onnx format).")
+@click.option("--name", default=None, help="bioimageio: model name [default: mpfpipe NET].")
+@click.option("--author", "authors", multiple=True, help="bioimageio: author name (repeatable) [default: unknown].")
+@click.option("--license", "license_", default="CC-BY-4.0", help="bioimageio: SPDX license of the weights.")
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="bioimageio: image whose top-left 128x128 crop is the test input [default: seeded noise].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (onnx format).")
+def export(model, output, fmt, opset, name, authors, license_, sample, overwrite, as_json):
+    """Write MODEL (.safetensors) as OUTPUT: an ONNX file (the dense network from raw pixels to class
+    probabilities, runnable by onnxruntime and any other ONNX runtime) or a bioimage.io model package. Needs the
+    onnx package (pip install 'mpfpipe[onnx]')."""
+    if fmt == "auto":
+        fmt = "bioimageio" if output.lower().endswith(".zip") else "onnx"
+    if fmt == "bioimageio":
+        from ..export.bioimageio import export_bioimageio
+        path = export_bioimageio(model, output, name=name, authors=authors or ("unknown",), license=license_,
+                                 sample=None if sample is None else _read_sample(sample), overwrite=overwrite)
+        click.echo(f"{path}: bioimage.io model package (rdf.yaml, model.onnx, README.md, test tensors)")
+        return
+    from ..export import export_onnx
+
+    result = export_onnx(model, output, opset=opset, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2))
+    else:
+        click.echo(result.summary())
