@@ -50,8 +50,9 @@ class SimOracle(DaskOracle):
         super().__init__(client, net, _Shapes(n_images, size), stream=True, chunk_seconds=chunk_seconds)
         self.task_seconds = float(task_seconds)
 
-    def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec):
-        return self.client.map(_sim_chunk, [c for _, c in chunks], key=keys, pure=False, params=params,
+    def _map_chunks(self, keys, chunks, where, params, w, epoch, grad, spec):
+        return self.client.map(_sim_chunk, [c for _, c in chunks], key=keys, pure=False,
+                               workers=[where] if where else None, allow_other_workers=True, params=params,
                                n_out=1 + 3 * self.K + self.n, seconds=self.task_seconds)
 
     def _count(self, chunks, epoch, spec):

@@ -177,14 +177,19 @@ class DaskOracle(BaseOracle):
         self.retries = retries
         self.session = uuid.uuid4().hex[:8]
         self._held = {}  # block number -> future of {index: (image, labels)}
+        self._where = {}  # block number -> the worker its chunk tasks should run on (None: anywhere)
 
     def hold(self, indices):
         """Plan the new images' blocks; in persisted mode have workers read each block once and keep it."""
         blocks = self._plan(indices)
-        if self.stream or not blocks:
+        if not blocks:
             return
         first = len(self._blocks) - len(blocks)
         place = self._placement(blocks)
+        for j in range(first, len(self._blocks)):
+            self._where[j] = place[j - first][0] if place else None
+        if self.stream:
+            return
         for j, b in enumerate(blocks, start=first):
             self._held[j] = self.client.submit(_load_block, self.dataset, b, key=f"mpf-block-{self.session}-{j}",
                                                pure=False, workers=place.get(j - first),
@@ -278,10 +283,24 @@ class DaskOracle(BaseOracle):
             return False
 
     def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec):
-        """The chunk tasks, submitted in one message (a `map`, not one `submit` per task: fewer scheduler calls)."""
+        """The chunk tasks, each on its block's worker (a loose restriction: another worker takes over when that
+        one is gone). Without it Dask would put tasks where their inputs are -- in stream mode only the two
+        holders of the parameters. One `map` per worker, not one `submit` per task: fewer scheduler calls."""
+        groups = {}
+        for j, (b, c) in enumerate(chunks):
+            groups.setdefault(self._where.get(b), []).append(j)
+        futs = [None] * len(chunks)
+        for where, js in groups.items():
+            for j, f in zip(js, self._map_chunks([keys[j] for j in js], [chunks[j] for j in js], where, params, w,
+                                                  epoch, grad, spec)):
+                futs[j] = f
+        return futs
+
+    def _map_chunks(self, keys, chunks, where, params, w, epoch, grad, spec):
         return self.client.map(_chunk_task, [self._data(b) for b, _ in chunks], [c for _, c in chunks], key=keys,
-                               pure=False, net=self.net, params=params, weights=w, spec=spec, seed=self.seed,
-                               epoch=epoch, ignore_index=self.ignore, dtype=self.dtype, grad=grad)
+                               pure=False, workers=[where] if where else None, allow_other_workers=True,
+                               net=self.net, params=params, weights=w, spec=spec, seed=self.seed, epoch=epoch,
+                               ignore_index=self.ignore, dtype=self.dtype, grad=grad)
 
     def _evaluate(self, x, chunks, weights, epoch, grad, spec):
         c = self.client
