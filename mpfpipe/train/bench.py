@@ -52,7 +52,7 @@ class SimOracle(DaskOracle):
 
     def _map_chunks(self, keys, chunks, where, params, w, epoch, grad, spec):
         return self.client.map(_sim_chunk, [c for _, c in chunks], key=keys, pure=False,
-                               workers=[where] if where else None, allow_other_workers=True, params=params,
+                               workers=[where] if where else None, allow_other_workers=bool(where), params=params,
                                n_out=1 + 3 * self.K + self.n, seconds=self.task_seconds)
 
     def _count(self, chunks, epoch, spec):

@@ -298,7 +298,7 @@ class DaskOracle(BaseOracle):
 
     def _map_chunks(self, keys, chunks, where, params, w, epoch, grad, spec):
         return self.client.map(_chunk_task, [self._data(b) for b, _ in chunks], [c for _, c in chunks], key=keys,
-                               pure=False, workers=[where] if where else None, allow_other_workers=True,
+                               pure=False, workers=[where] if where else None, allow_other_workers=bool(where),
                                net=self.net, params=params, weights=w, spec=spec, seed=self.seed, epoch=epoch,
                                ignore_index=self.ignore, dtype=self.dtype, grad=grad)
 
