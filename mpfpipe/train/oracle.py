@@ -98,13 +98,16 @@ class BaseOracle:
         self._counts = {}
         self._blocks = []     # hold blocks: lists of image indices, in the order they were made
         self._block_of = {}   # image index -> block number
+        self._cost = {}       # image index -> estimated seconds (`chunks.image_cost`)
         self.n_evals = 0
 
     def _plan(self, indices) -> list[list[int]]:
         """Make hold blocks for the images of ``indices`` not in one yet; returns the new blocks."""
         new = sorted({int(i) for i in indices} - set(self._block_of))
         sizes = self.dataset.sizes
-        blocks = plan_chunks(new, [image_cost(self.net, *sizes[i]) for i in new], self.chunk_seconds)
+        for i in new:
+            self._cost[i] = image_cost(self.net, *sizes[i])
+        blocks = plan_chunks(new, [self._cost[i] for i in new], self.chunk_seconds)
         for b in blocks:
             for i in b:
                 self._block_of[i] = len(self._blocks)
@@ -207,8 +210,7 @@ class DaskOracle(BaseOracle):
             return {}
         if len(addrs) < 2:
             return {}
-        sizes = self.dataset.sizes
-        cost = [sum(image_cost(self.net, *sizes[i]) for i in b) for b in blocks]
+        cost = [sum(self._cost[i] for i in b) for b in blocks]
         load = {a: 0.0 for a in addrs}
         out = {}
         for j in sorted(range(len(blocks)), key=lambda j: (-cost[j], j)):
@@ -283,12 +285,23 @@ class DaskOracle(BaseOracle):
             return False
 
     def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec):
-        """The chunk tasks, each on its block's worker (a loose restriction: another worker takes over when that
-        one is gone). Without it Dask would put tasks where their inputs are -- in stream mode only the two
-        holders of the parameters. One `map` per worker, not one `submit` per task: fewer scheduler calls."""
+        """The chunk tasks, each with a worker (a loose restriction: another takes over when that one is gone):
+        its block's worker unless that one already has more of this batch to do than another worker has (a
+        mini-batch's chunks can all live on one worker), largest chunks first. Without restrictions Dask puts a
+        task where its inputs are -- in stream mode, the two holders of the parameters. One `map` per worker,
+        not one `submit` per task: fewer scheduler calls. Placement never changes a result."""
+        addrs = self._addrs or []
+        load = {a: 0.0 for a in addrs}
+        cost = [sum(self._cost[i] for i in c) for _, c in chunks]
         groups = {}
-        for j, (b, c) in enumerate(chunks):
-            groups.setdefault(self._where.get(b), []).append(j)
+        for j in sorted(range(len(chunks)), key=lambda j: (-cost[j], j)):
+            home = self._where.get(chunks[j][0])
+            where = None
+            if len(load) > 1:
+                least = min(load, key=lambda a: (load[a], a))
+                where = home if home in load and load[home] <= load[least] + 0.5 * cost[j] else least
+                load[where] += cost[j]
+            groups.setdefault(where, []).append(j)
         futs = [None] * len(chunks)
         for where, js in groups.items():
             for j, f in zip(js, self._map_chunks([keys[j] for j in js], [chunks[j] for j in js], where, params, w,
