@@ -43,18 +43,21 @@ def _block(ctx, param, value):
 @click.option("--threshold", type=float, default=None,
               help="Label = p[positive class] > THRESHOLD instead of the arg-max.")
 @click.option("--positive", type=int, default=1, help="Class index that --threshold applies to.")
+@click.option("--levels", type=int, default=None,
+              help="Pyramid levels including full resolution, each halving y and x (default: down to a smaller side "
+                   "<= 256 pixels; 1 = no pyramid).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
-            as_json, quiet):
+            levels, as_json, quiet):
     """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset or TIFF stack) with MODEL into OUTPUT, an
-    OME-Zarr 0.5 image of class probabilities with the segmentation under labels/. Blocks already done in an
-    unfinished OUTPUT are skipped (automatic resume)."""
+    OME-Zarr 0.5 image of class probabilities with the segmentation under labels/, both with a multiscale
+    pyramid. Blocks already done in an unfinished OUTPUT are skipped (automatic resume)."""
     from ..segment import segment as run
 
     result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
                  overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
-                 progress=not quiet)
+                 progress=not quiet, levels=levels)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
