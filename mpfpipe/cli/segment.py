@@ -50,7 +50,8 @@ def _block(ctx, param, value):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
             levels, as_json, quiet):
-    """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset or TIFF stack) with MODEL into OUTPUT, an
+    """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset, TIFF stack or HDF5 dataset FILE.h5:DATASET,
+    e.g. sample_A.h5:volumes/raw, read blockwise) with MODEL into OUTPUT, an
     OME-Zarr 0.5 image of class probabilities with the segmentation under labels/, both with a multiscale
     pyramid. Blocks already done in an unfinished OUTPUT are skipped (automatic resume)."""
     from ..segment import segment as run
