@@ -29,12 +29,30 @@ def _size(ctx, param, values):
 @click.option("--repeat", default=5, type=click.IntRange(1), help="Timed runs per case (median reported).")
 @click.option("--batch", default=256, type=click.IntRange(1), help="Windows per patch-mode batch.")
 @click.option("--peak/--no-peak", default=True, help="Also measure numpy's float32 matmul peak.")
-def bench(nets, sizes, modes, phases, repeat, batch, peak):
+@click.option("--segment", "volume", default=None,
+              help="Instead: segment this volume (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) with the first --net "
+                   "(default n3, random weights) and compare with the engine on the first --size (default "
+                   "512x512) at the same thread count; also the pyramid's cost and Zarr vs HDF5 reads.")
+@click.option("--segment-repeat", default=2, type=click.IntRange(1),
+              help="--segment: runs with and without the pyramid (medians reported).")
+@click.option("--workers", type=int, default=None, help="--segment: worker processes (default: one per core).")
+@click.option("--threads", type=int, default=None, help="--segment: threads per worker (default: cores / workers).")
+@click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="--segment: where the outputs are written (a temporary folder in it, removed at the end).")
+def bench(nets, sizes, modes, phases, repeat, batch, peak, volume, segment_repeat, workers, threads, workdir):
     """Time the fragment engine: one JSON object per case on stdout.
 
     With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and patch mode, train and infer.
+    With --segment VOLUME: `mpfpipe segment`'s throughput as a ratio of the engine's (mpfpipe.segment.bench).
     """
     from ..bench import dumps, run
+
+    if volume:
+        from ..segment.bench import run as segment_bench
+        segment_bench(volume, net_name=nets[0] if nets else "n3", size=sizes[0] if sizes else (512, 512),
+                      workers=workers, threads=threads, repeat=segment_repeat, engine_repeat=repeat,
+                      workdir=workdir, emit=lambda r: click.echo(dumps(r)))
+        return
 
     run(nets=list(nets), sizes=list(sizes), modes=modes or ("mpf", "patch"), phases=phases or ("train", "infer"),
         repeat=repeat, batch=batch, peak=peak, emit=lambda r: click.echo(dumps(r)))
