@@ -141,3 +141,18 @@ def test_levels_validated(model, volume, tmp_path):
     with pytest.raises(DataError, match="levels must be an integer from 1 to 7"):
         segment(model, volume, tmp_path / "o.zarr", workers=0, progress=False, levels=8)
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_2d_input_and_quantized_pyramid(model, tmp_path):
+    from ome_zarr_models.v05.image import Image
+    img = np.random.default_rng(0).integers(0, 255, (45, 37)).astype(np.uint8)
+    zarr.save_array(str(tmp_path / "img.zarr"), img)
+    segment(model, tmp_path / "img.zarr", tmp_path / "o.zarr", block=(1, 10, 12), workers=0, progress=False,
+            levels=3, quantize=True)
+    g = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")
+    assert [g[str(lv)].shape for lv in range(3)] == [(2, 45, 37), (2, 23, 19), (2, 12, 10)]
+    for lv in (1, 2):
+        p = g[str(lv)][...]
+        assert p.dtype == np.uint8 and np.array_equal(p, np.rint(naive_mean(g[str(lv - 1)][...])).astype(np.uint8))
+        assert np.array_equal(g[f"labels/segmentation/{lv}"][...], naive_mode(g[f"labels/segmentation/{lv - 1}"][...]))
+    Image.from_zarr(g)
