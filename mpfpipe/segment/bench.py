@@ -11,6 +11,8 @@ the done markers included). Records:
 - ``engine``: the engine cases and their rate in voxels/s;
 - ``segment`` (one per run) and ``segment_summary``: medians, ``ratio`` (segment / engine), ``pyramid_cost``
   (median wall time with the pyramid / without, minus 1) and the peak resident memory per worker;
+  ``cpu_ratio`` and ``pyramid_cpu_cost`` are the same in CPU time (all processes: driver, scheduler, workers,
+  against the engine's CPU time per voxel), which another user's load on a shared machine distorts less;
 - ``read``: blockwise read throughput (every block with its halo, as the block tasks read) of VOLUME and of a
   copy in the other format (Zarr <-> HDF5) with the same chunks, in voxels/s and MiB/s.
 
@@ -51,7 +53,15 @@ def engine_rate(net_name: str, size, threads: int, repeat: int) -> dict:
     rate = max(H * W / cases[threads]["seconds"], threads * H * W / cases[1]["seconds"])
     return {"case": "engine", "net": net_name, "size": f"{H}x{W}", "threads": threads,
             "seconds_1_thread": cases[1]["seconds"], f"seconds_{threads}_threads": cases[threads]["seconds"],
-            "voxels_per_s": round(rate, 1)}
+            "voxels_per_s": round(rate, 1),
+            "cpu_seconds_per_voxel": min(cases[t]["cpu_seconds"] for t in cases) / (H * W)}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the LocalCluster's workers, once closed)."""
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def read_rate(volume, block, halo, repeat: int = 1) -> dict:
@@ -123,23 +133,26 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
         save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}), model)
         engines = [engine_rate(net_name, size, T, engine_repeat)]
         levels = auto_levels(volume.shape)
-        runs = {1: [], levels: []}
+        runs, cpus = {1: [], levels: []}, {1: [], levels: []}
         for i in range(repeat):
             for lv in runs:
                 dst = tmp / f"seg-{lv}-{i}.ome.zarr"
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), _cpu_seconds()
                 res = segment(model, volume, dst, block=block, workers=workers, threads=threads, progress=False,
                               levels=lv)
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
                 runs[lv].append((wall, res))
+                cpus[lv].append(cpu)
                 out({"case": "segment", "volume": list(volume.shape), "block": list(block), "workers": workers,
-                     "threads": threads, "levels": lv, "seconds": round(wall, 3),
+                     "threads": threads, "levels": lv, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 2),
                      "voxels_per_s": round(res.voxels / wall, 1), "block_cpu_seconds": round(res.cpu_seconds, 2),
                      "pyramid_cpu_seconds": round(res.pyramid_cpu_seconds, 2),
                      "peak_memory_per_worker_mib": round(max(res.peak_memory_per_worker.values()) / 2**20, 1)})
                 shutil.rmtree(dst, ignore_errors=True)
         engines.append(engine_rate(net_name, size, T, engine_repeat))
         eng = statistics.median(e["voxels_per_s"] for e in engines)
+        eng_cpu = statistics.median(e["cpu_seconds_per_voxel"] for e in engines)
+        c1, cl = statistics.median(cpus[1]), statistics.median(cpus[levels])
         for e in engines:
             out(e)
         t1 = statistics.median(w for w, _ in runs[1])
@@ -150,6 +163,8 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
              "ratio": round(vox / t1 / eng, 4), "levels": levels,
              "segment_pyramid_voxels_per_s": round(vox / tl, 1), "ratio_with_pyramid": round(vox / tl / eng, 4),
              "pyramid_cost": round(tl / t1 - 1, 4), "seconds": round(t1, 2), "seconds_with_pyramid": round(tl, 2),
+             "cpu_ratio": round(eng_cpu * vox / c1, 4), "pyramid_cpu_cost": round(cl / c1 - 1, 4),
+             "cpu_seconds": round(c1, 2), "cpu_seconds_with_pyramid": round(cl, 2),
              "peak_memory_per_worker_mib": round(max(max(r.peak_memory_per_worker.values())
                                                      for rs in runs.values() for _, r in rs) / 2**20, 1)})
         other = _copy(volume, tmp)
