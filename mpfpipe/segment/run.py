@@ -31,6 +31,13 @@ from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
 from .volume import open_volume
 
 DEFAULT_BLOCK = (1, 512, 512)
+# The local cluster's housekeeping, slowed: each worker's statistical profiler samples the running block every 10 ms
+# and every process ticks its event loop every 20 ms and polls its memory every 100 ms; an idle 2-worker cluster
+# took ~4 % of a core in the driver and ~3 % per worker, CPU that the blocks of a 2-core machine lack. Blocks take
+# ~1 s, so these intervals lose nothing we use (no dashboard; memory limits still act within a second).
+QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
+                 "distributed.admin.system-monitor.interval": "2s",
+                 "distributed.worker.memory.monitor-interval": "1s"}
 
 
 class SegmentError(MpfError):
@@ -107,7 +114,7 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
         return
     workers, threads = _split_cores(workers, threads)
     env = worker_env(threads)
-    with dask.config.set(prespawn_config()), \
+    with dask.config.set({**prespawn_config(), **QUIET_CLUSTER}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
                          silence_logs=40) as cluster, Client(cluster) as client:
