@@ -15,9 +15,9 @@ Layout of OUTPUT::
 
 (For a (Y, X) input the z axis is dropped everywhere.) ``attrs["mpfpipe"]`` holds the format, the model's
 provenance (file, SHA-256, architecture, class names, normalisation, training provenance), the input, the block
-size, options and ``complete``, which is set true only after every block of every level is done. Chunk writes in Zarr's local
-store are atomic (temp file + rename), and each block writes only its own chunks, then its done marker: a killed
-run leaves only whole chunks, and a rerun recomputes exactly the blocks without a marker.
+size, options and ``complete``, which is set true only after every block of every level is done. Chunk writes
+in Zarr's local store are atomic (temp file + rename), and each block writes only its own chunks, then its done
+marker: a killed run leaves only whole chunks, and a rerun recomputes exactly the blocks without a marker.
 """
 from __future__ import annotations
 

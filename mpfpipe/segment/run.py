@@ -5,8 +5,9 @@ voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`),
 that is not yet marked done. Each task reads its block plus halo from the input, runs the dense forward pass
 (`blocks.compute_block`) and writes its own chunks and then its done marker. The pyramid's blocks (`pyramid`)
 run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group is marked
-complete at the end, when every block of every level is done. Resuming is automatic: an incomplete output made from the same model, input and options is continued (done
-blocks are skipped); a complete output, or one made differently, is replaced only with ``overwrite=True``.
+complete at the end, when every block of every level is done. Resuming is automatic: an incomplete output made
+from the same model, input and options is continued (done blocks are skipped); a complete output, or one made
+differently, is replaced only with ``overwrite=True``.
 
 Cluster: by default a `LocalCluster` of worker processes on 127.0.0.1 (``workers`` processes, each running one
 block at a time with ``threads`` kernel threads: workers x threads = cores); ``scheduler`` joins an existing

@@ -36,7 +36,8 @@ def _count_done(out):
 def test_sigkill_then_rerun_equals_undisturbed_run(job):
     out = job / "killed.zarr"
     cmd = [sys.executable, "-c", "from mpfpipe.cli import main; main()", "segment", str(job / "m.safetensors"),
-           str(job / "v.zarr"), str(out), "--block", "1,16,16", "--workers", "1", "--threads", "1", "--levels", "3", "--quiet"]
+           str(job / "v.zarr"), str(out), "--block", "1,16,16", "--workers", "1", "--threads", "1",
+           "--levels", "3", "--quiet"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
