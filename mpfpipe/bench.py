@@ -115,16 +115,18 @@ def run_case(net_name: str, size: tuple[int, int], mode: str, phase: str, repeat
                 patch_forward(net, params, windows, dtype=dtype)
         patches = batch
     job()  # warm-up: compiles kernels, faults in memory
-    times = []
+    times, cpu = [], []
     with _PeakRSS() as rss:
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             job()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)  # all threads; on a shared machine less noisy than the wall time
     seconds = statistics.median(times)
     fl = flops(net, mode == "mpf", size, phase, 1 if mode == "mpf" else batch)
     return {"net": net_name, "size": f"{H}x{W}" if mode == "mpf" else f"{batch}x{net.window}x{net.window}",
             "mode": mode, "phase": phase, "seconds": round(seconds, 6), "min_seconds": round(min(times), 6),
+            "cpu_seconds": round(statistics.median(cpu), 6),
             "repeat": repeat, "patches_per_s": round(patches / seconds, 1), "gflops": round(fl / seconds / 1e9, 2),
             "gflop": round(fl / 1e9, 3), "peak_rss_mib": round(rss.peak / 2**20, 1), "threads": _threads(),
             "dtype": np.dtype(dtype).name, "cpu_count": os.cpu_count()}

@@ -121,6 +121,7 @@ OPTIONS: dict[str, dict] = {
               "max_time": Parsed("mpfpipe.train.driver:parse_duration", "a duration such as 7200, 90m or 2h"),
               **_COMMON_CLUSTER},
     "segment": {"threshold": Float(0, 1, optional=True), "positive": Int(0), "workers": Int(0, optional=True),
+                "levels": Int(1, optional=True),
                 "threads": Int(1, optional=True), "dtype": Choice(("float32", "float64"))},
     "bench": {"task_seconds": Float(0, lo_open=True), "images": Int(1), "repeat": Int(1),
               "chunk_seconds": Float(0, lo_open=True), **_COMMON_CLUSTER},

@@ -38,14 +38,22 @@ def _size(ctx, param, values):
 @click.option("--images", type=click_type("bench", "images"), default=256,
               help="--distributed: images per evaluation.")
 @click.option("--workers", type=click_type("bench", "workers"), default=None,
-              help="--distributed: local worker processes [default: one per core].")
+              help="--distributed, --segment: local worker processes [default: one per core].")
 @click.option("--threads", type=click_type("bench", "threads"), default=None,
-              help="--distributed: Numba/BLAS threads per local worker [default: cores // workers].")
+              help="--distributed, --segment: Numba/BLAS threads per local worker [default: cores // workers].")
 @click.option("--scheduler", default=None, help="--distributed: join this Dask scheduler instead.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,
               help="--distributed: real gradients on this dataset's images [default: synthetic EM of --size].")
+@click.option("--segment", "volume", default=None,
+              help="Instead: segment this volume (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) with the first --net "
+                   "(default n3, random weights) and compare with the engine on the first --size (default "
+                   "512x512) at the same thread count; also the pyramid's cost and Zarr vs HDF5 reads.")
+@click.option("--segment-repeat", default=2, type=click.IntRange(1),
+              help="--segment: runs with and without the pyramid (medians reported).")
+@click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="--segment: where the outputs are written (a temporary folder in it, removed at the end).")
 def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate, task_seconds, images, workers,
-          threads, scheduler, dataset):
+          threads, scheduler, dataset, volume, segment_repeat, workdir):
     """Time the fragment engine: one JSON object per case on stdout.
 
     With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and patch mode, train and infer.
@@ -54,6 +62,8 @@ def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate
     reduction, driver and idle time, with "seconds_per_eval" and "efficiency" (images x task seconds per image /
     workers / seconds per evaluation), e.g.
     mpfpipe bench --distributed --simulate --workers 16 --images 4096 --net steel --size 137x60 --task-seconds 0.005
+
+    With --segment VOLUME: `mpfpipe segment`'s throughput as a ratio of the engine's (mpfpipe.segment.bench).
     """
     from ..arch import load_net
     from ..bench import dumps, run
@@ -70,5 +80,11 @@ def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate
         return
     if simulate:
         raise click.UsageError("--simulate needs --distributed")
+    if volume:
+        from ..segment.bench import run as segment_bench
+        segment_bench(volume, net_name=nets[0] if nets else "n3", size=sizes[0] if sizes else (512, 512),
+                      workers=workers, threads=threads, repeat=segment_repeat, engine_repeat=repeat,
+                      workdir=workdir, emit=lambda r: click.echo(dumps(r)))
+        return
     run(nets=list(nets), sizes=list(sizes), modes=modes or ("mpf", "patch"), phases=phases or ("train", "infer"),
         repeat=repeat, batch=batch, peak=peak, emit=lambda r: click.echo(dumps(r)))

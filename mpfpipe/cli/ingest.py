@@ -26,6 +26,8 @@ class _Loose(click.ParamType):
 @cli.command("ingest", epilog="""\b
 Sources:
   IMAGES.tif LABELS.tif [MASKS.tif]   multi-page TIFF stacks (ISBI 2012), or .npy arrays (N,H,W)/(N,C,H,W)
+  F.h5:IMAGES F.h5:LABELS [F.h5:M]    HDF5 datasets as stacks, read slice by slice (CREMI: sample_A.h5:volumes/raw
+                                      sample_A.h5:volumes/labels/clefts)
   FOLDER                              searched for images/ + masks/ (NEU-Seg), <stem>.jpg + <stem>.png
                                       side by side (magnetic tile MT_*/Imgs), <stem>_mask.png; several
                                       folders are concatenated

@@ -46,12 +46,16 @@ def _block(ctx, param, value):
               help="Label = p[positive class] > THRESHOLD instead of the arg-max.")
 @click.option("--positive", type=click_type("segment", "positive"), default=1,
               help="Class index that --threshold applies to.")
+@click.option("--levels", type=click_type("segment", "levels"), default=None,
+              help="Pyramid levels including full resolution, each halving y and x (default: down to a smaller side "
+                   "<= 256 pixels; 1 = no pyramid).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
-            as_json, quiet):
-    """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset or TIFF stack) with MODEL into OUTPUT, an
-    OME-Zarr 0.5 image of class probabilities with the segmentation under labels/. Blocks already done in an
+            levels, as_json, quiet):
+    """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset, TIFF stack or HDF5 dataset FILE.h5:DATASET,
+    e.g. sample_A.h5:volumes/raw, read blockwise) with MODEL into OUTPUT, an OME-Zarr 0.5 image of class
+    probabilities with the segmentation under labels/, both with a multiscale pyramid. Blocks already done in an
     unfinished OUTPUT are skipped (automatic resume); done blocks whose chunks were lost or damaged since (checked
     against their checksums) are computed again, in a complete OUTPUT too."""
     from ..segment import segment as run
@@ -59,7 +63,7 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     try:
         result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
                      overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
-                     progress=not quiet)
+                     progress=not quiet, levels=levels)
     except KeyboardInterrupt:
         from ..errors import Interrupted
         raise Interrupted(f"the finished blocks of {output} are kept; rerun the same command (without "

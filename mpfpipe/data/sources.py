@@ -4,7 +4,9 @@ Supported SOURCE arguments (see ``mpfpipe ingest --help``):
 
 - Stacks: ``IMAGES LABELS [MASKS]``, each a multi-page TIFF (``.tif``/``.tiff``) or a ``.npy`` array: images
   (N, H, W) or (N, C, H, W) (or (N, H, W, C) with C <= 4), labels (N, H, W), masks (N, H, W) (non-zero = use).
-  The ISBI 2012 files ``train-volume.tif train-labels.tif`` are such a pair.
+  The ISBI 2012 files ``train-volume.tif train-labels.tif`` are such a pair. A stack can also be an HDF5 dataset
+  named ``FILE.h5:DATASET`` (CREMI: ``sample_A.h5:volumes/raw sample_A.h5:volumes/labels/clefts``), read one slice
+  at a time (`mpfpipe.data.hdf5`).
 - One folder, searched recursively for
   * ``images/`` (or ``imgs/``) beside ``masks/`` (or ``labels/``, ``gt/``), files matched by stem (NEU-Seg:
     ``train/images/000002.jpg`` + ``train/masks/000002.png``);
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from . import hdf5
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 STACK_EXTS = (".tif", ".tiff", ".npy")
@@ -173,7 +176,11 @@ def read_tiff_stack(path) -> np.ndarray:
 
 
 def load_stack(path: Path, kind: str) -> np.ndarray:
-    """A TIFF or .npy stack as (N, C, H, W) for ``kind="images"`` or (N, H, W) for labels/masks."""
+    """A TIFF or .npy stack as (N, C, H, W) for ``kind="images"`` or (N, H, W) for labels/masks (an HDF5
+    ``FILE.h5:DATASET``: a `hdf5.Stack` of that shape, read slice by slice)."""
+    if hdf5.parse_spec(path) is not None:
+        return hdf5.Stack(path, kind)
+    path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -200,10 +207,15 @@ def load_stack(path: Path, kind: str) -> np.ndarray:
     return arr
 
 
+def _stack_name(p) -> str:
+    spec = hdf5.parse_spec(p)
+    return f"{Path(spec[0]).name}:{spec[1]}" if spec else Path(p).name
+
+
 def stack_items(paths: list[Path]) -> list[Item]:
     if len(paths) not in (2, 3):
         raise DataError(f"stack input needs IMAGES LABELS [MASKS] files, got {len(paths)}: "
-                        f"{', '.join(p.name for p in paths)}")
+                        f"{', '.join(_stack_name(p) for p in paths)}")
     images = cache(lambda: load_stack(paths[0], "images"))
     labels = cache(lambda: load_stack(paths[1], "labels"))
     masks = cache(lambda: load_stack(paths[2], "masks")) if len(paths) == 3 else None
@@ -212,14 +224,14 @@ def stack_items(paths: list[Path]) -> list[Item]:
         if arr is None:
             continue
         if arr.shape[0] != n:
-            raise DataError(f"{paths[0].name} has {n} images but {p.name} has {arr.shape[0]}")
+            raise DataError(f"{_stack_name(paths[0])} has {n} images but {_stack_name(p)} has {arr.shape[0]}")
         if arr.shape[1:] != images().shape[2:]:
-            raise DataError(f"{p.name}: shape {arr.shape[1:]} per slice, images are {images().shape[2:]}")
+            raise DataError(f"{_stack_name(p)}: shape {arr.shape[1:]} per slice, images are {images().shape[2:]}")
     h, w = images().shape[2:]
     items = []
     for i in range(n):
         items.append(Item(
-            name=f"{paths[0].name}[{i}]", group=paths[0].name, size=(int(h), int(w)),
+            name=f"{_stack_name(paths[0])}[{i}]", group=_stack_name(paths[0]), size=(int(h), int(w)),
             image=lambda i=i: np.asarray(images()[i]),
             labels=lambda i=i: to_label2d(labels()[i], f"{paths[1]} slice {i}"),
             mask=(lambda i=i: np.asarray(masks()[i])) if masks else None,
@@ -324,10 +336,18 @@ def resolve_sources(sources) -> tuple[list[Item], str]:
     paths = [Path(s) for s in sources]
     if not paths:
         raise DataError("no input given: pass image/label stacks or a folder of images and masks")
-    for p in paths:
-        if not p.exists():
+    h5 = [hdf5.parse_spec(s) is not None for s in sources]
+    for p, is_h5 in zip(paths, h5):
+        if not is_h5 and not p.exists():
             raise DataError(f"{p}: no such file or folder")
-    if all(p.is_file() for p in paths):
+    if any(h5):  # HDF5 datasets are stacks (the file and dataset are checked when the stack is opened)
+        bad = [p.name for p, is_h5 in zip(paths, h5) if not is_h5 and (not p.is_file()
+                                                                        or p.suffix.lower() not in STACK_EXTS)]
+        if bad:
+            raise DataError(f"unsupported input(s) {', '.join(bad)} beside HDF5 datasets: stacks must be "
+                            "FILE.h5:DATASET, TIFF stacks or .npy arrays (IMAGES LABELS [MASKS])")
+        items, layout = stack_items([str(s) for s in sources]), "stack"
+    elif all(p.is_file() for p in paths):
         bad = [p.name for p in paths if p.suffix.lower() not in STACK_EXTS]
         if bad:
             raise DataError(f"unsupported input file(s) {', '.join(bad)}: files must be TIFF stacks or .npy "

@@ -3,9 +3,11 @@
 ``segment(model, input, output)`` opens the input (`volume.open_volume`), checks it against the model (channels,
 voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`), then runs one task per block
 that is not yet marked done. Each task reads its block plus halo from the input, runs the dense forward pass
-(`blocks.compute_block`) and writes its own chunks and then its done marker. The group is marked complete at the
-end. Resuming is automatic: an incomplete output made from the same model, input and options is continued (done
-blocks are skipped); a complete output, or one made differently, is replaced only with ``overwrite=True``.
+(`blocks.compute_block`) and writes its own chunks and then its done marker. The pyramid's blocks (`pyramid`)
+run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group is marked
+complete at the end, when every block of every level is done. Resuming is automatic: an incomplete output made
+from the same model, input and options is continued (done blocks are skipped); a complete output, or one made
+differently, is replaced only with ``overwrite=True``.
 
 Cluster: by default a `LocalCluster` of worker processes on 127.0.0.1 (``workers`` processes, each running one
 block at a time with ``threads`` kernel threads: workers x threads = cores); ``scheduler`` joins an existing
@@ -24,11 +26,18 @@ import numpy as np
 
 from .. import __version__, _lock, _safety
 from ..errors import ClusterError, DataError, MpfError, OutputExistsError
-from . import omezarr, verify
+from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
 from .volume import open_volume
 
 DEFAULT_BLOCK = (1, 512, 512)
+# The local cluster's housekeeping, slowed: each worker's statistical profiler samples the running block every 10 ms
+# and every process ticks its event loop every 20 ms and polls its memory every 100 ms; an idle 2-worker cluster
+# took ~4 % of a core in the driver and ~3 % per worker, CPU that the blocks of a 2-core machine lack. Blocks take
+# ~1 s, so these intervals lose nothing we use (no dashboard; memory limits still act within a second).
+QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
+                 "distributed.admin.system-monitor.interval": "2s",
+                 "distributed.worker.memory.monitor-interval": "1s"}
 
 
 class SegmentError(MpfError):
@@ -46,6 +55,11 @@ class SegmentResult:
     voxels: int = 0
     voxels_per_s: float = 0.0
     cpu_seconds: float = 0.0  # CPU time of the block tasks (all their threads), summed over blocks
+    levels: int = 1  # pyramid levels, level 0 included
+    pyramid_blocks: int = 0  # blocks of levels 1, 2, ... (done, skipped, failed as for level 0 above)
+    pyramid_done: int = 0
+    pyramid_skipped: int = 0
+    pyramid_cpu_seconds: float = 0.0
     peak_memory_per_worker: dict = field(default_factory=dict)  # worker -> peak RSS bytes
     errors: list = field(default_factory=list)
 
@@ -53,7 +67,9 @@ class SegmentResult:
         mem = max(self.peak_memory_per_worker.values(), default=0) / 2**20
         return (f"{self.output}: {self.blocks} blocks: {self.done} done, {self.skipped} skipped (already done), "
                 f"{self.failed} failed; {self.voxels} voxels in {self.seconds:.1f} s = {self.voxels_per_s:,.0f} "
-                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks); peak memory per worker {mem:.0f} MiB")
+                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks); {self.levels} level(s), pyramid "
+                f"{self.pyramid_done} blocks done, {self.pyramid_skipped} skipped ({self.pyramid_cpu_seconds:.1f} "
+                f"CPU s); peak memory per worker {mem:.0f} MiB")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +118,7 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
         return
     workers, threads = _split_cores(workers, threads)
     env = worker_env(threads)
-    with dask.config.set(prespawn_config()), \
+    with dask.config.set({**prespawn_config(), **QUIET_CLUSTER}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
                          silence_logs=50) as cluster, Client(cluster) as client:
@@ -117,6 +133,17 @@ def _block_task(engine: Engine, volume, out_path: str, token: str, block) -> dic
     return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "pid": os.getpid(),
             "peak_rss": peak_rss_bytes()}
+
+
+def _level_task(out_path: str, two_d: bool, token: str, level: int, block, *sources) -> dict:
+    """One pyramid block: read its sources' pixels from the level below, halve, write, mark done. ``sources``
+    are the source blocks' task results, there only to make Dask run this after them."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    writer = omezarr.Writer.get(out_path, two_d, token)
+    probs, labels = pyramid.compute_level_block(writer, level, block)
+    writer.write(block, probs, labels, level=level)
+    return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "pid": os.getpid(), "peak_rss": peak_rss_bytes()}
 
 
 def _model_meta(model_path: Path, model) -> dict:
@@ -148,10 +175,10 @@ def _check_compatible(model, volume) -> None:
         raise DataError(f"{volume.path} has an empty slice")
 
 
-def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive) -> dict:
+def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive, levels) -> dict:
     return {"model_sha256": model_meta["sha256"], "input": volume.path, "input_array": volume.array,
             "input_shape": list(volume.shape), "block": list(chunk), "quantized": bool(quantize),
-            "threshold": threshold, "positive": positive}
+            "threshold": threshold, "positive": positive, "levels": levels}
 
 
 def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bool:
@@ -183,9 +210,10 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
 def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = None, threads: int | None = None,
             scheduler: str | None = None, overwrite: bool = False, quantize: bool = False,
             threshold: float | None = None, positive: int = 1, progress: bool = True,
-            dtype: str = "float32") -> SegmentResult:
+            dtype: str = "float32", levels: int | None = None) -> SegmentResult:
     """Segment a whole volume into an OME-Zarr output; see the module doc. ``model`` is a model file path,
-    ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx)."""
+    ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx);
+    ``levels``: pyramid levels including level 0 (None: halve y, x until the smaller side is <= 256; 1: none)."""
     from ..model import load_model
     from ..options import check as check_options
 
@@ -199,42 +227,63 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     if volume.sizes is not None and block[0] != 1:
         block = (1, *block[1:])  # dataset images differ in size: one image per z block
     chunk = tuple(min(int(b), n) for b, n in zip(block, volume.shape))
+    most = pyramid.auto_levels(volume.shape, min_side=1)
+    if levels is None:
+        levels = pyramid.auto_levels(volume.shape)
+    elif not isinstance(levels, (int, np.integer)) or not 1 <= levels <= most:
+        raise DataError(f"levels must be an integer from 1 to {most} for a volume of {volume.shape[1]} x "
+                        f"{volume.shape[2]} pixels (halving until one side is 1 pixel), got {levels!r}")
+    levels = int(levels)
     if threshold is not None and not 0 <= positive < mdl.net.n_classes:
         raise DataError(f"positive class {positive} is not a class of this {mdl.net.n_classes}-class model")
     output = Path(output)
     # never write over / into an input, nor over anything that is not an mpfpipe segmentation (mpfpipe._safety)
     _safety.check_output(output, kinds=("segmentation",), inputs=[model_path, volume.path], overwrite=True)
     mmeta = _model_meta(model_path, mdl)
-    settings = _settings(mmeta, volume, chunk, quantize, threshold, positive)
+    settings = _settings(mmeta, volume, chunk, quantize, threshold, positive, levels)
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,
             "input": {"path": volume.path, "kind": volume.kind, "array": volume.array, "shape": list(volume.shape),
                       "channels": volume.channels, "dtype": volume.dtype, "sizes": volume.sizes,
                       "scale": volume.scale, "units": volume.units, **volume.info}}
     resumed = _prepare_output(output, settings, overwrite, lambda: omezarr.create_output(
-        output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta))
+        output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta,
+        levels=levels))
 
     blocks = block_grid(volume.shape, chunk)
     done = omezarr.read_done(output)
     todo = [b for b in blocks if not done[b.index]]
-    result = SegmentResult(str(output), blocks=len(blocks), skipped=len(blocks) - len(todo))
+    result = SegmentResult(str(output), blocks=len(blocks), skipped=len(blocks) - len(todo), levels=levels)
+    tasks = [(0, b) for b in todo]
+    for lv in range(1, levels):
+        lblocks = pyramid.level_blocks(volume.shape, chunk, lv)
+        ldone = omezarr.read_done(output, lv)
+        ltodo = [b for b in lblocks if not ldone[b.index]]
+        result.pyramid_blocks += len(lblocks)
+        result.pyramid_skipped += len(lblocks) - len(ltodo)
+        tasks += [(lv, b) for b in ltodo]
     engine = Engine(mdl.net, mdl.params, mdl.normalisation, dtype=dtype, threshold=threshold, positive=positive)
     voxels_of = _voxel_counter(volume)
     t0 = time.perf_counter()
-    if todo:
+    if tasks:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(blocks), initial=result.skipped, unit="block", disable=not progress,
-                   desc="resuming" if resumed else "segment")
+        bar = tqdm(total=len(blocks) + result.pyramid_blocks, initial=result.skipped + result.pyramid_skipped,
+                   unit="block", disable=not progress, desc="resuming" if resumed else "segment")
         try:
             token = omezarr.output_state(output)["token"]
-            for block_, outcome in _run(engine, volume, str(output.absolute()), token, todo, workers, threads,
-                                        scheduler):
+            for level, block_, outcome in _run(engine, volume, str(output.absolute()), token, tasks, chunk,
+                                               workers, threads, scheduler):
                 if isinstance(outcome, BaseException):
                     result.failed += 1
-                    result.errors.append(f"block {block_.index}: {type(outcome).__name__}: {outcome}")
+                    result.errors.append(f"{'block' if level == 0 else f'level {level} block'} {block_.index}: "
+                                         f"{type(outcome).__name__}: {outcome}")
+                elif level:
+                    result.pyramid_done += 1
+                    result.pyramid_cpu_seconds += outcome["cpu_seconds"]
                 else:
                     result.done += 1
                     result.voxels += voxels_of(block_)
                     result.cpu_seconds += outcome["cpu_seconds"]
+                if not isinstance(outcome, BaseException):
                     key = f"pid{outcome['pid']}"
                     result.peak_memory_per_worker[key] = max(result.peak_memory_per_worker.get(key, 0),
                                                              outcome["peak_rss"])
@@ -244,9 +293,9 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     result.seconds = time.perf_counter() - t0
     result.voxels_per_s = result.voxels / result.seconds if result.seconds > 0 else 0.0
     if result.failed:
-        raise SegmentError(f"{result.failed} of {len(todo)} blocks failed (first: {result.errors[0]}); the output "
+        raise SegmentError(f"{result.failed} of {len(tasks)} blocks failed (first: {result.errors[0]}); the output "
                            f"is incomplete: rerun the same command to retry the failed blocks")
-    if not omezarr.read_done(output).all():  # pragma: no cover - defensive: every block reported success
+    if not all(omezarr.read_done(output, lv).all() for lv in range(levels)):  # pragma: no cover - defensive
         raise SegmentError(f"{output}: some blocks are not marked done; rerun to finish")
     omezarr.set_complete(output, True, summary={k: v for k, v in result.to_dict().items() if k != "errors"})
     return result
@@ -262,26 +311,47 @@ def _voxel_counter(volume):
     return count
 
 
-def _run(engine, volume, out_path, token, todo, workers, threads, scheduler):
-    """Yield (block, result dict or exception) as blocks finish."""
+def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, scheduler):
+    """Yield (level, block, result dict or exception) as blocks finish. ``tasks``: (level, block) pairs, levels
+    ascending; a pyramid block waits for its sources among them (the others are done already)."""
+    def sources(level, block):
+        return pyramid.source_indices(volume.shape, chunk, level, block)
+
     if workers == 0 and not scheduler:
-        for b in todo:
+        failed = set()
+        for level, b in tasks:
             try:
-                yield b, _block_task(engine, volume, out_path, token, b)
+                if level == 0:
+                    yield level, b, _block_task(engine, volume, out_path, token, b)
+                    continue
+                bad = [i for i in sources(level, b) if (level - 1, i) in failed]
+                if bad:
+                    raise SegmentError(f"its source block {bad[0]} of level {level - 1} failed")
+                yield level, b, _level_task(out_path, volume.two_d, token, level, b)
             except MpfError as exc:
-                yield b, exc
+                failed.add((level, b.index))
+                yield level, b, exc
         return
     from distributed import as_completed
 
     with dask_client(workers, threads, scheduler) as client:
         eng = client.scatter(engine, broadcast=True)
-        futures = {client.submit(_block_task, eng, volume, out_path, token, b, retries=1,
-                                 key=f"mpf-block-{token}-{'-'.join(map(str, b.index))}-{time.time_ns()}"): b
-                   for b in todo}
+        futures, by_index = {}, {}
+        for level, b in tasks:
+            key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{time.time_ns()}"
+            if level == 0:
+                fut = client.submit(_block_task, eng, volume, out_path, token, b, retries=1, key=key)
+            else:
+                deps = [by_index[(level - 1, i)] for i in sources(level, b) if (level - 1, i) in by_index]
+                fut = client.submit(_level_task, out_path, volume.two_d, token, level, b, *deps, retries=1,
+                                    key=key)
+            futures[fut] = (level, b)
+            by_index[(level, b.index)] = fut
+        by_index.clear()  # the scheduler keeps what the pyramid tasks still need
         for fut in as_completed(futures):
-            b = futures[fut]
+            level, b = futures[fut]
             try:
-                yield b, fut.result()
+                yield level, b, fut.result()
             except Exception as exc:  # noqa: BLE001 - a failed block is reported, the others go on
-                yield b, exc
+                yield level, b, exc
             fut.release()

@@ -1,4 +1,5 @@
-"""Inputs to segment: a Zarr array, an OME-Zarr image, an mpfpipe dataset (from ``ingest``) or a TIFF stack.
+"""Inputs to segment: a Zarr array, an OME-Zarr image, an mpfpipe dataset (from ``ingest``), a TIFF stack or an
+HDF5 dataset (``FILE.h5:DATASET``, read by hyperslab with h5py: `mpfpipe.data.hdf5`).
 
 Every input becomes a `Volume`: shape (Z, Y, X), channel count C, dtype, optional per-slice valid sizes, voxel
 size/units when known, and ``read(z0, z1, (y0, y1), (x0, x1)) -> (nz, C, ny, nx)`` raw voxels. A Volume pickles
@@ -8,6 +9,7 @@ Accepted layouts: (Y, X) and (Z, Y, X) arrays (one channel), (Z, C, Y, X) arrays
 (``images`` (N, C, Hmax, Wmax) with ``sizes``: slice i is image i, mirrored at its own valid size); an OME-Zarr
 image group (its full-resolution level; a leading ``c`` axis of a 4D image is the channel axis); a TIFF stack is
 read page by page straight from the file (no conversion copy), so it works as a lazily read (Z, Y, X) volume.
+An HDF5 dataset takes the array layouts above.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 
 @dataclass
 class Volume:
-    kind: str          # "zarr", "dataset", "tiff"
+    kind: str          # "zarr", "dataset", "tiff", "hdf5"
     path: str          # file or store path
     array: str         # array path inside the store ("" for the root / TIFF)
     shape: tuple       # (Z, Y, X)
@@ -59,6 +61,9 @@ class Volume:
         return (self.shape[1], self.shape[2])
 
     def _array(self):
+        if self._arr is None and self.kind == "hdf5":
+            from ..data.hdf5 import open_dataset
+            self._arr = open_dataset(self.path, self.array)  # opened once per process, read by hyperslab
         if self._arr is None:
             import zarr
             self._arr = zarr.open_array(self.path, path=self.array or None, mode="r") if self.array else \
@@ -107,19 +112,20 @@ def _check_dtype(dtype, path) -> str:
     return str(dtype)
 
 
-def _from_array(arr, path: str, array: str, *, channel_axis=None, scale=None, units=None) -> Volume:
+def _from_array(arr, path: str, array: str, *, channel_axis=None, scale=None, units=None,
+                kind: str = "zarr") -> Volume:
     shape = tuple(int(n) for n in arr.shape)
     dtype = _check_dtype(arr.dtype, path)
     if len(shape) == 2:
-        return Volume("zarr", path, array, (1, *shape), 1, dtype, two_d=True, scale=scale or [1.0, 1.0, 1.0],
+        return Volume(kind, path, array, (1, *shape), 1, dtype, two_d=True, scale=scale or [1.0, 1.0, 1.0],
                       units=units or {})
     if len(shape) == 3:
-        return Volume("zarr", path, array, shape, 1, dtype, scale=scale or [1.0, 1.0, 1.0], units=units or {})
+        return Volume(kind, path, array, shape, 1, dtype, scale=scale or [1.0, 1.0, 1.0], units=units or {})
     if len(shape) == 4:
         ca = 1 if channel_axis is None else channel_axis
         C = shape[ca]
         zyx = tuple(n for i, n in enumerate(shape) if i != ca)
-        return Volume("zarr", path, array, zyx, C, dtype, channel_axis=ca, scale=scale or [1.0, 1.0, 1.0],
+        return Volume(kind, path, array, zyx, C, dtype, channel_axis=ca, scale=scale or [1.0, 1.0, 1.0],
                       units=units or {})
     raise DataError(f"{path}: an input array must be (Y, X), (Z, Y, X) or (Z, C, Y, X), got shape {shape}")
 
@@ -191,11 +197,24 @@ def _open_tiff(path: str) -> Volume:
     return Volume("tiff", str(Path(path).absolute()), "", (n, *shape), C, dtype, scale=scale, units=units)
 
 
+def _open_hdf5(source) -> Volume:
+    from ..data import hdf5
+    path, name = hdf5.resolve(source)
+    with hdf5.open_file(path) as f:
+        ds = f[name]
+        vs = hdf5.voxel_size(ds) if ds.ndim in (2, 3) else None
+        scale, units = vs if vs else (None, None)
+        return _from_array(ds, path, name, scale=scale, units=units, kind="hdf5")
+
+
 def open_volume(source) -> Volume:
     """Open an input to segment (see the module doc); DataError with the reason if it is none of them."""
     if isinstance(source, Volume):
         return source
     path = str(source)
+    from ..data.hdf5 import parse_spec
+    if parse_spec(path) is not None:
+        return _open_hdf5(path)
     p = Path(path)
     if p.suffix.lower() in TIFF_SUFFIXES:
         if not p.is_file():

@@ -36,7 +36,8 @@ def _count_done(out):
 def test_sigkill_then_rerun_equals_undisturbed_run(job):
     out = job / "killed.zarr"
     cmd = [sys.executable, "-c", "from mpfpipe.cli import main; main()", "segment", str(job / "m.safetensors"),
-           str(job / "v.zarr"), str(out), "--block", "1,16,16", "--workers", "1", "--threads", "1", "--quiet"]
+           str(job / "v.zarr"), str(out), "--block", "1,16,16", "--workers", "1", "--threads", "1",
+           "--levels", "3", "--quiet"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -50,13 +51,14 @@ def test_sigkill_then_rerun_equals_undisturbed_run(job):
     assert 0 < done.sum() < done.size, "the run was not killed mid-way"
     assert zarr.open_group(str(out), mode="r").attrs["mpfpipe"]["complete"] is False
 
-    res = segment(job / "m.safetensors", job / "v.zarr", out, block=(1, 16, 16), workers=0, progress=False)
+    res = segment(job / "m.safetensors", job / "v.zarr", out, block=(1, 16, 16), workers=0, progress=False, levels=3)
     assert res.skipped == done.sum() and res.done == done.size - done.sum()
     ref = job / "ref.zarr"
-    segment(job / "m.safetensors", job / "v.zarr", ref, block=(1, 16, 16), workers=0, progress=False)
+    segment(job / "m.safetensors", job / "v.zarr", ref, block=(1, 16, 16), workers=0, progress=False, levels=3)
     a, b = zarr.open_group(str(out), mode="r"), zarr.open_group(str(ref), mode="r")
-    assert np.array_equal(a["0"][...], b["0"][...])
-    assert np.array_equal(a["labels/segmentation/0"][...], b["labels/segmentation/0"][...])
+    for lv in "012":  # every pyramid level consistent with level 0
+        assert np.array_equal(a[lv][...], b[lv][...])
+        assert np.array_equal(a[f"labels/segmentation/{lv}"][...], b[f"labels/segmentation/{lv}"][...])
     assert a.attrs["mpfpipe"]["complete"] is True
 
 

@@ -1,0 +1,173 @@
+"""``mpfpipe bench --segment VOLUME``: whole-volume segmentation against the engine alone, as JSON records.
+
+The engine's dense-forward throughput is `mpfpipe.bench`'s ``mpf``/``infer`` case on a ``size`` image (default
+512 x 512, the default block), each in a fresh process, at 1 thread and at T = workers x threads threads; the
+engine's rate is the better of the T-thread run and T times the 1-thread run (perfect scaling), so the ratio is
+conservative. `segment` then runs on VOLUME with the same T threads (by default T worker processes of one thread,
+its default layout), without a pyramid and with its automatic pyramid, alternating, ``repeat`` times each; its
+rate is voxels over the wall time of the whole `segment` call (cluster start-up, model loading, reads, writes and
+the done markers included). Records:
+
+- ``engine``: the engine cases and their rate in voxels/s;
+- ``segment`` (one per run) and ``segment_summary``: medians, ``ratio`` (segment / engine), ``pyramid_cost``
+  (median wall time with the pyramid / without, minus 1) and the peak resident memory per worker;
+  ``cpu_ratio`` and ``pyramid_cpu_cost`` are the same in CPU time (all processes: driver, scheduler, workers,
+  against the engine's CPU time per voxel), which another user's load on a shared machine distorts less;
+- ``read``: blockwise read throughput (every block with its halo, as the block tasks read) of VOLUME and of a
+  copy in the other format (Zarr <-> HDF5) with the same chunks, in voxels/s and MiB/s.
+
+The engine is timed before and after the segment runs and the medians taken, since the machine may be shared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .blocks import block_grid, read_with_halo
+
+
+def engine_rate(net_name: str, size, threads: int, repeat: int) -> dict:
+    """Engine voxels/s at ``threads`` threads: the better of a ``threads``-thread run and ``threads`` x one
+    1-thread run, each case in a fresh process (`mpfpipe.bench`)."""
+    import os
+
+    from .. import bench
+    H, W = size
+    cases = {}
+    for t in sorted({1, threads}):
+        old = os.environ.get("NUMBA_NUM_THREADS")
+        os.environ["NUMBA_NUM_THREADS"] = str(t)
+        try:
+            cases[t] = bench._run_isolated(net_name, size, "mpf", "infer", repeat, 1)
+        finally:
+            if old is None:
+                os.environ.pop("NUMBA_NUM_THREADS", None)
+            else:
+                os.environ["NUMBA_NUM_THREADS"] = old
+    rate = max(H * W / cases[threads]["seconds"], threads * H * W / cases[1]["seconds"])
+    return {"case": "engine", "net": net_name, "size": f"{H}x{W}", "threads": threads,
+            "seconds_1_thread": cases[1]["seconds"], f"seconds_{threads}_threads": cases[threads]["seconds"],
+            "voxels_per_s": round(rate, 1),
+            "cpu_seconds_per_voxel": min(cases[t]["cpu_seconds"] for t in cases) / (H * W)}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the LocalCluster's workers, once closed)."""
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def read_rate(volume, block, halo, repeat: int = 1) -> dict:
+    """Read every block of ``volume`` with its halo, as the block tasks do; voxels (of the blocks) per second."""
+    blocks = block_grid(volume.shape, block)
+    volume = dataclasses.replace(volume)  # a fresh handle: the store or file is opened (and timed) anew
+    times, nbytes = [], 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        nbytes = 0
+        for b in blocks:
+            for z in range(*b.z):
+                nbytes += read_with_halo(volume.read, (z, z + 1), b.y, b.x, volume.shape[1:], halo).nbytes
+        times.append(time.perf_counter() - t0)
+    s = statistics.median(times)
+    vox = int(np.prod(volume.shape)) * volume.channels
+    return {"case": "read", "format": volume.kind, "path": volume.path, "array": volume.array, "seconds": round(s, 3),
+            "voxels_per_s": round(vox / s, 1), "mib_per_s": round(nbytes / s / 2**20, 1)}
+
+
+def _copy(volume, workdir: Path):
+    """The volume in the other format (Zarr -> HDF5, anything else -> Zarr), chunked one slice x the block tile."""
+    from .volume import open_volume
+    Z, Y, X = volume.shape
+    chunks = (1, min(512, Y), min(512, X))
+    if volume.kind == "hdf5":
+        import zarr
+        dst = workdir / "copy.zarr"
+        arr = zarr.create_array(str(dst), shape=(Z, Y, X), chunks=chunks, dtype=volume.dtype, overwrite=True)
+        for z in range(Z):
+            arr[z] = volume.read(z, z + 1, (0, Y), (0, X))[0, 0]
+        return open_volume(dst)
+    import h5py
+    dst = workdir / "copy.h5"
+    with h5py.File(dst, "w") as f:
+        ds = f.create_dataset("raw", shape=(Z, Y, X), chunks=chunks, dtype=volume.dtype)
+        for z in range(Z):
+            ds[z] = volume.read(z, z + 1, (0, Y), (0, X))[0, 0]
+    return open_volume(f"{dst}:raw")
+
+
+def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=None, threads=None,
+        repeat: int = 2, engine_repeat: int = 3, workdir=None, emit=None) -> list[dict]:
+    """Run the segment benchmark (see the module doc) with a ``net_name`` net of random weights (the speed does
+    not depend on them); returns (and emits) the records. Outputs go to a temporary folder in ``workdir``."""
+    from ..arch import load_net
+    from ..model import Model, save_model
+    from ..params import init_params
+    from .pyramid import auto_levels
+    from .run import DEFAULT_BLOCK, _split_cores, segment
+    from .volume import open_volume
+
+    records = []
+
+    def out(rec):
+        records.append(rec)
+        if emit:
+            emit(rec)
+        return rec
+
+    volume = open_volume(source)
+    block = tuple(block or DEFAULT_BLOCK)
+    workers, threads = _split_cores(workers, threads)
+    T = workers * threads
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="mpfpipe-segbench-") as tmp:
+        tmp = Path(tmp)
+        net = load_net(net_name)
+        model = tmp / "model.safetensors"
+        save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}), model)
+        engines = [engine_rate(net_name, size, T, engine_repeat)]
+        levels = auto_levels(volume.shape)
+        runs, cpus = {1: [], levels: []}, {1: [], levels: []}
+        for i in range(repeat):
+            for lv in runs:
+                dst = tmp / f"seg-{lv}-{i}.ome.zarr"
+                t0, c0 = time.perf_counter(), _cpu_seconds()
+                res = segment(model, volume, dst, block=block, workers=workers, threads=threads, progress=False,
+                              levels=lv)
+                wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+                runs[lv].append((wall, res))
+                cpus[lv].append(cpu)
+                out({"case": "segment", "volume": list(volume.shape), "block": list(block), "workers": workers,
+                     "threads": threads, "levels": lv, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 2),
+                     "voxels_per_s": round(res.voxels / wall, 1), "block_cpu_seconds": round(res.cpu_seconds, 2),
+                     "pyramid_cpu_seconds": round(res.pyramid_cpu_seconds, 2),
+                     "peak_memory_per_worker_mib": round(max(res.peak_memory_per_worker.values()) / 2**20, 1)})
+                shutil.rmtree(dst, ignore_errors=True)
+        engines.append(engine_rate(net_name, size, T, engine_repeat))
+        eng = statistics.median(e["voxels_per_s"] for e in engines)
+        eng_cpu = statistics.median(e["cpu_seconds_per_voxel"] for e in engines)
+        c1, cl = statistics.median(cpus[1]), statistics.median(cpus[levels])
+        for e in engines:
+            out(e)
+        t1 = statistics.median(w for w, _ in runs[1])
+        tl = statistics.median(w for w, _ in runs[levels])
+        vox = runs[1][0][1].voxels
+        out({"case": "segment_summary", "volume": list(volume.shape), "net": net_name, "threads": T,
+             "engine_voxels_per_s": round(eng, 1), "segment_voxels_per_s": round(vox / t1, 1),
+             "ratio": round(vox / t1 / eng, 4), "levels": levels,
+             "segment_pyramid_voxels_per_s": round(vox / tl, 1), "ratio_with_pyramid": round(vox / tl / eng, 4),
+             "pyramid_cost": round(tl / t1 - 1, 4), "seconds": round(t1, 2), "seconds_with_pyramid": round(tl, 2),
+             "cpu_ratio": round(eng_cpu * vox / c1, 4), "pyramid_cpu_cost": round(cl / c1 - 1, 4),
+             "cpu_seconds": round(c1, 2), "cpu_seconds_with_pyramid": round(cl, 2),
+             "peak_memory_per_worker_mib": round(max(max(r.peak_memory_per_worker.values())
+                                                     for rs in runs.values() for _, r in rs) / 2**20, 1)})
+        other = _copy(volume, tmp)
+        for v in (volume, other):
+            out(read_rate(v, block, net.halo))
+    return records
