@@ -111,3 +111,19 @@ def test_segment_recomputes_exactly_the_damaged_blocks(data, model, tmp_path, ca
     from mpfpipe.errors import OutputExistsError
     with pytest.raises(OutputExistsError, match="complete segmentation"):  # intact again: nothing to redo
         segment(model, data, out, block=(1, 32, 32), workers=0, progress=False)
+
+
+def test_a_damaged_pyramid_chunk_is_found_and_recomputed(data, model, tmp_path, capsys):
+    out = tmp_path / "p.ome.zarr"
+    segment(model, data, out, block=(1, 32, 32), workers=0, progress=False, levels=2)
+    g = zarr.open_group(str(out), mode="r")
+    ref = g["1"][...], g["labels/segmentation/1"][...]
+    f = out / "labels" / "segmentation" / "1" / "c" / "1" / "0" / "0"
+    f.write_bytes(f.read_bytes()[:5])
+    code, _, err = run_cli(capsys, "info", out, "--verify")
+    assert code == 1 and "1 damaged chunk(s)" in err and str(f) in err
+    res = segment(model, data, out, block=(1, 32, 32), workers=0, progress=False, levels=2)
+    assert (res.done, res.skipped) == (0, 12)  # level 0 intact: only the pyramid block is made again
+    g = zarr.open_group(str(out), mode="r")
+    assert np.array_equal(g["1"][...], ref[0]) and np.array_equal(g["labels/segmentation/1"][...], ref[1])
+    assert read_done(out, 1).all() and g.attrs["mpfpipe"]["complete"] is True

@@ -64,6 +64,10 @@ def done_name(level: int) -> str:
     return "done" if level == 0 else f"done_{level}"
 
 
+def checksums_name(level: int) -> str:
+    return "checksums" if level == 0 else f"checksums_{level}"
+
+
 def output_state(path) -> dict | None:
     """The ``mpfpipe`` attributes of an existing segmentation output, None if ``path`` does not exist; raises
     OutputExistsError if it exists but is not one of ours (we never delete what we did not write)."""
@@ -120,10 +124,10 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
                          compressors=comp, dimension_names=dims)
         root.create_array(done_name(lv), shape=grid_shape(lshape, lchunk), chunks=(1, 1, 1), dtype=np.uint8,
                           fill_value=0, compressors=None)
+        # CRC-32 of each block's probability and label chunk, written before its done marker (segment.verify)
+        root.create_array(checksums_name(lv), shape=(*grid_shape(lshape, lchunk), 2), chunks=(1, 1, 1, 2),
+                          dtype=np.uint32, fill_value=0, compressors=None)
     grid = grid_shape(volume.shape, chunk)
-    # CRC-32 of each level-0 block's probability and label chunk, written before its done marker (segment.verify)
-    root.create_array("checksums", shape=(*grid, 2), chunks=(1, 1, 1, 2), dtype=np.uint32, fill_value=0,
-                      compressors=None)
 
     scale = volume.scale[1:] if two_d else volume.scale
     units = volume.units
@@ -178,15 +182,16 @@ class Writer:
         self.probs = root["0"]
         self.labels = root["labels"][LABELS_NAME]["0"]
         self.done = root["done"]
-        self.sums = root["checksums"] if "checksums" in root else None  # outputs from before checksums: none
         self.quantized = bool(root.attrs["mpfpipe"]["quantized"])
         self._root = root
-        self._levels = {0: (self.probs, self.labels, self.done)}
+        self._levels = {}
 
     def _level(self, level: int) -> tuple:
         if level not in self._levels:
             r = self._root
-            self._levels[level] = (r[str(level)], r["labels"][LABELS_NAME][str(level)], r[done_name(level)])
+            sums = checksums_name(level)  # outputs from before checksums have none
+            self._levels[level] = (r[str(level)], r["labels"][LABELS_NAME][str(level)], r[done_name(level)],
+                                   r[sums] if sums in r else None)
         return self._levels[level]
 
     def level_arrays(self, level: int) -> tuple:
@@ -208,7 +213,7 @@ class Writer:
         from .blocks import quantise
         if self.quantized and probs.dtype != np.uint8:
             probs = quantise(probs)
-        parr, larr, darr = self._level(level)
+        parr, larr, darr, sarr = self._level(level)
         zs, ys, xs = slice(*block.z), slice(*block.y), slice(*block.x)
         probs = np.asarray(probs[:, 0] if self.two_d else probs, dtype=self.probs.dtype)
         labels = np.asarray(labels[0] if self.two_d else labels, dtype=self.labels.dtype)
@@ -218,9 +223,9 @@ class Writer:
         else:
             parr[:, zs, ys, xs] = probs
             larr[zs, ys, xs] = labels
-        if level == 0 and self.sums is not None:
+        if sarr is not None:
             from .._integrity import crc
-            self.sums[block.index] = np.array([crc(probs), crc(labels)], np.uint32)
+            sarr[block.index] = np.array([crc(probs), crc(labels)], np.uint32)
         darr[block.index] = 1
 
 
