@@ -81,7 +81,7 @@ def test_model_metadata_travels_with_the_graph(exported):
 @pytest.mark.parametrize("act", ["stanh", "relu"])
 def test_small_images_channels_activations_and_batches(act):
     net = preset("steel", in_channels=3, maps=3, hidden=5, act=act, n_classes=3)
-    norm = {"mean": [10.0, 100.0, 50.0], "std": [2.0, 30.0, 0.0]}  # std 0: a constant channel, only centred
+    norm = {"mean": [10.0, 100.0, 50.0], "std": [2.0, 30.0, 1.0]}  # std 1: what ingest stores for a constant channel
     model = Model(net, init_params(net, 2), normalisation=norm)
     sess = ort.InferenceSession(build_graph(model).SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(3)
