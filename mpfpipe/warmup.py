@@ -213,7 +213,10 @@ def ensure_warm(net, dtype) -> None:
 def _warm_task(net, dtype):
     from ._runtime import apply_thread_limit
     apply_thread_limit()
-    return warmup((np.dtype(dtype).name,), jobs_for(net))
+    try:
+        return warmup((np.dtype(dtype).name,), jobs_for(net))
+    except OSError:  # no writable cache folder (a read-only image): the kernels compile on first use instead
+        return {"compiled": [], "ready": [], "seconds": 0.0, "cache": None}
 
 
 def warm_workers(client, net, dtype) -> dict:
