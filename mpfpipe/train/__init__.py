@@ -10,7 +10,8 @@ synchronous steps; a checkpoint (`checkpoint`) is written after every step.
 
 Modules: `cluster` (LocalCluster / join a scheduler, threads per worker), `chunks` (the chunk plan and tree),
 `tasks` (what the workers run), `oracle` (the evaluation on Dask), `optim` (GD-Armijo, L-BFGS, SGD-Armijo, Adam),
-`checkpoint`, `report` (log, PNG, summary), `driver` (`train`), `bench` and `costmodel` (distributed timings).
+`checkpoint`, `settings` (time budget, class weights), `report` (log, PNG, summary), `driver` (`train`), `bench` and
+`costmodel` (distributed timings).
 """
 from .cluster import ClusterHandle, choose_layout, connect
 from .driver import TrainResult, class_weights, train

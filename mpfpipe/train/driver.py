@@ -11,12 +11,12 @@ import numpy as np
 from .. import _lock, _safety
 from ..arch import PRESETS, Net, load_net, preset
 from ..errors import ClusterError, TrainingError
-from ..loss import balanced_weights
 from ..model import Model, save_model
 from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import load_checkpoint, save_checkpoint
+from .settings import class_weights, parse_duration  # noqa: F401 - part of this module's API
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle, should_stream
@@ -54,34 +54,6 @@ def _augment_spec(augment, net: Net):
     if spec.crop > 0 and spec.margin < net.window // 2:
         spec = dataclasses.replace(spec, margin=net.window // 2)
     return spec if spec.active else None
-
-
-def parse_duration(value) -> float | None:
-    """Seconds from a number or a string with a unit: "7200", "7200s", "90m", "2h", "1.5h"; None stays None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
-        try:
-            seconds = float(text[:-1] if scale else text) * (scale or 1.0)
-        except ValueError:
-            raise TrainingError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
-    if not seconds > 0:
-        raise TrainingError(f"max_time: {value!r} must be positive")
-    return seconds
-
-
-def class_weights(counts, balance: bool) -> np.ndarray:
-    """Balanced: w_c = 1/(K' N_c) (every class its mean loss); otherwise 1/N for all classes, i.e. the mean loss
-    per labelled pixel. Either way the loss is a mean, so step sizes do not depend on the dataset size."""
-    counts = np.asarray(counts, np.int64)
-    if balance:
-        return balanced_weights(counts)
-    total = counts.sum()
-    return np.full(counts.shape, 1.0 / total if total else 0.0)
 
 
 @_lock.locked("out", "training output")
