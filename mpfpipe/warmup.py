@@ -14,6 +14,11 @@ cache folder:
   the compile time each) and no job is ever compiled twice at the same time on one machine;
 - a crashed holder's lock is released by the kernel (``flock``), so its job is taken over.
 
+Each job is compiled for one *variant* of the parallel kernels (`kernels._par`): the serial twins, which a process
+running one thread calls (the default cluster: one thread per worker, about 2.5 times less to compile), or the
+``parallel=True`` twins. A process warms the variant it will run; ``mpfpipe warmup`` warms both, for images whose
+workers may run any number of threads.
+
 Markers are named after what Numba's cache depends on -- Numba's version, the CPU, and each kernel source file's
 modification time and size -- so a new install, an upgrade or another CPU compiles again instead of trusting a
 stale marker. `ensure_warm` runs before a process's first kernel call; ``mpfpipe warmup`` does it ahead of time
@@ -141,51 +146,57 @@ def _stamp() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _marker(root: Path, stamp: str, job: str, dtype: str) -> Path:
-    return root / f"{job}-{dtype}-{stamp}.done"
+def _marker(root: Path, stamp: str, job: str, dtype: str, variant: str) -> Path:
+    return root / f"{job}-{dtype}-{variant}-{stamp}.done"
 
 
-def warmup(dtypes=("float32",), jobs=None) -> dict:
-    """Make sure every kernel job of ``dtypes`` is compiled into the cache, sharing the work with any other
-    process doing the same. Returns {"compiled": [jobs this process compiled], "ready": [jobs found compiled,
-    by an earlier or a concurrent process], "seconds": s, "cache": folder}."""
+def warmup(dtypes=("float32",), jobs=None, variants=None) -> dict:
+    """Make sure every kernel job of ``dtypes`` is compiled into the cache for ``variants`` ("serial",
+    "parallel"; default: the one this process runs), sharing the work with any other process doing the same.
+    Returns {"compiled": [jobs this process compiled], "ready": [jobs found compiled, by an earlier or a
+    concurrent process], "seconds": s, "cache": folder}; a job is named job-dtype-variant."""
     from ._runtime import apply_thread_limit
     from .kernels import single_threaded_blas
+    from .kernels._par import VARIANTS, current_variant, variant
 
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"warmup dtype {d!r}: choose from {', '.join(DTYPES)}")
     t0 = time.perf_counter()
-    root, stamp = cache_root(), _stamp()
-    pending = [(j, d) for d in dtypes for j in (jobs or JOBS)]
-    done = {"compiled": [], "ready": []}
     apply_thread_limit()
+    variants = tuple(variants or (current_variant(),))
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"warmup variant {v!r}: choose from {', '.join(VARIANTS)}")
+    root, stamp = cache_root(), _stamp()
+    pending = [(j, d, v) for v in variants for d in dtypes for j in (jobs or JOBS)]
+    done = {"compiled": [], "ready": []}
     while pending:
-        for job, d in list(pending):
-            marker = _marker(root, stamp, job, d)
+        for job, d, v in list(pending):
+            marker, name = _marker(root, stamp, job, d, v), f"{job}-{d}-{v}"
             if marker.exists():
-                done["ready"].append(f"{job}-{d}")
-                pending.remove((job, d))
+                done["ready"].append(name)
+                pending.remove((job, d, v))
                 continue
-            with open(root / f"{job}-{d}.lock", "a+") as fh:
+            with open(root / f"{name}.lock", "a+") as fh:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # another process compiles it: do the next job meanwhile
                 try:
                     if not marker.exists():
-                        with single_threaded_blas():
+                        with single_threaded_blas(), variant(v):
                             JOBS[job](np.dtype(d))
                         tmp = marker.with_suffix(f".{os.getpid()}.tmp")
                         tmp.write_text(f"pid {os.getpid()}\n")
                         os.replace(tmp, marker)
-                        done["compiled"].append(f"{job}-{d}")
-                        pending.remove((job, d))
+                        done["compiled"].append(name)
+                        pending.remove((job, d, v))
                 finally:
                     fcntl.flock(fh, fcntl.LOCK_UN)
         if pending:  # the rest are being compiled elsewhere: wait for the first of them, then look again
-            job, d = pending[0]
-            with open(root / f"{job}-{d}.lock", "a+") as fh:
+            job, d, v = pending[0]
+            with open(root / f"{job}-{d}-{v}.lock", "a+") as fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 fcntl.flock(fh, fcntl.LOCK_UN)
     done["seconds"] = time.perf_counter() - t0
@@ -196,15 +207,16 @@ def warmup(dtypes=("float32",), jobs=None) -> dict:
 def ensure_warm(net, dtype) -> None:
     """Before this process's first kernel call for ``net`` in ``dtype``: `warmup` the jobs it needs unless their
     markers say they are done (cheap after the first call: a set lookup)."""
-    d = np.dtype(dtype).name
-    key = (tuple(op for op in net.ops), d)
+    from .kernels._par import current_variant
+    d, v = np.dtype(dtype).name, current_variant()
+    key = (tuple(op for op in net.ops), d, v)
     if key in _WARM or d not in DTYPES:
         return
     try:
         root, stamp = cache_root(), _stamp()
         jobs = jobs_for(net)
-        if not all(_marker(root, stamp, j, d).exists() for j in jobs):
-            warmup((d,), jobs)
+        if not all(_marker(root, stamp, j, d, v).exists() for j in jobs):
+            warmup((d,), jobs, (v,))
     except OSError:
         pass  # no writable cache folder: the kernels compile on first use, as without this module
     _WARM.add(key)

@@ -12,7 +12,10 @@ from ._common import config_option
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float32", "float64"]),
               help="Compute dtype(s) to compile for (repeatable) [default: float32, what training and segmentation "
                    "use].")
-def warmup(dtypes):
+@click.option("--variant", "variants", multiple=True, type=click.Choice(["serial", "parallel"]),
+              help="Kernel builds to compile (repeatable): serial, what a process running one thread calls (the "
+                   "default cluster's workers), or parallel, for more threads [default: both].")
+def warmup(dtypes, variants):
     """Compile every kernel for this CPU into the cache, so that later processes (Dask workers, containers,
     segmentation blocks) start computing at once.
 
@@ -22,4 +25,4 @@ def warmup(dtypes):
     ready, seconds and the cache folder.
     """
     from ..warmup import warmup as run
-    click.echo(json.dumps(run(tuple(dtypes) or ("float32",))))
+    click.echo(json.dumps(run(tuple(dtypes) or ("float32",), variants=tuple(variants) or ("serial", "parallel"))))

@@ -2,6 +2,8 @@
 import numpy as np
 from numba import njit, prange
 
+from ._par import pjit
+
 ACT_CODES = {"linear": 0, "tanh": 1, "stanh": 2, "relu": 3}
 # Ciresan's scaled tanh: A * tanh(B * x)
 _A = 1.7159
@@ -80,14 +82,14 @@ def _act_grad_rows(g, a, code, rows, n):
         _act_grad_row(g[o], a[o], code, n)
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def _bias_act(y, b, code, fast):
     rows, n = y.shape
     for r in prange(rows):
         _bias_act_row(y[r], b[r], code, fast, n)
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def _act_grad(dy, y, code):
     rows, n = dy.shape
     for r in prange(rows):

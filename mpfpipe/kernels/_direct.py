@@ -19,6 +19,8 @@ run. Chunk sums are in the input dtype, accumulated in float64.
 import numpy as np
 from numba import njit, prange
 
+from ._par import pjit
+
 _FM = {"reassoc", "contract"}
 CHUNK = 2048  # flattened output positions per chunk: an 8 KiB float32 accumulator
 
@@ -42,7 +44,7 @@ def _load_rows(dy_of, y0, r, ow, W, buf):
     return (r - 1) * W + ow
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def conv_direct_forward(x, w, y):
     """y[o, f] = sum_c,ky,kx w[o, c, ky, kx] * x[c, f, ky:, kx:] (no bias, no activation)."""
     O, C, k, _ = w.shape
@@ -84,7 +86,7 @@ def conv_direct_forward(x, w, y):
                     dst[xx] = acc[b + xx]
 
 
-@njit(parallel=True, cache=True, fastmath=_FM)
+@pjit(cache=True, fastmath=_FM)
 def conv_direct_dweight(x, dy, dw):
     """dw[o, c, ky, kx] = sum_f,y,x dy[o, f, y, x] * x[c, f, y+ky, x+kx]; dw is float64."""
     O, C, k, _ = dw.shape
@@ -136,7 +138,7 @@ def conv_direct_dweight(x, dy, dw):
             dw[o, c, t // k, t % k] = acc[t]
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def conv_direct_dinput(dy, w, dx):
     """dx[c, f, y+ky, x+kx] += w[o, c, ky, kx] * dy[o, f, y, x], computed as a gather, like the forward pass:
     dx_flat[q] = sum_o,ky,kx w[o, c, ky, kx] * g_o[q - ky*W - kx] over each map's gradient g_o laid out with row

@@ -19,6 +19,7 @@ from numba import get_num_threads, njit, prange  # get_num_threads outside kerne
 
 from ._act import ACT_CODES, _act_grad_rows, _bias_act_row
 from ._blas import gemm
+from ._par import pjit
 
 BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
 # Gradient reductions accumulate into SLABS float64 slabs, a fixed number whatever the thread count: slab s always
@@ -91,7 +92,7 @@ def _block_forward(x2, i0, n, dims, wflat, bflat, codes, fast, woff, boff, aoff,
         _dense(w, bflat[boff[l]:boff[l + 1]], codes[l], fast, src, dst, n)
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def head_forward(x2, dims, wflat, bflat, codes, fast, T, out2):
     """out2 (K, N) = the head on every pixel (column) of x2 (C, N), blocks dealt round-robin to T threads."""
     N = x2.shape[1]
@@ -111,7 +112,7 @@ def head_forward(x2, dims, wflat, bflat, codes, fast, T, out2):
                     out2[k, i0 + i] = last[k, i]
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def head_backward(x2, dims, wflat, bflat, codes, fast, dout2, need_dx, dwparts, dbparts, dx2):
     """Gradients of the head given d loss / d head output ``dout2`` (K, N): weights and biases into the
     float64 slabs dwparts (T, sum out*in) / dbparts (T, sum out); if need_dx, the input gradient into dx2 (C, N)."""

@@ -9,6 +9,8 @@ add their gradients into the same input position.
 import numpy as np
 from numba import njit, prange
 
+from ._par import pjit
+
 
 @njit(cache=True)
 def _window_max_row(xs, y0, p, L, best, arg):
@@ -33,7 +35,7 @@ def _window_max_row(xs, y0, p, L, best, arg):
                 arg[x] = code if better else arg[x]
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def _pool_fwd(x, p, noff, y, idx):
     C, F, h, w = x.shape
     m, n = y.shape[2], y.shape[3]
@@ -58,7 +60,7 @@ def _pool_fwd(x, p, noff, y, idx):
                         ir[j] = ia[j]
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def _pool_bwd(dy, idx, p, noff, dx):
     C, F, h, w = dx.shape
     m, n = dy.shape[2], dy.shape[3]

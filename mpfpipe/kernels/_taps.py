@@ -21,6 +21,7 @@ from numba import njit, prange
 from ._act import _act_grad_row, _bias_act_row
 from ._blas import gemm
 from ._head import row_sum
+from ._par import pjit
 
 # Columns of a wide block (R rows of the input width): the block's input slab and output each stay about
 # C * TAP_COLS floats (n4: 48 x 2400 floats = 460 KiB, in L2); 2 400 and 4 800 measured the same on n4's layers.
@@ -58,7 +59,7 @@ def _narrow(src, bias, f, y0, R, ow, w, n, dst):
                 d[i] = s[i] + bo
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def conv_fwd_taps(x, wt, b, code, fast, rows, y, threads, post, wp, bp, z):
     """y (Cout, F, oh, ow) = act(conv(x, W) + b) for x (C, F, h, w); wt (k*k, Cout, C) holds W tap by tap.
     Blocks of ``rows`` output rows of one fragment are dealt round-robin to ``threads`` threads. With ``post``,
@@ -94,7 +95,7 @@ def conv_fwd_taps(x, wt, b, code, fast, rows, y, threads, post, wp, bp, z):
                 _narrow(zbuf, bp, f, y0, R, ow, w, n, z)
 
 
-@njit(parallel=True, cache=True)
+@pjit(cache=True)
 def conv_bwd_taps(x, wt, g, rows, need_dx, dwparts, dx, post, y, wp, code, dbparts, dwpparts, dbpparts):
     """Weight gradient into dwparts (T, k*k, Cout, C) float64 (one slab per thread, tap-major like wt) and, if
     need_dx, the input gradient added into dx (C, F, h, w) (zeroed by the caller). With need_dx thread t owns
