@@ -15,9 +15,11 @@ import numpy as np
 from ..errors import TrainingError
 
 FORMAT = "mpfpipe-checkpoint"
-VERSION = 2
-# Version 1 runs summed per-image results in a pairwise tree; version 2 sums chunk results (`chunks`), a different
-# float64 order, so a version 1 run cannot continue bit-identically and is refused.
+VERSION = 3
+# Version 1 runs summed per-image results in a pairwise tree; version 2 sums chunk results (`chunks`); version 3
+# cuts the last chunks of a plan finer (the fine tail). Each is a different float64 order, so an older run cannot
+# continue bit-identically and is refused.
+_ORDER = {1: "per-image reduction", 2: "chunks without a fine tail"}
 
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> Path:
@@ -58,7 +60,9 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     if meta.get("version", 0) > VERSION:
         raise TrainingError(f"{path}: checkpoint version {meta['version']} is newer than this mpfpipe")
     if meta.get("version", 0) < VERSION:
-        raise TrainingError(f"{path} was written by an older mpfpipe (checkpoint version {meta.get('version')}, per-"
-                            f"image reduction): this version sums gradients in chunks, so the run cannot continue "
-                            f"bit-identically; finish it with that mpfpipe, or start again with --overwrite")
+        v = meta.get("version")
+        raise TrainingError(f"{path} was written by an older mpfpipe (checkpoint version {v}, "
+                            f"{_ORDER.get(v, 'another summation order')}): this version sums gradients in another "
+                            f"order, so the run cannot continue bit-identically; finish it with that mpfpipe, or "
+                            f"start again with --overwrite")
     return arrays, meta

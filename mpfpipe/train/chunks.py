@@ -22,7 +22,11 @@ the worker count, placement or timing, so the summation order -- and therefore e
   a cluster of 1, 2, 4, 8, 16, ... workers gets an equal share of chunks of equal cost and any other count gets
   shares within one chunk of each other (256 steel images of 100x100 on 2 workers: 16 chunks, 8 each; 4,096 of
   137x60 on 16: 128 chunks, 8 each); it never exceeds the number of images;
-- the boundaries split the cumulative estimated cost evenly, so chunks of unequal images still cost alike.
+- the boundaries split the cumulative estimated cost evenly, so chunks of unequal images still cost alike;
+- a *fine tail*: with 4 chunks or more, the last ``1/TAIL_SHARE`` of them (at least one) are each cut into
+  ``TAIL_SPLIT`` finer chunks (256 steel images of 100x100: 14 chunks of 16 images, then 8 of 4). The oracle hands
+  these out as workers run dry (`feed`), so workers that run at different speeds (one shares its core with the
+  driver, say) still finish within a fine chunk of each other instead of a whole chunk or more apart.
 
 Reduction: chunk results are summed in a fixed tree with fan-in ``FANIN`` (16): level by level, each node adds
 its (up to) 16 children left to right. Fewer levels than a pairwise tree (256 chunks: 2 levels, 17 add tasks, not
@@ -41,6 +45,8 @@ SPREAD = 64
 REFERENCE_RATE = 25e9      # flop/s of one thread on the steel net, measured (see the module docstring)
 IMAGE_OVERHEAD = 1e-3      # seconds per image outside the kernels (sampling, unravel, packing), measured
 FANIN = 16                 # children per node of the reduction tree
+TAIL_SHARE = 8             # the last 1/TAIL_SHARE of a plan's chunks (at least one, from 4 chunks up) ...
+TAIL_SPLIT = 4             # ... are each cut into this many: the fine tail, handed out as workers run dry
 
 
 def image_cost(net, h: int, w: int, phase: str = "train") -> float:
@@ -61,13 +67,14 @@ def _pow2_below(n: float) -> int:
 
 
 def plan_chunks(indices, costs, target: float = CHUNK_SECONDS, floor: float = MIN_CHUNK_SECONDS,
-                spread: int = SPREAD) -> list[list[int]]:
+                spread: int = SPREAD) -> "Plan":
     """Split ``indices`` (sorted, unique) into consecutive chunks of about ``target`` summed cost each, or into up
     to ``spread`` chunks of at least ``floor`` (at most ``target``) when that makes more of them. ``costs[j]`` is
-    the estimated cost of ``indices[j]``. A pure function of its arguments."""
+    the estimated cost of ``indices[j]``; with 4 chunks or more, the last of them are cut finer (the fine tail, see
+    the module docstring). A pure function of its arguments."""
     idx = [int(i) for i in indices]
     if not idx:
-        return []
+        return Plan([])
     if any(b <= a for a, b in zip(idx, idx[1:])):
         raise ValueError("plan_chunks needs sorted, unique image indices")
     if not target > 0:
@@ -76,17 +83,40 @@ def plan_chunks(indices, costs, target: float = CHUNK_SECONDS, floor: float = MI
     total = float(c.sum())
     floor = min(floor, target)
     m = min(len(idx), max(nice_count(total / target), min(spread, _pow2_below(total / floor))))
-    if m == 1:
-        return [idx]
-    # boundary k goes where the cumulative cost first reaches k/m of the total (at least one image per chunk)
+    bounds = _split(c, m)
+    chunks = [idx[a:b] for a, b in zip(bounds, bounds[1:])]
+    if m < 4:
+        return Plan(chunks)
+    n_tail = max(1, m // TAIL_SHARE)
+    fine = []
+    for a, b in zip(bounds[-1 - n_tail:], bounds[-n_tail:]):
+        sub = _split(c[a:b], min(TAIL_SPLIT, b - a))
+        fine += [idx[a + u:a + v] for u, v in zip(sub, sub[1:])]
+    return Plan(chunks[:-n_tail] + fine, fine=len(fine))
+
+
+class Plan(list):
+    """A chunk plan: the chunks (lists of image indices) in order; its last ``fine`` chunks are the fine tail."""
+
+    def __init__(self, chunks, fine: int = 0):
+        super().__init__(chunks)
+        self.fine = int(fine)
+
+
+def _split(c, m: int) -> list[int]:
+    """Boundaries of ``m`` consecutive runs of the costs ``c`` of about equal sums (at least one item each):
+    boundary k goes where the cumulative cost first reaches k/m of the total."""
+    if m <= 1:
+        return [0, len(c)]
+    total = float(np.sum(c))
     ends = np.cumsum(c) - c / 2  # the image's midpoint on the cost axis
     cut = np.searchsorted(ends, total * np.arange(1, m) / m, side="left")
     bounds = [0]
     for k, b in enumerate(cut):
-        b = int(min(max(b, bounds[-1] + 1), len(idx) - (m - 1 - k)))
+        b = int(min(max(b, bounds[-1] + 1), len(c) - (m - 1 - k)))
         bounds.append(b)
-    bounds.append(len(idx))
-    return [idx[a:b] for a, b in zip(bounds, bounds[1:])]
+    bounds.append(len(c))
+    return bounds
 
 
 def tree_levels(n: int, fanin: int = FANIN) -> list[list[tuple[int, int]]]:

@@ -16,10 +16,10 @@ from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import load_checkpoint, save_checkpoint
-from .settings import class_weights, parse_duration  # noqa: F401 - part of this module's API
+from .settings import class_weights, parse_duration, should_stream  # noqa: F401 - part of this module's API
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
-from .oracle import DaskOracle, should_stream
+from .oracle import DaskOracle
 from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state
 from .report import append_log, format_summary, plot_losses, write_log
 

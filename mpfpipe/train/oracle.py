@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import ClusterError
 from ..params import n_params
 from .chunks import CHUNK_SECONDS, FANIN, image_cost, plan_chunks, tree_levels
+from .feed import Feeder
 from .tasks import _add_list, _chunk_task, _count_task, _load_block, tree_sum
 
 
@@ -99,6 +100,7 @@ class BaseOracle:
         self._blocks = []     # hold blocks: lists of image indices, in the order they were made
         self._block_of = {}   # image index -> block number
         self._cost = {}       # image index -> estimated seconds (`chunks.image_cost`)
+        self._fine = set()    # blocks of a plan's fine tail (handed out as workers run dry, `feed`)
         self.n_evals = 0
 
     def _plan(self, indices) -> list[list[int]]:
@@ -108,9 +110,11 @@ class BaseOracle:
         for i in new:
             self._cost[i] = image_cost(self.net, *sizes[i])
         blocks = plan_chunks(new, [self._cost[i] for i in new], self.chunk_seconds)
-        for b in blocks:
+        for k, b in enumerate(blocks):
             for i in b:
                 self._block_of[i] = len(self._blocks)
+            if k >= len(blocks) - blocks.fine:
+                self._fine.add(len(self._blocks))
             self._blocks.append(b)
         return blocks
 
@@ -284,17 +288,23 @@ class DaskOracle(BaseOracle):
         except Exception:  # noqa: BLE001 - any failure to reach it means it is gone
             return False
 
-    def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec):
+    def _submit_chunks(self, keys, chunks, params, w, epoch, grad, spec, feed=False):
         """The chunk tasks, each with a worker (a loose restriction: another takes over when that one is gone):
         its block's worker unless that one already has more of this batch to do than another worker has (a
         mini-batch's chunks can all live on one worker), largest chunks first. Without restrictions Dask puts a
         task where its inputs are -- in stream mode, the two holders of the parameters. One `map` per worker,
-        not one `submit` per task: fewer scheduler calls. Placement never changes a result."""
+        not one `submit` per task: fewer scheduler calls. With ``feed``, the fine tail's chunks are left to the
+        returned `Feeder` (their futures None here). Placement never changes a result. Returns (futures,
+        feeder)."""
         addrs = self._addrs or []
         load = {a: 0.0 for a in addrs}
         cost = [sum(self._cost[i] for i in c) for _, c in chunks]
+        pool = [j for j, (b, _) in enumerate(chunks) if b in self._fine] if feed and len(addrs) > 1 else []
+        feeder = Feeder(addrs, pool, {j: self._where.get(chunks[j][0]) for j in pool}, cost,
+                        lambda j, a: self._map_chunks([keys[j]], [chunks[j]], a, params, w, epoch, grad, spec)[0])
+        tail = set(pool)
         groups = {}
-        for j in sorted(range(len(chunks)), key=lambda j: (-cost[j], j)):
+        for j in sorted(set(range(len(chunks))) - tail, key=lambda j: (-cost[j], j)):
             home = self._where.get(chunks[j][0])
             where = None
             if len(load) > 1:
@@ -307,7 +317,8 @@ class DaskOracle(BaseOracle):
             for j, f in zip(js, self._map_chunks([keys[j] for j in js], [chunks[j] for j in js], where, params, w,
                                                   epoch, grad, spec)):
                 futs[j] = f
-        return futs
+                feeder.track(f.key, where)
+        return futs, feeder
 
     def _map_chunks(self, keys, chunks, where, params, w, epoch, grad, spec):
         return self.client.map(_chunk_task, [self._data(b) for b, _ in chunks], [c for _, c in chunks], key=keys,
@@ -323,19 +334,26 @@ class DaskOracle(BaseOracle):
         params = self._broadcast(np.asarray(x, np.float64))
         t_cast = time.perf_counter()
         w = None if weights is None else np.asarray(weights, np.float64)
-        level = self._submit_chunks([f"mpf-grad-{tag}-{b}-{ch[0]}" for b, ch in chunks], chunks, params, w, epoch,
-                                    grad, spec)
         vec_bytes = 8 * (1 + 3 * self.K + (self.n if grad else 0))
-        here = len(level) * vec_bytes <= DRIVER_REDUCE_BYTES
+        here = len(chunks) * vec_bytes <= DRIVER_REDUCE_BYTES
+        level, feeder = self._submit_chunks([f"mpf-grad-{tag}-{b}-{ch[0]}" for b, ch in chunks], chunks, params, w,
+                                            epoch, grad, spec, feed=here)
         if here:
             # small results: fetch each chunk's as it finishes (transfers overlap the computing) and run the same
-            # fixed tree here -- the same additions in the same order, so the same bits, with no add tasks
+            # fixed tree here -- the same additions in the same order, so the same bits, with no add tasks. The
+            # fine tail goes out as workers run dry (`feed`).
             from distributed import as_completed
+            for j, f in feeder.start():
+                level[j] = f
             t_sub = time.perf_counter()
             got = {}
             try:
-                for fut, res in as_completed(level, with_results=True):
+                ac = as_completed([f for f in level if f is not None], with_results=True)
+                for fut, res in ac:
                     got[fut.key] = res
+                    for j, f in feeder.done(fut.key):
+                        level[j] = f
+                        ac.add(f)
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(f"lost the connection to the Dask scheduler ({type(exc).__name__}: "
                                    f"{exc})") from None
@@ -366,18 +384,3 @@ class DaskOracle(BaseOracle):
                 self.client.cancel(futs)
             except Exception:  # noqa: BLE001
                 pass
-
-
-STREAM_FRACTION = 0.25
-
-
-def should_stream(dataset, indices, memory: int, fraction: float = STREAM_FRACTION) -> bool:
-    """Stream from Zarr when holding the images would take more than ``fraction`` of the workers' total memory
-    (the rest is left for activations: a gradient pass needs several times its image in float32 per layer)."""
-    return bool(memory) and data_bytes(dataset, indices) > fraction * memory
-
-
-def data_bytes(dataset, indices) -> int:
-    """Bytes the held (normalised float32 + uint8 labels) images of ``indices`` take on the workers."""
-    c = dataset.channels
-    return int(sum(dataset.sizes[i][0] * dataset.sizes[i][1] * (4 * c + 1) for i in indices))

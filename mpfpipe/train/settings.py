@@ -1,5 +1,6 @@
-"""Two settings of a training run, shared by the driver, the options table and the benchmarks: the training-time
-budget (`parse_duration`) and the class weights of the loss (`class_weights`)."""
+"""Settings of a training run, shared by the driver, the options table and the benchmarks: the training-time
+budget (`parse_duration`), the class weights of the loss (`class_weights`) and whether the workers hold the
+images or stream them from Zarr (`should_stream`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,3 +35,18 @@ def class_weights(counts, balance: bool) -> np.ndarray:
         return balanced_weights(counts)
     total = counts.sum()
     return np.full(counts.shape, 1.0 / total if total else 0.0)
+
+
+STREAM_FRACTION = 0.25
+
+
+def should_stream(dataset, indices, memory: int, fraction: float = STREAM_FRACTION) -> bool:
+    """Stream from Zarr when holding the images would take more than ``fraction`` of the workers' total memory
+    (the rest is left for activations: a gradient pass needs several times its image in float32 per layer)."""
+    return bool(memory) and data_bytes(dataset, indices) > fraction * memory
+
+
+def data_bytes(dataset, indices) -> int:
+    """Bytes the held (normalised float32 + uint8 labels) images of ``indices`` take on the workers."""
+    c = dataset.channels
+    return int(sum(dataset.sizes[i][0] * dataset.sizes[i][1] * (4 * c + 1) for i in indices))

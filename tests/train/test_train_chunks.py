@@ -16,16 +16,21 @@ def test_nice_count_is_the_power_of_two_at_least_n():
 def test_plan_splits_equal_images_into_equal_consecutive_chunks():
     idx = list(range(3, 259))  # 256 images
     chunks = plan_chunks(idx, [0.0136] * 256)  # 3.48 s: 8 chunks of ~0.5 s, but 16 of >= 0.2 s spread it wider
-    assert [len(c) for c in chunks] == [16] * 16
+    assert [len(c) for c in chunks] == [16] * 14 + [4] * 8  # the last 16 / 8 = 2 cut in 4: the fine tail
+    assert chunks.fine == 8
     assert sum(chunks, []) == idx
-    assert [len(c) for c in plan_chunks(list(range(4096)), [0.0119] * 4096)] == [32] * 128  # 48.7 s / 0.5
+    big = plan_chunks(list(range(4096)), [0.0119] * 4096)  # 48.7 s / 0.5: 128 chunks, the last 16 cut in 4
+    assert [len(c) for c in big] == [32] * 112 + [8] * 64 and big.fine == 64
     assert len(plan_chunks(list(range(32)), [0.0136] * 32)) == 2  # 0.44 s: two chunks of 0.22 s
     assert len(plan_chunks(list(range(32)), [0.0136] * 32, spread=1)) == 1
 
 
 def test_plan_follows_costs_and_keeps_one_image_per_chunk_at_least():
     chunks = plan_chunks(list(range(10)), [10.0] + [1.0] * 9, target=4.0, floor=4.0)  # 19 -> 4.75 -> 8 chunks
-    assert chunks == [[0], [1], [2], [3], [4], [5], [6, 7], [8, 9]]  # the big image alone
+    assert chunks == [[0], [1], [2], [3], [4], [5], [6, 7], [8], [9]]  # the big image alone; [8, 9] the tail
+    assert chunks.fine == 2
+    three = plan_chunks(list(range(3)), [1.0] * 3, target=1.0)  # under 4 chunks: no fine tail
+    assert three == [[0], [1], [2]] and three.fine == 0
     assert plan_chunks([5, 9], [100.0, 100.0], target=1.0) == [[5], [9]]  # never more chunks than images
     assert plan_chunks([4, 7, 8], [1e-3] * 3) == [[4, 7, 8]]
     assert plan_chunks([], []) == []
@@ -108,15 +113,18 @@ def test_full_size_presets_bit_identical_on_any_cluster(tiny_em, make_cluster, t
         assert not np.array_equal(runs[0][1], ravel(net, init_params(net, 0)))  # it did train
 
 
-def test_a_checkpoint_from_the_per_image_reduction_is_refused(tmp_path):
-    """Version 1 checkpoints summed per-image results pairwise: resuming them would not be bit-identical."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_checkpoint_from_an_older_summation_order_is_refused(tmp_path, version):
+    """Version 1 checkpoints summed per-image results pairwise, version 2 chunks without the fine tail: resuming
+    them would not be bit-identical."""
     import json
 
     from mpfpipe.data import synth_em
     from mpfpipe.errors import TrainingError
     from mpfpipe.train import train
     ds = synth_em(tmp_path / "d.zarr", n_images=2, size=(32, 32))
-    meta = {"format": "mpfpipe-checkpoint", "version": 1, "config": {}}
+    meta = {"format": "mpfpipe-checkpoint", "version": version, "config": {}}
     np.savez(tmp_path / "m.ckpt.npz", a_x=np.zeros(3), __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-    with pytest.raises(TrainingError, match=r"older mpfpipe \(checkpoint version 1.*cannot continue bit-identically"):
+    with pytest.raises(TrainingError,
+                       match=rf"older mpfpipe \(checkpoint version {version}.*cannot continue bit-identically"):
         train(ds, "steel", out=tmp_path / "m.safetensors", resume=True, progress=False)

@@ -76,7 +76,7 @@ def test_streamed_sgd_equals_held_sgd(isbi_crops, small_net, cluster2, tmp_path)
 
 
 def test_stream_is_chosen_when_data_exceed_memory(isbi_crops):
-    from mpfpipe.train.oracle import data_bytes, should_stream
+    from mpfpipe.train.settings import data_bytes, should_stream
     ds = open_dataset(isbi_crops)
     need = data_bytes(ds, ds.split("all"))
     assert need == 7 * 48 * 48 * 5
