@@ -1,6 +1,7 @@
 """``train``: the synchronous training loop on the driver (see the package docstring for the protocol)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from ..model import Model, save_model
 from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
-from .checkpoint import load_checkpoint, save_checkpoint
-from .settings import class_weights, parse_duration, should_stream  # noqa: F401 - part of this module's API
+from .checkpoint import CheckpointWriter, load_checkpoint
+from .settings import class_weights, parse_duration, per_pixel, should_stream  # noqa: F401 - part of this module's API
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
@@ -195,6 +196,7 @@ class _Run:
     # -- state ------------------------------------------------------------------------------------------
     def start(self, loaded):
         self.t_start = time.perf_counter()
+        self.writer = CheckpointWriter()
         if loaded is None:
             x0 = ravel(self.net, init_params(self.net, self.config["seed"]))
             self.state = init_state(x0, self.cfg)
@@ -222,7 +224,7 @@ class _Run:
         self.meta["config"] = self.config
         write_log(self.files["log"], self.meta["records"])
 
-    def save(self):
+    def save(self, final: bool = False):
         t0 = time.perf_counter()
         st = self.state
         arrays = {"x": st["x"], "g": st["g"], "S": st["S"], "Y": st["Y"], "m": st["m"], "v": st["v"],
@@ -230,15 +232,21 @@ class _Run:
         meta = dict(self.meta)
         meta["optim_state"] = {"f": st["f"], "fkey": st["fkey"], "alpha": st["alpha"], "t": st["t"]}
         meta["rng"] = self.rng.bit_generator.state
-        save_checkpoint(self.files["checkpoint"], arrays, meta)
+        self.writer.submit(self.files["checkpoint"], arrays, meta)  # written while the next step computes
+        if final:
+            self.writer.wait()
         self.meta["timing"]["checkpoint"] += time.perf_counter() - t0
 
     # -- objective --------------------------------------------------------------------------------------
     def objective(self, indices, epoch, stats):
-        w = class_weights(self.oracle.class_counts(indices, epoch), self.balance)
+        # balanced weights need the batch's class counts first (count tasks); the plain mean loss does not
+        w = class_weights(self.oracle.class_counts(indices, epoch), True) if self.balance else None
 
         def fg(x, need_grad):
-            e = self.oracle.evaluate(x, indices, w, epoch, need_grad)
+            if w is None:  # unit weights, then divided by the labelled pixels the same tasks counted
+                e = per_pixel(self.oracle.evaluate(x, indices, np.ones(self.net.n_classes), epoch, need_grad))
+            else:
+                e = self.oracle.evaluate(x, indices, w, epoch, need_grad)
             stats.append(e)
             return e.loss, e.grad
         return fg
@@ -281,10 +289,14 @@ class _Run:
                 if rec.get("stop"):
                     status = rec["stop"]
                     break
+        except BaseException:
+            with contextlib.suppress(Exception):  # the last checkpoint on disk before the error is reported
+                self.writer.wait()
+            raise
         finally:
             bar.close()
         m["status"] = status
-        self.save()
+        self.save(final=True)
         return status
 
     def step(self) -> dict:

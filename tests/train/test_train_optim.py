@@ -158,3 +158,26 @@ def test_adam_step_halves_every_halflife_epochs():
     cfg = OptimConfig(lr=0.01, lr_halflife=4)
     assert [cfg.adam_lr(e) for e in (0, 4, 8)] == pytest.approx([0.01, 0.005, 0.0025])
     assert OptimConfig(lr=0.01).adam_lr(100) == 0.01
+
+
+@pytest.mark.slow
+def test_the_plain_mean_loss_divides_by_the_pixels_the_tasks_counted(isbi_crops, small_net, tmp_path, make_cluster):
+    """balance=False: no count round trip; the tasks sum with unit weights and the driver divides by the labelled
+    pixels of the same (augmented) evaluation. Rotations make the count differ from the stored one, so a wrong
+    divisor shows in the loss."""
+    from mpfpipe.data import AugmentSpec
+    from mpfpipe.train import LocalOracle
+    ds = open_dataset(isbi_crops)
+    idx = ds.split("train")
+    spec = AugmentSpec(flip=True, rot90=True, rotate=True, max_angle=30.0)
+    ref_oracle = LocalOracle(small_net, ds, augment=spec, seed=2)
+    counts = ref_oracle.class_counts(idx, 0)
+    assert counts.sum() < sum(ds.class_counts([i]).sum() for i in idx)  # rotation left unlabelled corners
+    x0 = ravel(small_net, init_params(small_net, 2))
+    ref = ref_oracle.evaluate(x0, idx, class_weights(counts, False), 0, grad=True)
+    with make_cluster(2, threads=1) as h:
+        r = train(isbi_crops, small_net, optimizer="lbfgs", epochs=1, balance=False, augment=spec, seed=2,
+                  out=tmp_path / "m.safetensors", client=h.client, progress=False)
+    assert r.records[0]["loss_before"] == pytest.approx(ref.loss, rel=1e-12)
+    unit = ref_oracle.evaluate(x0, idx, np.ones(2), 0, grad=True)
+    np.testing.assert_allclose(unit.grad / counts.sum(), ref.grad, rtol=1e-5, atol=1e-9)
