@@ -19,8 +19,8 @@ def test_plan_splits_equal_images_into_equal_consecutive_chunks():
     assert [len(c) for c in chunks] == [16] * 14 + [4] * 8  # the last 16 / 8 = 2 cut in 4: the fine tail
     assert chunks.fine == 8
     assert sum(chunks, []) == idx
-    big = plan_chunks(list(range(4096)), [0.0119] * 4096)  # 48.7 s / 0.5: 128 chunks, the last 16 cut in 4
-    assert [len(c) for c in big] == [32] * 112 + [8] * 64 and big.fine == 64
+    big = plan_chunks(list(range(4096)), [0.0119] * 4096)  # 48.7 s / 0.5: 128 chunks, the last 2 cut in 4
+    assert [len(c) for c in big] == [32] * 126 + [8] * 8 and big.fine == 8
     assert len(plan_chunks(list(range(32)), [0.0136] * 32)) == 2  # 0.44 s: two chunks of 0.22 s
     assert len(plan_chunks(list(range(32)), [0.0136] * 32, spread=1)) == 1
 
