@@ -1,7 +1,8 @@
 """Compile the engine's kernels once per machine, not once per process.
 
-Every kernel is an ``@njit(cache=True)`` function: the first process that calls it compiles it (~25 s for all
-that a steel training step needs, on one core of the development VM) and writes Numba's on-disk cache; later
+Every kernel is an ``@njit(cache=True)`` function: the first process that calls it compiles it (all that a steel
+training step needs: ~9 s of one core of the development VM for the serial builds, ~20 s for the parallel ones,
+see below) and writes Numba's on-disk cache; later
 processes load it in well under a second. Without care, every worker process of a fresh install or a new
 node compiles the same kernels at the same time. Here the kernels are grouped into *jobs* (a kernel family and
 a dtype: direct convolution, tap GEMMs, fused output layer, head, pooling, activations and loss), each compiled by
