@@ -28,7 +28,6 @@ on validation by the surface-defects workflow, in pixels at the model's resoluti
 from __future__ import annotations
 
 import csv
-import fnmatch
 import io
 import json
 import os
@@ -41,10 +40,11 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..errors import DataError, MpfError, OutputExistsError
 from .blocks import Engine, block_grid, compute_block
+from .imagefiles import (atomic_write, find_images, is_image_folder, mask_names, png_bytes,  # noqa: F401
+                         read_image, source_stamp, upsample_labels)
 
 FORMAT = "mpfpipe-folder-segmentation"
 STATE = "mpfpipe.json"     # OUTDIR/mpfpipe.json: format, settings, summary (recognised by mpfpipe._safety)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 CSV_COLUMNS = ("image", "height", "width", "defect_pixels", "flagged", "max_probability", "error")
 
 
@@ -86,101 +86,6 @@ class FolderResult:
         return asdict(self)
 
 
-def is_image_folder(path) -> bool:
-    """A folder that is not a Zarr store (those are volumes): segmented as a folder of image files."""
-    p = Path(path)
-    return p.is_dir() and not any((p / n).exists() for n in ("zarr.json", ".zgroup", ".zarray"))
-
-
-def find_images(folder: Path, include=(), exclude=(), skip: Path | None = None) -> list[str]:
-    """Relative POSIX paths of the image files under ``folder`` (sorted; hidden files and folders and ``skip``
-    left out), kept when they match one of the ``include`` globs (default: all) and none of ``exclude``."""
-    out = []
-    skip = skip.resolve() if skip is not None else None
-    for dirpath, dirnames, files in os.walk(folder):
-        d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".")
-                             and (skip is None or (d / n).resolve() != skip))
-        for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            rel = (d / name).relative_to(folder).as_posix()
-            if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
-                continue
-            if any(fnmatch.fnmatchcase(rel, g) for g in exclude):
-                continue
-            out.append(rel)
-    return out
-
-
-def mask_names(rels: list[str]) -> dict[str, str]:
-    """Image path -> mask path (relative to OUTDIR/masks): ``dir/stem.png``, or ``dir/name.png`` for images
-    of one folder that share a stem (``a.jpg`` and ``a.tif``)."""
-    first = {}
-    for r in rels:
-        first.setdefault(str(Path(r).with_suffix(".png")), []).append(r)
-    out = {}
-    for key, group in first.items():
-        for r in group:
-            out[r] = key if len(group) == 1 else r + ".png"
-    return out
-
-
-def read_image(path: Path, channels: int, dtype: str | None) -> np.ndarray:
-    """(C, H, W) of an image file; RGB with equal channels becomes grey. One DataError naming the file."""
-    from ..data.sources import read_file, tiff_damage_check, to_chw
-    with tiff_damage_check(path):
-        img = to_chw(read_file(path), str(path))
-    if img.shape[0] != channels:
-        if channels == 1 and img.shape[0] == 3:
-            raise DataError(f"{path}: an RGB image with unequal channels; the model takes grey images (or RGB "
-                            "with equal channels)")
-        raise DataError(f"{path}: {img.shape[0]} channel(s), the model takes {channels}")
-    if dtype and np.dtype(img.dtype) != np.dtype(dtype):
-        raise DataError(f"{path}: pixels of type {img.dtype}, but the model was trained on {np.dtype(dtype)} "
-                        f"images (the normalisation is in their units)")
-    if img.dtype.kind not in "uif":
-        raise DataError(f"{path}: cannot segment pixels of type {img.dtype}")
-    if img.dtype.kind == "f" and not np.isfinite(img).all():
-        raise DataError(f"{path}: the image holds NaN or infinite values")
-    return img
-
-
-def upsample_labels(labels: np.ndarray, f: int, size: tuple) -> np.ndarray:
-    """(h, w) class ids at the model's resolution -> ``size`` (H, W): each pixel repeated F x F; the H - F h
-    rows and W - F w columns that the down-sampling dropped repeat the last ones."""
-    H, W = size
-    out = np.repeat(np.repeat(labels, f, axis=0), f, axis=1) if f > 1 else labels
-    if out.shape != (H, W):
-        out = np.pad(out, ((0, H - out.shape[0]), (0, W - out.shape[1])), mode="edge")
-    return np.ascontiguousarray(out)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _png_bytes(labels: np.ndarray) -> bytes:
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-    info = PngInfo()
-    info.add_text("Software", f"mpfpipe {__version__}")
-    buf = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint8), mode="L").save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
-def _source_stamp(path: Path) -> dict:
-    st = path.stat()
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 @dataclass
 class _Job:
     """What an image task needs besides the engine (pickled to the workers)."""
@@ -217,15 +122,15 @@ def image_task(engine: Engine, job: _Job, rel: str, mask_rel: str) -> dict:
         p_defect = probs[list(job.defect), 0].sum(axis=0)
         score = max(score, float(p_defect.max()))
     full = upsample_labels(labels, f, (H, W))
-    _atomic_write(Path(job.output) / "masks" / mask_rel, _png_bytes(full))
+    atomic_write(Path(job.output) / "masks" / mask_rel, png_bytes(full))
     counts = np.bincount(full.ravel(), minlength=K)
     marker = {"image": rel, "mask": f"masks/{mask_rel}", "height": int(H), "width": int(W),
               "defect_pixels": int(sum(counts[k] for k in job.defect)),
               "model_defect_pixels": int(sum((labels == k).sum() for k in job.defect)),
               "class_pixels": [int(c) for c in counts[:K]], "max_probability": round(score, 6),
-              "source": _source_stamp(src), "seconds": time.perf_counter() - t0}
+              "source": source_stamp(src), "seconds": time.perf_counter() - t0}
     marker["cpu_seconds"] = time.process_time() - c0
-    _atomic_write(_marker_path(Path(job.output), mask_rel), json.dumps(marker).encode())
+    atomic_write(_marker_path(Path(job.output), mask_rel), json.dumps(marker).encode())
     marker["pid"] = os.getpid()
     return marker
 
@@ -238,7 +143,7 @@ def _read_marker(out: Path, mask_rel: str, src: Path) -> dict | None:
     """The done marker of an image, if its mask exists and its source is unchanged since."""
     try:
         m = json.loads(_marker_path(out, mask_rel).read_text())
-        if (out / m["mask"]).is_file() and m["source"] == _source_stamp(src):
+        if (out / m["mask"]).is_file() and m["source"] == source_stamp(src):
             return m
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -272,7 +177,7 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> None:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     if _state(out) is None:
-        _atomic_write(out / STATE, json.dumps({"format": FORMAT, "mpfpipe_version": __version__,
+        atomic_write(out / STATE, json.dumps({"format": FORMAT, "mpfpipe_version": __version__,
                                                "settings": settings, "complete": False}, indent=2).encode())
 
 
@@ -369,7 +274,7 @@ def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int |
     res.flagged = sum(1 for m in results.values() if m["defect_pixels"] > res.threshold)
     res.csv = str(_write_csv(out / "detections.csv", rels, results, errors, res.threshold))
     summary = {k: v for k, v in res.to_dict().items() if k != "errors"}
-    _atomic_write(out / STATE, json.dumps({"format": FORMAT, "mpfpipe_version": __version__, "settings": settings,
+    atomic_write(out / STATE, json.dumps({"format": FORMAT, "mpfpipe_version": __version__, "settings": settings,
                                            "model": mmeta, "complete": not errors, "summary": summary,
                                            "errors": res.errors}, indent=2, default=str).encode())
     if errors:
@@ -391,7 +296,7 @@ def _write_csv(path: Path, rels, results: dict, errors: dict, threshold: float) 
         else:
             w.writerow([r, m["height"], m["width"], m["defect_pixels"], int(m["defect_pixels"] > threshold),
                         m["max_probability"], ""])
-    _atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
     return path
 
 
