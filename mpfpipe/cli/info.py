@@ -40,6 +40,7 @@ def model_info(path: Path) -> dict:
             "n_params": n_params(net), "class_names": meta.get("class_names"),
             "normalisation": meta.get("normalisation"), "padding": meta.get("padding"),
             "ignore_index": meta.get("ignore_index"), "sha256": meta.get("sha256"),
+            "downsample": int(meta.get("downsample") or 1), "detection": meta.get("detection"),
             "created": meta.get("created") or prov.get("created"), "mpfpipe_version": meta.get("mpfpipe_version"),
             "training": {k: training[k] for k in keep if k in training},
             "training_time_s": (training.get("timing") or {}).get("wall")}
@@ -158,6 +159,10 @@ def _fmt_text(d: dict) -> str:
                   f"  classes       {', '.join(d['class_names'] or [])} (ignore label {d['ignore_index']})",
                   f"  normalisation mean {d['normalisation'].get('mean')}, std {d['normalisation'].get('std')}; "
                   f"padding {d['padding']}",
+                  f"  new images    down-sampled by {d.get('downsample', 1)}; detection: "
+                  + (f"flag when more than {d['detection']['threshold']:g} pixels of class "
+                     f"{d['detection'].get('positive', 1)} (at the model's resolution; chosen on "
+                     f"{d['detection'].get('chosen_on', '?')})" if d.get("detection") else "no rule (any defect pixel)"),
                   f"  sha256        {d['sha256']}"]
         if t:
             lines.append(f"  training      {t.get('optimizer')}, {t.get('steps')} steps ({t.get('status')}) on "

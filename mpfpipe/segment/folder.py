@@ -261,6 +261,8 @@ def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int |
                         f"{folder / rel}: {type(outcome).__name__}: {outcome}"
                     errors[rel] = msg
                     res.errors.append(msg)
+                    for stale in (_marker_path(out, masks[rel]), out / "masks" / masks[rel]):
+                        stale.unlink(missing_ok=True)  # an earlier result of a source that now fails
                 else:
                     results[rel] = outcome
                     res.done += 1

@@ -116,6 +116,13 @@ def test_rerun_skips_and_redoes_interrupted_image(model2, tmp_path):
     assert (third.done, third.skipped) == (2, 3)
     assert (out / "masks/b/x.png").read_bytes() == before
     assert np.asarray(Image.open(out / "masks/a/x.png.png")).shape == (20, 22)
+    # a source replaced by a damaged file: its earlier mask goes, the CSV says why
+    data = (src / "b/x.jpg").read_bytes()
+    (src / "b/x.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FolderSegmentError, match="1 of 5 images failed"):
+        segment_folder(model2, src, out, workers=0, progress=False)
+    assert not (out / "masks/b/x.png").exists() and not (out / ".done/b/x.png.json").exists()
+    assert "b/x.jpg" in read_csv(out / "detections.csv")["b/x.jpg"]["error"]
     # other settings: refused unless --overwrite, which replaces only what mpfpipe wrote
     with pytest.raises(OutputExistsError, match="tta"):
         segment_folder(model2, src, out, workers=0, progress=False, tta=True)
