@@ -34,7 +34,8 @@ def _block(ctx, param, value):
 @click.argument("input")
 @click.argument("output")
 @click.option("--block", callback=_block, default="1,512,512",
-              help="Block size Z,Y,X (or Y,X): one Dask task and one output chunk per block.")
+              help="Block size Z,Y,X (or Y,X): one Dask task and one output chunk per block (folder input: Y,X "
+                   "tiles of each down-sampled image, bounding memory; the result does not depend on it).")
 @click.option("--workers", type=click_type("segment", "workers"), default=None,
               help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
 @click.option("--threads", type=click_type("segment", "threads"), default=None,
@@ -69,7 +70,6 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     unfinished OUTPUT are skipped (automatic resume); done blocks whose chunks were lost or damaged since (checked
     against their checksums) are computed again, in a complete OUTPUT too.
 
-    \b
     INPUT may also be a FOLDER of JPEG / PNG / TIFF images (searched recursively; any size; grey or RGB with
     equal channels): OUTPUT is then a folder with masks/<relative path>/<stem>.png (class ids, the source's size)
     and detections.csv (image, height, width, defect_pixels, flagged, max_probability, error). The model's
