@@ -190,3 +190,23 @@ def test_downsampled_model_refuses_volumes_it_would_get_wrong(model2, tmp_path):
         segment(model2, tmp_path / "v.zarr", tmp_path / "s.zarr", workers=0, progress=False)
     with pytest.raises(DataError, match="folder inputs only"):
         segment(model2, tmp_path / "v.zarr", tmp_path / "s.zarr", workers=0, progress=False, detect_threshold=3)
+
+
+def test_real_magnetic_tile_and_neu_seg_images(shared_data, tmp_path):
+    """The real folders as they are: magnetic tiles of their own sizes (JPEG images beside PNG masks, so
+    --include), NEU-Seg's grey JPEGs stored as RGB with equal channels; masks of each source's size."""
+    net = preset("steel", maps=3, hidden=6)
+    model = tmp_path / "m4.safetensors"
+    save_model(Model(net, init_params(net, 1), normalisation=NORM, downsample=4,
+                     provenance={"input_dtype": "uint8"}), model)
+    tiles = segment_folder(model, shared_data / "magnetic_tile", tmp_path / "tiles", workers=0, progress=False,
+                           include=("MT_Crack/*.jpg",))
+    neu = segment_folder(model, shared_data / "neu_seg" / "val" / "images", tmp_path / "neu", workers=0,
+                         progress=False, include=("00003*.jpg",), tta=True)
+    assert tiles.done == 14 and neu.done >= 1 and tiles.failed == neu.failed == 0
+    for root, out in ((shared_data / "magnetic_tile", tmp_path / "tiles"),
+                      (shared_data / "neu_seg" / "val" / "images", tmp_path / "neu")):
+        for rel, row in read_csv(out / "detections.csv").items():
+            w, h = Image.open(root / rel).size
+            mask = np.asarray(Image.open((out / "masks" / rel).with_suffix(".png")))
+            assert mask.shape == (h, w) and int(row["defect_pixels"]) == int((mask == 1).sum())
