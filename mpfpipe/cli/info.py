@@ -139,6 +139,12 @@ def describe(path) -> dict:
         return model_info(path)
     if (path / "workflow.json").is_file():
         return run_info(path)
+    from ..segment.folder import STATE, _state
+    state = _state(path)
+    if state is not None:  # folder inference: settings and the last run's summary
+        return {"kind": "folder segmentation", "path": str(path), "complete": state.get("complete"),
+                "settings": state.get("settings"), "summary": state.get("summary"), "errors": state.get("errors"),
+                "state_file": str(path / STATE)}
     attrs = _zarr_attrs(path)
     if attrs is not None:
         if "mpfpipe_dataset" in attrs:
@@ -182,6 +188,12 @@ def _fmt_text(d: dict) -> str:
                   f"  positive      {d['with_positive_pixel']} image(s) with a non-background pixel",
                   f"  normalisation mean {d['normalisation']['mean']}, std {d['normalisation']['std']}",
                   f"  sources       {d['sources']}"]
+    elif k == "folder segmentation":
+        sm = d.get("summary") or {}
+        lines += [f"  complete      {d.get('complete')} ({sm.get('images')} images, {sm.get('failed')} failed at the "
+                  f"last run; {sm.get('flagged')} flagged)", f"  settings      {d.get('settings')}",
+                  f"  detections    {sm.get('csv')}"]
+        lines += [f"  failed        {e}" for e in d.get("errors") or []]
     elif k == "segmentation":
         lines.append(f"  complete      {d['complete']} ({d['blocks_done']}/{d['blocks']} blocks done)")
         lines.append(f"  classes       {', '.join(d['class_names'] or [])}")

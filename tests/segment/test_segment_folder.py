@@ -177,6 +177,12 @@ def test_cli_on_a_local_cluster_matches_in_process(model2, tmp_path, capsys):
               "--include", "*.jpg", "--exclude", "*broken*", "--detect-threshold", "5"])
     assert exc.value.code == 0
     assert list(read_csv(tmp_path / "jpg" / "detections.csv")) == ["b/x.jpg"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(tmp_path / "out")])
+    info = capsys.readouterr().out
+    assert exc.value.code == 0 and "folder segmentation" in info and "complete      False (7 images, 2 failed" in info
+    assert "broken.jpg" in info
 
 
 def test_mask_names_keep_folders_and_split_equal_stems():
