@@ -78,6 +78,8 @@ def _run_segment(step: Step, ctx) -> dict:
     except OutputExistsError:  # complete, or made with another model / settings: recompute
         res = go(True)
     ctx.say(res.summary())
+    if not hasattr(res, "blocks"):  # a folder of images: masks + detections.csv (`segment.folder`)
+        return {"output": str(step.outputs["main"]), **{k: v for k, v in res.to_dict().items() if k != "errors"}}
     out = {"output": str(step.outputs["main"]), "blocks": res.blocks, "done": res.done, "skipped": res.skipped,
            "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
     if n_overlays > 0:
