@@ -52,7 +52,8 @@ def test_tta_block_equals_explicit_average_for_any_block(name):
     assert np.abs(ref - plain).max() > 1e-3  # the transforms do change the output: the test can fail
     engine = Engine(net, params, NORM, tta=True)
     read = lambda z0, z1, yr, xr: vol[z0:z1, :, yr[0]:yr[1], xr[0]:xr[1]]  # noqa: E731
-    for block in [(1, 45, 38), (1, 7, 13), (1, 17, 5), (1, 1, 38)]:
+    blocks = [(1, 45, 38), (1, 7, 13), (1, 17, 5), (1, 1, 38)] if name == "steel" else [(1, 45, 38), (1, 23, 19)]
+    for block in blocks:  # n3's 65x65 window makes small blocks costly: two sizes suffice for its odd halo
         out = np.zeros_like(ref)
         for b in block_grid((1, 45, 38), block):
             probs, labels = compute_block(engine, read, b, lambda z: (45, 38))
