@@ -19,7 +19,8 @@ from .errors import OutputExistsError
 # kind -> what the refusal calls it
 KINDS = {"dataset": "mpfpipe dataset", "segmentation": "mpfpipe segmentation", "model": "mpfpipe model file",
          "run": "mpfpipe run folder", "checkpoint": "mpfpipe training checkpoint", "log": "mpfpipe training log",
-         "plot": "mpfpipe loss plot", "report": "mpfpipe evaluation report", "empty": "empty folder"}
+         "plot": "mpfpipe loss plot", "report": "mpfpipe evaluation report", "empty": "empty folder",
+         "folder-segmentation": "mpfpipe folder segmentation (masks/ + detections.csv)"}
 
 
 def _zarr_attrs(p: Path) -> dict | None:
@@ -60,6 +61,12 @@ def recognise(path) -> str | None:
             meta = attrs.get("mpfpipe")
             if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation":
                 return "segmentation"
+        try:
+            state = json.loads((p / "mpfpipe.json").read_text())
+            if isinstance(state, dict) and state.get("format") == "mpfpipe-folder-segmentation":
+                return "folder-segmentation"
+        except (OSError, ValueError):
+            pass
         try:
             state = json.loads((p / "workflow.json").read_text())
             if isinstance(state, dict) and state.get("format") == "mpfpipe-run":

@@ -6,6 +6,13 @@ holds JSON with the architecture (every layer, with the names of its weight and 
 class names, input normalisation, mirror-padding mode, provenance, and a SHA-256 of the tensor bytes and of the
 rest of the metadata (format 2; format 1 covered the tensors only and is still read), so another program can
 rebuild the exact forward pass from the file alone and a tampered file (tensors or metadata) is refused.
+
+Two optional keys say how the model is to be applied to new images (files without them load with the
+defaults, so older model files keep working): ``downsample``, the integer factor its training images were
+down-sampled by (F x F block means; 1 = full resolution; segmenting a folder of new images applies it), and
+``detection``, the image-level rule chosen on validation (``threshold``: an image is flagged defective when its
+count of predicted ``positive``-class pixels, counted at the model's resolution, exceeds it), written by the
+surface-defects workflow once the threshold is chosen (`set_detection`).
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ class Model:
     padding: str = PAD_MODE
     ignore_index: int = 255
     provenance: dict = field(default_factory=dict)
+    downsample: int = 1  # the factor the training images were down-sampled by; new images get the same
+    detection: dict | None = None  # {"threshold": T, "positive": k, ...}: flag an image when its count > T
 
     def __post_init__(self):
         if not self.class_names:
@@ -47,6 +56,25 @@ class Model:
         if len(set(map(str, self.class_names))) != len(self.class_names):
             raise ModelFileError(f"class names {list(self.class_names)} are not distinct")
         check_normalisation(self.normalisation, self.net.in_channels)
+        if isinstance(self.downsample, bool) or not isinstance(self.downsample, (int, np.integer)) \
+                or self.downsample < 1:
+            raise ModelFileError(f"downsample {self.downsample!r} must be an integer >= 1")
+        self.downsample = int(self.downsample)
+        if self.detection is not None:
+            self.detection = check_detection(self.detection, self.net.n_classes)
+
+
+def check_detection(det, n_classes: int) -> dict:
+    """A detection rule: ``threshold`` a count >= 0 (pixels at the model's resolution), ``positive`` a class."""
+    try:
+        threshold = float(det["threshold"])
+        positive = int(det.get("positive", 1))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelFileError(f"detection rule {det!r} is not {{'threshold': count, 'positive': class}}") from None
+    if not np.isfinite(threshold) or threshold < 0 or not 0 <= positive < n_classes:
+        raise ModelFileError(f"detection rule {det!r}: need a finite threshold >= 0 and a class of the "
+                             f"{n_classes}-class net")
+    return {**det, "threshold": threshold, "positive": positive}
 
 
 def check_normalisation(norm, channels: int, what: str = "model") -> None:
@@ -108,7 +136,9 @@ def save_model(model: Model, path, *, overwrite: bool = False, dtype=np.float32)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": _architecture(model.net),
             "class_names": list(model.class_names), "normalisation": model.normalisation,
             "padding": model.padding, "ignore_index": model.ignore_index, "provenance": provenance,
-            }
+            "downsample": int(model.downsample)}
+    if model.detection is not None:
+        meta["detection"] = model.detection
     meta["sha256"] = _digest(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -170,10 +200,20 @@ def load_model(path) -> Model:
         params = from_torch_layout(net, tensors)
         return Model(net=net, params=params, class_names=meta["class_names"], normalisation=meta["normalisation"],
                      padding=meta.get("padding", PAD_MODE), ignore_index=meta.get("ignore_index", 255),
-                     provenance=meta.get("provenance", {}))
+                     provenance=meta.get("provenance", {}), downsample=meta.get("downsample", 1),
+                     detection=meta.get("detection"))
     except ModelFileError as exc:
         if str(exc).startswith(str(path)):
             raise
         raise ModelFileError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: inconsistent model file ({type(exc).__name__}: {exc})") from None
+
+
+def set_detection(path, detection: dict) -> Path:
+    """Write the detection rule into the model file ``path`` (verified on reading, rewritten atomically; the
+    tensors and everything else are kept)."""
+    import dataclasses
+    model = load_model(path)
+    model = dataclasses.replace(model, detection=check_detection(detection, model.net.n_classes))
+    return save_model(model, path, overwrite=True)

@@ -132,3 +132,33 @@ def test_info_reports_a_flipped_tensor_byte(tmp_path, model, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["info", str(path)])
     assert exc.value.code == 0 and "sha256" in capsys.readouterr().out
+
+
+def test_downsample_and_detection_rule_travel_with_the_model(tmp_path, model):
+    import dataclasses
+
+    from mpfpipe.model import _digest, set_detection
+    from safetensors.numpy import load_file
+    path = save_model(dataclasses.replace(model, downsample=4), tmp_path / "m.safetensors")
+    assert read_metadata(path)["downsample"] == 4 and "detection" not in read_metadata(path)
+    assert load_model(path).downsample == 4 and load_model(path).detection is None
+    set_detection(path, {"threshold": 17, "positive": 2, "chosen_on": "val"})
+    m = load_model(path)
+    assert m.detection == {"threshold": 17.0, "positive": 2, "chosen_on": "val"} and m.downsample == 4
+    assert np.array_equal(m.params["conv1.weight"], model.params["conv1.weight"].astype(np.float32))
+    with pytest.raises(ModelFileError, match="detection rule"):
+        set_detection(path, {"threshold": -1})
+    with pytest.raises(ModelFileError, match="detection rule"):
+        set_detection(path, {"threshold": 3, "positive": 3})  # a 3-class net has no class 3
+    with pytest.raises(ModelFileError, match="downsample"):
+        dataclasses.replace(model, downsample=0)
+    # a model file written before these fields existed (format 2 without them) loads at full resolution
+    tensors = load_file(str(path))
+
+    def older(meta):
+        meta.pop("downsample")
+        meta.pop("detection")
+        meta["sha256"] = _digest(tensors, meta)
+    old = _rewrite(path, tmp_path / "old.safetensors", edit_meta=older)
+    assert "downsample" not in read_metadata(old)
+    assert load_model(old).downsample == 1 and load_model(old).detection is None

@@ -40,6 +40,7 @@ def model_info(path: Path) -> dict:
             "n_params": n_params(net), "class_names": meta.get("class_names"),
             "normalisation": meta.get("normalisation"), "padding": meta.get("padding"),
             "ignore_index": meta.get("ignore_index"), "sha256": meta.get("sha256"),
+            "downsample": int(meta.get("downsample") or 1), "detection": meta.get("detection"),
             "created": meta.get("created") or prov.get("created"), "mpfpipe_version": meta.get("mpfpipe_version"),
             "training": {k: training[k] for k in keep if k in training},
             "training_time_s": (training.get("timing") or {}).get("wall")}
@@ -138,6 +139,12 @@ def describe(path) -> dict:
         return model_info(path)
     if (path / "workflow.json").is_file():
         return run_info(path)
+    from ..segment.folder import STATE, _state
+    state = _state(path)
+    if state is not None:  # folder inference: settings and the last run's summary
+        return {"kind": "folder segmentation", "path": str(path), "complete": state.get("complete"),
+                "settings": state.get("settings"), "summary": state.get("summary"), "errors": state.get("errors"),
+                "state_file": str(path / STATE)}
     attrs = _zarr_attrs(path)
     if attrs is not None:
         if "mpfpipe_dataset" in attrs:
@@ -158,6 +165,10 @@ def _fmt_text(d: dict) -> str:
                   f"  classes       {', '.join(d['class_names'] or [])} (ignore label {d['ignore_index']})",
                   f"  normalisation mean {d['normalisation'].get('mean')}, std {d['normalisation'].get('std')}; "
                   f"padding {d['padding']}",
+                  f"  new images    down-sampled by {d.get('downsample', 1)}; detection: "
+                  + (f"flag when more than {d['detection']['threshold']:g} pixels of class "
+                     f"{d['detection'].get('positive', 1)} (at the model's resolution; chosen on "
+                     f"{d['detection'].get('chosen_on', '?')})" if d.get("detection") else "no rule (any defect pixel)"),
                   f"  sha256        {d['sha256']}"]
         if t:
             lines.append(f"  training      {t.get('optimizer')}, {t.get('steps')} steps ({t.get('status')}) on "
@@ -177,6 +188,12 @@ def _fmt_text(d: dict) -> str:
                   f"  positive      {d['with_positive_pixel']} image(s) with a non-background pixel",
                   f"  normalisation mean {d['normalisation']['mean']}, std {d['normalisation']['std']}",
                   f"  sources       {d['sources']}"]
+    elif k == "folder segmentation":
+        sm = d.get("summary") or {}
+        lines += [f"  complete      {d.get('complete')} ({sm.get('images')} images, {sm.get('failed')} failed at the "
+                  f"last run; {sm.get('flagged')} flagged)", f"  settings      {d.get('settings')}",
+                  f"  detections    {sm.get('csv')}"]
+        lines += [f"  failed        {e}" for e in d.get("errors") or []]
     elif k == "segmentation":
         lines.append(f"  complete      {d['complete']} ({d['blocks_done']}/{d['blocks']} blocks done)")
         lines.append(f"  classes       {', '.join(d['class_names'] or [])}")

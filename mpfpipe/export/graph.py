@@ -156,7 +156,9 @@ def build_graph(model: Model, *, opset: int = OPSET, source: dict | None = None)
     proto.ir_version = IR_VERSION
     meta = {"class_names": json.dumps(list(model.class_names)), "normalisation": json.dumps(model.normalisation),
             "padding": PAD_MODE, "window": str(net.window), "stride": str(net.stride),
-            "architecture": json.dumps(net.to_dict())}
+            "architecture": json.dumps(net.to_dict()),
+            # the graph takes pixels at the model's resolution: images must be down-sampled (F x F means) first
+            "downsample": str(int(getattr(model, "downsample", 1) or 1))}
     if source:
         meta["source_model"] = json.dumps(source)
     helper.set_model_props(proto, meta)

@@ -5,12 +5,14 @@
     print(result.summary())
 
 See `mpfpipe.segment.run` (orchestration), `.blocks` (grid, halo mirroring, per-block compute), `.volume`
-(inputs) and `.omezarr` (output layout and done markers).
+(inputs) and `.omezarr` (output layout and done markers). A folder of image files goes to `.folder` (masks and a
+detection list, image by image; `.imagefiles` finds, decodes and writes the files).
 """
-from .blocks import Block, block_grid, reflect
+from .blocks import D4, Block, block_grid, reflect
+from .folder import FolderResult, FolderSegmentError, segment_folder
 from .omezarr import read_done
 from .run import DEFAULT_BLOCK, SegmentError, SegmentResult, dask_client, segment
 from .volume import Volume, open_volume
 
-__all__ = ["Block", "DEFAULT_BLOCK", "SegmentError", "SegmentResult", "Volume", "block_grid", "dask_client",
-           "open_volume", "read_done", "reflect", "segment"]
+__all__ = ["Block", "D4", "DEFAULT_BLOCK", "FolderResult", "FolderSegmentError", "SegmentError", "SegmentResult",
+           "Volume", "block_grid", "dask_client", "open_volume", "read_done", "reflect", "segment", "segment_folder"]

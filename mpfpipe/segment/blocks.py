@@ -6,6 +6,13 @@ Where that context lies inside the slice it is read from the volume; where it cr
 mirrored exactly as ``numpy.pad(mode="symmetric")`` mirrors the whole slice in `mpfpipe.fragment.dense_forward`
 (edge pixel repeated, reflecting again if the halo is larger than the slice). So every block's output equals the
 whole-slice dense forward pass on its pixels, whatever the block size.
+
+Test-time augmentation (``Engine.tta``) averages the class probabilities over the 8 flips and 90-degree turns T of
+the dihedral group D4: p = mean_T T^-1(softmax(net(T(x)))). The MPF output is exact per pixel, so T^-1(net(T(x)))
+at a pixel is the patch network on the transformed window around it; for an even window the halo is uneven
+(before != after) and a flip swaps it, so a TTA block reads a symmetric halo of max(before, after) and crops each
+transformed copy to the halo the net needs. Mirroring at the slice edge commutes with the flips, so a TTA block
+equals the whole-slice TTA result on its pixels, whatever the block size, as without TTA.
 """
 from __future__ import annotations
 
@@ -89,6 +96,59 @@ class Engine:
     dtype: str = "float32"
     threshold: float | None = None  # None: arg-max; else label = p[positive] > threshold (2-class nets)
     positive: int = 1
+    tta: bool = False  # average the probabilities over the 8 transforms of D4 (flips, 90-degree turns)
+
+    @property
+    def halo(self) -> tuple:
+        """Context read around a block: the net's (before, after), symmetric max(before, after) with TTA."""
+        before, after = self.net.halo
+        return (max(before, after),) * 2 if self.tta else (before, after)
+
+
+# The dihedral group D4 as (transpose, flip rows, flip columns), applied in that order; identity first.
+D4 = tuple((tr, fy, fx) for tr in (False, True) for fy in (False, True) for fx in (False, True))
+
+
+def d4(a: np.ndarray, t: tuple) -> np.ndarray:
+    """T(a) on the last two axes of ``a``."""
+    tr, fy, fx = t
+    if tr:
+        a = np.swapaxes(a, -1, -2)
+    if fy:
+        a = a[..., ::-1, :]
+    if fx:
+        a = a[..., ::-1]
+    return a
+
+
+def d4_inverse(a: np.ndarray, t: tuple) -> np.ndarray:
+    """T^-1(a): the flips undone, then the transpose."""
+    tr, fy, fx = t
+    if fx:
+        a = a[..., ::-1]
+    if fy:
+        a = a[..., ::-1, :]
+    if tr:
+        a = np.swapaxes(a, -1, -2)
+    return a
+
+
+def region_probs(engine: "Engine", x: np.ndarray) -> np.ndarray:
+    """Probabilities (K, h, w) float32 of a normalised region ``x`` (C, h + 2 halo...) read with ``engine.halo``
+    around it: the dense forward pass, or with ``engine.tta`` the mean over D4 of T^-1(softmax(net(T(x))))."""
+    net, dt = engine.net, np.dtype(engine.dtype)
+    if not engine.tta:
+        return softmax(dense_logits_padded(net, engine.params, x, dtype=dt)).astype(np.float32)
+    before, after = net.halo
+    m = engine.halo[0]
+    acc = None
+    for t in D4:
+        xt = d4(x, t)
+        h, w = xt.shape[1] - 2 * m, xt.shape[2] - 2 * m
+        xt = np.ascontiguousarray(xt[:, m - before:m + h + after, m - before:m + w + after])
+        p = d4_inverse(softmax(dense_logits_padded(net, engine.params, xt, dtype=dt)), t).astype(np.float64)
+        acc = p if acc is None else acc + p
+    return (acc / len(D4)).astype(np.float32)
 
 
 def normalise(raw: np.ndarray, normalisation: dict) -> np.ndarray:
@@ -135,9 +195,8 @@ def compute_block(engine: Engine, read, block: Block, sizes) -> tuple[np.ndarray
         y1, x1 = min(block.y[1], H), min(block.x[1], W)
         if y1 <= block.y[0] or x1 <= block.x[0]:
             continue
-        raw = read_with_halo(read, (z, z + 1), (block.y[0], y1), (block.x[0], x1), (H, W), net.halo)[0]
-        x = normalise(raw, engine.normalisation)
-        p = softmax(dense_logits_padded(net, engine.params, x, dtype=np.dtype(engine.dtype))).astype(np.float32)
+        raw = read_with_halo(read, (z, z + 1), (block.y[0], y1), (block.x[0], x1), (H, W), engine.halo)[0]
+        p = region_probs(engine, normalise(raw, engine.normalisation))
         h, w = y1 - block.y[0], x1 - block.x[0]
         probs[:, k, :h, :w] = p
         labels[k, :h, :w] = labels_from_probs(p, engine)

@@ -28,7 +28,7 @@ from .. import __version__, _lock, _safety
 from ..errors import ClusterError, DataError, MpfError, OutputExistsError
 from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
-from .volume import open_volume
+from .volume import Volume, open_volume
 
 DEFAULT_BLOCK = (1, 512, 512)
 # The local cluster's housekeeping, slowed: each worker's statistical profiler samples the running block every 10 ms
@@ -169,16 +169,26 @@ def _check_compatible(model, volume) -> None:
         raise DataError(f"the model was trained on {np.dtype(want)} images but {volume.path} holds "
                         f"{np.dtype(volume.dtype)}: convert the volume to {np.dtype(want)} (the normalisation is in "
                         f"its units)")
+    f = int(getattr(model, "downsample", 1) or 1)
+    have = int(((volume.info.get("dataset") or {}).get("downsample")) or 1) if volume.kind == "dataset" else None
+    if f > 1 and have != f:
+        raise DataError(f"the model was trained on images down-sampled by {f} but {volume.path} is "
+                        + (f"a dataset down-sampled by {have}" if have else "not down-sampled")
+                        + f": ingest it with --downsample {f}, or segment a folder of image files "
+                          f"(`mpfpipe segment MODEL FOLDER OUTDIR` down-samples them itself)")
     lo = min(volume.shape[1], volume.shape[2]) if volume.sizes is None else \
         min(min(h, w) for h, w in volume.sizes)
     if lo < 1:
         raise DataError(f"{volume.path} has an empty slice")
 
 
-def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive, levels) -> dict:
-    return {"model_sha256": model_meta["sha256"], "input": volume.path, "input_array": volume.array,
-            "input_shape": list(volume.shape), "block": list(chunk), "quantized": bool(quantize),
-            "threshold": threshold, "positive": positive, "levels": levels}
+def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive, levels, tta) -> dict:
+    out = {"model_sha256": model_meta["sha256"], "input": volume.path, "input_array": volume.array,
+           "input_shape": list(volume.shape), "block": list(chunk), "quantized": bool(quantize),
+           "threshold": threshold, "positive": positive, "levels": levels}
+    if tta:  # only when on: outputs made before TTA existed keep resuming
+        out["tta"] = True
+    return out
 
 
 def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bool:
@@ -210,14 +220,32 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
 def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = None, threads: int | None = None,
             scheduler: str | None = None, overwrite: bool = False, quantize: bool = False,
             threshold: float | None = None, positive: int = 1, progress: bool = True,
-            dtype: str = "float32", levels: int | None = None) -> SegmentResult:
+            dtype: str = "float32", levels: int | None = None, tta: bool = False,
+            detect_threshold: float | None = None, include=(), exclude=()) -> SegmentResult:
     """Segment a whole volume into an OME-Zarr output; see the module doc. ``model`` is a model file path,
     ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx);
-    ``levels``: pyramid levels including level 0 (None: halve y, x until the smaller side is <= 256; 1: none)."""
+    ``levels``: pyramid levels including level 0 (None: halve y, x until the smaller side is <= 256; 1: none);
+    ``tta``: average the probabilities over the 8 flips and 90-degree turns (`blocks.region_probs`).
+
+    A folder of image files (searched recursively) is segmented image by image instead: see `folder.segment_folder`
+    (``output`` is then a folder of PNG masks and ``detections.csv``; ``detect_threshold``, ``include`` and
+    ``exclude`` apply to folders only)."""
     from ..model import load_model
     from ..options import check as check_options
+    from .folder import is_image_folder, segment_folder
 
     check_options("segment", locals())
+    if not isinstance(input, Volume) and is_image_folder(input):
+        if quantize or levels is not None:
+            raise DataError(f"{input} is a folder of images: {'--quantize' if quantize else '--levels'} applies to "
+                            "volumes (OME-Zarr outputs) only")
+        return segment_folder(model, input, output, block=block, workers=workers, threads=threads,
+                              scheduler=scheduler, overwrite=overwrite, threshold=threshold, positive=positive,
+                              progress=progress, dtype=dtype, tta=tta, detect_threshold=detect_threshold,
+                              include=include, exclude=exclude)
+    if detect_threshold is not None or include or exclude:
+        raise DataError(f"{input} is not a folder of images: --detect-threshold, --include and --exclude apply to "
+                        "folder inputs only")
     model_path = Path(model)
     mdl = load_model(model_path)
     volume = open_volume(input)
@@ -240,7 +268,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     # never write over / into an input, nor over anything that is not an mpfpipe segmentation (mpfpipe._safety)
     _safety.check_output(output, kinds=("segmentation",), inputs=[model_path, volume.path], overwrite=True)
     mmeta = _model_meta(model_path, mdl)
-    settings = _settings(mmeta, volume, chunk, quantize, threshold, positive, levels)
+    settings = _settings(mmeta, volume, chunk, quantize, threshold, positive, levels, bool(tta))
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,
             "input": {"path": volume.path, "kind": volume.kind, "array": volume.array, "shape": list(volume.shape),
                       "channels": volume.channels, "dtype": volume.dtype, "sizes": volume.sizes,
@@ -261,7 +289,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
         result.pyramid_blocks += len(lblocks)
         result.pyramid_skipped += len(lblocks) - len(ltodo)
         tasks += [(lv, b) for b in ltodo]
-    engine = Engine(mdl.net, mdl.params, mdl.normalisation, dtype=dtype, threshold=threshold, positive=positive)
+    engine = Engine(mdl.net, mdl.params, mdl.normalisation, dtype=dtype, threshold=threshold, positive=positive,
+                    tta=bool(tta))
     voxels_of = _voxel_counter(volume)
     t0 = time.perf_counter()
     if tasks:

@@ -159,7 +159,8 @@ def _open_dataset(path: str) -> Volume:
     return Volume("dataset", str(ds.path), "images", (N, Hm, Wm), C, _check_dtype(images.dtype, path),
                   channel_axis=1, sizes=[list(s) for s in ds.sizes],
                   info={"dataset": {"normalisation": ds.normalisation, "class_names": ds.class_names,
-                                    "splits": ds.attrs.get("splits"), "names": ds.names}})
+                                    "splits": ds.attrs.get("splits"), "names": ds.names,
+                                    "downsample": int(ds.attrs.get("downsample") or 1)}})
 
 
 def _open_tiff(path: str) -> Volume:

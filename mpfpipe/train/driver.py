@@ -384,7 +384,8 @@ class _Run:
             prov = {"training": {k: v for k, v in summary.items() if k != "files"},
                     "input_dtype": np.dtype(self.ds.dtype).name}  # segmentation refuses other dtypes
             model = Model(self.net, unravel(self.net, vec, np.float32), list(self.ds.class_names),
-                          dict(self.ds.normalisation), ignore_index=int(self.ds.ignore_index), provenance=prov)
+                          dict(self.ds.normalisation), ignore_index=int(self.ds.ignore_index), provenance=prov,
+                          downsample=int(self.ds.attrs.get("downsample") or 1))  # new images get the same
             save_model(model, files["model"], overwrite=True)
         else:
             files.pop("model")

@@ -262,6 +262,10 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
                     raise WorkflowError(f"{where}: needs 'truth' (a dataset step id or a label stack path)")
                 truth = src
             step.inputs["truth"] = truth
+            seg = next((s for s in steps if s.outputs.get("main") == step.inputs["pred"]), None)
+            if seg is not None and any(s.kind == "train" and s.outputs["main"] == seg.inputs.get("model")
+                                       for s in steps):
+                step.inputs["model"] = seg.inputs["model"]  # trained here: the detection rule is written into it
             img = ref("image", None, required=False)
             if img is not None:
                 step.inputs["image"] = img

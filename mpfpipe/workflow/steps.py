@@ -78,6 +78,8 @@ def _run_segment(step: Step, ctx) -> dict:
     except OutputExistsError:  # complete, or made with another model / settings: recompute
         res = go(True)
     ctx.say(res.summary())
+    if not hasattr(res, "blocks"):  # a folder of images: masks + detections.csv (`segment.folder`)
+        return {"output": str(step.outputs["main"]), **{k: v for k, v in res.to_dict().items() if k != "errors"}}
     out = {"output": str(step.outputs["main"]), "blocks": res.blocks, "done": res.done, "skipped": res.skipped,
            "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
     if n_overlays > 0:
@@ -145,9 +147,26 @@ def _run_evaluate(step: Step, ctx) -> dict:
         d = rep["detection"]
         out["detection"] = {k: d.get(k) for k in ("threshold", "chosen_on", "evaluated_on", "error", "confusion",
                                                   "n_images", "groups") if k in d}
+        if d.get("chosen_on") == "val" and "model" in step.inputs:
+            out["detection"]["model"] = _write_detection(step, rep, d)
     if "groups" in rep:
         out["groups"] = rep["groups"]
     return out
+
+
+def _write_detection(step: Step, rep: dict, d: dict) -> str:
+    """Write the detection rule chosen on the validation split into the model this workflow trained, so that
+    `mpfpipe segment MODEL FOLDER OUT` flags images without being told the threshold. The counts were taken on
+    the segmented dataset, which has the model's down-sampling: the threshold is in pixels at the model's
+    resolution."""
+    from ..model import set_detection
+    model = step.inputs["model"]
+    set_detection(model, {"threshold": float(d["threshold"]), "positive": int(rep.get("positive_class", 1)),
+                          "probability": float(rep.get("threshold", 0.5)), "chosen_on": "val",
+                          "val_error": d.get("val_error"), "test_error": d.get("error"),
+                          "dataset": str(step.inputs["truth"]), "rule": "flag an image when its predicted "
+                          "positive-pixel count at the model's resolution exceeds threshold"})
+    return str(model)
 
 
 RUNNERS = {"ingest": _run_ingest, "train": _run_train, "segment": _run_segment, "evaluate": _run_evaluate}

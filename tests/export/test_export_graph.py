@@ -72,7 +72,7 @@ def test_model_metadata_travels_with_the_graph(exported):
     onnx.checker.check_model(proto, full_check=True)
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["class_names"]) == ["cell", "membrane"] and json.loads(props["normalisation"]) == NORM
-    assert props["padding"] == "symmetric" and int(props["window"]) == net.window
+    assert props["padding"] == "symmetric" and int(props["window"]) == net.window and props["downsample"] == "1"
     assert len(json.loads(props["source_model"])["sha256"]) == 64
     assert proto.opset_import[0].version == 17 and {n.op_type for n in proto.graph.node} >= {"Conv", "MaxPool",
                                                                                            "Softmax", "Gather"}

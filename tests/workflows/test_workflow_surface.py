@@ -37,7 +37,7 @@ def test_surface_defects_workflow_reports_groups(capsys, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
         main(["run", str(ROOT / "workflows" / "surface-defects.yaml"), "--set", f"data={data}",
-              "--set", "epochs=2", "--out", str(run), "--workers", "2", "--no-progress"])
+              "--set", "epochs=2", "--set", "downsample=2", "--out", str(run), "--workers", "2", "--no-progress"])
     out, err = capsys.readouterr()
     assert exc.value.code == 0, err
     report = json.loads((run / "report.json").read_text())
@@ -58,6 +58,20 @@ def test_surface_defects_workflow_reports_groups(capsys, tmp_path):
     assert det["evaluated_on"] == "test"
     assert sum(g["images"] for g in det["groups"].values()) == det["n_images"]
     assert sum(g["wrong"] for g in det["groups"].values()) == round(det["error"] * det["n_images"])
+    # the model records the down-sampling of its data and the detection rule chosen on val
+    from mpfpipe.model import load_model
+    model = load_model(run / "model.safetensors")
+    assert model.downsample == 2
+    assert model.detection["threshold"] == det["threshold"] and model.detection["chosen_on"] == "val"
+    # so folder inference on the source images flags them by that rule, in source pixels (x 2^2), unasked
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(run / "model.safetensors"), str(data), str(tmp_path / "found"), "--include", "*.tif",
+              "--workers", "0", "--quiet"])
+    assert exc.value.code == 0
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "found" / "detections.csv")))
+    assert len(rows) == 16 and all((r["height"], r["width"]) == ("96", "120") for r in rows)
+    assert all(r["flagged"] == str(int(int(r["defect_pixels"]) > 4 * det["threshold"])) for r in rows)
     md = (run / "summary.md").read_text()
     assert "by group" in md and "| MT_Spot |" in md and "best val pixel error" in md and "(balanced " in md
 
