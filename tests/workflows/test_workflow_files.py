@@ -88,7 +88,7 @@ def test_neu_seg_settings(tmp_path):
     assert ing["class_names"] == ["background", "defect"]
     assert ing["downsample"] == 4 and ing["split"] == [0.5, 0.25, 0.25] and ing["seed"] == tr["seed"] == 0
     assert tr["net"] == "steel" and tr["optimizer"] == "lbfgs" and tr["balance"] is True
-    assert tr["epochs"] == 150 and tr["max_time"] == "2h" and tr["augment"] == "none"
+    assert tr["epochs"] == 300 and tr["max_time"] == "2h" and tr["augment"] == "none"
     assert ev["images"] == "test" and ev["detection"] is False and ev["rand"] is False
     assert steps[3].inputs["pred"] == steps[2].outputs["main"]
 
