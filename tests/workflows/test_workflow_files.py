@@ -20,11 +20,14 @@ def fake_data(tmp_path):
         (isbi / name).write_bytes(b"")
     tiles = tmp_path / "magnetic_tile"
     tiles.mkdir()
-    return {"isbi2012-membranes": {"data": str(isbi)}, "surface-defects": {"data": str(tiles)}}
+    neu = tmp_path / "neu_seg"
+    neu.mkdir()
+    return {"isbi2012-membranes": {"data": str(isbi)}, "surface-defects": {"data": str(tiles)},
+            "neu-seg-steel": {"data": str(neu)}}
 
 
-def test_the_three_workflows_ship():
-    assert {p.stem for p in WORKFLOWS} >= {"quickstart", "isbi2012-membranes", "surface-defects"}
+def test_the_workflows_ship():
+    assert {p.stem for p in WORKFLOWS} >= {"quickstart", "isbi2012-membranes", "surface-defects", "neu-seg-steel"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -73,8 +76,26 @@ def test_paper_settings(tmp_path):
     assert ev["detection"] is True and ev["images"] == "test"
 
 
+def test_neu_seg_settings(tmp_path):
+    """The NEU-Seg workflow: one defect class out of NEU-Seg's three, ÷4, the 50/25/25 split, the steel net by
+    L-BFGS with the balanced loss within the 2-hour budget, test-split pixel metrics without image detection."""
+    from mpfpipe.data.ingest import parse_label_map
+    steps = plan(load_workflow(ROOT / "workflows" / "neu-seg-steel.yaml", fake_data(tmp_path)["neu-seg-steel"]),
+                 tmp_path / "run")
+    assert [s.kind for s in steps] == ["ingest", "train", "segment", "evaluate"]
+    ing, tr, seg, ev = (s.options for s in steps)
+    assert parse_label_map(ing["label_map"]) == {0: 0, 1: 1, 2: 1, 3: 1}
+    assert ing["class_names"] == ["background", "defect"]
+    assert ing["downsample"] == 4 and ing["split"] == [0.5, 0.25, 0.25] and ing["seed"] == tr["seed"] == 0
+    assert tr["net"] == "steel" and tr["optimizer"] == "lbfgs" and tr["balance"] is True
+    assert tr["epochs"] == 300 and tr["max_time"] == "2h" and tr["augment"] == "none"
+    assert ev["images"] == "test" and ev["detection"] is False and ev["rand"] is False
+    assert steps[3].inputs["pred"] == steps[2].outputs["main"]
+
+
 def test_real_data_paths_resolve(shared_data, tmp_path):
-    for name, sub in (("isbi2012-membranes", "isbi2012"), ("surface-defects", "magnetic_tile")):
+    for name, sub in (("isbi2012-membranes", "isbi2012"), ("surface-defects", "magnetic_tile"),
+                      ("neu-seg-steel", "neu_seg")):
         wf = load_workflow(ROOT / "workflows" / f"{name}.yaml", {"data": str(shared_data / sub)})
         steps = plan(wf, tmp_path / name)
         data = shared_data / sub
