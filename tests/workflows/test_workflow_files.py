@@ -90,6 +90,7 @@ def test_neu_seg_settings(tmp_path):
     assert tr["net"] == "steel" and tr["optimizer"] == "lbfgs" and tr["balance"] is True
     assert tr["epochs"] == 300 and tr["max_time"] == "2h" and tr["augment"] == "none"
     assert ev["images"] == "test" and ev["detection"] is False and ev["rand"] is False
+    assert seg["tta"] is True  # test-time augmentation, chosen on the validation split
     assert steps[3].inputs["pred"] == steps[2].outputs["main"]
 
 
