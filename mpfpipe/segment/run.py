@@ -27,7 +27,8 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..errors import ClusterError, DataError, MpfError, OutputExistsError
 from . import omezarr, pyramid, verify
-from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
+from .blocks import Engine, block_grid
+from .tasks import blocks_task, group_blocks, level_task
 from .volume import open_volume
 
 DEFAULT_BLOCK = (1, 512, 512)
@@ -123,27 +124,6 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
                          dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
                          silence_logs=50) as cluster, Client(cluster) as client:
         yield client
-
-
-def _block_task(engine: Engine, volume, out_path: str, token: str, block) -> dict:
-    """One block: read with halo, forward, write its chunks, mark done. Runs on a worker."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    probs, labels = compute_block(engine, volume.read, block, volume.slice_size)
-    omezarr.Writer.get(out_path, volume.two_d, token).write(block, probs, labels)
-    return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "pid": os.getpid(),
-            "peak_rss": peak_rss_bytes()}
-
-
-def _level_task(out_path: str, two_d: bool, token: str, level: int, block, *sources) -> dict:
-    """One pyramid block: read its sources' pixels from the level below, halve, write, mark done. ``sources``
-    are the source blocks' task results, there only to make Dask run this after them."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    writer = omezarr.Writer.get(out_path, two_d, token)
-    probs, labels = pyramid.compute_level_block(writer, level, block)
-    writer.write(block, probs, labels, level=level)
-    return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "pid": os.getpid(), "peak_rss": peak_rss_bytes()}
 
 
 def _model_meta(model_path: Path, model) -> dict:
@@ -313,21 +293,35 @@ def _voxel_counter(volume):
 
 def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, scheduler):
     """Yield (level, block, result dict or exception) as blocks finish. ``tasks``: (level, block) pairs, levels
-    ascending; a pyramid block waits for its sources among them (the others are done already)."""
+    ascending; level-0 blocks run a few per task (`tasks.blocks_task`), a pyramid block waits for the tasks of its
+    sources among them (the others are done already)."""
     def sources(level, block):
         return pyramid.source_indices(volume.shape, chunk, level, block)
 
+    def outcomes(level, results):
+        for r in results:
+            err = r.get("error")
+            yield level, blocks_by_index[r["index"]], err if err is not None else r
+
+    level0 = [b for level, b in tasks if level == 0]
+    blocks_by_index = {b.index: b for b in level0}
     if workers == 0 and not scheduler:
         failed = set()
+        for group in group_blocks(level0, 1):
+            for item in outcomes(0, blocks_task(engine, volume, out_path, token, group)):
+                if isinstance(item[2], BaseException):
+                    if not isinstance(item[2], MpfError):
+                        raise item[2]  # a bug, not bad data: let it surface here (no Dask to report it)
+                    failed.add((0, item[1].index))
+                yield item
         for level, b in tasks:
+            if level == 0:
+                continue
             try:
-                if level == 0:
-                    yield level, b, _block_task(engine, volume, out_path, token, b)
-                    continue
                 bad = [i for i in sources(level, b) if (level - 1, i) in failed]
                 if bad:
                     raise SegmentError(f"its source block {bad[0]} of level {level - 1} failed")
-                yield level, b, _level_task(out_path, volume.two_d, token, level, b)
+                yield level, b, level_task(out_path, volume.two_d, token, level, b, [])
             except MpfError as exc:
                 failed.add((level, b.index))
                 yield level, b, exc
@@ -336,22 +330,37 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
 
     with dask_client(workers, threads, scheduler) as client:
         eng = client.scatter(engine, broadcast=True)
+        slots = sum(client.nthreads().values()) or 1
         futures, by_index = {}, {}
+        stamp = time.time_ns()
+        for group in group_blocks(level0, slots):
+            key = f"mpf-blocks-{token}-0-{'-'.join(map(str, group[0].index))}-{len(group)}-{stamp}"
+            fut = client.submit(blocks_task, eng, volume, out_path, token, group, retries=1, key=key)
+            futures[fut] = (0, group)
+            for b in group:
+                by_index[(0, b.index)] = fut
         for level, b in tasks:
-            key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{time.time_ns()}"
             if level == 0:
-                fut = client.submit(_block_task, eng, volume, out_path, token, b, retries=1, key=key)
-            else:
-                deps = [by_index[(level - 1, i)] for i in sources(level, b) if (level - 1, i) in by_index]
-                fut = client.submit(_level_task, out_path, volume.two_d, token, level, b, *deps, retries=1,
-                                    key=key)
+                continue
+            key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{stamp}"
+            needed = sources(level, b)
+            deps = list({id(f): f for f in (by_index[(level - 1, i)] for i in needed
+                                            if (level - 1, i) in by_index)}.values())
+            fut = client.submit(level_task, out_path, volume.two_d, token, level, b, needed, *deps, retries=1,
+                                key=key)
             futures[fut] = (level, b)
             by_index[(level, b.index)] = fut
         by_index.clear()  # the scheduler keeps what the pyramid tasks still need
         for fut in as_completed(futures):
-            level, b = futures[fut]
+            level, what = futures[fut]
             try:
-                yield level, b, fut.result()
-            except Exception as exc:  # noqa: BLE001 - a failed block is reported, the others go on
-                yield level, b, exc
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a failed task is reported, the others go on
+                for b in (what if level == 0 else [what]):
+                    yield level, b, exc
+            else:
+                if level == 0:
+                    yield from outcomes(0, result)
+                else:
+                    yield level, what, result
             fut.release()
