@@ -1,11 +1,12 @@
-"""Whole-volume segmentation on Dask: one task per block, resumable, with a progress bar and an end summary.
+"""Whole-volume segmentation on Dask: blockwise, resumable, with a progress bar and an end summary.
 
 ``segment(model, input, output)`` opens the input (`volume.open_volume`), checks it against the model (channels,
-voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`), then runs one task per block
-that is not yet marked done. Each task reads its block plus halo from the input, runs the dense forward pass
-(`blocks.compute_block`) and writes its own chunks and then its done marker. The pyramid's blocks (`pyramid`)
-run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group is marked
-complete at the end, when every block of every level is done. Resuming is automatic: an incomplete output made
+voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`), then runs the blocks that are
+not yet marked done, a few consecutive ones per task (`tasks.blocks_task`). For each block a task reads the block
+plus halo from the input, runs the dense forward pass (`blocks.forward_block`) and writes the block's own chunks
+and then its done marker; reads and writes run in a helper thread beside the forward passes. The pyramid's blocks
+(`pyramid`) run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group
+is marked complete at the end, when every block of every level is done. Resuming is automatic: an incomplete output made
 from the same model, input and options is continued (done blocks are skipped); a complete output, or one made
 differently, is replaced only with ``overwrite=True``.
 
@@ -56,6 +57,8 @@ class SegmentResult:
     voxels: int = 0
     voxels_per_s: float = 0.0
     cpu_seconds: float = 0.0  # CPU time of the block tasks (all their threads), summed over blocks
+    forward_seconds: float = 0.0  # wall time of the blocks' forward passes (normalise, net, softmax, labels)
+    io_seconds: float = 0.0  # wall time of their reads and writes, in a helper thread beside the forward passes
     levels: int = 1  # pyramid levels, level 0 included
     pyramid_blocks: int = 0  # blocks of levels 1, 2, ... (done, skipped, failed as for level 0 above)
     pyramid_done: int = 0
@@ -68,7 +71,8 @@ class SegmentResult:
         mem = max(self.peak_memory_per_worker.values(), default=0) / 2**20
         return (f"{self.output}: {self.blocks} blocks: {self.done} done, {self.skipped} skipped (already done), "
                 f"{self.failed} failed; {self.voxels} voxels in {self.seconds:.1f} s = {self.voxels_per_s:,.0f} "
-                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks); {self.levels} level(s), pyramid "
+                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks, {self.forward_seconds:.1f} s in forward passes, "
+                f"{self.io_seconds:.1f} s of reads and writes beside them); {self.levels} level(s), pyramid "
                 f"{self.pyramid_done} blocks done, {self.pyramid_skipped} skipped ({self.pyramid_cpu_seconds:.1f} "
                 f"CPU s); peak memory per worker {mem:.0f} MiB")
 
@@ -263,6 +267,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
                     result.done += 1
                     result.voxels += voxels_of(block_)
                     result.cpu_seconds += outcome["cpu_seconds"]
+                    result.forward_seconds += outcome.get("forward_seconds", 0.0)
+                    result.io_seconds += outcome.get("read_seconds", 0.0) + outcome.get("write_seconds", 0.0)
                 if not isinstance(outcome, BaseException):
                     key = f"pid{outcome['pid']}"
                     result.peak_memory_per_worker[key] = max(result.peak_memory_per_worker.get(key, 0),
