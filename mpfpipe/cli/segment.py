@@ -34,8 +34,9 @@ def _block(ctx, param, value):
 @click.argument("input")
 @click.argument("output")
 @click.option("--block", callback=_block, default="1,512,512",
-              help="Block size Z,Y,X (or Y,X): one Dask task and one output chunk per block (folder input: Y,X "
-                   "tiles of each down-sampled image, bounding memory; the result does not depend on it).")
+              help="Block size Z,Y,X (or Y,X): one output chunk per block; a Dask task runs up to 8 consecutive "
+                   "blocks, reading ahead and writing behind the forward passes (folder input: Y,X tiles of each "
+                   "down-sampled image, bounding memory; the result does not depend on it).")
 @click.option("--workers", type=click_type("segment", "workers"), default=None,
               help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
 @click.option("--threads", type=click_type("segment", "threads"), default=None,
@@ -68,7 +69,8 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     e.g. sample_A.h5:volumes/raw, read blockwise) with MODEL into OUTPUT, an OME-Zarr 0.5 image of class
     probabilities with the segmentation under labels/, both with a multiscale pyramid. Blocks already done in an
     unfinished OUTPUT are skipped (automatic resume); done blocks whose chunks were lost or damaged since (checked
-    against their checksums) are computed again, in a complete OUTPUT too.
+    against their checksums) are computed again, in a complete OUTPUT too. The summary gives the throughput
+    (voxels/s) and the time in forward passes and in reads and writes.
 
     INPUT may also be a FOLDER of JPEG / PNG / TIFF images (searched recursively; any size; grey or RGB with
     equal channels): OUTPUT is then a folder with masks/<relative path>/<stem>.png (class ids, the source's size)

@@ -12,7 +12,9 @@ the done markers included). Records:
 - ``segment`` (one per run) and ``segment_summary``: medians, ``ratio`` (segment / engine), ``pyramid_cost``
   (median wall time with the pyramid / without, minus 1) and the peak resident memory per worker;
   ``cpu_ratio`` and ``pyramid_cpu_cost`` are the same in CPU time (all processes: driver, scheduler, workers,
-  against the engine's CPU time per voxel), which another user's load on a shared machine distorts less;
+  against the engine's CPU time per voxel), which another user's load on a shared machine distorts less; each
+  ``segment`` record also has the wall time of the forward passes and of the reads and writes beside them, and
+  the load average (1, 5, 15 min) at its end;
 - ``read``: blockwise read throughput (every block with its halo, as the block tasks read) of VOLUME and of a
   copy in the other format (Zarr <-> HDF5) with the same chunks, in voxels/s and MiB/s.
 
@@ -21,6 +23,7 @@ The engine is timed before and after the segment runs and the medians taken, sin
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import statistics
 import tempfile
@@ -35,8 +38,6 @@ from .blocks import block_grid, read_with_halo
 def engine_rate(net_name: str, size, threads: int, repeat: int) -> dict:
     """Engine voxels/s at ``threads`` threads: the better of a ``threads``-thread run and ``threads`` x one
     1-thread run, each case in a fresh process (`mpfpipe.bench`)."""
-    import os
-
     from .. import bench
     H, W = size
     cases = {}
@@ -147,6 +148,8 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
                      "threads": threads, "levels": lv, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 2),
                      "voxels_per_s": round(res.voxels / wall, 1), "block_cpu_seconds": round(res.cpu_seconds, 2),
                      "pyramid_cpu_seconds": round(res.pyramid_cpu_seconds, 2),
+                     "forward_seconds": round(res.forward_seconds, 2), "io_seconds": round(res.io_seconds, 2),
+                     "load_average": [round(x, 2) for x in os.getloadavg()],  # others' jobs distort the wall time
                      "peak_memory_per_worker_mib": round(max(res.peak_memory_per_worker.values()) / 2**20, 1)})
                 shutil.rmtree(dst, ignore_errors=True)
         engines.append(engine_rate(net_name, size, T, engine_repeat))

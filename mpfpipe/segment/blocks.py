@@ -180,27 +180,41 @@ def quantise(probs: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(probs * 255.0), 0, 255).astype(np.uint8)
 
 
-def compute_block(engine: Engine, read, block: Block, sizes) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (K, nz, h, w) float32 and labels (nz, h, w) uint8 of one block.
-
-    ``sizes(z)`` gives the valid (h, w) of slice z (the whole slice for plain volumes). Voxels outside a slice's
-    valid region (padding of datasets whose images differ in size) get probability 0 and label LABEL_FILL."""
-    net = engine.net
-    K = net.n_classes
-    nz, bh, bw = block.shape
-    probs = np.zeros((K, nz, bh, bw), dtype=np.float32)
-    labels = np.full((nz, bh, bw), LABEL_FILL, dtype=np.uint8)
+def read_block(read, block: Block, sizes, halo) -> list:
+    """The raw input of one block: per slice z, ``(k, z, raw (C, h + halo, w + halo))``, or None for a slice whose
+    valid region misses the block. ``sizes(z)`` gives the valid (h, w) of slice z."""
+    out = []
     for k, z in enumerate(range(*block.z)):
         H, W = sizes(z)
         y1, x1 = min(block.y[1], H), min(block.x[1], W)
         if y1 <= block.y[0] or x1 <= block.x[0]:
             continue
-        raw = read_with_halo(read, (z, z + 1), (block.y[0], y1), (block.x[0], x1), (H, W), engine.halo)[0]
-        p = region_probs(engine, normalise(raw, engine.normalisation))
-        h, w = y1 - block.y[0], x1 - block.x[0]
+        out.append((k, z, read_with_halo(read, (z, z + 1), (block.y[0], y1), (block.x[0], x1), (H, W), halo)[0]))
+    return out
+
+
+def forward_block(engine: Engine, block: Block, inputs: list) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (K, nz, h, w) float32 and labels (nz, h, w) uint8 of one block from its `read_block` input.
+
+    Voxels outside a slice's valid region (padding of datasets whose images differ in size) get probability 0 and
+    label LABEL_FILL."""
+    net = engine.net
+    nz, bh, bw = block.shape
+    probs = np.zeros((net.n_classes, nz, bh, bw), dtype=np.float32)
+    labels = np.full((nz, bh, bw), LABEL_FILL, dtype=np.uint8)
+    ctx = sum(engine.halo)  # read with engine.halo (symmetric with TTA)
+    for k, _z, raw in inputs:
+        p = region_probs(engine, normalise(raw, engine.normalisation))  # float32 whatever dtype the engine ran in
+        h, w = raw.shape[1] - ctx, raw.shape[2] - ctx
         probs[:, k, :h, :w] = p
         labels[k, :h, :w] = labels_from_probs(p, engine)
     return probs, labels
+
+
+def compute_block(engine: Engine, read, block: Block, sizes) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (K, nz, h, w) float32 and labels (nz, h, w) uint8 of one block (`read_block` then
+    `forward_block`)."""
+    return forward_block(engine, block, read_block(read, block, sizes, engine.halo))
 
 
 def peak_rss_bytes() -> int:

@@ -1,13 +1,14 @@
-"""Whole-volume segmentation on Dask: one task per block, resumable, with a progress bar and an end summary.
+"""Whole-volume segmentation on Dask: blockwise, resumable, with a progress bar and an end summary.
 
 ``segment(model, input, output)`` opens the input (`volume.open_volume`), checks it against the model (channels,
-voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`), then runs one task per block
-that is not yet marked done. Each task reads its block plus halo from the input, runs the dense forward pass
-(`blocks.compute_block`) and writes its own chunks and then its done marker. The pyramid's blocks (`pyramid`)
-run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group is marked
-complete at the end, when every block of every level is done. Resuming is automatic: an incomplete output made
-from the same model, input and options is continued (done blocks are skipped); a complete output, or one made
-differently, is replaced only with ``overwrite=True``.
+voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`), then runs the blocks that are
+not yet marked done, a few consecutive ones per task (`tasks.blocks_task`). For each block a task reads the block
+plus halo from the input, runs the dense forward pass (`blocks.forward_block`) and writes the block's own chunks
+and then its done marker; reads and writes run in a helper thread beside the forward passes. The pyramid's blocks
+(`pyramid`) run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group
+is marked complete at the end, when every block of every level is done. Resuming is automatic: an incomplete
+output made from the same model, input and options is continued (done blocks are skipped); a complete output, or
+one made differently, is replaced only with ``overwrite=True``.
 
 Cluster: by default a `LocalCluster` of worker processes on 127.0.0.1 (``workers`` processes, each running one
 block at a time with ``threads`` kernel threads: workers x threads = cores); ``scheduler`` joins an existing
@@ -27,14 +28,14 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..errors import ClusterError, DataError, MpfError, OutputExistsError
 from . import omezarr, pyramid, verify
-from .blocks import Engine, block_grid, compute_block, peak_rss_bytes
+from .blocks import Engine, block_grid
+from .tasks import blocks_task, group_blocks, level_task
 from .volume import Volume, open_volume
 
 DEFAULT_BLOCK = (1, 512, 512)
-# The local cluster's housekeeping, slowed: each worker's statistical profiler samples the running block every 10 ms
-# and every process ticks its event loop every 20 ms and polls its memory every 100 ms; an idle 2-worker cluster
-# took ~4 % of a core in the driver and ~3 % per worker, CPU that the blocks of a 2-core machine lack. Blocks take
-# ~1 s, so these intervals lose nothing we use (no dashboard; memory limits still act within a second).
+# The local cluster's housekeeping, slowed: the workers' profiler (every 10 ms), event-loop ticks (20 ms) and memory
+# polls (100 ms) took ~4 % of a core in an idle 2-worker cluster's driver and ~3 % per worker, CPU that the blocks
+# of a 2-core machine lack; blocks take ~1 s, so nothing we use is lost (memory limits still act within a second).
 QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
                  "distributed.admin.system-monitor.interval": "2s",
                  "distributed.worker.memory.monitor-interval": "1s"}
@@ -55,6 +56,8 @@ class SegmentResult:
     voxels: int = 0
     voxels_per_s: float = 0.0
     cpu_seconds: float = 0.0  # CPU time of the block tasks (all their threads), summed over blocks
+    forward_seconds: float = 0.0  # wall time of the blocks' forward passes (normalise, net, softmax, labels)
+    io_seconds: float = 0.0  # wall time of their reads and writes, in a helper thread beside the forward passes
     levels: int = 1  # pyramid levels, level 0 included
     pyramid_blocks: int = 0  # blocks of levels 1, 2, ... (done, skipped, failed as for level 0 above)
     pyramid_done: int = 0
@@ -67,7 +70,8 @@ class SegmentResult:
         mem = max(self.peak_memory_per_worker.values(), default=0) / 2**20
         return (f"{self.output}: {self.blocks} blocks: {self.done} done, {self.skipped} skipped (already done), "
                 f"{self.failed} failed; {self.voxels} voxels in {self.seconds:.1f} s = {self.voxels_per_s:,.0f} "
-                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks); {self.levels} level(s), pyramid "
+                f"voxels/s ({self.cpu_seconds:.1f} CPU s in blocks, {self.forward_seconds:.1f} s in forward passes, "
+                f"{self.io_seconds:.1f} s of reads and writes beside them); {self.levels} level(s), pyramid "
                 f"{self.pyramid_done} blocks done, {self.pyramid_skipped} skipped ({self.pyramid_cpu_seconds:.1f} "
                 f"CPU s); peak memory per worker {mem:.0f} MiB")
 
@@ -120,30 +124,9 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     env = worker_env(threads)
     with dask.config.set({**prespawn_config(), **QUIET_CLUSTER}), \
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None, scheduler_kwargs={"dashboard": False}, env=env,
+                         dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False}, env=env,
                          silence_logs=50) as cluster, Client(cluster) as client:
         yield client
-
-
-def _block_task(engine: Engine, volume, out_path: str, token: str, block) -> dict:
-    """One block: read with halo, forward, write its chunks, mark done. Runs on a worker."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    probs, labels = compute_block(engine, volume.read, block, volume.slice_size)
-    omezarr.Writer.get(out_path, volume.two_d, token).write(block, probs, labels)
-    return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "pid": os.getpid(),
-            "peak_rss": peak_rss_bytes()}
-
-
-def _level_task(out_path: str, two_d: bool, token: str, level: int, block, *sources) -> dict:
-    """One pyramid block: read its sources' pixels from the level below, halve, write, mark done. ``sources``
-    are the source blocks' task results, there only to make Dask run this after them."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    writer = omezarr.Writer.get(out_path, two_d, token)
-    probs, labels = pyramid.compute_level_block(writer, level, block)
-    writer.write(block, probs, labels, level=level)
-    return {"index": block.index, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "pid": os.getpid(), "peak_rss": peak_rss_bytes()}
 
 
 def _model_meta(model_path: Path, model) -> dict:
@@ -312,6 +295,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
                     result.done += 1
                     result.voxels += voxels_of(block_)
                     result.cpu_seconds += outcome["cpu_seconds"]
+                    result.forward_seconds += outcome.get("forward_seconds", 0.0)
+                    result.io_seconds += outcome.get("read_seconds", 0.0) + outcome.get("write_seconds", 0.0)
                 if not isinstance(outcome, BaseException):
                     key = f"pid{outcome['pid']}"
                     result.peak_memory_per_worker[key] = max(result.peak_memory_per_worker.get(key, 0),
@@ -342,21 +327,35 @@ def _voxel_counter(volume):
 
 def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, scheduler):
     """Yield (level, block, result dict or exception) as blocks finish. ``tasks``: (level, block) pairs, levels
-    ascending; a pyramid block waits for its sources among them (the others are done already)."""
+    ascending; level-0 blocks run a few per task (`tasks.blocks_task`), a pyramid block waits for the tasks of its
+    sources among them (the others are done already)."""
     def sources(level, block):
         return pyramid.source_indices(volume.shape, chunk, level, block)
 
+    def outcomes(level, results):
+        for r in results:
+            err = r.get("error")
+            yield level, blocks_by_index[r["index"]], err if err is not None else r
+
+    level0 = [b for level, b in tasks if level == 0]
+    blocks_by_index = {b.index: b for b in level0}
     if workers == 0 and not scheduler:
         failed = set()
+        for group in group_blocks(level0, 1):
+            for item in outcomes(0, blocks_task(engine, volume, out_path, token, group)):
+                if isinstance(item[2], BaseException):
+                    if not isinstance(item[2], MpfError):
+                        raise item[2]  # a bug, not bad data: let it surface here (no Dask to report it)
+                    failed.add((0, item[1].index))
+                yield item
         for level, b in tasks:
+            if level == 0:
+                continue
             try:
-                if level == 0:
-                    yield level, b, _block_task(engine, volume, out_path, token, b)
-                    continue
                 bad = [i for i in sources(level, b) if (level - 1, i) in failed]
                 if bad:
                     raise SegmentError(f"its source block {bad[0]} of level {level - 1} failed")
-                yield level, b, _level_task(out_path, volume.two_d, token, level, b)
+                yield level, b, level_task(out_path, volume.two_d, token, level, b, [])
             except MpfError as exc:
                 failed.add((level, b.index))
                 yield level, b, exc
@@ -365,22 +364,37 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
 
     with dask_client(workers, threads, scheduler) as client:
         eng = client.scatter(engine, broadcast=True)
+        slots = sum(client.nthreads().values()) or 1
         futures, by_index = {}, {}
+        stamp = time.time_ns()
+        for group in group_blocks(level0, slots):
+            key = f"mpf-blocks-{token}-0-{'-'.join(map(str, group[0].index))}-{len(group)}-{stamp}"
+            fut = client.submit(blocks_task, eng, volume, out_path, token, group, retries=1, key=key)
+            futures[fut] = (0, group)
+            for b in group:
+                by_index[(0, b.index)] = fut
         for level, b in tasks:
-            key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{time.time_ns()}"
             if level == 0:
-                fut = client.submit(_block_task, eng, volume, out_path, token, b, retries=1, key=key)
-            else:
-                deps = [by_index[(level - 1, i)] for i in sources(level, b) if (level - 1, i) in by_index]
-                fut = client.submit(_level_task, out_path, volume.two_d, token, level, b, *deps, retries=1,
-                                    key=key)
+                continue
+            key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{stamp}"
+            needed = sources(level, b)
+            deps = list({id(f): f for f in (by_index[(level - 1, i)] for i in needed
+                                            if (level - 1, i) in by_index)}.values())
+            fut = client.submit(level_task, out_path, volume.two_d, token, level, b, needed, *deps, retries=1,
+                                key=key)
             futures[fut] = (level, b)
             by_index[(level, b.index)] = fut
         by_index.clear()  # the scheduler keeps what the pyramid tasks still need
         for fut in as_completed(futures):
-            level, b = futures[fut]
+            level, what = futures[fut]
             try:
-                yield level, b, fut.result()
-            except Exception as exc:  # noqa: BLE001 - a failed block is reported, the others go on
-                yield level, b, exc
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a failed task is reported, the others go on
+                for b in (what if level == 0 else [what]):
+                    yield level, b, exc
+            else:
+                if level == 0:
+                    yield from outcomes(0, result)
+                else:
+                    yield level, what, result
             fut.release()
