@@ -46,6 +46,15 @@ def _safetensors_meta(p: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
+
+def _json_format(path: Path):
+    """The "format" of a JSON state file mpfpipe writes, or None (absent, unreadable, not ours)."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("format") if isinstance(state, dict) else None
+
 def recognise(path) -> str | None:
     """The kind of mpfpipe output at ``path`` (a key of `KINDS`), "missing", or None for anything else."""
     p = Path(path)
@@ -61,18 +70,10 @@ def recognise(path) -> str | None:
             meta = attrs.get("mpfpipe")
             if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation":
                 return "segmentation"
-        try:
-            state = json.loads((p / "mpfpipe.json").read_text())
-            if isinstance(state, dict) and state.get("format") == "mpfpipe-folder-segmentation":
-                return "folder-segmentation"
-        except (OSError, ValueError):
-            pass
-        try:
-            state = json.loads((p / "workflow.json").read_text())
-            if isinstance(state, dict) and state.get("format") == "mpfpipe-run":
-                return "run"
-        except (OSError, ValueError):
-            pass
+        if _json_format(p / "mpfpipe.json") == "mpfpipe-folder-segmentation":
+            return "folder-segmentation"
+        if _json_format(p / "workflow.json") == "mpfpipe-run":
+            return "run"
         return None
     name = p.name.lower()
     if name.endswith(".safetensors") or name.endswith(".tmp"):
