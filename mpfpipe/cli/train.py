@@ -82,7 +82,7 @@ Examples:
                    "starts once it is spent; the best model is written.")
 @click.option("--gtol", type=click_type("train", "gtol"), default=0.0, help="gd/lbfgs: stop when |gradient| < gtol.")
 @click.option("--validate-every", type=click.IntRange(min=1), default=1, help="Validate every N epochs.")
-@click.option("--train-split", default="train", help="Split to train on.")
+@click.option("--train-split", default="train", help="Split to train on, or a union such as 'train+val'.")
 @click.option("--val-split", default="val", help="Validation split ('' for none).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @config_option

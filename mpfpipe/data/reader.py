@@ -86,16 +86,22 @@ class Dataset:
                 f"classes={self.class_names})")
 
     def split(self, name: str) -> list[int]:
-        """Image indices of split ``name`` ("train", "val", "test"; "all" = every image)."""
+        """Image indices of split ``name`` ("train", "val", "test"; "all" = every image), or of a union such as
+        "train+val" (sorted: e.g. a final model trained on train and val for an iteration count chosen on val)."""
         if name == "all":
             return list(range(self.n_images))
         splits = self.attrs["splits"]
-        if name not in splits:
-            raise DataError(f"unknown split {name!r} in {self.path}; known: {', '.join(list(splits) + ['all'])}")
-        idx = [int(i) for i in splits[name]]
+        parts = [p.strip() for p in str(name).split("+")]
+        for part in parts:
+            if part not in splits:
+                raise DataError(f"unknown split {part!r} in {self.path}; known: {', '.join(list(splits) + ['all'])}"
+                                + (", or a union such as 'train+val'" if len(splits) > 1 else ""))
+        if len(set(parts)) != len(parts):
+            raise DataError(f"split {name!r} names a split twice")
+        idx = [int(i) for part in parts for i in splits[part]]
         if not idx:
             raise DataError(f"split {name!r} of {self.path} is empty (ingest with --split to make one)")
-        return idx
+        return idx if len(parts) == 1 else sorted(idx)
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(self.attrs["splits"].get(name, [])) for name in SPLIT_NAMES}

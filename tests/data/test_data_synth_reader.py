@@ -65,11 +65,18 @@ def test_split_is_stratified_partition(defects):
     pos = np.array(defects.positive)
     assert [int(pos[splits[s]].sum()) for s in ("train", "val", "test")] == [4, 2, 2]
     assert [len(splits[s]) for s in ("train", "val", "test")] == [20, 10, 10]
+    assert defects.split("train+val") == sorted(splits["train"] + splits["val"])
+    assert defects.split(" val + train ") == defects.split("train+val")
+    assert defects.split("train+val+test") == defects.split("all")
 
 
 def test_split_errors(em, tmp_path):
     with pytest.raises(DataError, match="unknown split 'bogus'"):
         em.split("bogus")
+    with pytest.raises(DataError, match="unknown split 'bogus'.*union"):
+        em.split("train+bogus")
+    with pytest.raises(DataError, match="names a split twice"):
+        em.split("train+train")
     nosplit = open_dataset(synth_em(tmp_path / "n.zarr", n_images=2, size=32))
     assert nosplit.split("train") == [0, 1] and nosplit.split("all") == [0, 1]
     with pytest.raises(DataError, match="split 'val' .* is empty"):
