@@ -1,12 +1,15 @@
 """The ``mpfpipe`` command line: a thin layer over the Python API.
 
 Exit codes: 0 success, 1 a runtime error (one clear message on stderr; the traceback only with ``--debug``),
-2 a usage error (click's own). Every command takes ``--config FILE``: a YAML mapping of option names (with
+2 a usage error (click's own), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM. SIGTERM, what ``scancel``, a SLURM
+time limit and Kubernetes send, takes the Ctrl-C path: the run stops cleanly and says how to resume. Every command takes ``--config FILE``: a YAML mapping of option names (with
 dashes or underscores) to values, used as defaults that explicit command-line options override.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -40,7 +43,23 @@ def _register():
 _register()
 
 
+_stopped_by = [signal.SIGINT]
+
+
+def _on_sigterm(signum, frame):
+    # once: a second SIGTERM (or the SIGKILL after SLURM's KillWait) ends the process the default way
+    _stopped_by[0] = signal.SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
+def _code() -> int:
+    return 128 + int(_stopped_by[0])
+
+
 def main(argv=None):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if argv is None:
         from .._runtime import reexec_with_tuned_malloc
         reexec_with_tuned_malloc(sys.argv[1:])
@@ -52,13 +71,13 @@ def main(argv=None):
         cli.main(args=argv, prog_name="mpfpipe", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(_code())
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         click.echo(f"interrupted: {exc}", err=True)
-        sys.exit(130)
+        sys.exit(_code())
     except MpfError as exc:
         if debug:
             traceback.print_exc()
@@ -66,7 +85,7 @@ def main(argv=None):
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        sys.exit(_code())
     except OSError as exc:  # a full disk, a read-only folder...: say where, the OS error often does not
         if debug:
             traceback.print_exc()

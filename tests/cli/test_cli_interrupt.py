@@ -1,5 +1,7 @@
-"""Ctrl-C during `mpfpipe train` (SIGINT to the whole process group, as a terminal sends it, workers included):
-one line saying where the checkpoint is and how to resume, exit 130, no traceback; the run then resumes."""
+"""Stopping `mpfpipe train` mid-run: Ctrl-C (SIGINT to the whole process group, as a terminal sends it, workers
+included), or SIGTERM as `scancel`, a SLURM time limit or Kubernetes send it (to the driver alone, or to every
+process of the job). Each gives one line saying where the checkpoint is and how to resume, exit 128 + the signal,
+no traceback; the run then resumes."""
 from __future__ import annotations
 
 import os
@@ -8,8 +10,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 
-def test_ctrl_c_during_train_is_one_line_and_resumable(tmp_path):
+
+@pytest.mark.parametrize("sig,group", [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+                         ids=["ctrl-c", "sigterm-driver", "sigterm-group"])
+def test_stop_during_train_is_one_line_and_resumable(tmp_path, sig, group):
     from mpfpipe.data import synth_em
     data = synth_em(tmp_path / "d.zarr", n_images=2, size=(48, 48))
     out, ckpt = tmp_path / "m.safetensors", tmp_path / "m.ckpt.npz"
@@ -24,13 +30,16 @@ def test_ctrl_c_during_train_is_one_line_and_resumable(tmp_path):
                 break
             time.sleep(0.1)
         assert ckpt.exists(), "no checkpoint was written"
-        os.killpg(p.pid, signal.SIGINT)
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)
         _, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     lines = [ln for ln in err.strip().splitlines() if not ln.startswith(("cluster:", "data:"))]
-    assert p.returncode == 130 and "Traceback" not in err and "leaked" not in err, err
+    assert p.returncode == 128 + sig and "Traceback" not in err and "leaked" not in err, err
     assert lines == [f"interrupted: the checkpoint {ckpt} holds the last finished step; continue with the same "
                      "command plus --resume (or --resume --stop to write its best model now)"], err
     r = subprocess.run(argv + ["--resume", "--stop"], capture_output=True, text=True, env=env, timeout=300)
