@@ -30,6 +30,14 @@ def test_the_workflows_ship():
     assert {p.stem for p in WORKFLOWS} >= {"quickstart", "isbi2012-membranes", "surface-defects", "neu-seg-steel"}
 
 
+def test_run_help_lists_every_shipped_workflow():
+    from click.testing import CliRunner
+
+    from mpfpipe.cli import cli
+    text = CliRunner().invoke(cli, ["run", "--help"]).output
+    assert [p.name for p in WORKFLOWS if p.name not in text] == []
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_plans(path, tmp_path):
     sets = fake_data(tmp_path).get(path.stem, {})
@@ -77,8 +85,10 @@ def test_paper_settings(tmp_path):
 
 
 def test_neu_seg_settings(tmp_path):
-    """The NEU-Seg workflow: one defect class out of NEU-Seg's three, ÷4, the 50/25/25 split, the steel net by
-    L-BFGS with the balanced loss within the 2-hour budget, test-split pixel metrics without image detection."""
+    """The NEU-Seg workflow: one defect class out of NEU-Seg's three, ÷2, the 50/25/25 split, the steel net widened
+    to a 68x68 window, by L-BFGS with the balanced loss within the 2-hour budget, test-split pixel metrics without
+    image detection."""
+    from mpfpipe.arch import load_net
     from mpfpipe.data.ingest import parse_label_map
     steps = plan(load_workflow(ROOT / "workflows" / "neu-seg-steel.yaml", fake_data(tmp_path)["neu-seg-steel"]),
                  tmp_path / "run")
@@ -86,8 +96,11 @@ def test_neu_seg_settings(tmp_path):
     ing, tr, seg, ev = (s.options for s in steps)
     assert parse_label_map(ing["label_map"]) == {0: 0, 1: 1, 2: 1, 3: 1}
     assert ing["class_names"] == ["background", "defect"]
-    assert ing["downsample"] == 4 and ing["split"] == [0.5, 0.25, 0.25] and ing["seed"] == tr["seed"] == 0
-    assert tr["net"] == "steel" and tr["optimizer"] == "lbfgs" and tr["balance"] is True
+    assert ing["downsample"] == 2 and ing["split"] == [0.5, 0.25, 0.25] and ing["seed"] == tr["seed"] == 0
+    net = load_net(tr["net"])  # the description in the workflow builds an exact 68x68 MPF net
+    assert net.window == 68 and net.describe().startswith("steel68: 68x68 window, stride 8")
+    assert [type(layer).__name__ for layer in net.layers] == ["Conv", "Pool"] * 3 + ["Conv", "FC", "FC"]
+    assert tr["optimizer"] == "lbfgs" and tr["balance"] is True
     assert tr["epochs"] == 300 and tr["max_time"] == "2h" and tr["augment"] == "none"
     assert ev["images"] == "test" and ev["detection"] is False and ev["rand"] is False
     assert seg["tta"] is True  # test-time augmentation, chosen on the validation split
