@@ -169,3 +169,23 @@ def test_fused_output_path_is_exact():
     ref = naive.image_outputs(net, to_torch_layout(net, params), image)
     np.testing.assert_allclose(dense, ref, rtol=0, atol=1e-10)
     _check_grad(net, params, image, _labels(net, (14, 11), 23, 0.2), None)
+
+
+def test_shipped_workflow_net_at_full_size_equals_patch_net():
+    """The NEU-Seg workflow's own net (68x68 window, three 2x2 pools, 8 maps, fc 100), as its YAML describes it:
+    outputs at every pixel and the summed gradient equal the naive patch net's."""
+    from pathlib import Path
+
+    import yaml
+
+    from mpfpipe.arch import load_net
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows" / "neu-seg-steel.yaml").read_text())
+    net = load_net(spec["params"]["net"])
+    assert net.window == 68 and [getattr(layer, 'maps', getattr(layer, 'n', None)) for layer in net.layers] == \
+        [8, None, 8, None, 8, None, 8, 100, 2]
+    params = rand_params(net, 6)
+    image = np.random.default_rng(7).standard_normal((1, 7, 6))
+    dense = dense_forward(net, params, image, dtype=np.float64)
+    np.testing.assert_allclose(dense, naive.image_outputs(net, to_torch_layout(net, params), image), rtol=0,
+                               atol=1e-10)
+    _check_grad(net, params, image, _labels(net, (7, 6), 8, 0.2), None)
