@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from .. import __version__
+from .. import __version__, _stop
 from ..errors import Interrupted, MpfError
 from ._common import CONTEXT_SETTINGS
 
@@ -46,10 +46,11 @@ _register()
 _stopped_by = [signal.SIGINT]
 
 
-def _on_sigterm(signum, frame):
-    # once: a second SIGTERM (or the SIGKILL after SLURM's KillWait) ends the process the default way
-    _stopped_by[0] = signal.SIGTERM
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _on_signal(signum, frame):
+    # once: a second signal (or the SIGKILL after SLURM's KillWait) takes Python's default path
+    _stopped_by[0] = signum
+    _stop.request()  # seen by the loops even if the KeyboardInterrupt lands in a finaliser and is dropped
+    signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
     raise KeyboardInterrupt
 
 
@@ -59,7 +60,9 @@ def _code() -> int:
 
 def main(argv=None):
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):  # not if ignored (nohup)
+                signal.signal(sig, _on_signal)
     if argv is None:
         from .._runtime import reexec_with_tuned_malloc
         reexec_with_tuned_malloc(sys.argv[1:])

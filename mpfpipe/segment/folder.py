@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, _lock, _safety
+from .. import __version__, _lock, _safety, _stop
 from ..errors import DataError, MpfError, OutputExistsError
 from .blocks import Engine, block_grid, compute_block
 from .imagefiles import (atomic_write, find_images, is_image_folder, mask_names, png_bytes,  # noqa: F401
@@ -323,6 +323,7 @@ def _run(engine, job, todo, masks, workers, threads, scheduler):
         futures = {client.submit(image_task, eng, job, rel, masks[rel], retries=0,
                                  key=f"mpf-image-{i}-{time.time_ns()}"): rel for i, rel in enumerate(todo)}
         for fut in as_completed(futures):
+            _stop.check()
             rel = futures[fut]
             try:
                 out = fut.result()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, _lock, _safety
+from .. import __version__, _lock, _safety, _stop
 from ..errors import ClusterError, DataError, MpfError, OutputExistsError
 from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid
@@ -386,6 +386,7 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
             by_index[(level, b.index)] = fut
         by_index.clear()  # the scheduler keeps what the pyramid tasks still need
         for fut in as_completed(futures):
+            _stop.check()
             level, what = futures[fut]
             try:
                 result = fut.result()

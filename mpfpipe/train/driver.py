@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _lock, _safety
+from .. import _lock, _safety, _stop
 from ..arch import PRESETS, Net, load_net, preset
 from ..errors import ClusterError, TrainingError
 from ..model import Model, save_model
@@ -274,6 +274,7 @@ class _Run:
         status = "finished"
         try:
             while m["epoch"] < self.epochs:
+                _stop.check()
                 if max_steps is not None and done_here >= max_steps:
                     status = "paused"
                     break
