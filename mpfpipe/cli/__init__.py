@@ -54,12 +54,21 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable(info):
+    # the handler's KeyboardInterrupt landed in a finaliser, which drops it: the stop flag carries it on to the
+    # next step, so it is not an error to print
+    if info.exc_type is KeyboardInterrupt and _stop._requested:
+        return
+    sys.__unraisablehook__(info)
+
+
 def _code() -> int:
     return 128 + int(_stopped_by[0])
 
 
 def main(argv=None):
-    if threading.current_thread() is threading.main_thread():
+    if argv is None and threading.current_thread() is threading.main_thread():  # the command, not a caller's process
+        sys.unraisablehook = _unraisable
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):  # not if ignored (nohup)
                 signal.signal(sig, _on_signal)

@@ -44,3 +44,27 @@ def test_stop_during_train_is_one_line_and_resumable(tmp_path, sig, group):
                      "command plus --resume (or --resume --stop to write its best model now)"], err
     r = subprocess.run(argv + ["--resume", "--stop"], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and out.is_file(), r.stderr
+
+
+def test_a_dropped_interrupt_is_silent_only_once_a_stop_was_asked_for(monkeypatch, capsys):
+    """The handler's KeyboardInterrupt can land in a finaliser, which drops and prints it: after a signal that
+    print is noise (the stop flag ends the run at its next step); anything else is still printed."""
+    from mpfpipe import _stop
+    from mpfpipe.cli import _unraisable
+
+    class Finaliser:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __del__(self):
+            raise self.exc
+
+    monkeypatch.setattr(sys, "unraisablehook", _unraisable)
+    monkeypatch.setattr(_stop, "_requested", True)
+    Finaliser(KeyboardInterrupt())
+    assert capsys.readouterr().err == ""
+    Finaliser(ValueError("a real finaliser bug"))
+    assert "a real finaliser bug" in capsys.readouterr().err
+    monkeypatch.setattr(_stop, "_requested", False)
+    Finaliser(KeyboardInterrupt())
+    assert "KeyboardInterrupt" in capsys.readouterr().err
