@@ -46,7 +46,6 @@ def _safetensors_meta(p: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-
 def _json_format(path: Path):
     """The "format" of a JSON state file mpfpipe writes, or None (absent, unreadable, not ours)."""
     try:
@@ -54,6 +53,7 @@ def _json_format(path: Path):
     except (OSError, ValueError):
         return None
     return state.get("format") if isinstance(state, dict) else None
+
 
 def recognise(path) -> str | None:
     """The kind of mpfpipe output at ``path`` (a key of `KINDS`), "missing", or None for anything else."""

@@ -15,6 +15,10 @@ def request() -> None:
     _requested = True
 
 
+def requested() -> bool:
+    return _requested
+
+
 def check() -> None:
     """Raise KeyboardInterrupt when a stop was asked for (a no-op in the Python API, where no handler sets it)."""
     if _requested:

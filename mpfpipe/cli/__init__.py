@@ -2,8 +2,10 @@
 
 Exit codes: 0 success, 1 a runtime error (one clear message on stderr; the traceback only with ``--debug``),
 2 a usage error (click's own), 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM. SIGTERM, what ``scancel``, a SLURM
-time limit and Kubernetes send, takes the Ctrl-C path: the run stops cleanly and says how to resume. Every command takes ``--config FILE``: a YAML mapping of option names (with
-dashes or underscores) to values, used as defaults that explicit command-line options override.
+time limit and Kubernetes send, takes the Ctrl-C path: the run stops cleanly and says how to resume.
+
+Every command takes ``--config FILE``: a YAML mapping of option names (with dashes or underscores) to values, used
+as defaults that explicit command-line options override.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def _on_signal(signum, frame):
 def _unraisable(info):
     # the handler's KeyboardInterrupt landed in a finaliser, which drops it: the stop flag carries it on to the
     # next step, so it is not an error to print
-    if info.exc_type is KeyboardInterrupt and _stop._requested:
+    if info.exc_type is KeyboardInterrupt and _stop.requested():
         return
     sys.__unraisablehook__(info)
 
@@ -67,12 +69,12 @@ def _code() -> int:
 
 
 def main(argv=None):
-    if argv is None and threading.current_thread() is threading.main_thread():  # the command, not a caller's process
-        sys.unraisablehook = _unraisable
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):  # not if ignored (nohup)
-                signal.signal(sig, _on_signal)
-    if argv is None:
+    if argv is None:  # the command itself, not main() called inside a caller's process
+        if threading.current_thread() is threading.main_thread():
+            sys.unraisablehook = _unraisable
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):  # not if ignored (nohup)
+                    signal.signal(sig, _on_signal)
         from .._runtime import reexec_with_tuned_malloc
         reexec_with_tuned_malloc(sys.argv[1:])
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)

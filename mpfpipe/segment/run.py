@@ -348,9 +348,7 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
                         raise item[2]  # a bug, not bad data: let it surface here (no Dask to report it)
                     failed.add((0, item[1].index))
                 yield item
-        for level, b in tasks:
-            if level == 0:
-                continue
+        for level, b in (t for t in tasks if t[0] > 0):
             try:
                 bad = [i for i in sources(level, b) if (level - 1, i) in failed]
                 if bad:
@@ -378,8 +376,7 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
                 continue
             key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{stamp}"
             needed = sources(level, b)
-            deps = list({id(f): f for f in (by_index[(level - 1, i)] for i in needed
-                                            if (level - 1, i) in by_index)}.values())
+            deps = list(dict.fromkeys(by_index[(level - 1, i)] for i in needed if (level - 1, i) in by_index))
             fut = client.submit(level_task, out_path, volume.two_d, token, level, b, needed, *deps, retries=1,
                                 key=key)
             futures[fut] = (level, b)
