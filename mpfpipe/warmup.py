@@ -39,9 +39,9 @@ DTYPES = ("float32", "float64")
 _WARM = set()  # (net ops, dtype) this process has made sure of
 
 
-def _conv_job(dt, cin, cout, act):
+def _conv_job(dt, cin, cout, act, size=12):
     from .kernels import conv_backward, conv_forward
-    x = np.ones((cin, 2, 12, 12), dt)
+    x = np.ones((cin, 2, size, size), dt)
     w = np.full((cout, cin, 3, 3), 0.01, dt)
     y = conv_forward(x, w, np.zeros(cout, dt), act)
     for need_dx in (True, False):
@@ -53,16 +53,21 @@ def _job_direct(dt):
 
 
 def _job_taps(dt):
-    _conv_job(dt, 12, 12, "relu")  # wider: one GEMM per tap
+    _conv_job(dt, 12, 12, "relu", size=5)  # wider, fragments shorter than a tile: one GEMM per tap
+
+
+def _job_tiles(dt):
+    _conv_job(dt, 12, 12, "relu")  # wider, fragments of a few tiles: the register tiles
 
 
 def _job_post(dt):
     from .kernels import conv_backward_post, conv_forward_post
-    x = np.ones((12, 2, 12, 12), dt)
-    w, wp = np.full((16, 12, 3, 3), 0.01, dt), np.full((2, 16, 1, 1), 0.1, dt)
-    y, z = conv_forward_post(x, w, np.zeros(16, dt), "tanh", wp, np.zeros(2, dt))
-    for need_dx in (True, False):
-        conv_backward_post(x, w, y, np.ones_like(z), "tanh", need_dx, wp)
+    for size in (5, 12):  # the tap GEMMs and the register tiles
+        x = np.ones((12, 2, size, size), dt)
+        w, wp = np.full((16, 12, 3, 3), 0.01, dt), np.full((2, 16, 1, 1), 0.1, dt)
+        y, z = conv_forward_post(x, w, np.zeros(16, dt), "tanh", wp, np.zeros(2, dt))
+        for need_dx in (True, False):
+            conv_backward_post(x, w, y, np.ones_like(z), "tanh", need_dx, wp)
 
 
 def _job_head(dt):
@@ -95,12 +100,12 @@ def _job_act(dt):
             xent(np.zeros((2, 4, 4), dt), np.zeros((4, 4), lab_dtype), grad=grad)
 
 
-JOBS = {"direct": _job_direct, "taps": _job_taps, "post": _job_post, "head": _job_head, "pool": _job_pool,
-        "act": _job_act}
+JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "post": _job_post, "head": _job_head,
+        "pool": _job_pool, "act": _job_act}
 
 
 def jobs_for(net) -> list[str]:
-    """The jobs whose kernels ``net``'s forward and backward passes call (steel: no tap GEMMs)."""
+    """The jobs whose kernels ``net``'s forward and backward passes call (steel: no tap GEMMs or tiles)."""
     from .arch import ConvOp
     from .kernels import use_direct
     from .network import fused_output, head_start
@@ -108,7 +113,8 @@ def jobs_for(net) -> list[str]:
     body = net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]
     convs = [op for op in body if isinstance(op, ConvOp)]
     need = {"pool", "act"}
-    need |= {"direct" if use_direct(op.cin, op.cout, op.k) else "taps" for op in convs}
+    for op in convs:  # a many-channel layer runs on the tiles or, on fragments shorter than a tile, the tap GEMMs
+        need |= {"direct"} if use_direct(op.cin, op.cout, op.k) else {"taps", "tiles"}
     if fused:
         need.add("post")
     if hs < len(net.ops):

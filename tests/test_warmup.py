@@ -18,7 +18,7 @@ from numba.core.registry import CPUDispatcher
 from mpfpipe import kernels
 from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_forward, dense_loss_grad
-from mpfpipe.kernels import _act, _blas, _direct, _head, _pool, _taps, _xent
+from mpfpipe.kernels import _act, _blas, _direct, _head, _pool, _taps, _tiles, _xent
 from mpfpipe.kernels._par import Twin, variant
 from mpfpipe.params import init_params
 for mode in ("serial", "parallel"):
@@ -26,9 +26,10 @@ for mode in ("serial", "parallel"):
         for name in ("steel", "n3", "n4"):
             net = load_net(name)
             p = init_params(net, 0, np.float32)
-            img = np.random.default_rng(0).standard_normal((1, 19, 17)).astype(np.float32)
-            dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32)
-            dense_forward(net, p, img, dtype=np.float32)
+            for size in ((19, 17), (64, 60)):  # n3 / n4: tap GEMMs only, then the register tiles too
+                img = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
+                dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32)
+                dense_forward(net, p, img, dtype=np.float32)
 def dispatchers(m):  # a parallel kernel is a Twin of two dispatchers
     for k, v in vars(m).items():
         if isinstance(v, Twin):
@@ -36,7 +37,7 @@ def dispatchers(m):  # a parallel kernel is a Twin of two dispatchers
             yield k, v.parallel
         elif isinstance(v, CPUDispatcher):
             yield k, v
-mods = (_act, _blas, _direct, _head, _pool, _taps, _xent)
+mods = (_act, _blas, _direct, _head, _pool, _taps, _tiles, _xent)
 miss = {f"{m.__name__}.{k}": sum(v.stats.cache_misses.values()) for m in mods for k, v in dispatchers(m)
         if v.stats.cache_misses}
 hits = sum(sum(v.stats.cache_hits.values()) for m in mods for _, v in dispatchers(m))
@@ -46,7 +47,7 @@ print(json.dumps({"misses": miss, "hits": hits}))
 
 def test_jobs_for_the_presets():
     assert jobs_for(load_net("steel")) == ["direct", "head", "pool", "act"]
-    assert jobs_for(load_net("n4")) == ["direct", "taps", "post", "pool", "act"]
+    assert jobs_for(load_net("n4")) == ["direct", "taps", "tiles", "post", "pool", "act"]
 
 
 @pytest.mark.slow

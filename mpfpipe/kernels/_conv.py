@@ -1,16 +1,17 @@
 """Valid convolution (cross-correlation) over stacked fragments ``(C, F, h, w)``: which kernel runs a layer.
 
 - few channels (C_in * C_out <= DIRECT_MAX, the steel net): direct kernels over flattened fragment rows (_direct);
-- otherwise one GEMM per kernel tap on the input in place (_taps), no im2col; a layer followed by a linear 1x1
-  output layer (n3 / n4: fc1 then fc2) runs with the output layer fused per block, so fc1's 200 maps are never
-  re-read from memory.
+- otherwise, on fragments of at least one tile, register-tiled direct convolution (_tiles), forward and both
+  backward passes; a layer followed by a linear 1x1 output layer (n3 / n4: fc1 then fc2) runs with the output layer
+  fused per block, so fc1's 200 maps are never re-read from memory;
+- smaller fragments (patch mode) use one GEMM per kernel tap on the input in place (_taps), no im2col.
 Weight gradients are accumulated block by block in float64, into a fixed number of slabs (`_head.SLABS`) summed in
 order: bit-identical for any thread count, and accurate in float32 runs.
 """
 import numpy as np
 from numba import get_num_threads
 
-from . import _taps
+from . import _taps, _tiles
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
 from ._head import SLABS, sum_parts
@@ -22,6 +23,12 @@ DIRECT_MAX = 128
 
 def use_direct(cin: int, cout: int, k: int) -> bool:
     return k > 1 and cin * cout <= DIRECT_MAX
+
+
+def _tiled(x, weight) -> bool:
+    C, F, h, w = x.shape
+    cout, _, k, _ = weight.shape
+    return not use_direct(C, cout, k) and _tiles.usable(C, cout, h - k + 1, w - k + 1, w, k, x.dtype)
 
 
 def _taps_weight(weight, dtype):
@@ -36,6 +43,20 @@ def _from_taps(dwparts, weight_shape):
     return np.ascontiguousarray(sum_parts(dwparts).reshape(k, k, cout, C).transpose(2, 3, 0, 1))
 
 
+def _tiled_backward(x, weight, gp, lead, need_dx):
+    """Weight gradient (float64, (Cout, C, k, k)) and input gradient (or None) of a tiled layer from its
+    pre-activation gradient laid out by `_tiles.widen_pad`."""
+    C, F, h, w = x.shape
+    cout, _, k, _ = weight.shape
+    dwparts = np.zeros((SLABS, k * k, cout, C), dtype=np.float64)
+    _tiles.conv_dw_tiles(x, gp, k, lead, _tiles.span(x.dtype), dwparts)
+    dx = None
+    if need_dx:
+        dx = np.empty_like(x)
+        _tiles.conv_dx_tiles(gp, _tiles.pack_dinput(weight, x.dtype), k, lead, _tiles.span(x.dtype), dx)
+    return _from_taps(dwparts, weight.shape), dx
+
+
 def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) -> np.ndarray:
     """y = act(conv(x, weight) + bias) for x (C, F, h, w), weight (Cout, C, k, k) -> y (Cout, F, h-k+1, w-k+1)."""
     C, F, h, w = x.shape
@@ -48,6 +69,11 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
         bias_act_forward(y.reshape(cout, -1), b, act)
         return y
     none = np.zeros((1, 1), dtype=x.dtype)
+    if _tiled(x, weight):
+        _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), b, ACT_CODES[act], x.dtype == np.float32,
+                              _tiles.rows_per_block(w, k, x.dtype), y, get_num_threads(), False, none, none[0],
+                              none.reshape(1, 1, 1, 1))
+        return y
     conv_fwd_taps(x, _taps_weight(weight, x.dtype), b, ACT_CODES[act], x.dtype == np.float32,
                   _taps.rows_per_block(w), y, get_num_threads(), False, none, none[0], none.reshape(1, 1, 1, 1))
     return y
@@ -63,6 +89,13 @@ def conv_forward_post(x, weight, bias, act, wpost, bpost):
     K = wpost.shape[0]
     y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
     z = np.empty((K, F, h - k + 1, w - k + 1), dtype=x.dtype)
+    if _tiled(x, weight):
+        _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype),
+                              ACT_CODES[act], x.dtype == np.float32, _tiles.rows_per_block(w, k, x.dtype), y,
+                              get_num_threads(), True,
+                              np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
+                              np.ascontiguousarray(bpost, dtype=x.dtype), z)
+        return y, z
     conv_fwd_taps(x, _taps_weight(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act],
                   x.dtype == np.float32, _taps.rows_per_block(w), y, get_num_threads(), True,
                   np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
@@ -81,6 +114,13 @@ def conv_backward_post(x, weight, y, dz, act, need_dx, wpost):
     dbparts = np.zeros((T, cout), dtype=np.float64)
     dwpparts = np.zeros((T, K, cout), dtype=np.float64)
     dbpparts = np.zeros((T, K), dtype=np.float64)
+    if _tiled(x, weight):
+        lead, Ls = _tiles.grad_layout(F, h, w, k, x.dtype)
+        gp = _tiles.aligned_empty((cout, Ls), x.dtype)
+        _tiles.post_grad(np.ascontiguousarray(dz), y, np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
+                         ACT_CODES[act], h, w, lead, gp, dbparts, dwpparts, dbpparts)
+        dw, dx = _tiled_backward(x, weight, gp, lead, need_dx)
+        return dw, sum_parts(dbparts), dx, sum_parts(dwpparts).reshape(wpost.shape), sum_parts(dbpparts)
     dx = np.zeros_like(x) if need_dx else None
     conv_bwd_taps(x, _taps_weight(weight, x.dtype), np.ascontiguousarray(dz), _taps.rows_per_block(w), need_dx,
                   dwparts, dx if need_dx else np.zeros((1, 1, 1, 1), dtype=x.dtype), True, y,
@@ -100,6 +140,12 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, y: np.ndarray, dy: np.ndarr
     dy2 = dy.reshape(cout, -1)
     act_backward(dy2, y.reshape(cout, -1), act)
     db = dy2.sum(axis=1, dtype=np.float64)
+    if _tiled(x, weight):
+        lead, Ls = _tiles.grad_layout(F, h, w, k, x.dtype)
+        gp = _tiles.aligned_empty((cout, Ls), x.dtype)
+        _tiles.widen_pad(dy, h, w, lead, gp)
+        dw, dx = _tiled_backward(x, weight, gp, lead, need_dx)
+        return dw, db, dx
     dx = np.zeros_like(x) if need_dx else None
     if use_direct(C, cout, k):
         dwd = np.zeros(weight.shape, dtype=np.float64)
