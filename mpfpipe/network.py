@@ -72,7 +72,7 @@ def _forward(net, params, x, dense, tape):
             if tape is not None:
                 tape.entries.append((x, y))
         else:
-            y, idx = pool_forward(x, op.p, dense)
+            y, idx = pool_forward(x, op.p, dense, need_idx=tape is not None)
             if tape is not None:
                 tape.entries.append((idx, x.shape))
         x = y

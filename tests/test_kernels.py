@@ -212,3 +212,26 @@ def test_fused_output_layer_equals_two_separate_layers(act, need_dx, monkeypatch
         np.testing.assert_allclose(dx, dx_ref, atol=1e-11)
     else:
         assert dx is None
+
+
+@pytest.mark.parametrize("p,dense", [(2, True), (3, True), (2, False)])
+def test_inference_pooling_without_argmax_gives_the_same_values(p, dense):
+    """pool_forward(need_idx=False), the inference path, against the arg-max path and a numpy max over windows,
+    with ties (a coarse value grid) and a NaN, which both paths keep only where the arg-max path would."""
+    rng = np.random.default_rng(p)
+    h = 4 * p + (p - 1 if dense else 0)
+    x = np.round(rng.standard_normal((3, 2, h, h + p)) * 2) / 2
+    x[0, 0, 1, 1] = np.nan
+    y_idx, idx = pool_forward(x, p, dense)
+    y, none = pool_forward(x, p, dense, need_idx=False)
+    assert none is None
+    np.testing.assert_array_equal(y, y_idx)  # NaN positions equal too
+    noff = p if dense else 1
+    for c in range(3):
+        for f in range(2):
+            for a in range(noff):
+                for b in range(noff):
+                    g = f * noff * noff + a * noff + b
+                    win = x[c, f, a:a + 4 * p, b:b + y.shape[3] * p].reshape(4, p, y.shape[3], p)
+                    if not np.isnan(win).any():
+                        np.testing.assert_array_equal(y[c, g], win.max(axis=(1, 3)))

@@ -60,6 +60,49 @@ def _pool_fwd(x, p, noff, y, idx):
                         ir[j] = ia[j]
 
 
+@njit(cache=True)
+def _window_max_only_row(xs, y0, p, L, best):
+    """best[x] = the max of the p x p window of xs at (y0, x) for x < L: `_window_max_row` without the arg-max, for
+    inference (no backward pass): max of the p rows first, then of p neighbouring columns, all contiguous passes."""
+    r0 = xs[y0, 0:L + p - 1]
+    col = np.empty(L + p - 1, xs.dtype)
+    for x in range(L + p - 1):
+        col[x] = r0[x]
+    for ry in range(1, p):
+        r = xs[y0 + ry, 0:L + p - 1]
+        for x in range(L + p - 1):
+            v = r[x]
+            col[x] = v if v > col[x] else col[x]  # strict >: the same value as `_window_max_row`, NaN too
+    for x in range(L):
+        best[x] = col[x]
+    for rx in range(1, p):
+        c = col[rx:rx + L]
+        for x in range(L):
+            v = c[x]
+            best[x] = v if v > best[x] else best[x]
+
+
+@pjit(cache=True)
+def _pool_fwd_only(x, p, noff, y):
+    """`_pool_fwd` without the arg-max (inference)."""
+    C, F, h, w = x.shape
+    m, n = y.shape[2], y.shape[3]
+    L = (noff - 1) + (n - 1) * p + 1
+    for cf in prange(C * F):
+        c = cf // F
+        f = cf % F
+        xs = x[c, f]
+        best = np.empty(L + p, x.dtype)
+        for a in range(noff):
+            for i in range(m):
+                _window_max_only_row(xs, a + i * p, p, L, best)
+                for b in range(noff):
+                    yr = y[c, f * noff * noff + a * noff + b, i]
+                    bs = best[b:b + n * p:p]
+                    for j in range(n):
+                        yr[j] = bs[j]
+
+
 @pjit(cache=True)
 def _pool_bwd(dy, idx, p, noff, dx):
     C, F, h, w = dx.shape
@@ -87,14 +130,18 @@ def _pool_bwd(dy, idx, p, noff, dx):
                         dxs[y0 + ry_of[r], b + j * p + rx_of[r]] += dys[i, j]
 
 
-def pool_forward(x: np.ndarray, p: int, dense: bool):
-    """Returns (y, argmax). ``dense``: MPF, h must equal m*p + p - 1; patch mode: h must equal m*p."""
+def pool_forward(x: np.ndarray, p: int, dense: bool, need_idx: bool = True):
+    """Returns (y, argmax), the argmax None unless ``need_idx`` (a backward pass follows). ``dense``: MPF, h must
+    equal m*p + p - 1; patch mode: h must equal m*p."""
     C, F, h, w = x.shape
     noff = p if dense else 1
     if (h - noff + 1) % p or (w - noff + 1) % p:
         raise ValueError(f"pool {p}: input {h}x{w} is not exact for {'MPF' if dense else 'patch'} pooling")
     m, n = (h - noff + 1) // p, (w - noff + 1) // p
     y = np.empty((C, F * noff * noff, m, n), dtype=x.dtype)
+    if not need_idx:
+        _pool_fwd_only(x, p, noff, y)
+        return y, None
     idx = np.empty((C, F * noff * noff, m, n), dtype=np.uint8)
     _pool_fwd(x, p, noff, y, idx)
     return y, idx
