@@ -52,8 +52,13 @@ def _size(ctx, param, values):
               help="--segment: runs with and without the pyramid (medians reported).")
 @click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
               help="--segment: where the outputs are written (a temporary folder in it, removed at the end).")
+@click.option("--peers", is_flag=True,
+              help="Instead: the engine beside onnxruntime on `mpfpipe export`'s graph and PyTorch's dilated dense "
+                   "job, same nets, sizes and --threads, one JSON line per net, size and phase with the ratios.")
+@click.option("--torch-python", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="--peers: a Python that has torch (default: this one, if it has).")
 def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate, task_seconds, images, workers,
-          threads, scheduler, dataset, volume, segment_repeat, workdir):
+          threads, scheduler, dataset, volume, segment_repeat, workdir, peers, torch_python):
     """Time the fragment engine: one JSON object per case on stdout.
 
     With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and patch mode, train and infer.
@@ -64,6 +69,9 @@ def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate
     mpfpipe bench --distributed --simulate --workers 16 --images 4096 --net steel --size 137x60 --task-seconds 0.005
 
     With --segment VOLUME: `mpfpipe segment`'s throughput as a ratio of the engine's (mpfpipe.segment.bench).
+
+    With --peers: the engine, onnxruntime and PyTorch on the same dense job, e.g.
+    mpfpipe bench --peers --net n4 --size 512x512 --threads 2 --torch-python ~/torchref/bin/python
     """
     from ..arch import load_net
     from ..bench import dumps, run
@@ -80,6 +88,14 @@ def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate
         return
     if simulate:
         raise click.UsageError("--simulate needs --distributed")
+    if torch_python and not peers:
+        raise click.UsageError("--torch-python needs --peers")
+    if peers:
+        from ..bench_peers import run as peers_run
+        peers_run(nets=list(nets) or ["n4", "n3", "steel"], sizes=list(sizes) or [(512, 512)],
+                  phases=phases or ("infer", "train"), repeat=repeat, threads=threads, torch_python=torch_python,
+                  emit=lambda r: click.echo(dumps(r)))
+        return
     if volume:
         from ..segment.bench import run as segment_bench
         segment_bench(volume, net_name=nets[0] if nets else "n3", size=sizes[0] if sizes else (512, 512),

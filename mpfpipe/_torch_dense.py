@@ -1,0 +1,81 @@
+"""PyTorch's dense job for `mpfpipe bench --peers`: run with a Python that has torch (torch is never a dependency
+of mpfpipe, and this file imports nothing from it), as ``PYTHON _torch_dense.py SPEC.json WEIGHTS.npz``.
+
+The net is built "a trous", the way the ONNX export builds it: every convolution and pool after a pool of size p is
+dilated by the product of the pools before it, pools have stride 1, and the first fc layer is a convolution over
+the remaining e x e map. On the mirror-padded (H'+w-1) x (W'+w-1) input this computes what the fragment engine
+computes, the same multiply-adds in another order. Prints one JSON line: median seconds of inference and of a
+training step (forward, summed per-pixel cross-entropy, backward to every weight).
+"""
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as tnf
+
+
+def _act(x, name):
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "stanh":
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+    if name == "relu":
+        return torch.relu(x)
+    return x
+
+
+def _forward(spec, weights, x):
+    d = 1
+    for op in spec["ops"]:
+        if op["type"] == "conv":
+            x = _act(tnf.conv2d(x, weights[op["name"] + ".weight"], weights[op["name"] + ".bias"], dilation=d),
+                     op["act"])
+        else:
+            x = tnf.max_pool2d(x, op["p"], stride=1, dilation=d)
+            d *= op["p"]
+    return x
+
+
+def _median(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(spec_path, weights_path):
+    spec = json.loads(open(spec_path).read())
+    torch.set_num_threads(spec["threads"])
+    with np.load(weights_path) as z:
+        weights = {k: torch.from_numpy(z[k]) for k in z.files}
+    H, W = spec["size"]
+    S, w = spec["stride"], spec["window"]
+    h, wd = -(-H // S) * S + w - 1, -(-W // S) * S + w - 1
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, spec["in_channels"], h, wd, generator=gen)
+    labels = torch.randint(0, spec["n_classes"], (1, h - w + 1, wd - w + 1), generator=gen)
+    out = {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
+    if "infer" in spec["phases"]:
+        with torch.inference_mode():
+            out["infer_s"] = _median(lambda: torch.softmax(_forward(spec, weights, x), dim=1), spec["repeat"])
+    if "train" in spec["phases"]:
+        for t in weights.values():
+            t.requires_grad_(True)
+
+        def step():
+            for t in weights.values():
+                t.grad = None
+            loss = tnf.cross_entropy(_forward(spec, weights, x), labels, reduction="sum")
+            loss.backward()
+        out["train_s"] = _median(step, spec["repeat"])
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,121 @@
+"""`mpfpipe bench --peers`: the engine beside the best peers on the same dense job, in one run.
+
+Per net and image size, one JSON line per phase with the median seconds of
+- ``engine_s``: the fragment engine (`fragment.dense_forward` / `dense_loss_grad`), in a fresh process as every
+  `mpfpipe bench` case;
+- ``onnxruntime_s`` (inference): onnxruntime running `mpfpipe export`'s graph of the same model (stride-1 pools and
+  dilated convolutions in place of fragments, the same multiply-adds) on as many intra-op threads;
+- ``torch_s``: PyTorch's dilated dense forward, and forward + backward for a training step (`_torch_dense`), run by
+  ``torch_python`` (a Python with torch; torch is never a dependency of mpfpipe);
+and the ratios ``engine_over_onnxruntime`` / ``engine_over_torch`` (below 1: the engine is faster), the job's
+useful GFLOP, the engine's GFLOP/s and its share of the same-run float32 matmul peak (`bench.matmul_peak`).
+A peer that is not installed is reported as absent with the reason, never as a number.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .arch import ConvOp, load_net
+from .bench import _run_isolated, flops, matmul_peak
+
+
+def _median(fn, repeat: int) -> float:
+    fn()  # warm-up: session arenas, caches
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _onnxruntime(net, params, size, threads, repeat, work: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None, "onnxruntime is not installed (pip install onnxruntime)"
+    from .export.graph import export_onnx
+    from .model import Model, save_model
+    model = save_model(Model(net, params, normalisation={"mean": [120.0], "std": [40.0]}), work / "m.safetensors")
+    export_onnx(model, work / "m.onnx", overwrite=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(work / "m.onnx"), opts, providers=["CPUExecutionProvider"])
+    raw = np.random.default_rng(0).integers(0, 256, size=(1, net.in_channels, *size)).astype(np.float32)
+    return _median(lambda: sess.run(None, {"raw": raw}), repeat), f"onnxruntime {ort.__version__}"
+
+
+def _torch(net, params, size, threads, repeat, phases, torch_python, work: Path):
+    python = torch_python or sys.executable
+    probe = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return {}, (f"torch is not importable by {python}" +
+                    ("" if torch_python else "; give a Python that has it with --torch-python"))
+    ops = [{"type": "conv", "name": op.name, "k": op.k, "act": op.act} if isinstance(op, ConvOp)
+           else {"type": "pool", "p": op.p} for op in net.ops]
+    spec = {"ops": ops, "size": list(size), "stride": net.stride, "window": net.window, "threads": threads,
+            "in_channels": net.in_channels, "n_classes": net.n_classes, "repeat": repeat, "phases": list(phases)}
+    (work / "spec.json").write_text(json.dumps(spec))
+    np.savez(work / "w.npz", **{k: np.ascontiguousarray(v, np.float32) for k, v in params.items()})
+    out = subprocess.run([python, str(Path(__file__).with_name("_torch_dense.py")), str(work / "spec.json"),
+                          str(work / "w.npz")], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {}, f"the torch job failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else '?'}"
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res, f"torch {res['torch_version']}"
+
+
+def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train"), repeat: int = 5,
+        threads: int | None = None, torch_python: str | None = None, emit=None) -> list[dict]:
+    """Run the side-by-side comparison; returns (and emits, if given a callable) one dict per line."""
+    import numba
+
+    from .params import init_params
+    threads = threads or numba.get_num_threads()
+    os.environ["MPFPIPE_THREADS"] = str(threads)  # the engine's cases run in child processes (`apply_thread_limit`)
+    numba.set_num_threads(threads)  # and the peak is measured on as many BLAS threads
+    peak = matmul_peak()
+    results = [peak]
+    if emit:
+        emit(peak)
+    for name in nets:
+        net = load_net(name)
+        params = init_params(net, 0, np.float32)
+        for size in sizes:
+            work = Path(tempfile.mkdtemp(prefix="mpfpipe-peers-"))
+            try:
+                ort_s, ort_note = _onnxruntime(net, params, size, threads, repeat, work) if "infer" in phases \
+                    else (None, None)
+                torch_res, torch_note = _torch(net, params, size, threads, repeat, phases, torch_python, work)
+                for phase in phases:
+                    eng = _run_isolated(name, size, "mpf", phase, repeat, 256)
+                    gflop = flops(net, True, size, phase) / 1e9
+                    rec = {"case": "peers", "net": net.name, "size": f"{size[0]}x{size[1]}", "phase": phase,
+                           "threads": threads, "engine_s": eng["seconds"], "gflop": round(gflop, 3),
+                           "engine_gflops": round(gflop / eng["seconds"], 2), "peak_gflops": peak["gflops"],
+                           "engine_share_of_peak": round(gflop / eng["seconds"] / peak["gflops"], 4)}
+                    if phase == "infer":
+                        rec["onnxruntime_s"] = round(ort_s, 6) if ort_s is not None else None
+                        rec["engine_over_onnxruntime"] = round(eng["seconds"] / ort_s, 3) if ort_s else None
+                        rec["onnxruntime"] = ort_note
+                    t = torch_res.get(f"{phase}_s")
+                    rec["torch_s"] = round(t, 6) if t is not None else None
+                    rec["engine_over_torch"] = round(eng["seconds"] / t, 3) if t else None
+                    rec["torch"] = torch_note
+                    results.append(rec)
+                    if emit:
+                        emit(rec)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return results
