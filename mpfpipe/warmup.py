@@ -108,14 +108,17 @@ JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "post": _
 def jobs_for(net) -> list[str]:
     """The jobs whose kernels ``net``'s forward and backward passes call (steel: no tap GEMMs or tiles)."""
     from .arch import ConvOp
+    from .kernels import _tiles as tiles
     from .kernels import use_direct
     from .network import fused_output, head_start
     hs, fused = head_start(net), fused_output(net)
     body = net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]
     convs = [op for op in body if isinstance(op, ConvOp)]
     need = {"pool", "act"}
-    for op in convs:  # a many-channel layer runs on the tiles or, on fragments shorter than a tile, the tap GEMMs
-        need |= {"direct"} if use_direct(op.cin, op.cout, op.k) else {"taps", "tiles"}
+    for op in convs:  # on fragments shorter than a tile (patch mode) a layer runs on the direct kernels or tap GEMMs
+        need.add("direct" if use_direct(op.cin, op.cout, op.k) else "taps")
+        if op.cin >= tiles.OB and op.cout >= tiles.OB:
+            need.add("tiles")
     if fused:
         need.add("post")
     if hs < len(net.ops):

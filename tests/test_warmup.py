@@ -46,7 +46,7 @@ print(json.dumps({"misses": miss, "hits": hits}))
 
 
 def test_jobs_for_the_presets():
-    assert jobs_for(load_net("steel")) == ["direct", "head", "pool", "act"]
+    assert jobs_for(load_net("steel")) == ["direct", "tiles", "head", "pool", "act"]
     assert jobs_for(load_net("n4")) == ["direct", "taps", "tiles", "post", "pool", "act"]
 
 

@@ -73,7 +73,8 @@ def test_tiled_layer_matches_naive(cin, cout, k, F, h, w, act, small_blocks, mon
 def test_small_fragments_and_few_channels_stay_off_the_tiles():
     assert not conv._tiled(np.zeros((48, 9, 3, 3)), np.zeros((200, 48, 3, 3)))  # patch mode's fc1: 1 position
     assert not conv._tiled(np.zeros((5, 2, 40, 40)), np.zeros((48, 5, 3, 3)))   # fewer than 6 input channels
-    assert not conv._tiled(np.zeros((8, 2, 40, 40)), np.zeros((8, 8, 5, 5)))    # the steel net: direct kernels
+    assert not conv._tiled(np.zeros((8, 256, 5, 5)), np.zeros((8, 8, 5, 5)))    # steel, patch mode: direct
+    assert conv._tiled(np.zeros((8, 2, 40, 40)), np.zeros((8, 8, 5, 5)))        # steel, dense: 8 -> 8 on tiles
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
@@ -194,3 +195,29 @@ def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
     for key in host.files:
         assert np.array_equal(host[key], avx2[key]), key
         assert np.abs(host[key]).sum() > 0
+
+
+def test_full_size_steel_on_the_tiles_equals_the_naive_patch_net(monkeypatch):
+    """The steel net at full size on a 40x36 image: its 8 -> 8 layers run on the tiles (6-channel tiles moved back
+    over 8 maps); outputs at every pixel and the summed patch gradients, float64, against tests/naive.py."""
+    from mpfpipe.params import to_torch_layout
+    net = load_net("steel")
+    seen = []
+    real = conv._tiled
+    monkeypatch.setattr(conv, "_tiled", lambda x, w: seen.append(real(x, w)) or seen[-1])
+    rng = np.random.default_rng(11)
+    p = {k: v * 2.0 + (0.1 * rng.standard_normal(v.shape) if k.endswith("bias") else 0)
+         for k, v in init_params(net, 2, np.float64).items()}
+    img = rng.standard_normal((1, 40, 36))
+    lab = (rng.random((40, 36)) > 0.7).astype(np.uint8)
+    out = dense_forward(net, p, img, dtype=np.float64)
+    got = dense_loss_grad(net, p, img, lab, dtype=np.float64)
+    assert sum(seen) == 6, "both 8 -> 8 layers, forward (twice) and backward, on the tiles"
+    tp = to_torch_layout(net, p)
+    np.testing.assert_allclose(out, naive.image_outputs(net, tp, img), rtol=0, atol=1e-10)
+    loss, ref = naive.image_loss_grad(net, tp, img, lab)
+    assert got.loss == pytest.approx(loss, rel=1e-10)
+    got_t = to_torch_layout(net, got.grad)
+    scale = max(np.abs(g).max() for g in ref.values())
+    for key in ref:
+        np.testing.assert_allclose(got_t[key], ref[key], rtol=0, atol=1e-9 * scale, err_msg=key)
