@@ -6,8 +6,8 @@
 Reported (see `metrics` for the exact definitions): pixel error and per-class IoU / Dice of the predicted classes
 (2-class: positive when p > ``threshold``; more classes: arg-max); the ISBI 2012 foreground-restricted Rand score
 V_rand swept over thresholds with the best threshold and ``rand_error`` = 1 - V_rand; the challenge's ranking
-scores after border thinning, ``isbi2012`` (``v_rand_thinned``, ``v_info_thinned``) and ``voi`` (``split``,
-``merge``; see `thinned`); the challenge's own
+scores after border thinning exactly as its leaderboard computes them, ``isbi2012`` (``v_rand_thinned``,
+``v_info_thinned``) and ``voi`` (``split``, ``merge``; see `official`: its own thresholds 0.0, 0.1, ... 1.0); the challenge's own
 "pixel error" (1 - the maximal F-score of the non-positive class over the same thresholds; 2 classes); the
 paper's balanced per-pixel error (5,000 positive and 5,000 negative pixels, seeded); image-level detection (an
 image is flagged when its predicted positive-pixel count exceeds a threshold chosen on the validation split;
@@ -22,11 +22,11 @@ import numpy as np
 from .. import __version__, _safety
 from ..errors import DataError
 from ..options import check as check_options
-from . import metrics, thinned
+from . import metrics, official
 from .inputs import Prediction, Truth, load_prediction, load_truth, overlay_image
 from .report import overlay_png, pick_slices, write_json
 
-__all__ = ["Prediction", "Truth", "evaluate", "metrics", "select_images", "thinned"]
+__all__ = ["Prediction", "Truth", "evaluate", "metrics", "official", "select_images"]
 
 
 def _pair(pred: Prediction, truth: Truth) -> None:
@@ -176,9 +176,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     if rand:
         report["rand"] = metrics.vrand_sweep([probs_pos[i] for i in idx], [T.labels[i] for i in idx],
                                              positive=positive, ignore_index=ignore_index, thresholds=thresholds)
-        report["isbi2012"], report["voi"] = thinned.thinned_sweep(
-            [probs_pos[i] for i in idx], [T.labels[i] for i in idx], positive=positive, ignore_index=ignore_index,
-            thresholds=thresholds)
+        report["isbi2012"], report["voi"] = official.thinned_sweep(
+            [probs_pos[i] for i in idx], [T.labels[i] for i in idx], positive=positive, ignore_index=ignore_index)
     det_splits = splits if splits is not None else T.splits
     det_on = list(range(n))  # the images detection indexes: all, so that val / test are truth indices
     if not any(_parse_indices((det_splits or {}).get(k)) for k in ("val", "test")):
