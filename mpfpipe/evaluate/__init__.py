@@ -23,7 +23,8 @@ from .. import __version__, _safety
 from ..errors import DataError
 from ..options import check as check_options
 from . import metrics, official
-from .inputs import Prediction, Truth, load_prediction, load_truth, overlay_image
+from .inputs import Prediction, Truth, _segment_meta, load_prediction, load_truth, overlay_image
+from .instances import is_class_truth, load_pred_instances, score_instances
 from .report import overlay_png, pick_slices, write_json
 
 __all__ = ["Prediction", "Truth", "evaluate", "metrics", "official", "select_images"]
@@ -117,7 +118,7 @@ def detection_images(det: dict, splits: dict | None, n: int) -> list[int]:
 def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, positive: int = 1,
              threshold: float = 0.5, thresholds=metrics.DEFAULT_THRESHOLDS, samples: int = 5000, seed: int = 0,
              splits: dict | None = None, ignore_index: int = 255, overlays: int = 4, rand: bool = True,
-             overwrite: bool = False, groups=None, images=None) -> dict:
+             overwrite: bool = False, groups=None, images=None, instances: bool = False) -> dict:
     """Evaluate ``pred`` against ``truth`` (paths or arrays; see `inputs`) and return the report dict.
 
     positive: the class id of membranes / defects; truth_positive: the truth stack's value of that class
@@ -127,12 +128,17 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     truth dataset's folders) for a per-group table; images: the images the pixel metrics, Rand score, groups and
     overlays are computed on (None / "all", split names of a truth dataset such as "test" or "val,test", or
     indices such as "0-9,12"); detection keeps its own splits (threshold on val, error on test) whatever the
-    subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index)."""
+    subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index);
+    instances: also score the instance segmentation (``report["instances"]``, see `instances`); ``pred`` may then
+    be an instance label stack alone, and the report holds only that section."""
     check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
         _safety.check_output(out_dir / "report.json", kinds=("report",), overwrite=overwrite,
                              inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
+    if instances and not (_has_probabilities(pred) and is_class_truth(truth, truth_positive)):
+        return _instances_only(pred, truth, output=output, truth_positive=truth_positive, positive=positive,
+                               ignore_index=ignore_index, images=images)
     P = load_prediction(pred)
     K = P.n_classes or 2
     if not 0 <= positive < K:
@@ -195,6 +201,9 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         det["groups"] = metrics.group_detection(
             [groups[i] for i in det_on], [counts[i] for i in det_on], [defective[i] for i in det_on],
             det["threshold"], detection_images(det, det_splits, len(det_on)))
+    if instances:
+        report["instances"] = score_instances(load_pred_instances(pred), truth, truth_positive=truth_positive,
+                                              positive=positive, ignore_index=ignore_index, indices=idx)
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:
@@ -206,4 +215,26 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
                                          title=f"slice {i}")))
         report["overlays"] = files
         report["report"] = str(write_json(report, out_dir / "report.json"))
+    return report
+
+
+def _has_probabilities(pred) -> bool:
+    return isinstance(pred, Prediction) or (not isinstance(pred, np.ndarray) and _segment_meta(pred) is not None)
+
+
+def _instances_only(pred, truth, *, output, truth_positive, positive, ignore_index, images) -> dict:
+    """The report of an instance label stack given as the prediction: its instance scores only."""
+    slices = load_pred_instances(pred)
+    ds = None
+    if images is not None and is_class_truth(truth, truth_positive):  # split names need the truth dataset
+        ds = load_truth(truth, truth_positive=truth_positive, positive=positive).dataset
+    idx = select_images(images, ds, len(slices))
+    report = {"mpfpipe_version": __version__,
+              "prediction": str(pred) if not isinstance(pred, np.ndarray) else "array",
+              "truth": str(truth) if not isinstance(truth, np.ndarray) else "array",
+              "n_images": len(idx), "images": {"selection": "all" if images is None else images, "indices": idx},
+              "instances": score_instances(slices, truth, truth_positive=truth_positive, positive=positive,
+                                           ignore_index=ignore_index, indices=idx)}
+    if output is not None:
+        report["report"] = str(write_json(report, Path(output) / "report.json"))
     return report

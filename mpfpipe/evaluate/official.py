@@ -124,11 +124,11 @@ def proposal(prob: np.ndarray) -> np.ndarray:
 
 def instance_proposal(instances: np.ndarray) -> np.ndarray:
     """A binary proposal (1 = cell, 0 = border) of an instance image: 0 on background and on one side of every
-    boundary between two ids (the pixel whose right or lower neighbour has another id), one pixel wide."""
+    boundary between two ids that touch (the pixel whose right or lower neighbour has another non-zero id)."""
     ids = np.asarray(instances)
     border = ids == 0
-    border[:, :-1] |= ids[:, :-1] != ids[:, 1:]
-    border[:-1, :] |= ids[:-1, :] != ids[1:, :]
+    border[:, :-1] |= (ids[:, :-1] != ids[:, 1:]) & (ids[:, 1:] != 0)  # next to background: that is the border
+    border[:-1, :] |= (ids[:-1, :] != ids[1:, :]) & (ids[1:, :] != 0)
     return (~border).astype(np.float32)
 
 
