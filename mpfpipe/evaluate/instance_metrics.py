@@ -64,7 +64,7 @@ def voi(seg: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     ps = np.bincount(si.ravel(), weights=p)[si.ravel()]
     split = float(-(p * np.log2(p / pg)).sum())
     merge = float(-(p * np.log2(p / ps)).sum())
-    return max(split, 0.0), max(merge, 0.0)
+    return max(split, 0.0) + 0.0, max(merge, 0.0) + 0.0  # + 0.0: no -0.0 from rounding
 
 
 def cremi_score(voi_split: float, voi_merge: float, arand: float) -> float:

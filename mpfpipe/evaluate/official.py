@@ -184,5 +184,5 @@ def thinned_sweep(prob_slices, truth_slices, *, positive: int = 1, ignore_index:
 
 def instance_scores(instance_slices, truth_segs) -> dict:
     """V_rand and V_info after thinning of instance slices, as the challenge scores a binary proposal."""
-    isbi, voi = sweep([instance_proposal(s) for s in instance_slices], truth_segs, thresholds=BINARY_THRESHOLDS)
+    isbi, _ = sweep([instance_proposal(s) for s in instance_slices], truth_segs, thresholds=BINARY_THRESHOLDS)
     return {"v_rand_thinned": isbi["v_rand_thinned"], "v_info_thinned": isbi["v_info_thinned"]}
