@@ -71,7 +71,7 @@ def _block(ctx, param, value):
 @click.option("--instance-seed-distance", type=click_type("segment", "instance_seed_distance"), default=None,
               help="Instances: minimal distance in pixels between two seeds (maxima of the distance transform) [5].")
 @click.option("--instance-merge-threshold", type=click_type("segment", "instance_merge_threshold"), default=None,
-              help="Instances: join touching objects whose mean boundary probability is below this [0.5].")
+              help="Instances: join touching objects whose mean boundary probability is below this [0.4].")
 @click.option("--instance-min-size", type=click_type("segment", "instance_min_size"), default=None,
               help="Instances: objects smaller than this (pixels per section) are absorbed by their neighbours [30].")
 @click.option("--instance-margin", type=click_type("segment", "instance_margin"), default=None,
