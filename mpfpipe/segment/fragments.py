@@ -49,13 +49,14 @@ def boundary_means(lab: np.ndarray, p: np.ndarray):
         m = (la != lb) & (la != 0) & (lb != 0)
         pairs.append(np.stack([np.minimum(la[m], lb[m]), np.maximum(la[m], lb[m])], 1))
         vals.append((pa[m].astype(np.float64) + pb[m]) / 2)
-    pairs, vals = np.concatenate(pairs), np.concatenate(vals)
+    pairs, vals = np.concatenate(pairs).astype(np.int64), np.concatenate(vals)
     if not len(pairs):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+    base = int(pairs.max()) + 1  # one int64 key per pair: a 1-D unique is much faster than unique(axis=0)
+    uniq, inv = np.unique(pairs[:, 0] * base + pairs[:, 1], return_inverse=True)
     inv = inv.ravel()
     means = np.bincount(inv, weights=vals) / np.bincount(inv)
-    return uniq[:, 0].astype(np.int64), uniq[:, 1].astype(np.int64), means
+    return uniq // base, uniq % base, means
 
 
 def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
@@ -102,10 +103,12 @@ def overlap_pairs(a: np.ndarray, b: np.ndarray, interior: np.ndarray, min_overla
     if not m.any():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pa, pb = a[m].astype(np.int64), b[m].astype(np.int64)
-    pairs, counts = np.unique(np.stack([pa, pb], 1), axis=0, return_counts=True)
+    base = int(pb.max()) + 1
+    keys, counts = np.unique(pa * base + pb, return_counts=True)
+    ka, kb = keys // base, keys % base
     ua, ca = np.unique(pa, return_counts=True)
     ub, cb = np.unique(pb, return_counts=True)
-    size_a = ca[np.searchsorted(ua, pairs[:, 0])]
-    size_b = cb[np.searchsorted(ub, pairs[:, 1])]
+    size_a = ca[np.searchsorted(ua, ka)]
+    size_b = cb[np.searchsorted(ub, kb)]
     keep = counts > min_overlap * np.minimum(size_a, size_b)
-    return pairs[keep, 0], pairs[keep, 1]
+    return ka[keep], kb[keep]

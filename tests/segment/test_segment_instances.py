@@ -54,7 +54,7 @@ def _segmentation(out, probs, block, levels=2, classes=("cell", "membrane")):
                           levels=levels)
     w = omezarr.Writer(str(out), volume.two_d)
     for b in block_grid(volume.shape, chunk):
-        p = probs[slice(*b.z), slice(*b.y), slice(*b.x)]
+        p = probs.reshape(volume.shape)[slice(*b.z), slice(*b.y), slice(*b.x)]
         w.write(b, np.stack([1 - p, p][:len(classes)]), (p > 0.5).astype(np.uint8))
     for lv in range(1, levels):
         for b in level_blocks(volume.shape, chunk, lv):
@@ -206,3 +206,16 @@ def test_cli_segment_instances_then_evaluate(tmp_path, capsys):
     import json
     inst = json.loads((tmp_path / "ev" / "report.json").read_text())["instances"]
     assert 0 <= inst["arand"] <= 1 and inst["voi_split"] >= 0 and 0 <= inst["v_rand_thinned"] <= 1
+
+
+def test_a_2d_image_gets_2d_instances(cells, tmp_path):
+    probs, truth = cells
+    out = _segmentation(tmp_path / "flat.ome.zarr", probs[0], (1, 32, 32), levels=2)
+    res = label_instances(out, workers=0, progress=False)
+    ids = _ids(out)
+    assert ids.shape == (96, 96) and _ids(out, 1).shape == (48, 48)
+    assert res.n_objects == np.unique(ids).size
+    for c in np.unique(truth[0])[1:]:
+        assert np.unique(ids[truth[0] == c]).size == 1
+    g = zarr.open_group(str(out), mode="r")
+    assert [a["name"] for a in g["labels/instances"].attrs["ome"]["multiscales"][0]["axes"]] == ["y", "x"]
