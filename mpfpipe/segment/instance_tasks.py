@@ -13,7 +13,7 @@ from .fragments import overlap_pairs, section_instances
 def _strip(before: Block, after: Block, axis: int, margin: int):
     """Global [lo, hi) along ``axis`` (1 = y, 2 = x) of the strip around the face between two neighbours."""
     face = (before.y, before.x)[axis - 1][1]
-    w = min(margin, before.shape[axis], after.shape[axis])
+    w = min(max(1, margin // 2), before.shape[axis], after.shape[axis])
     return face - w, face + w
 
 
