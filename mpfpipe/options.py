@@ -133,7 +133,8 @@ OPTIONS: dict[str, dict] = {
     "bench": {"task_seconds": Float(0, lo_open=True), "images": Int(1), "repeat": Int(1),
               "chunk_seconds": Float(0, lo_open=True), **_COMMON_CLUSTER},
     "evaluate": {"threshold": Float(0, 1), "samples": Int(1), "seed": Int(), "overlays": Int(0), "positive": Int(0),
-                 "truth_positive": Int(optional=True), "ignore_index": Int(0, 255)},
+                 "truth_positive": Int(optional=True), "ignore_index": Int(0, 255),
+                 "tune_instances": Choice((False, True))},
 }
 
 

@@ -24,7 +24,7 @@ from ..errors import DataError
 from ..options import check as check_options
 from . import metrics, official
 from .inputs import Prediction, Truth, _segment_meta, load_prediction, load_truth, overlay_image
-from .instances import is_class_truth, load_pred_instances, score_instances
+from .instances import choose_parameters, is_class_truth, load_pred_instances, score_instances
 from .report import overlay_png, pick_slices, write_json
 
 __all__ = ["Prediction", "Truth", "evaluate", "metrics", "official", "select_images"]
@@ -118,7 +118,8 @@ def detection_images(det: dict, splits: dict | None, n: int) -> list[int]:
 def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, positive: int = 1,
              threshold: float = 0.5, thresholds=metrics.DEFAULT_THRESHOLDS, samples: int = 5000, seed: int = 0,
              splits: dict | None = None, ignore_index: int = 255, overlays: int = 4, rand: bool = True,
-             overwrite: bool = False, groups=None, images=None, instances: bool = False) -> dict:
+             overwrite: bool = False, groups=None, images=None, instances: bool = False,
+             tune_instances: bool = False) -> dict:
     """Evaluate ``pred`` against ``truth`` (paths or arrays; see `inputs`) and return the report dict.
 
     positive: the class id of membranes / defects; truth_positive: the truth stack's value of that class
@@ -130,7 +131,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     indices such as "0-9,12"); detection keeps its own splits (threshold on val, error on test) whatever the
     subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index);
     instances: also score the instance segmentation (``report["instances"]``, see `instances`); ``pred`` may then
-    be an instance label stack alone, and the report holds only that section."""
+    be an instance label stack alone, and the report holds only that section; tune_instances: choose the instance
+    parameters on the truth's val split (``report["instances_chosen"]``, `instances.choose_parameters`)."""
     check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
@@ -204,6 +206,14 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     if instances:
         report["instances"] = score_instances(load_pred_instances(pred), truth, truth_positive=truth_positive,
                                               positive=positive, ignore_index=ignore_index, indices=idx)
+    if tune_instances:
+        val = _parse_indices((T.splits or {}).get("val"))
+        if not val:
+            raise DataError("tune_instances needs a truth dataset with a val split to choose the parameters on")
+        report["instances_chosen"] = {**choose_parameters(
+            [P.positive(i, positive) for i in val],
+            [official.truth_segments(T.labels[i], positive=positive, ignore_index=ignore_index) for i in val]),
+            "chosen_on": "val", "images": val}
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:

@@ -144,3 +144,30 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
     if border:
         out["border_mask"] = float(border)
     return out
+
+
+TUNE_GRID = {"merge_threshold": (0.2, 0.3, 0.4, 0.5, 0.6), "seed_distance": (3, 5, 8)}
+
+
+def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | None = None) -> dict:
+    """The instance parameters of ``grid`` (others from ``base``, else the defaults) with the best official
+    V_rand after thinning (ties: V_info, then the first in grid order) of whole-section instances of the given
+    (validation) slices, as the detection threshold is chosen on the validation split."""
+    import itertools
+
+    from ..segment.fragments import section_instances
+    from ..segment.instances import DEFAULTS
+    fixed = {k: v for k, v in {**DEFAULTS, **(base or {})}.items()
+             if k in ("threshold", "seed_distance", "merge_threshold", "min_size")}
+    names = list(grid)
+    best, tried = None, []
+    for values in itertools.product(*(grid[k] for k in names)):
+        p = {**fixed, **dict(zip(names, values))}
+        inst = [section_instances(s, **p) for s in prob_slices]
+        sc = official.instance_scores(inst, truth_segs)
+        tried.append({**dict(zip(names, values)), **sc})
+        if best is None or (sc["v_rand_thinned"], sc["v_info_thinned"]) > (best[1]["v_rand_thinned"],
+                                                                          best[1]["v_info_thinned"]):
+            best = (p, sc)
+    return {"parameters": best[0], "v_rand_thinned": best[1]["v_rand_thinned"],
+            "v_info_thinned": best[1]["v_info_thinned"], "n_slices": len(prob_slices), "grid": tried}

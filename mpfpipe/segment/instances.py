@@ -283,6 +283,7 @@ def _check(result: InstanceResult) -> None:
                             "labels/instances is incomplete: rerun the same command to finish it")
 
 
+@_lock.locked("output", "segmentation")  # one writer across both steps
 def segment_and_label(model, input, output, *, instance_options: dict, overwrite: bool = False, **segment_kwargs):
     """``segment --instances``: segment (or keep a complete segmentation of the same model and input), then
     `label_instances`. Returns (SegmentResult or None when kept, InstanceResult)."""

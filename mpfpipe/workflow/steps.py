@@ -188,6 +188,8 @@ def _run_evaluate(step: Step, ctx) -> dict:
         out["groups"] = rep["groups"]
     if "instances" in rep:
         out["instances"] = {k: v for k, v in rep["instances"].items() if k != "definitions"}
+    if "instances_chosen" in rep:
+        out["instances_chosen"] = {k: v for k, v in rep["instances_chosen"].items() if k != "grid"}
     return out
 
 

@@ -128,3 +128,17 @@ def test_isbi_truth_components_as_instances_score_perfectly(shared_data):
     bad = evaluate(worse, labels, truth_positive=0, instances=True)["instances"]
     assert bad["voi_split"] == 0.0 and bad["voi_merge"] > 0 and bad["arand"] > 0
     assert (bad["v_rand_thinned"], bad["v_info_thinned"]) == (1.0, 1.0)
+
+
+def test_choose_parameters_keeps_the_best_official_score():
+    from mpfpipe.evaluate.instances import choose_parameters
+    from mpfpipe.evaluate.official import truth_segments
+    p = np.full((20, 41), 0.1, np.float32)
+    p[:, 20] = 0.45  # a faint membrane: merged by a merge threshold above its boundary mean (0.275)
+    truth = np.zeros((20, 41), np.uint8)
+    truth[:, 20] = 1
+    got = choose_parameters([p], [truth_segments(truth)], grid={"merge_threshold": (0.3, 0.2)},
+                            base={"threshold": 0.4, "seed_distance": 3, "min_size": 10})
+    # kept apart (0.2): 0.99 (the one-pixel boundary falls on either side of the line); merged (0.3): one segment
+    assert got["parameters"]["merge_threshold"] == 0.2 and got["v_rand_thinned"] > 0.99
+    assert [g["merge_threshold"] for g in got["grid"]] == [0.3, 0.2] and got["grid"][0]["v_info_thinned"] == 0.0

@@ -17,8 +17,9 @@ WORKFLOW = {
                     "split": [0.5, 0.5]}},
         {"ingest": {"id": "test", "source": "synthetic:em", "n_images": 2, "size": "64x64", "seed": 1000}},
         {"train": {"dataset": "data", "net": "steel", "optimizer": "lbfgs", "epochs": 2, "seed": 0}},
-        {"segment": {"input": "test", "block": [1, 32, 32], "instances": "${instances}"}},
-        {"evaluate": {"truth": "test", "overlays": 0, "detection": False, "instances": "${instances}"}},
+        {"segment": {"input": "data", "block": [1, 32, 32], "instances": "${instances}"}},
+        {"evaluate": {"truth": "data", "overlays": 0, "detection": False, "instances": "${instances}",
+                      "tune_instances": True}},
     ],
 }
 
@@ -41,5 +42,8 @@ def test_workflow_segments_instances_and_reports_them_side_by_side(tmp_path, cap
     summary = json.loads((run / "summary.json").read_text())
     seg = next(s for s in summary["steps"] if s["kind"] == "segment")["result"]
     assert seg["instances"]["n_objects"] > 0
+    chosen = report["instances_chosen"]
+    assert chosen["chosen_on"] == "val" and chosen["images"] == [1] and len(chosen["grid"]) == 15
+    assert chosen["v_rand_thinned"] == max(g["v_rand_thinned"] for g in chosen["grid"])
     md = (run / "summary.md").read_text()
     assert "thinned V_rand" in md and "instances: thinned V_rand" in md
