@@ -107,6 +107,8 @@ def Float(lo=None, hi=None, lo_open=False, optional=False):  # noqa: N802
 
 _SPLIT = Parsed("mpfpipe.data.splits:parse_split", "train,val[,test] fractions")
 _COMMON_CLUSTER = {"workers": Int(1, optional=True), "threads": Int(1, optional=True)}
+_INSTANCES = {"threshold": Float(0, 1), "seed_distance": Int(1), "merge_threshold": Float(0, 1), "min_size": Int(1),
+              "link_slices": Choice((False, True)), "link_overlap": Float(0, 1), "margin": Int(1)}
 OPTIONS: dict[str, dict] = {
     "ingest": {"positive": Int(optional=True), "mask_threshold": Int(0, 65534), "downsample": Int(1),
                "seed": Int(), "split": _SPLIT},
@@ -123,11 +125,16 @@ OPTIONS: dict[str, dict] = {
     "segment": {"threshold": Float(0, 1, optional=True), "positive": Int(0), "workers": Int(0, optional=True),
                 "levels": Int(1, optional=True),
                 "threads": Int(1, optional=True), "dtype": Choice(("float32", "float64")),
-                "tta": Choice((False, True)), "detect_threshold": Float(0, optional=True)},
+                "tta": Choice((False, True)), "detect_threshold": Float(0, optional=True),
+                **{f"instance_{k}": Num(v.kind, v.lo, v.hi, v.lo_open, optional=True)
+                   for k, v in _INSTANCES.items() if isinstance(v, Num)}},
+    # the instance step (`segment.instances`): as its API names them, and as `segment --instances` options
+    "instances": {**_INSTANCES, "workers": Int(0, optional=True), "threads": Int(1, optional=True)},
     "bench": {"task_seconds": Float(0, lo_open=True), "images": Int(1), "repeat": Int(1),
               "chunk_seconds": Float(0, lo_open=True), **_COMMON_CLUSTER},
     "evaluate": {"threshold": Float(0, 1), "samples": Int(1), "seed": Int(), "overlays": Int(0), "positive": Int(0),
-                 "truth_positive": Int(optional=True), "ignore_index": Int(0, 255)},
+                 "truth_positive": Int(optional=True), "ignore_index": Int(0, 255),
+                 "tune_instances": Choice((False, True))},
 }
 
 

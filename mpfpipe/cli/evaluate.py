@@ -33,9 +33,16 @@ from ._common import config_option
 @click.option("--overlays", type=click_type("evaluate", "overlays"), default=4, help="Number of overlay slices.")
 @click.option("--no-rand", is_flag=True,
               help="Skip the threshold sweeps (V_rand; the thinned V_rand, V_info and VOI).")
+@click.option("--instances", is_flag=True,
+              help="Score the instance segmentation (PRED's labels/instances, or an instance label stack): adapted "
+                   "Rand error, VOI split / merge, CREMI score and the ISBI thinned scores, in report['instances']. "
+                   "TRUTH: an instance label stack (TIFF / Zarr / FILE.h5:DATASET) or a class-label dataset.")
+@click.option("--tune-instances", is_flag=True,
+              help="Choose the instance parameters (merge threshold, seed distance) on the TRUTH dataset's val "
+                   "split by the official thinned V_rand, in report['instances_chosen'].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 def evaluate(pred, truth, output, image, truth_positive, positive, threshold, samples, seed, val, test, images,
-             overlays, no_rand, overwrite):
+             overlays, no_rand, instances, tune_instances, overwrite):
     """Compare PRED (a `mpfpipe segment` output or a probability map) with TRUTH (a dataset or a label stack):
     pixel error, foreground-restricted Rand error with the best threshold, IoU / Dice, balanced error and
     defect detection. Prints the report as JSON."""
@@ -47,7 +54,7 @@ def evaluate(pred, truth, output, image, truth_positive, positive, threshold, sa
         splits = {"val": val, "test": test}
     report = run(pred, truth, output=output, image=image, truth_positive=truth_positive, positive=positive,
                  threshold=threshold, samples=samples, seed=seed, splits=splits, images=images, overlays=overlays,
-                 rand=not no_rand, overwrite=overwrite)
+                 rand=not no_rand, overwrite=overwrite, instances=instances, tune_instances=tune_instances)
     brief = {k: v for k, v in report.items() if k not in ("confusion_axes",)}
     if "rand" in brief:
         brief["rand"] = {k: v for k, v in brief["rand"].items() if k != "curve"}

@@ -61,10 +61,31 @@ def _block(ctx, param, value):
               help="Folder input: segment only images whose path relative to FOLDER matches (repeatable), e.g. "
                    "'*.jpg' to leave out the magnetic tiles' PNG masks.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Folder input: leave out matching images (repeatable).")
+@click.option("--instances", is_flag=True,
+              help="Also write labels/instances: one id per object (seeded watershed of the membrane probability, "
+                   "region merging, minimum size), blockwise with ids joined across block faces; on a complete "
+                   "OUTPUT of the same model and input only this step runs. Its parameters: the options below, "
+                   "else the model's 'instances' metadata, else the defaults.")
+@click.option("--instance-threshold", type=click_type("segment", "instance_threshold"), default=None,
+              help="Instances: membrane probability below which a pixel is cell [0.5].")
+@click.option("--instance-seed-distance", type=click_type("segment", "instance_seed_distance"), default=None,
+              help="Instances: minimal distance in pixels between two seeds (maxima of the distance transform) [5].")
+@click.option("--instance-merge-threshold", type=click_type("segment", "instance_merge_threshold"), default=None,
+              help="Instances: join touching objects whose mean boundary probability is below this [0.4].")
+@click.option("--instance-min-size", type=click_type("segment", "instance_min_size"), default=None,
+              help="Instances: objects smaller than this (pixels per section) are absorbed by their neighbours [30].")
+@click.option("--instance-margin", type=click_type("segment", "instance_margin"), default=None,
+              help="Instances: context margin in pixels around each block [32].")
+@click.option("--link-slices", is_flag=True, default=None,
+              help="Instances: link the objects of consecutive sections into 3-D objects by overlap.")
+@click.option("--instance-link-overlap", type=click_type("segment", "instance_link_overlap"), default=None,
+              help="Instances with --link-slices: the overlap (fraction of the smaller object) that links [0.5].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
-            levels, tta, detect_threshold, include, exclude, as_json, quiet):
+            levels, tta, detect_threshold, include, exclude, instances, instance_threshold, instance_seed_distance,
+            instance_merge_threshold, instance_min_size, instance_margin, link_slices, instance_link_overlap, as_json,
+            quiet):
     """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset, TIFF stack or HDF5 dataset FILE.h5:DATASET,
     e.g. sample_A.h5:volumes/raw, read blockwise) with MODEL into OUTPUT, an OME-Zarr 0.5 image of class
     probabilities with the segmentation under labels/, both with a multiscale pyramid. Blocks already done in an
@@ -80,11 +101,27 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     from ..segment import segment as run
     from ..segment.folder import FolderSegmentError
 
+    kwargs = dict(block=block, workers=workers, threads=threads, scheduler=scheduler, quantize=quantize,
+                  threshold=threshold, positive=positive, progress=not quiet, levels=levels, tta=tta,
+                  detect_threshold=detect_threshold, include=include, exclude=exclude)
+    if instances:
+        from ..segment.instances import segment_and_label
+        opts = {"threshold": instance_threshold, "seed_distance": instance_seed_distance,
+                "merge_threshold": instance_merge_threshold, "min_size": instance_min_size,
+                "margin": instance_margin, "link_slices": link_slices or None, "link_overlap": instance_link_overlap}
+        try:
+            seg, inst = segment_and_label(model, input, output, instance_options=opts, overwrite=overwrite, **kwargs)
+        except KeyboardInterrupt:
+            from ..errors import Interrupted
+            raise Interrupted(f"the finished blocks of {output} are kept; rerun the same command (without "
+                              "--overwrite) to compute the rest") from None
+        if as_json:
+            click.echo(json.dumps({"segment": seg.to_dict() if seg else None, "instances": inst.to_dict()}, indent=2))
+        else:
+            click.echo((seg.summary() + "\n" if seg else "") + inst.summary())
+        return
     try:
-        result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,
-                     overwrite=overwrite, quantize=quantize, threshold=threshold, positive=positive,
-                     progress=not quiet, levels=levels, tta=tta, detect_threshold=detect_threshold,
-                     include=include, exclude=exclude)
+        result = run(model, input, output, overwrite=overwrite, **kwargs)
     except KeyboardInterrupt:
         from ..errors import Interrupted
         raise Interrupted(f"the finished blocks / images of {output} are kept; rerun the same command (without "

@@ -6,9 +6,9 @@
 Reported (see `metrics` for the exact definitions): pixel error and per-class IoU / Dice of the predicted classes
 (2-class: positive when p > ``threshold``; more classes: arg-max); the ISBI 2012 foreground-restricted Rand score
 V_rand swept over thresholds with the best threshold and ``rand_error`` = 1 - V_rand; the challenge's ranking
-scores after border thinning, ``isbi2012`` (``v_rand_thinned``, ``v_info_thinned``) and ``voi`` (``split``,
-``merge``; see `thinned`); the challenge's own
-"pixel error" (1 - the maximal F-score of the non-positive class over the same thresholds; 2 classes); the
+scores after border thinning exactly as its leaderboard computes them, ``isbi2012`` (``v_rand_thinned``,
+``v_info_thinned``) and ``voi`` (``split``, ``merge``; see `official`: its own thresholds 0.0, 0.1, ... 1.0); with
+``instances``, the instance scores (`instances`); the challenge's own "pixel error" (1 - the maximal F-score of the non-positive class over the same thresholds; 2 classes); the
 paper's balanced per-pixel error (5,000 positive and 5,000 negative pixels, seeded); image-level detection (an
 image is flagged when its predicted positive-pixel count exceeds a threshold chosen on the validation split;
 confusion matrix and error on the test split). With ``output``, writes ``report.json`` and ``overlay_zNNNN.png`` there.
@@ -22,11 +22,12 @@ import numpy as np
 from .. import __version__, _safety
 from ..errors import DataError
 from ..options import check as check_options
-from . import metrics, thinned
-from .inputs import Prediction, Truth, load_prediction, load_truth, overlay_image
+from . import metrics, official
+from .inputs import Prediction, Truth, _segment_meta, load_prediction, load_truth, overlay_image
+from .instances import choose_parameters, is_class_truth, load_pred_instances, score_instances
 from .report import overlay_png, pick_slices, write_json
 
-__all__ = ["Prediction", "Truth", "evaluate", "metrics", "select_images", "thinned"]
+__all__ = ["Prediction", "Truth", "evaluate", "metrics", "official", "select_images"]
 
 
 def _pair(pred: Prediction, truth: Truth) -> None:
@@ -117,7 +118,8 @@ def detection_images(det: dict, splits: dict | None, n: int) -> list[int]:
 def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, positive: int = 1,
              threshold: float = 0.5, thresholds=metrics.DEFAULT_THRESHOLDS, samples: int = 5000, seed: int = 0,
              splits: dict | None = None, ignore_index: int = 255, overlays: int = 4, rand: bool = True,
-             overwrite: bool = False, groups=None, images=None) -> dict:
+             overwrite: bool = False, groups=None, images=None, instances: bool = False,
+             tune_instances: bool = False) -> dict:
     """Evaluate ``pred`` against ``truth`` (paths or arrays; see `inputs`) and return the report dict.
 
     positive: the class id of membranes / defects; truth_positive: the truth stack's value of that class
@@ -127,12 +129,18 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     truth dataset's folders) for a per-group table; images: the images the pixel metrics, Rand score, groups and
     overlays are computed on (None / "all", split names of a truth dataset such as "test" or "val,test", or
     indices such as "0-9,12"); detection keeps its own splits (threshold on val, error on test) whatever the
-    subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index)."""
+    subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index);
+    instances: also score the instance segmentation (``report["instances"]``, see `instances`); ``pred`` may then
+    be an instance label stack alone, and the report holds only that section; tune_instances: choose the instance
+    parameters on the truth's val split (``report["instances_chosen"]``, `instances.choose_parameters`)."""
     check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
         _safety.check_output(out_dir / "report.json", kinds=("report",), overwrite=overwrite,
                              inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
+    if instances and not (_has_probabilities(pred) and is_class_truth(truth, truth_positive)):
+        return _instances_only(pred, truth, output=output, truth_positive=truth_positive, positive=positive,
+                               ignore_index=ignore_index, images=images)
     P = load_prediction(pred)
     K = P.n_classes or 2
     if not 0 <= positive < K:
@@ -176,9 +184,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     if rand:
         report["rand"] = metrics.vrand_sweep([probs_pos[i] for i in idx], [T.labels[i] for i in idx],
                                              positive=positive, ignore_index=ignore_index, thresholds=thresholds)
-        report["isbi2012"], report["voi"] = thinned.thinned_sweep(
-            [probs_pos[i] for i in idx], [T.labels[i] for i in idx], positive=positive, ignore_index=ignore_index,
-            thresholds=thresholds)
+        report["isbi2012"], report["voi"] = official.thinned_sweep(
+            [probs_pos[i] for i in idx], [T.labels[i] for i in idx], positive=positive, ignore_index=ignore_index)
     det_splits = splits if splits is not None else T.splits
     det_on = list(range(n))  # the images detection indexes: all, so that val / test are truth indices
     if not any(_parse_indices((det_splits or {}).get(k)) for k in ("val", "test")):
@@ -196,6 +203,17 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         det["groups"] = metrics.group_detection(
             [groups[i] for i in det_on], [counts[i] for i in det_on], [defective[i] for i in det_on],
             det["threshold"], detection_images(det, det_splits, len(det_on)))
+    if instances:
+        report["instances"] = score_instances(load_pred_instances(pred), truth, truth_positive=truth_positive,
+                                              positive=positive, ignore_index=ignore_index, indices=idx)
+    if tune_instances:
+        val = _parse_indices((T.splits or {}).get("val"))
+        if not val:
+            raise DataError("tune_instances needs a truth dataset with a val split to choose the parameters on")
+        report["instances_chosen"] = {**choose_parameters(
+            [P.positive(i, positive) for i in val],
+            [official.truth_segments(T.labels[i], positive=positive, ignore_index=ignore_index) for i in val]),
+            "chosen_on": "val", "images": val}
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:
@@ -207,4 +225,26 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
                                          title=f"slice {i}")))
         report["overlays"] = files
         report["report"] = str(write_json(report, out_dir / "report.json"))
+    return report
+
+
+def _has_probabilities(pred) -> bool:
+    return isinstance(pred, Prediction) or (not isinstance(pred, np.ndarray) and _segment_meta(pred) is not None)
+
+
+def _instances_only(pred, truth, *, output, truth_positive, positive, ignore_index, images) -> dict:
+    """The report of an instance label stack given as the prediction: its instance scores only."""
+    slices = load_pred_instances(pred)
+    ds = None
+    if images is not None and is_class_truth(truth, truth_positive):  # split names need the truth dataset
+        ds = load_truth(truth, truth_positive=truth_positive, positive=positive).dataset
+    idx = select_images(images, ds, len(slices))
+    report = {"mpfpipe_version": __version__,
+              "prediction": str(pred) if not isinstance(pred, np.ndarray) else "array",
+              "truth": str(truth) if not isinstance(truth, np.ndarray) else "array",
+              "n_images": len(idx), "images": {"selection": "all" if images is None else images, "indices": idx},
+              "instances": score_instances(slices, truth, truth_positive=truth_positive, positive=positive,
+                                           ignore_index=ignore_index, indices=idx)}
+    if output is not None:
+        report["report"] = str(write_json(report, Path(output) / "report.json"))
     return report

@@ -184,6 +184,11 @@ def summary_markdown(s: dict) -> str:
                     txt += (f", thinned V_rand {_fmt(isbi.get('v_rand_thinned'))}, V_info "
                             f"{_fmt(isbi.get('v_info_thinned'))}, VOI split / merge {_fmt(voi.get('split'))} / "
                             f"{_fmt(voi.get('merge'))}")
+            inst = r.get("instances")
+            if inst:  # the instance segmentation beside the thresholded map
+                txt += (f"; instances: thinned V_rand {_fmt(inst.get('v_rand_thinned'))}, V_info "
+                        f"{_fmt(inst.get('v_info_thinned'))}, ARAND {_fmt(inst.get('arand'))}, VOI split / merge "
+                        f"{_fmt(inst.get('voi_split'))} / {_fmt(inst.get('voi_merge'))}")
             bal = (r.get("balanced_error") or {}).get("error")
             if not rand and bal is not None:
                 txt += f", balanced error {_fmt(bal, True)}"

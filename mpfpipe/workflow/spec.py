@@ -42,7 +42,7 @@ def _api_options(kind: str, synthetic: str | None = None) -> dict:
         from ..segment import segment
         skip = {"model", "input", "output", "workers", "scheduler", "overwrite", "progress"}
         opts = {n: p.default for n, p in inspect.signature(segment).parameters.items() if n not in skip}
-        opts.update(model=None, input=None, overlays=0)
+        opts.update(model=None, input=None, overlays=0, instances=None)  # instances: true or their options
         return opts
     if kind == "evaluate":
         from ..evaluate import evaluate

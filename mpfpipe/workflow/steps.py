@@ -63,6 +63,7 @@ def _run_segment(step: Step, ctx) -> dict:
     o.pop("model", None)
     o.pop("input", None)
     n_overlays = int(o.pop("overlays", 0) or 0)
+    instances = o.pop("instances", None)
     if isinstance(o.get("block"), str):
         o["block"] = tuple(int(v) for v in o["block"].replace("x", ",").split(","))
     if o.get("block") is not None and len(o["block"]) == 2:
@@ -84,7 +85,40 @@ def _run_segment(step: Step, ctx) -> dict:
            "seconds": res.seconds, "voxels_per_s": res.voxels_per_s}
     if n_overlays > 0:
         out["overlays"] = _segment_overlays(step.outputs["main"], step.outputs["overlays"], n_overlays)
+    if instances:
+        out["instances"] = _segment_instances(step, ctx, _instance_params(step, instances))
     return out
+
+
+def _instance_params(step: Step, value) -> dict:
+    """A segment step's ``instances``: true, or a mapping of `label_instances` options (also as YAML text)."""
+    import yaml
+
+    from ..segment.instances import PARAMS
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if value is True:
+        return {}
+    if not isinstance(value, dict) or not set(value) <= set(PARAMS):
+        raise WorkflowError(f"{step.label}: instances must be true or a mapping of {', '.join(PARAMS)}; got {value!r}")
+    return dict(value)
+
+
+def _segment_instances(step: Step, ctx, params: dict) -> dict:
+    """labels/instances of the step's segmentation (`segment.instances`), recomputed like the segmentation."""
+    from ..errors import OutputExistsError
+    from ..segment.instances import label_instances
+
+    def go(overwrite):
+        return label_instances(step.outputs["main"], scheduler=ctx.scheduler, overwrite=overwrite,
+                               workers=ctx.workers if ctx.scheduler is None else None, progress=ctx.progress,
+                               **params)
+    try:
+        res = go(False)
+    except OutputExistsError:
+        res = go(True)
+    ctx.say(res.summary())
+    return {"n_objects": res.n_objects, "seconds": res.seconds, "blocks": res.blocks}
 
 
 def _segment_overlays(seg, folder, n: int) -> list[str]:
@@ -116,6 +150,7 @@ def _run_evaluate(step: Step, ctx) -> dict:
     for k in ("pred", "truth", "image"):
         o.pop(k, None)
     images = o.pop("images", "all")
+    o["instances"] = bool(o.get("instances"))  # true, or the segment step's instance options
     want_detection = o.pop("detection", True)
     report_path, overlay_dir = step.outputs["main"], step.outputs["overlays"]
     if overlay_dir.exists():
@@ -151,6 +186,10 @@ def _run_evaluate(step: Step, ctx) -> dict:
             out["detection"]["model"] = _write_detection(step, rep, d)
     if "groups" in rep:
         out["groups"] = rep["groups"]
+    if "instances" in rep:
+        out["instances"] = {k: v for k, v in rep["instances"].items() if k != "definitions"}
+    if "instances_chosen" in rep:
+        out["instances_chosen"] = {k: v for k, v in rep["instances_chosen"].items() if k != "grid"}
     return out
 
 

@@ -1,0 +1,112 @@
+"""What runs on a worker for the instance step (`instances`): one block of each pass, no Dask here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import instance_store as store
+from .blocks import Block
+from .fragments import overlap_pairs, section_instances
+
+
+def _strip(before: Block, after: Block, axis: int, margin: int):
+    """Global [lo, hi) along ``axis`` (1 = y, 2 = x) of the strip around the face between two neighbours."""
+    face = (before.y, before.x)[axis - 1][1]
+    w = min(max(1, margin // 2), before.shape[axis], after.shape[axis])
+    return face - w, face + w
+
+
+def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -> dict:
+    """Pass 1 for one block (see the module doc). ``neighbours``: ("lo" | "hi", axis) -> the neighbour block
+    before / after it along y (1) or x (2)."""
+    import zarr
+    root = zarr.open_group(out, mode="r")
+    meta = root.attrs["mpfpipe"]
+    probs = root["0"]
+    two_d = probs.ndim == 3
+    _, Y, X = meta["input"]["shape"]
+    m = int(p["margin"])
+    y0, y1 = max(0, block.y[0] - m), min(Y, block.y[1] + m)
+    x0, x1 = max(0, block.x[0] - m), min(X, block.x[1] + m)
+    sel = (pos, slice(y0, y1), slice(x0, x1)) if two_d else (pos, slice(*block.z), slice(y0, y1), slice(x0, x1))
+    prob = np.asarray(probs[sel], np.float32) * np.float32(meta.get("probability_scale", 1.0))
+    prob = prob[None] if two_d else prob
+    outside = np.zeros(prob.shape, bool)
+    for k, z in enumerate(range(*block.z)):  # dataset images of different sizes: outside an image, no object
+        h, w = (meta["input"].get("sizes") or [[Y, X]] * (z + 1))[z]
+        outside[k, max(0, h - y0):, :] = True
+        outside[k, :, max(0, w - x0):] = True
+    prob[outside] = 1.0
+    core = (slice(block.y[0] - y0, block.y[1] - y0), slice(block.x[0] - x0, block.x[1] - x0))
+    local = np.zeros(prob.shape, np.uint32)
+    n = 0
+    for k in range(prob.shape[0]):
+        lab = section_instances(prob[k], threshold=p["threshold"], seed_distance=p["seed_distance"],
+                                merge_threshold=p["merge_threshold"], min_size=p["min_size"])
+        lab[outside[k]] = 0
+        ids, first = np.unique(lab[core].ravel(), return_index=True)
+        first, ids = first[ids != 0], ids[ids != 0]
+        lut = np.zeros(int(lab.max()) + 1, np.int64)  # objects of the margin only get 0: not ours
+        lut[ids[np.argsort(first, kind="stable")]] = np.arange(n + 1, n + 1 + ids.size)
+        local[k] = lut[lab]
+        n += ids.size
+    cell = prob < p["threshold"]
+    files = {"n": np.array(n)}
+    origin = (None, y0, x0)
+    for (side, axis), nb in neighbours.items():
+        lo, hi = _strip(block, nb, axis, m) if side == "hi" else _strip(nb, block, axis, m)
+        s = [slice(None), *core]
+        s[axis] = slice(lo - origin[axis], hi - origin[axis])
+        files[f"{side}{axis}"], files[f"{side}{axis}_cell"] = local[tuple(s)], cell[tuple(s)]
+    c, cc = local[(slice(None), *core)], cell[(slice(None), *core)]
+    files.update(first=c[0], first_cell=cc[0], last=c[-1], last_cell=cc[-1])
+    if p["link_slices"] and c.shape[0] > 1:
+        links = [np.stack(overlap_pairs(c[k], c[k + 1], cc[k] & cc[k + 1], p["link_overlap"]), 1)
+                 for k in range(len(c) - 1)]
+        files["links"] = np.concatenate(links).astype(np.int64)
+    frag = zarr.open_array(out, path=f"{store.WORK}/fragments", mode="r+")
+    frag[slice(*block.z), slice(*block.y), slice(*block.x)] = c
+    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez_compressed(f, **files))
+    zarr.open_array(out, path=f"{store.WORK}/done_fragments", mode="r+")[block.index] = 1
+    return {"index": block.index, "n": n}
+
+
+def relabel_task(out: str, block: Block, offset: int, n: int) -> dict:
+    """Pass 3 for one block: final ids from the mapping, written with their checksum, then the done marker."""
+    import zarr
+
+    from .._integrity import crc
+    frag = np.asarray(zarr.open_array(out, path=f"{store.WORK}/fragments", mode="r")[
+        slice(*block.z), slice(*block.y), slice(*block.x)])
+    mapping = np.load(Path(out) / store.WORK / "mapping.npy", mmap_mode="r")
+    lut = np.zeros(n + 1, mapping.dtype)
+    lut[1:] = mapping[offset + 1: offset + n + 1]
+    return _write_level(out, 0, block, lut[frag], crc)
+
+
+def _write_level(out: str, level: int, block: Block, ids: np.ndarray, crc) -> dict:
+    import zarr
+    arr = zarr.open_array(out, path=f"labels/{store.NAME}/{level}", mode="r+")
+    ids = ids.astype(arr.dtype)
+    if arr.ndim == 2:
+        ids = ids[0]
+        arr[slice(*block.y), slice(*block.x)] = ids
+    else:
+        arr[slice(*block.z), slice(*block.y), slice(*block.x)] = ids
+    zarr.open_array(out, path=store.checksums_name(level), mode="r+")[block.index] = crc(ids)
+    zarr.open_array(out, path=store.done_name(level), mode="r+")[block.index] = 1
+    return {"index": block.index}
+
+
+def level_task(out: str, level: int, block: Block) -> dict:
+    """One pyramid block of labels/instances: the mode of 2 x 2 windows of the level below."""
+    import zarr
+
+    from .._integrity import crc
+    from .pyramid import halve_mode
+    prev = zarr.open_array(out, path=f"labels/{store.NAME}/{level - 1}", mode="r")
+    ys = slice(2 * block.y[0], min(2 * block.y[1], prev.shape[-2]))
+    xs = slice(2 * block.x[0], min(2 * block.x[1], prev.shape[-1]))
+    ids = np.asarray(prev[ys, xs])[None] if prev.ndim == 2 else np.asarray(prev[slice(*block.z), ys, xs])
+    return _write_level(out, level, block, halve_mode(ids), crc)
