@@ -18,42 +18,13 @@ import time
 
 import numpy as np
 
-from .arch import ConvOp, Net, PoolOp, load_net
+from .arch import load_net
+from .cost import flops, layer_macs  # noqa: F401 - layer_macs: its old import path
 from .fragment import dense_forward, dense_loss_grad
 from .params import init_params
 from .patch import patch_forward, patch_loss_grad
 
 DEFAULT_CASES = [("n4", (512, 512)), ("n3", (512, 512)), ("steel", (512, 512)), ("steel", (137, 60))]
-
-
-def layer_macs(net: Net, dense: bool, shape: tuple[int, int], batch: int = 1) -> list[int]:
-    """Multiply-accumulates of every conv op for a dense H x W job, or for ``batch`` windows in patch mode."""
-    if dense:
-        S = net.stride
-        h = -(-shape[0] // S) * S + net.window - 1
-        w = -(-shape[1] // S) * S + net.window - 1
-    else:
-        h = w = net.window
-    frags, macs = batch, []
-    for op in net.ops:
-        if isinstance(op, ConvOp):
-            h, w = h - op.k + 1, w - op.k + 1
-            macs.append(frags * h * w * op.k * op.k * op.cin * op.cout)
-        elif isinstance(op, PoolOp):
-            if dense:
-                frags *= op.p * op.p
-                h, w = (h - op.p + 1) // op.p, (w - op.p + 1) // op.p
-            else:
-                h, w = h // op.p, w // op.p
-    return macs
-
-
-def flops(net: Net, dense: bool, shape, phase: str, batch: int = 1) -> float:
-    macs = layer_macs(net, dense, shape, batch)
-    if phase == "infer":
-        return 2.0 * sum(macs)
-    # backward: weight gradient for every layer, input gradient for all but the first
-    return 2.0 * (sum(macs) + sum(macs) + sum(macs[1:]))
 
 
 class _PeakRSS:
@@ -151,7 +122,7 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> dict:
             "threads": _threads()}
 
 
-def _run_isolated(net_name, size, mode, phase, repeat, batch) -> dict:
+def run_isolated(net_name, size, mode, phase, repeat, batch) -> dict:
     import subprocess
     import sys
     spec = json.dumps({"net_name": net_name, "size": list(size), "mode": mode, "phase": phase, "repeat": repeat,
@@ -181,7 +152,7 @@ def run(nets=None, sizes=None, modes=("mpf", "patch"), phases=("train", "infer")
                 if net_name in done_patch:
                     continue  # the patch baseline does not depend on the image size
             for phase in phases:
-                case = _run_isolated if isolate else run_case
+                case = run_isolated if isolate else run_case
                 r = case(net_name, size, mode, phase, repeat=repeat, batch=batch)
                 results.append(r)
                 if emit:

@@ -10,11 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import MpfError
-
-
-class OptionError(MpfError, ValueError):
-    """An option value has the wrong type or lies outside its range."""
+from .errors import MpfError, OptionError
 
 
 @dataclass(frozen=True)

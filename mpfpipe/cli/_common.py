@@ -51,3 +51,11 @@ def config_option(f):
     """``--config FILE``: YAML defaults for the command's options (processed before the other options)."""
     return click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
                         callback=_load_config, help="YAML file of option values (command-line options win).")(f)
+
+
+def scheduler_option(what: str = ""):
+    """``--scheduler ADDRESS|FILE`` (alias ``--scheduler-file``): join a running Dask scheduler instead of starting a
+    local cluster, the same vocabulary for every command (`mpfpipe.cluster`)."""
+    return click.option("--scheduler", "--scheduler-file", "scheduler", default=None, metavar="ADDRESS|FILE",
+                        help=f"{what}Join a running Dask scheduler: its address (tcp://host:8786) or its scheduler "
+                             "file (--scheduler-file is an alias).")

@@ -3,7 +3,7 @@ import click
 
 from . import cli
 from ..options import click_type
-from ._common import config_option
+from ._common import config_option, scheduler_option
 
 
 def _size(ctx, param, values):
@@ -41,7 +41,7 @@ def _size(ctx, param, values):
               help="--distributed, --segment: local worker processes [default: one per core].")
 @click.option("--threads", type=click_type("bench", "threads"), default=None,
               help="--distributed, --segment: Numba/BLAS threads per local worker [default: cores // workers].")
-@click.option("--scheduler", default=None, help="--distributed: join this Dask scheduler instead.")
+@scheduler_option("--distributed: ")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,
               help="--distributed: real gradients on this dataset's images [default: synthetic EM of --size].")
 @click.option("--segment", "volume", default=None,

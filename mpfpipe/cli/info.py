@@ -139,8 +139,8 @@ def describe(path) -> dict:
         return model_info(path)
     if (path / "workflow.json").is_file():
         return run_info(path)
-    from ..segment.folder import STATE, _state
-    state = _state(path)
+    from ..segment.folder import STATE, read_state
+    state = read_state(path)
     if state is not None:  # folder inference: settings and the last run's summary
         return {"kind": "folder segmentation", "path": str(path), "complete": state.get("complete"),
                 "settings": state.get("settings"), "summary": state.get("summary"), "errors": state.get("errors"),
@@ -168,7 +168,8 @@ def _fmt_text(d: dict) -> str:
                   f"  new images    down-sampled by {d.get('downsample', 1)}; detection: "
                   + (f"flag when more than {d['detection']['threshold']:g} pixels of class "
                      f"{d['detection'].get('positive', 1)} (at the model's resolution; chosen on "
-                     f"{d['detection'].get('chosen_on', '?')})" if d.get("detection") else "no rule (any defect pixel)"),
+                     f"{d['detection'].get('chosen_on', '?')})" if d.get("detection")
+                     else "no rule (any defect pixel)"),
                   f"  sha256        {d['sha256']}"]
         if t:
             lines.append(f"  training      {t.get('optimizer')}, {t.get('steps')} steps ({t.get('status')}) on "

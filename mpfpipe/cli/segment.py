@@ -7,7 +7,7 @@ import click
 
 from . import cli
 from ..options import click_type
-from ._common import config_option
+from ._common import config_option, scheduler_option
 
 
 def _block(ctx, param, value):
@@ -41,7 +41,7 @@ def _block(ctx, param, value):
               help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
 @click.option("--threads", type=click_type("segment", "threads"), default=None,
               help="Kernel threads per worker (default: cores / workers).")
-@click.option("--scheduler", default=None, help="Join this Dask scheduler (address or scheduler file) instead.")
+@scheduler_option()
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (otherwise an unfinished one resumes).")
 @click.option("--quantize", is_flag=True, help="Store probabilities as uint8 (round(255 p)) instead of float32.")
 @click.option("--threshold", type=click_type("segment", "threshold"), default=None,
@@ -78,7 +78,7 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     down-sampling is applied to each image and the mask brought back to its size; a bad image is reported by
     name and the others go on; a rerun skips the images already done. The summary gives the seconds per image."""
     from ..segment import segment as run
-    from ..segment.folder import FolderSegmentError
+    from ..errors import FolderSegmentError
 
     try:
         result = run(model, input, output, block=block, workers=workers, threads=threads, scheduler=scheduler,

@@ -5,7 +5,7 @@ import click
 
 from . import cli
 from ..options import click_type
-from ._common import config_option
+from ._common import config_option, scheduler_option
 
 
 def _parse_augment(text):
@@ -21,7 +21,7 @@ def _parse_augment(text):
 @cli.command("train", epilog="""\b
 Cluster: by default an embedded Dask LocalCluster on this machine (127.0.0.1 only) of --workers processes,
 each with one Dask thread and --threads Numba/BLAS threads (default: one worker per core, 1 thread each).
---scheduler tcp://host:8786 or --scheduler-file joins a running cluster (SLURM, Kubernetes, compose).
+--scheduler tcp://host:8786 (or a scheduler file) joins a running cluster (SLURM, Kubernetes, compose).
 \b
 Outputs beside --out: MODEL.ckpt.npz (checkpoint after every step; --resume continues it exactly),
 MODEL.log.jsonl (one JSON line per step), MODEL.loss.png (loss curves). The model is the one with the
@@ -58,8 +58,7 @@ Examples:
               help="Local cluster: worker processes [default: cores // threads].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Local cluster: Numba/BLAS threads per worker [default: cores // workers].")
-@click.option("--scheduler", default=None, help="Join a running Dask scheduler, e.g. tcp://host:8786.")
-@click.option("--scheduler-file", type=click.Path(dir_okay=False), default=None, help="Join via a scheduler file.")
+@scheduler_option()
 @click.option("--host", default="127.0.0.1", help="Local cluster: interface to listen on.")
 @click.option("--timeout", type=click_type("train", "timeout"), default=10.0, help="Seconds to reach the scheduler.")
 @click.option("--stream", is_flag=True, default=None,

@@ -81,7 +81,10 @@ def scores(truth_seg: np.ndarray, pred_seg: np.ndarray) -> dict:
     h_s = _entropy(bj, n) + h_single
     h_st = _entropy(nij, n) + h_single
     mi = h_s + h_t - h_st
-    ratio = (lambda x, y: x / y if y > 0 else 1.0)  # a single segment on both sides: nothing to split or merge
+
+    def ratio(x, y):  # a single segment on both sides: nothing to split or merge
+        return x / y if y > 0 else 1.0
+
     return {"v_rand": 2 * sum_ab / (sum_a + sum_b), "rand_split": sum_ab / sum_a, "rand_merge": sum_ab / sum_b,
             "v_info": ratio(2 * mi, h_s + h_t), "info_split": ratio(mi, h_s), "info_merge": ratio(mi, h_t),
             "voi_split": max(h_st - h_t, 0.0), "voi_merge": max(h_st - h_s, 0.0)}

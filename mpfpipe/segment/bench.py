@@ -45,7 +45,7 @@ def engine_rate(net_name: str, size, threads: int, repeat: int) -> dict:
         old = os.environ.get("NUMBA_NUM_THREADS")
         os.environ["NUMBA_NUM_THREADS"] = str(t)
         try:
-            cases[t] = bench._run_isolated(net_name, size, "mpf", "infer", repeat, 1)
+            cases[t] = bench.run_isolated(net_name, size, "mpf", "infer", repeat, 1)
         finally:
             if old is None:
                 os.environ.pop("NUMBA_NUM_THREADS", None)
@@ -85,7 +85,7 @@ def read_rate(volume, block, halo, repeat: int = 1) -> dict:
 
 def _copy(volume, workdir: Path):
     """The volume in the other format (Zarr -> HDF5, anything else -> Zarr), chunked one slice x the block tile."""
-    from .volume import open_volume
+    from ..data.volume import open_volume
     Z, Y, X = volume.shape
     chunks = (1, min(512, Y), min(512, X))
     if volume.kind == "hdf5":
@@ -112,8 +112,9 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
     from ..model import Model, save_model
     from ..params import init_params
     from .pyramid import auto_levels
-    from .run import DEFAULT_BLOCK, _split_cores, segment
-    from .volume import open_volume
+    from ..cluster import choose_layout
+    from .run import DEFAULT_BLOCK, segment
+    from ..data.volume import open_volume
 
     records = []
 
@@ -125,7 +126,7 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
 
     volume = open_volume(source)
     block = tuple(block or DEFAULT_BLOCK)
-    workers, threads = _split_cores(workers, threads)
+    workers, threads = choose_layout(workers, threads)
     T = workers * threads
     with tempfile.TemporaryDirectory(dir=workdir, prefix="mpfpipe-segbench-") as tmp:
         tmp = Path(tmp)

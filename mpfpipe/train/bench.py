@@ -83,7 +83,7 @@ def measure(net="steel", size=(137, 60), images: int = 256, workers: int | None 
     summary row of medians (``"eval": "median"``)."""
     from ..arch import load_net
     from ..options import check
-    from .cluster import connect
+    from ..cluster import connect
     from .driver import class_weights
 
     check("bench", {"task_seconds": task_seconds, "images": images, "repeat": repeat, "workers": workers,

@@ -18,7 +18,7 @@ from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import CheckpointWriter, load_checkpoint
 from .settings import class_weights, parse_duration, per_pixel, should_stream  # noqa: F401 - part of this module's API
-from .cluster import connect, worker_memory
+from ..cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
 from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state

@@ -8,17 +8,13 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import MpfError
+from ..errors import WorkflowError
 from ..options import check as check_options
 
 KINDS = ("ingest", "train", "segment", "evaluate")
 TOP_KEYS = {"name", "description", "params", "steps"}
 BUILTINS = ("run", "workflow_dir")
 _VAR = re.compile(r"\$\{([^}]*)\}")
-
-
-class WorkflowError(MpfError):
-    """A workflow file is invalid, or a parameter / input of it is wrong."""
 
 
 # ------------------------------------------------------------------------------------------------ options
