@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import MpfError, OptionError
+from .values import parse_duration, parse_size, parse_split
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ class Choice:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A value checked by the parser that the API itself uses (``module:function``), e.g. a split or a size."""
-    parser: str
+    """A value checked by the parser that the API itself uses (`mpfpipe.values`), e.g. a split or a size."""
+    parser: object  # a function of mpfpipe.values: raises with its own message
     what: str
     optional: bool = True
 
@@ -85,11 +86,9 @@ class Parsed:
         return self.what
 
     def convert(self, value):
-        import importlib
         if value is None and self.optional:
             return None
-        mod, fn = self.parser.split(":")
-        getattr(importlib.import_module(mod), fn)(value)  # raises with its own message
+        self.parser(value)
         return value
 
 
@@ -101,20 +100,20 @@ def Float(lo=None, hi=None, lo_open=False, optional=False):  # noqa: N802
     return Num(float, lo, hi, lo_open, optional)
 
 
-_SPLIT = Parsed("mpfpipe.data.splits:parse_split", "train,val[,test] fractions")
+_SPLIT = Parsed(parse_split, "train,val[,test] fractions")
 _COMMON_CLUSTER = {"workers": Int(1, optional=True), "threads": Int(1, optional=True)}
 OPTIONS: dict[str, dict] = {
     "ingest": {"positive": Int(optional=True), "mask_threshold": Int(0, 65534), "downsample": Int(1),
                "seed": Int(), "split": _SPLIT},
     "synthetic": {"n_images": Int(1), "seed": Int(), "defect_fraction": Float(0, 1),
                   "cell_size": Float(0, lo_open=True),
-                  "size": Parsed("mpfpipe.data.synth:parse_size", "a size HxW", optional=False), "split": _SPLIT},
+                  "size": Parsed(parse_size, "a size HxW", optional=False), "split": _SPLIT},
     "train": {"epochs": Int(0), "batch_size": Int(1), "lr": Float(0, lo_open=True, optional=True),
               "lr_halflife": Float(0), "memory": Int(1), "seed": Int(), "gtol": Float(0), "validate_every": Int(1),
               "max_steps": Int(1, optional=True), "maps": Int(1, optional=True), "hidden": Int(1, optional=True),
               "timeout": Float(0, lo_open=True), "optimizer": Choice(("gd", "lbfgs", "sgd", "adam")),
               "dtype": Choice(("float32", "float64")), "chunk_seconds": Float(0, lo_open=True),
-              "max_time": Parsed("mpfpipe.train.driver:parse_duration", "a duration such as 7200, 90m or 2h"),
+              "max_time": Parsed(parse_duration, "a duration such as 7200, 90m or 2h"),
               **_COMMON_CLUSTER},
     "segment": {"threshold": Float(0, 1, optional=True), "positive": Int(0), "workers": Int(0, optional=True),
                 "levels": Int(1, optional=True),

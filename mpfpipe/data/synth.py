@@ -16,25 +16,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..options import check as check_options
+from ..values import parse_size
 from .writer import Record, check_output, write_dataset
-
-
-def parse_size(size) -> tuple[int, int]:
-    """``256``, ``(256, 320)`` or ``"256x320"`` -> (h, w)."""
-    try:
-        if isinstance(size, str):
-            parts = [int(s) for s in size.lower().replace("*", "x").split("x")]
-        elif isinstance(size, (int, np.integer)):
-            parts = [int(size)]
-        else:
-            parts = [int(s) for s in size]
-    except (TypeError, ValueError):
-        raise DataError(f"size {size!r}: expected HxW like 256x256") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 16 or max(parts) > 8192:
-        raise DataError(f"size {size!r}: expected HxW with 16 <= H, W <= 8192")
-    return parts[0], parts[1]
 
 
 def _smooth_noise(rng, shape, sigma):
