@@ -86,16 +86,20 @@ def test_workflow_file_value_fails_before_the_ingest_step_runs(capsys, tmp_path)
     assert not (tmp_path / "run" / "data").exists()
 
 
-@pytest.mark.parametrize("argv,opt", [
-    (["train", ".", "--out", "m.safetensors", "--lr", "nan"], "--lr"),
-    (["train", ".", "--out", "m.safetensors", "--lr", "inf"], "--lr"),
-    (["segment", __file__, "in", "out", "--threshold", "nan"], "--threshold"),
-    (["segment", __file__, "in", "out", "--workers", "-3"], "--workers"),
-    (["evaluate", "p", "t", "--threshold", "nan"], "--threshold"),
-    (["evaluate", "p", "t", "--samples", "-5"], "--samples"),
+@pytest.mark.parametrize("argv,opt,value", [
+    (["train", ".", "--out", "m.safetensors", "--lr", "nan"], "--lr", float("nan")),
+    (["train", ".", "--out", "m.safetensors", "--lr", "inf"], "--lr", float("inf")),
+    (["segment", __file__, "in", "out", "--threshold", "nan"], "--threshold", float("nan")),
+    (["segment", __file__, "in", "out", "--workers", "-3"], "--workers", -3),
+    (["evaluate", "p", "t", "--threshold", "nan"], "--threshold", float("nan")),
+    (["evaluate", "p", "t", "--samples", "-5"], "--samples", -5),
 ])
-def test_cli_uses_the_same_declaration(capsys, argv, opt):
+def test_cli_uses_the_same_declaration(capsys, argv, opt, value):
+    """The usage error is the declaration's own: the value and the range declared in OPTIONS (so a CLI that
+    re-typed the option by hand, with click's IntRange or its own float, says something else)."""
+    kind, name = argv[0], opt[2:].replace("-", "_")
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and f"Invalid value for '{opt}'" in err and "Traceback" not in err
+    want = f"Invalid value for '{opt}': {value!r}: expected {OPTIONS[kind][name].describe()}"
+    assert exc.value.code == 2 and want in err and "Traceback" not in err, err
