@@ -23,18 +23,15 @@ LAYERS = [
     ("engine", ["mpfpipe", "mpfpipe.errors", "mpfpipe.options", "mpfpipe.values", "mpfpipe._json", "mpfpipe._runtime",
                 "mpfpipe._stop", "mpfpipe._lock", "mpfpipe._safety", "mpfpipe._integrity", "mpfpipe._worker_init",
                 "mpfpipe.arch", "mpfpipe.params", "mpfpipe.loss", "mpfpipe.network", "mpfpipe.warmup",
-                "mpfpipe.fragment", "mpfpipe.patch", "mpfpipe.model", "mpfpipe.cost", "mpfpipe.cluster",
-                "mpfpipe.bench"]),  # the engine's benchmark (it imports the engine only)
+                "mpfpipe.fragment", "mpfpipe.patch", "mpfpipe.model", "mpfpipe.cost", "mpfpipe.cluster"]),
     ("data", ["mpfpipe.data"]),
     ("tasks", ["mpfpipe.train", "mpfpipe.segment", "mpfpipe.evaluate", "mpfpipe.export"]),
-    ("workflow", ["mpfpipe.workflow"]),
+    ("workflow", ["mpfpipe.workflow", "mpfpipe.bench"]),
     ("cli", ["mpfpipe.cli", "mpfpipe.__main__"]),
 ]
 INDEPENDENT = "tasks"  # the packages of this layer do not import each other
 # Left to the rewrite of the convolution kernels (issue 28: "one plan of a net's operations"): warmup repeats
 # network's op schedule and network calls warmup. The test fails once this cycle is gone, so the entry goes too.
-# Benchmarks spread over the packages (issue 28): they move to one place, mpfpipe/bench/, above the task layer.
-ALLOWED = {("mpfpipe.export.bench", "mpfpipe.segment")}
 KNOWN_CYCLES = [{"mpfpipe.network", "mpfpipe.warmup"}]
 _REF = re.compile(r"^(mpfpipe(?:\.\w+)+):\w+$")  # "mpfpipe.data.splits:parse_split", resolved with importlib
 
@@ -115,8 +112,6 @@ def violations() -> list[str]:
             if not _placed(t):
                 continue
             lt, pt = layer_of(t)
-            if (m, t) in ALLOWED:
-                continue
             if lt > lm:
                 bad.append(f"{m} ({LAYERS[lm][0]}) imports {t} ({LAYERS[lt][0]}): a lower layer imports a higher one")
             elif lt == lm and LAYERS[lm][0] == INDEPENDENT and pt != pm:

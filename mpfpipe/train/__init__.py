@@ -10,8 +10,8 @@ synchronous steps; a checkpoint (`checkpoint`) is written after every step.
 
 Modules: `chunks` (the chunk plan and tree),
 `tasks` (what the workers run), `oracle` (the evaluation on Dask), `optim` (GD-Armijo, L-BFGS, SGD-Armijo, Adam),
-`checkpoint`, `settings` (time budget, class weights), `report` (log, PNG, summary), `driver` (`train`), `bench` and
-`costmodel` (distributed timings).
+`checkpoint`, `settings` (class weights, streaming), `report` (log, PNG, summary), `driver` (`train`). The cluster
+is `mpfpipe.cluster`; the distributed timings are `mpfpipe.bench.distributed` and `mpfpipe.bench.costmodel`.
 """
 from ..cluster import ClusterHandle, choose_layout, connect  # their old import path: mpfpipe.cluster now
 from .driver import TrainResult, class_weights, train

@@ -1,4 +1,4 @@
-"""Benchmarks of the fragment engine (``mpfpipe bench``): one JSON object per case.
+"""Benchmarks of the fragment engine (``mpfpipe bench engine``): one JSON object per case.
 
 Each case times a training step (forward + backward of the summed per-pixel loss) or an inference pass, either in
 fragment mode over a whole H x W image (every pixel is one patch) or in patch mode over a batch of windows on the
@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from .arch import load_net
-from .cost import flops, layer_macs  # noqa: F401 - layer_macs: its old import path
-from .fragment import dense_forward, dense_loss_grad
-from .params import init_params
-from .patch import patch_forward, patch_loss_grad
+from ..arch import load_net
+from ..cost import flops
+from ..fragment import dense_forward, dense_loss_grad
+from ..params import init_params
+from ..patch import patch_forward, patch_loss_grad
 
 DEFAULT_CASES = [("n4", (512, 512)), ("n3", (512, 512)), ("steel", (512, 512)), ("steel", (137, 60))]
 
@@ -127,7 +127,7 @@ def run_isolated(net_name, size, mode, phase, repeat, batch) -> dict:
     import sys
     spec = json.dumps({"net_name": net_name, "size": list(size), "mode": mode, "phase": phase, "repeat": repeat,
                        "batch": batch})
-    out = subprocess.run([sys.executable, "-m", "mpfpipe.bench", spec], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mpfpipe.bench.engine", spec], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark case {net_name} {mode} {phase} failed: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -166,7 +166,7 @@ def dumps(record: dict) -> str:
     return json.dumps(record, sort_keys=False)
 
 
-if __name__ == "__main__":  # one isolated case: python -m mpfpipe.bench '{"net_name": ..., ...}'
+if __name__ == "__main__":  # one isolated case: python -m mpfpipe.bench.engine '{"net_name": ..., ...}'
     import sys
     _spec = json.loads(sys.argv[1])
     _spec["size"] = tuple(_spec["size"])
