@@ -54,8 +54,9 @@ def config_option(f):
 
 
 def scheduler_option(what: str = ""):
-    """``--scheduler ADDRESS|FILE`` (alias ``--scheduler-file``): join a running Dask scheduler instead of starting a
-    local cluster, the same vocabulary for every command (`mpfpipe.cluster`)."""
-    return click.option("--scheduler", "--scheduler-file", "scheduler", default=None, metavar="ADDRESS|FILE",
-                        help=f"{what}Join a running Dask scheduler: its address (tcp://host:8786) or its scheduler "
-                             "file (--scheduler-file is an alias).")
+    """``--scheduler ADDRESS|FILE`` (alias ``--scheduler-file``), declared once (`mpfpipe.options`), for the commands
+    whose options are not generated from the declarations yet; ``what`` prefixes its help."""
+    from ..options import OPTIONS, cli_flags
+    decl = OPTIONS["train"]["scheduler"]
+    return click.option(*cli_flags("train", "scheduler"), "scheduler", default=None, help=what + decl.help,
+                        **dict(decl.cli))

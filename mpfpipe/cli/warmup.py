@@ -4,12 +4,13 @@ import json
 import click
 
 from . import cli
+from ..options import DTYPES
 from ._common import config_option
 
 
 @cli.command()
 @config_option
-@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float32", "float64"]),
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(DTYPES),
               help="Compute dtype(s) to compile for (repeatable) [default: float32, what training and segmentation "
                    "use].")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(["serial", "parallel"]),

@@ -21,7 +21,7 @@ from .settings import class_weights, parse_duration, per_pixel, should_stream  #
 from ..cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
-from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state
+from .optim import DEFAULT_LR, MINIBATCH, STEPS, OptimConfig, init_state
 from .report import append_log, format_summary, plot_losses, write_log
 
 RESUME_FREE = ("epochs", "gtol", "validate_every", "max_time")  # options a resumed run may change
@@ -85,15 +85,13 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
 
     from ..data import open_dataset
 
-    check_options("train", locals())
+    # the declared ranges (mpfpipe.options) are the only check; their normalised values (numpy ints -> int) are used
+    v = check_options("train", locals())
+    epochs, batch_size, memory, lr_halflife, seed, gtol, validate_every, chunk_seconds = (v[k] for k in (
+        "epochs", "batch_size", "memory", "lr_halflife", "seed", "gtol", "validate_every", "chunk_seconds"))
     say = echo or (lambda *_: None)
-    if optimizer not in OPTIMIZERS:
-        raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
-    if lr is None:
+    if v["lr"] is None:
         lr = DEFAULT_LR.get(optimizer, 1.0)
-    if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1 or lr_halflife < 0:
-        raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1, "
-                            "lr_halflife >= 0")
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     net = _net(net, ds, maps, hidden)
     out = Path(out)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import WorkflowError
+from ..options import api_options
 from ..options import check as check_options
 
 KINDS = ("ingest", "train", "segment", "evaluate")
@@ -27,19 +28,10 @@ def _api_options(kind: str, synthetic: str | None = None) -> dict:
         opts = {n: p.default for n, p in inspect.signature(fn).parameters.items() if n not in skip}
         opts["source"] = inspect._empty
         return opts
-    if kind == "train":
-        from ..train import train
-        skip = {"dataset", "out", "checkpoint", "log", "plot", "resume", "overwrite", "scheduler", "scheduler_file",
-                "workers", "threads", "host", "progress", "echo", "client"}
-        opts = {n: p.default for n, p in inspect.signature(train).parameters.items() if n not in skip}
-        opts["dataset"] = None
-        return opts
+    if kind == "train":  # the declarations say which options a step may set (the run decides the others)
+        return {**api_options("train"), "dataset": None}
     if kind == "segment":
-        from ..segment import segment
-        skip = {"model", "input", "output", "workers", "scheduler", "overwrite", "progress"}
-        opts = {n: p.default for n, p in inspect.signature(segment).parameters.items() if n not in skip}
-        opts.update(model=None, input=None, overlays=0)
-        return opts
+        return {**api_options("segment"), "model": None, "input": None, "overlays": 0}
     if kind == "evaluate":
         from ..evaluate import evaluate
         skip = {"pred", "truth", "output", "overwrite", "splits", "image"}
