@@ -11,10 +11,12 @@ from mpfpipe.cli import cli
 from mpfpipe.options import OPTIONS, Option, OptionError, api_options, cli_default, cli_flags, cli_options, check
 
 # command -> the declarations its options come from
-DECLARED = {"train": "train", "segment": "segment"}
-# commands whose options are still typed by hand (issue 28 leaves them for later): the list may only shrink
-NOT_YET = {"ingest", "evaluate", "export", "info", "run", "warmup", "bench engine", "bench distributed",
-           "bench segment", "bench data", "bench export", "bench costmodel"}
+DECLARED = {name: name for name in ("train", "segment", "run", "export", "info", "warmup", "bench engine",
+                                    "bench distributed", "bench segment", "bench data", "bench export",
+                                    "bench costmodel")}
+# commands whose options are still typed by hand: ingest (one command over three API functions with their own
+# defaults) and evaluate (changed in parallel, issue 27); the list may only shrink
+NOT_YET = {"ingest", "evaluate"}
 CLICK_OWN = {"help", "config", "version"}
 
 
@@ -69,12 +71,14 @@ def test_the_walk_fails_on_a_hand_typed_option():
 
 
 def _api(kind):
+    from mpfpipe.data import ingest, synth_defects, synth_em
     from mpfpipe.segment import segment, segment_folder
     from mpfpipe.train import train
-    return {"train": [train], "segment": [segment, segment_folder]}[kind]
+    return {"train": [train], "segment": [segment, segment_folder], "ingest": [ingest], "synth_em": [synth_em],
+            "synth_defects": [synth_defects]}[kind]
 
 
-@pytest.mark.parametrize("kind", ["train", "segment"])
+@pytest.mark.parametrize("kind", ["train", "segment", "ingest", "synth_em", "synth_defects"])
 def test_the_api_signatures_carry_the_declared_defaults(kind):
     declared = {n: d for n, d in OPTIONS[kind].items() if d.api}
     for fn in _api(kind):
@@ -101,6 +105,11 @@ def test_the_workflow_options_are_the_declared_ones():
         "stream", "stop", "max_steps", "max_time"}
     assert set(api_options("segment")) == {"block", "threads", "quantize", "threshold", "positive", "dtype",
                                            "levels", "tta", "detect_threshold", "include", "exclude"}
+    assert set(api_options("ingest")) == {"label_map", "positive", "mask_threshold", "downsample", "split", "seed",
+                                          "class_names"}
+    assert set(api_options("synth_em")) == {"n_images", "size", "seed", "split", "cell_size"}
+    assert set(api_options("synth_defects")) == {"n_images", "size", "seed", "split", "defect_fraction",
+                                                 "variable_size"}
 
 
 @pytest.mark.parametrize("kind, name, value", [("train", "balance", 1), ("train", "stream", "yes"),

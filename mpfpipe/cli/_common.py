@@ -52,11 +52,3 @@ def config_option(f):
     return click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
                         callback=_load_config, help="YAML file of option values (command-line options win).")(f)
 
-
-def scheduler_option(what: str = ""):
-    """``--scheduler ADDRESS|FILE`` (alias ``--scheduler-file``), declared once (`mpfpipe.options`), for the commands
-    whose options are not generated from the declarations yet; ``what`` prefixes its help."""
-    from ..options import OPTIONS, cli_flags
-    decl = OPTIONS["train"]["scheduler"]
-    return click.option(*cli_flags("train", "scheduler"), "scheduler", default=None, help=what + decl.help,
-                        **dict(decl.cli))

@@ -9,8 +9,8 @@ import json
 import click
 
 from . import cli
-from ..options import click_type
-from ._common import CONTEXT_SETTINGS, config_option, scheduler_option
+from ..options import cli_options
+from ._common import CONTEXT_SETTINGS, config_option
 
 BENCHMARKS = ("engine", "distributed", "segment", "data", "export", "costmodel")
 
@@ -76,15 +76,7 @@ def bench():
 
 @bench.command("engine")
 @config_option
-@click.option("--net", "nets", multiple=True, help="Preset or architecture file (repeatable). Default: all cases.")
-@click.option("--size", "sizes", multiple=True, callback=_size, help="Image size HxW (repeatable).")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["mpf", "patch"]),
-              help="Fragment mode over whole images and/or the patch-mode baseline (default both).")
-@click.option("--phase", "phases", multiple=True, type=click.Choice(["train", "infer"]),
-              help="Training step (forward+backward) and/or inference (default both).")
-@click.option("--repeat", default=5, type=click.IntRange(1), help="Timed runs per case (median reported).")
-@click.option("--batch", default=256, type=click.IntRange(1), help="Windows per patch-mode batch.")
-@click.option("--peak/--no-peak", default=True, help="Also measure numpy's float32 matmul peak.")
+@cli_options("bench engine", sizes={"callback": _size})
 def engine_cmd(nets, sizes, modes, phases, repeat, batch, peak):
     """Time the fragment engine. With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and
     patch mode, train and infer."""
@@ -96,20 +88,7 @@ def engine_cmd(nets, sizes, modes, phases, repeat, batch, peak):
 
 @bench.command("distributed")
 @config_option
-@click.option("--net", default="steel", help="Preset or architecture file.")
-@click.option("--size", default="137x60", callback=_size, help="Image size HxW (synthetic images).")
-@click.option("--simulate", is_flag=True, help="Tasks sleep --task-seconds per image (no kernels).")
-@click.option("--task-seconds", type=click_type("bench", "task_seconds"), default=0.005,
-              help="--simulate: seconds per image of a simulated gradient task.")
-@click.option("--images", type=click_type("bench", "images"), default=256, help="Images per evaluation.")
-@click.option("--repeat", default=5, type=click.IntRange(1), help="Timed evaluations (medians reported).")
-@click.option("--workers", type=click_type("bench", "workers"), default=None,
-              help="Local worker processes [default: one per core].")
-@click.option("--threads", type=click_type("bench", "threads"), default=None,
-              help="Numba/BLAS threads per local worker [default: cores // workers].")
-@scheduler_option()
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Real gradients on this dataset's images [default: synthetic EM of --size].")
+@cli_options("bench distributed", size={"callback": _size})
 def distributed_cmd(net, size, simulate, task_seconds, images, repeat, workers, threads, scheduler, dataset):
     """The cost of a full-batch gradient evaluation on a cluster, split into broadcast, compute, reduction,
     driver and idle time, with "seconds_per_eval" and "efficiency" (images x task seconds per image / workers /
@@ -125,17 +104,7 @@ def distributed_cmd(net, size, simulate, task_seconds, images, repeat, workers, 
 @bench.command("segment")
 @config_option
 @click.argument("volume")
-@click.option("--net", default="n3", help="Preset or architecture file (random weights).")
-@click.option("--size", default="512x512", callback=_size, help="Image size HxW of the engine's case.")
-@click.option("--workers", type=click_type("bench", "workers"), default=None,
-              help="Local worker processes [default: one per core].")
-@click.option("--threads", type=click_type("bench", "threads"), default=None,
-              help="Numba/BLAS threads per local worker [default: cores // workers].")
-@click.option("--repeat", default=2, type=click.IntRange(1),
-              help="Segment runs with and without the pyramid (medians reported).")
-@click.option("--engine-repeat", default=5, type=click.IntRange(1), help="Timed runs per engine case.")
-@click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Where the outputs are written (a temporary folder in it, removed at the end).")
+@cli_options("bench segment", size={"callback": _size})
 def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, workdir):
     """`mpfpipe segment`'s throughput on VOLUME (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) as a ratio of the
     engine's on --size at the same thread count; also the pyramid's cost and Zarr vs HDF5 reads."""
@@ -148,9 +117,7 @@ def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, work
 @bench.command("data")
 @config_option
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--dataset", "datasets", multiple=True, type=click.Choice(["isbi2012", "magnetic_tile", "neu_seg"]),
-              help="Only these datasets (repeatable) [default: all three].")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset instead of the table.")
+@cli_options("bench data")
 def data_cmd(data_dir, datasets, as_json):
     """Ingest time, images/s, MB/s, on-disk size and single-image read time of the real datasets in DATA_DIR
     [default: ../shared/data beside the repository]."""
@@ -161,12 +128,7 @@ def data_cmd(data_dir, datasets, as_json):
 
 @bench.command("export")
 @config_option
-@click.option("--net", default="steel,n3,n4", help="Comma-separated presets or network files.")
-@click.option("--size", default="512x512", callback=_size, help="Slice size HxW.")
-@click.option("--slices", default=4, type=click.IntRange(1), help="Slices of the segmented volume.")
-@click.option("--repeat", default=5, type=click.IntRange(1), help="Timed runs per measurement (median reported).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="onnxruntime intra-op threads [default: cores].")
-@click.option("--cluster/--no-cluster", default=True, help="Also time segment on the default LocalCluster.")
+@cli_options("bench export", size={"callback": _size})
 def export_cmd(net, size, slices, repeat, threads, cluster):
     """Export time, and seconds per slice of onnxruntime against mpfpipe's dense pass and `segment`."""
     from ..bench.export import measure
@@ -178,15 +140,7 @@ def export_cmd(net, size, slices, repeat, threads, cluster):
 
 @bench.command("costmodel")
 @config_option
-@click.option("--workers", default="2,4,8,16,32", help="Comma-separated worker counts of the simulated grid.")
-@click.option("--repeat", default=3, type=click.IntRange(1), help="Evaluations per grid point.")
-@click.option("--steel-seconds", default=0.012, type=float,
-              help="Measured one-thread seconds of a steel 137x60 training step (mpfpipe bench engine).")
-@click.option("--n4-seconds", default=6.6, type=float,
-              help="Measured one-thread seconds of an n4 512x512 training step (mpfpipe bench engine).")
-@click.option("--rows", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Fit these saved rows (the JSON --out wrote) instead of measuring.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the fit, projections and rows.")
+@cli_options("bench costmodel")
 def costmodel_cmd(workers, repeat, steel_seconds, n4_seconds, rows, out):
     """Fit the cost model of a distributed evaluation to simulated measurements and project it to larger
     clusters (mpfpipe.bench.costmodel)."""

@@ -8,6 +8,7 @@ import click
 
 from ..errors import MpfError
 from . import cli
+from ..options import cli_options
 from ._common import config_option
 
 
@@ -222,9 +223,7 @@ def _fmt_text(d: dict) -> str:
 @cli.command("info")
 @config_option
 @click.argument("path", type=click.Path())
-@click.option("--json", "json", is_flag=True, help="Print everything as JSON.")
-@click.option("--verify", is_flag=True, help="Datasets and segmentations: read every chunk back and compare it "
-                                            "with the checksum recorded when it was written (exit 1 if damaged).")
+@cli_options("info")
 def info_cmd(path, **kw):
     """Show what is in PATH: a model file (architecture, window, stride, classes, normalisation, training),
     a dataset (images, sizes, classes, class pixel counts, splits), a segmentation output (arrays,

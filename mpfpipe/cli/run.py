@@ -6,7 +6,8 @@ import json as _json
 import click
 
 from . import cli
-from ._common import config_option, scheduler_option
+from ..options import cli_options
+from ._common import config_option
 
 
 class _KeyValue(click.ParamType):
@@ -40,21 +41,7 @@ Examples:
   mpfpipe run workflows/quickstart.yaml --dry-run          # show the resolved steps and parameters
 """)
 @click.argument("workflow", type=click.Path(dir_okay=False))
-@click.option("--set", "set", multiple=True, type=_KeyValue(),
-              help="Override a workflow parameter (repeatable), e.g. --set iterations=10 (in --config: a list "
-                   "such as set: [iterations=10, size=64x64]).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Run folder [default: runs/<workflow name>].")
-@scheduler_option()
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local cluster: worker processes [default: one per core]; with a scheduler: wait for this many.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Local cluster: Numba/BLAS threads per worker [default: cores // workers].")
-@click.option("--resume", is_flag=True, help="Continue an existing run folder: finished steps are skipped.")
-@click.option("--overwrite", is_flag=True, help="Clear an existing run folder and start again.")
-@click.option("--dry-run", is_flag=True, help="Check the workflow and print the resolved steps; run nothing.")
-@click.option("--json", "json", is_flag=True, help="Print the summary as JSON instead of Markdown.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@cli_options("run", set={"type": _KeyValue()})
 @config_option
 def run_cmd(workflow, out, scheduler, workers, threads, resume, overwrite, dry_run,
             progress, **kw):

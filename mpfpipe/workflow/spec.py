@@ -21,14 +21,9 @@ _VAR = re.compile(r"\$\{([^}]*)\}")
 # ------------------------------------------------------------------------------------------------ options
 def _api_options(kind: str, synthetic: str | None = None) -> dict:
     """Options a step of ``kind`` accepts: name -> default (``inspect._empty`` when required)."""
-    if kind == "ingest":
-        from ..data import ingest, synth_defects, synth_em
-        fn = {"em": synth_em, "defects": synth_defects}.get(synthetic, ingest)
-        skip = {"output", "overwrite", "progress", "sources"}
-        opts = {n: p.default for n, p in inspect.signature(fn).parameters.items() if n not in skip}
-        opts["source"] = inspect._empty
-        return opts
-    if kind == "train":  # the declarations say which options a step may set (the run decides the others)
+    if kind == "ingest":  # the declarations say which options a step may set (the run decides the others)
+        return {**api_options(f"synth_{synthetic}" if synthetic else "ingest"), "source": inspect._empty}
+    if kind == "train":
         return {**api_options("train"), "dataset": None}
     if kind == "segment":
         return {**api_options("segment"), "model": None, "input": None, "overlays": 0}
@@ -198,7 +193,8 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
         missing = sorted(k for k, v in known.items() if v is inspect._empty and k not in opts)
         if missing:
             raise WorkflowError(f"{where}: option {missing[0]!r} is required")
-        check_options("synthetic" if synthetic else kind, opts, where=f"{where}: ")  # values, before any step runs
+        # the values, before any step runs
+        check_options(f"synth_{synthetic}" if synthetic else kind, opts, where=f"{where}: ")
 
         def ref(option, default_kind=None, required=True, must_exist=True):
             val = opts.get(option)

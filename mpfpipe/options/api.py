@@ -1,61 +1,11 @@
-"""Every option of the API and the command line, declared once: its type and range, default, help and flag.
-
-``OPTIONS[kind][name]`` is an `Option`. The same declaration is
-
-- checked by the API functions (``check(kind, values)`` at their start; their signatures keep the declared
-  defaults, and tests/test_options.py asserts that they are equal);
-- checked by the workflow planner before any step runs (`mpfpipe.workflow.spec.plan`, so ``epochs: "abc"`` or
-  ``--set n_images=abc`` fail at ``--dry-run``), which also takes the options a step may set from here;
-- the CLI's option: `cli_options` makes the click options of a command from the declarations (flag, type,
-  default, help), so click, the API and workflows can never disagree. A test walks every command and fails on an
-  option that is not declared, or whose default or help differs.
-
-The value types and parsers are `mpfpipe.values`.
-"""
+"""The options of the API functions: train, segment (volumes and folders), ingest and the synthetic data,
+evaluate, and the distributed benchmark's measure."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .errors import MpfError, OptionError
-from .values import Any, Choice, Flag, Float, Int, Parsed, parse_block, parse_duration, parse_size, parse_split
-
-OPTIMIZERS = ("gd", "lbfgs", "sgd", "adam")  # full-batch GD (Armijo), L-BFGS, mini-batch SGD (Armijo), Adam
-DTYPES = ("float32", "float64")              # the fragment engine's arithmetic (reductions are float64)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option: ``value`` (what it may be: `mpfpipe.values`), ``default`` (the API's and the CLI's), ``help``
-    (the CLI's text), ``flag`` (the CLI's flag(s): None = ``--name-with-dashes``, "" = not on the CLI, or e.g.
-    ``"--balance/--no-balance"``), ``api`` (a parameter of the API function; False: the CLI's own, e.g. --json),
-    ``workflow`` (a workflow step may set it; False: the run decides: outputs, cluster, progress), ``cli``: more
-    click settings as pairs (``type``: "file" / "dir" / "existing-dir"; ``required``, ``multiple``, ``metavar``,
-    ``show_default``)."""
-    value: object
-    default: object = None
-    help: str = ""
-    flag: str | None = None
-    api: bool = True
-    workflow: bool = True
-    cli: tuple = ()
-
-    def describe(self) -> str:
-        return self.value.describe()
-
-    def convert(self, value):
-        return self.value.convert(value)
-
-
-def _opts(**kw) -> dict:
-    return kw
-
+from ..values import Any, Choice, Flag, Float, Int, Parsed, parse_block, parse_duration, parse_size, parse_split
+from .declare import _FILE, _LOCAL, _SCHEDULER, DTYPES, OPTIMIZERS, Option, _opts
 
 _SPLIT = Parsed(parse_split, "train,val[,test] fractions")
-_LOCAL = "Local cluster: "
-_FILE = (("type", "file"),)
-_SCHEDULER = Option(Any("an address or a scheduler file"), None, "Join a running Dask scheduler: its address "
-                    "(tcp://host:8786) or its scheduler file (--scheduler-file is an alias).",
-                    flag="--scheduler --scheduler-file", workflow=False, cli=(("metavar", "ADDRESS|FILE"),))
 # mpfpipe.train.train: what to learn, where to run, what to write
 _TRAIN = _opts(
     # what to learn
@@ -150,13 +100,36 @@ _SEGMENT = _opts(
     as_json=Option(Flag(), False, "Print the summary as JSON.", flag="--json", api=False, workflow=False),
     quiet=Option(Flag(), False, "No progress bar.", api=False, workflow=False),
 )
+# mpfpipe.data.ingest, synth_em and synth_defects (the CLI's ingest command is not generated from these yet)
+_WRITE = _opts(overwrite=Option(Flag(), False, "Replace OUTPUT if it exists.", workflow=False),
+               progress=Option(Flag(), False, "Show a progress bar on stderr.", workflow=False))
+_INGEST = _opts(
+    label_map=Option(Any("a label map"), None,
+                     "Source label value -> class id, e.g. '0:1,255:0' (or 'ignore'); every value must be mapped."),
+    positive=Option(Int(optional=True), None,
+                    "Source label value that becomes class 1, all others class 0 (ISBI membranes: 0)."),
+    mask_threshold=Option(Int(0, 65534), 127, "Masks with values >= 32: class 1 where value > threshold "
+                          "(anti-aliased masks)."),
+    downsample=Option(Int(1), 1, "Integer down-sampling factor (block mean for images, block majority for labels)."),
+    split=Option(_SPLIT, None, "Train,val[,test] fractions, stratified by 'image holds a defect/positive pixel' "
+                 "(default: all images in train)."),
+    seed=Option(Int(), 0, "Seed of the split and of synthetic data."),
+    **_WRITE,
+    class_names=Option(Any("class names"), None, "Comma-separated names of class ids 0, 1, ..."),
+)
+_SYNTH = _opts(n_images=Option(Int(1), 8, "synthetic: number of images."),
+               size=Option(Parsed(parse_size, "a size HxW", optional=False), (256, 256), "synthetic: image size HxW."),
+               seed=_INGEST["seed"], split=_INGEST["split"], **_WRITE)
 _COMMON_CLUSTER = {"workers": Int(1, optional=True), "threads": Int(1, optional=True)}
-OPTIONS: dict[str, dict] = {
-    "ingest": {"positive": Int(optional=True), "mask_threshold": Int(0, 65534), "downsample": Int(1),
-               "seed": Int(), "split": _SPLIT},
-    "synthetic": {"n_images": Int(1), "seed": Int(), "defect_fraction": Float(0, 1),
-                  "cell_size": Float(0, lo_open=True),
-                  "size": Parsed(parse_size, "a size HxW", optional=False), "split": _SPLIT},
+TABLES: dict[str, dict] = {
+    "ingest": _INGEST,
+    "synth_em": {**_SYNTH, "cell_size": Option(Float(0, lo_open=True), 40.0, "synthetic:em: mean cell size.")},
+    "synth_defects": {**_SYNTH, "n_images": Option(Int(1), 16, "synthetic: number of images."),
+                      "size": Option(_SYNTH["size"].value, (128, 128), "synthetic: image size HxW."),
+                      "defect_fraction": Option(Float(0, 1), 0.3, "synthetic:defects: fraction of images with a "
+                                                "defect."),
+                      "variable_size": Option(Flag(), False, "synthetic:defects: draw each image size in "
+                                              "[size/2, size].")},
     "train": _TRAIN,
     "segment": _SEGMENT,
     "bench": {"task_seconds": Float(0, lo_open=True), "images": Int(1), "repeat": Int(1),
@@ -166,97 +139,4 @@ OPTIONS: dict[str, dict] = {
 }
 
 
-def api_options(kind: str) -> dict:
-    """name -> default of the options of ``kind`` that a workflow step may set."""
-    return {n: d.default for n, d in OPTIONS[kind].items() if isinstance(d, Option) and d.api and d.workflow}
-
-
-def check(kind: str, values: dict, where: str = "") -> dict:
-    """Check (and normalise: numpy ints become ints) every declared option of ``kind`` present in ``values``;
-    returns the checked values. Raises OptionError naming the option, the value and what is expected."""
-    decl = OPTIONS[kind]
-    out = {}
-    for name, value in values.items():
-        spec = decl.get(name)
-        if spec is None:
-            continue
-        try:
-            out[name] = spec.convert(value)
-        except MpfError as exc:  # a parser's own error (it names the value): as is from the API
-            if not where:
-                raise
-            raise OptionError(f"{where}{name}: {exc}") from None
-        except (ValueError, TypeError, OverflowError):
-            raise OptionError(f"{where}{name} = {value!r}: expected {spec.describe()}") from None
-    return out
-
-
-def click_type(kind: str, name: str):
-    """A click parameter type for option ``name`` of ``kind``: the text is read as the declared type and checked
-    against the same declaration (a bad value is a usage error, exit 2)."""
-    import click
-    spec = OPTIONS[kind][name]
-    spec = getattr(spec, "value", spec)
-
-    class _Declared(click.ParamType):
-        def __init__(self):
-            self.name = "integer" if getattr(spec, "kind", None) is int else "float"
-
-        def convert(self, value, param, ctx):
-            if isinstance(value, str):
-                try:
-                    value = int(value) if self.name == "integer" else float(value)
-                except ValueError:
-                    self.fail(f"{value!r}: expected {spec.describe()}", param, ctx)
-            try:
-                return spec.convert(value)
-            except (ValueError, TypeError):
-                self.fail(f"{value!r}: expected {spec.describe()}", param, ctx)
-
-    return _Declared()
-
-
-_PATH_TYPES = {"file": {"dir_okay": False}, "dir": {"file_okay": False}, "existing-dir": {"file_okay": False,
-                                                                                         "exists": True}}
-
-
-def cli_default(decl: Option):
-    """The default as the command line has it: a tuple (a block size) as its comma-separated text."""
-    if isinstance(decl.default, tuple) and not dict(decl.cli).get("multiple"):
-        return ",".join(str(v) for v in decl.default)
-    return decl.default
-
-
-def cli_flags(kind: str, name: str) -> list[str]:
-    decl = OPTIONS[kind][name]
-    return decl.flag.split() if decl.flag else ["--" + name.replace("_", "-")]
-
-
-def click_option(kind: str, name: str, **extra):
-    """The click option of ``name`` of ``kind``, made from its declaration (``extra``: e.g. a callback)."""
-    import click
-    decl = OPTIONS[kind][name]
-    kw = {"default": cli_default(decl), "help": decl.help, **dict(decl.cli), **extra}
-    if isinstance(kw.get("type"), str):
-        kw["type"] = click.Path(**_PATH_TYPES[kw["type"]])
-    spec = decl.value
-    if isinstance(spec, Flag) or (isinstance(spec, Choice) and spec.values == (False, True)):
-        if "/" not in (decl.flag or ""):  # --x/--no-x is a boolean pair of its own
-            kw["is_flag"] = True
-    elif isinstance(spec, Choice):
-        kw.setdefault("type", click.Choice(list(spec.values)))
-    elif getattr(spec, "kind", None) in (int, float):
-        kw.setdefault("type", click_type(kind, name))
-    return click.option(*cli_flags(kind, name), name, **kw)
-
-
-def cli_options(kind: str, **extra):
-    """Decorator: every option of ``kind`` that has a CLI flag, in declaration order (``extra``: name -> more
-    click settings, e.g. a callback that parses the text)."""
-    names = [n for n, d in OPTIONS[kind].items() if isinstance(d, Option) and d.flag != ""]
-
-    def decorate(f):
-        for name in reversed(names):
-            f = click_option(kind, name, **extra.get(name, {}))(f)
-        return f
-    return decorate
+TABLES["synthetic"] = {**TABLES["synth_em"], **TABLES["synth_defects"]}  # either kind's values (for checks)
