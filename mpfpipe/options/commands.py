@@ -1,7 +1,10 @@
 """The options of the commands that are not one API function: run, export, info, warmup and the benchmarks."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..values import Any, Choice, Flag, Float, Int
+from .api import TABLES as _API
 from .declare import _LOCAL, _SCHEDULER, DTYPES, Option, cli_only
 
 
@@ -16,7 +19,21 @@ _NET = Option(Any("a preset or a network file"), "steel", "Preset or architectur
 _REPEAT = Option(Int(1), 5, "Timed runs per case (median reported).")
 _MULTI = (("multiple", True),)
 
+_I, _EM = _API["ingest"], _API["synth_em"]
 TABLES: dict[str, dict] = {
+    # one command over ingest, synth_em and synth_defects: their declarations, with the command's own defaults
+    "ingest command": _cli(
+        **{n: _I[n] for n in ("label_map", "positive", "mask_threshold", "class_names", "downsample", "split",
+                              "seed")},
+        n_images=replace(_EM["n_images"], default=None, help="synthetic: number of images [default: em 8, "
+                         "defects 16]."),
+        size=replace(_EM["size"], default=None, help="synthetic: image size HxW [default: em 256x256, defects "
+                     "128x128]."),
+        defect_fraction=_API["synth_defects"]["defect_fraction"],
+        variable_size=_API["synth_defects"]["variable_size"],
+        overwrite=_I["overwrite"],
+        progress=replace(_I["progress"], default=True, flag="--progress/--no-progress"),
+    ),
     "run": _cli(
         set=Option(Any("KEY=VALUE"), (), "Override a workflow parameter (repeatable), e.g. --set iterations=10 (in "
                    "--config: a list such as set: [iterations=10, size=64x64]).", cli=_MULTI),
