@@ -40,6 +40,7 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..cluster import task_runner
 from ..errors import DataError, FolderSegmentError, MpfError, OutputExistsError
+from ..options import OPTIONS
 from .blocks import Engine, block_grid, compute_block
 from .imagefiles import (atomic_write, find_images, mask_names, png_bytes, read_image, source_stamp,
                          upsample_labels)
@@ -186,7 +187,7 @@ def _detection_threshold(model, detect_threshold, f: int) -> tuple[float, str]:
 
 
 @_lock.locked("output", "segmentation")
-def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int | None = None,
+def segment_folder(model, folder, output, *, block=OPTIONS["segment"]["block"].default, workers: int | None = None,
                    threads: int | None = None, scheduler: str | None = None, overwrite: bool = False,
                    threshold: float | None = None, positive: int = 1, progress: bool = True,
                    dtype: str = "float32", tta: bool = False, detect_threshold: float | None = None,

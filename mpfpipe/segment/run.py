@@ -26,12 +26,13 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..cluster import task_runner
 from ..errors import DataError, MpfError, OutputExistsError, SegmentError
+from ..options import OPTIONS
 from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid
 from .tasks import blocks_task, group_blocks, level_task
 from ..data.volume import Volume, open_volume
 
-DEFAULT_BLOCK = (1, 512, 512)
+DEFAULT_BLOCK = OPTIONS["segment"]["block"].default  # (1, 512, 512), declared once
 
 
 @dataclass
