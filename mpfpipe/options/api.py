@@ -134,8 +134,31 @@ TABLES: dict[str, dict] = {
     "segment": _SEGMENT,
     "bench": {"task_seconds": Float(0, lo_open=True), "images": Int(1), "repeat": Int(1),
               "chunk_seconds": Float(0, lo_open=True), **_COMMON_CLUSTER},
-    "evaluate": {"threshold": Float(0, 1), "samples": Int(1), "seed": Int(), "overlays": Int(0), "positive": Int(0),
-                 "truth_positive": Int(optional=True), "ignore_index": Int(0, 255)},
+    "evaluate": _opts(
+        output=Option(Any("a folder"), None, "Folder for report.json and overlay PNGs.", flag="--output -o",
+                      workflow=False),
+        image=Option(Any("a volume"), None, "Raw volume for the overlays (default: the segmented input).",
+                     workflow=False),
+        truth_positive=Option(Int(optional=True), None,
+                              "Value of the positive class in a TRUTH label stack (ISBI 2012: 0 = membrane)."),
+        positive=Option(Int(0), 1, "Class id of the positive (membrane / defect) class."),
+        threshold=Option(Float(0, 1), 0.5, "p(positive) above which a pixel is positive."),
+        # the ISBI script's sweep 0.0, 0.1, ..., 1.0: equal to evaluate.metrics.DEFAULT_THRESHOLDS (tested)
+        thresholds=Option(Any("probabilities"), tuple(round(0.1 * i, 1) for i in range(11)),
+                          "Thresholds of the V_rand sweep.", flag=""),
+        samples=Option(Int(1), 5000, "Pixels per class for the balanced error."),
+        seed=Option(Int(), 0, "Seed of the balanced error's draw."),
+        splits=Option(Any("image indices"), None, "Detection's val / test image indices (default: the truth "
+                      "dataset's splits).", flag="", workflow=False),
+        ignore_index=Option(Int(0, 255), 255, "Truth label value that is not scored.", flag=""),
+        overlays=Option(Int(0), 4, "Number of overlay slices."),
+        rand=Option(Flag(), True, "The threshold sweeps (the CLI: --no-rand skips them).", flag=""),
+        overwrite=Option(Flag(), False, "Replace an existing report.", workflow=False),
+        groups=Option(Any("group names"), None, "A source group per image for a per-group table (default: the truth "
+                      "dataset's folders).", flag=""),
+        images=Option(Any("splits or indices"), None, "Evaluate only these images: split names of a TRUTH dataset "
+                      "(test, val,test) or indices (0-9,12); detection keeps its val / test splits."),
+    ),
 }
 
 

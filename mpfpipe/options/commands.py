@@ -34,6 +34,18 @@ TABLES: dict[str, dict] = {
         overwrite=_I["overwrite"],
         progress=replace(_I["progress"], default=True, flag="--progress/--no-progress"),
     ),
+    # the evaluate command: evaluate()'s declarations, --val / --test (its splits) and --no-rand (its rand)
+    "evaluate command": _cli(
+        **{n: _API["evaluate"][n] for n in ("output", "image", "truth_positive", "positive", "threshold", "samples",
+                                            "seed")},
+        val=Option(Any("image indices"), None, "Validation image indices for detection, e.g. 0-9,12 (default: the "
+                   "truth dataset's split)."),
+        test=Option(Any("image indices"), None, "Test image indices for detection."),
+        images=_API["evaluate"]["images"],
+        overlays=_API["evaluate"]["overlays"],
+        no_rand=Option(Flag(), False, "Skip the threshold sweeps (V_rand; the thinned V_rand, V_info and VOI)."),
+        overwrite=_API["evaluate"]["overwrite"],
+    ),
     "run": _cli(
         set=Option(Any("KEY=VALUE"), (), "Override a workflow parameter (repeatable), e.g. --set iterations=10 (in "
                    "--config: a list such as set: [iterations=10, size=64x64]).", cli=_MULTI),

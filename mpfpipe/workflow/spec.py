@@ -1,7 +1,6 @@
 """Workflow files: loading, parameters, validation against the APIs, and the resolved plan of steps."""
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,23 +15,22 @@ KINDS = ("ingest", "train", "segment", "evaluate")
 TOP_KEYS = {"name", "description", "params", "steps"}
 BUILTINS = ("run", "workflow_dir")
 _VAR = re.compile(r"\$\{([^}]*)\}")
+_REQUIRED = object()  # an option a step must give
 
 
 # ------------------------------------------------------------------------------------------------ options
 def _api_options(kind: str, synthetic: str | None = None) -> dict:
-    """Options a step of ``kind`` accepts: name -> default (``inspect._empty`` when required)."""
+    """Options a step of ``kind`` accepts (from their declarations, `mpfpipe.options`): name -> default
+    (``_REQUIRED`` when required)."""
     if kind == "ingest":  # the declarations say which options a step may set (the run decides the others)
-        return {**api_options(f"synth_{synthetic}" if synthetic else "ingest"), "source": inspect._empty}
+        return {**api_options(f"synth_{synthetic}" if synthetic else "ingest"), "source": _REQUIRED}
     if kind == "train":
         return {**api_options("train"), "dataset": None}
     if kind == "segment":
         return {**api_options("segment"), "model": None, "input": None, "overlays": 0}
     if kind == "evaluate":
-        from ..evaluate import evaluate
-        skip = {"pred", "truth", "output", "overwrite", "splits", "image"}
-        opts = {n: p.default for n, p in inspect.signature(evaluate).parameters.items() if n not in skip}
-        opts.update(pred=None, truth=None, image=None, images="all", detection=True)
-        return opts
+        return {**api_options("evaluate"), "pred": None, "truth": None, "image": None, "images": "all",
+                "detection": True}
     raise AssertionError(kind)
 
 
@@ -190,7 +188,7 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
         unknown = sorted(set(opts) - set(known))
         if unknown:
             raise WorkflowError(f"{where}: unknown option {unknown[0]!r} (options: {', '.join(sorted(known))})")
-        missing = sorted(k for k, v in known.items() if v is inspect._empty and k not in opts)
+        missing = sorted(k for k, v in known.items() if v is _REQUIRED and k not in opts)
         if missing:
             raise WorkflowError(f"{where}: option {missing[0]!r} is required")
         # the values, before any step runs
