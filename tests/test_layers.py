@@ -1,4 +1,5 @@
-"""The import contract: mpfpipe's layers only import downwards, and no module imports itself round a cycle.
+"""The import contract: mpfpipe's layers only import downwards, no module imports itself round a cycle, and no
+private name of a subpackage is imported from outside it.
 
     cli  >  workflow, bench  >  train | segment | evaluate | export  >  data  >  engine  >  kernels
 
@@ -33,6 +34,10 @@ INDEPENDENT = "tasks"  # the packages of this layer do not import each other
 # Left to the rewrite of the convolution kernels (issue 28: "one plan of a net's operations"): warmup repeats
 # network's op schedule and network calls warmup. The test fails once this cycle is gone, so the entry goes too.
 KNOWN_CYCLES = [{"mpfpipe.network", "mpfpipe.warmup"}]
+# Private kernel modules the engine imports (kernels/ is being rewritten: its package should export these); the
+# test fails once one is gone, so the entry goes too.
+KNOWN_PRIVATE = {("mpfpipe.fragment", "mpfpipe.kernels._stitch"), ("mpfpipe.loss", "mpfpipe.kernels._xent"),
+                 ("mpfpipe.warmup", "mpfpipe.kernels._par")}
 _REF = re.compile(r"^(mpfpipe(?:\.\w+)+):\w+$")  # "mpfpipe.data.splits:parse_split", resolved with importlib
 
 
@@ -177,3 +182,44 @@ def test_the_checker_sees_an_upward_import(monkeypatch, tmp_path, module, source
     monkeypatch.setitem(MODULES, module, fake)
     found = [v for v in violations() if v.startswith(module + " ")]
     assert found == ([] if expect is None else [found[0]]) and (expect is None or found[0].startswith(expect))
+
+
+def _subpackage(module: str) -> str:
+    """mpfpipe.segment.run -> mpfpipe.segment; the top-level modules (mpfpipe._lock, ...) are mpfpipe's own."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or MODULES[module].name == "__init__.py" else "mpfpipe"
+
+
+def private_imports() -> set[tuple[str, str]]:
+    """(importer, module) pairs where a private name (_x, a module or a name) of another subpackage is imported."""
+    found = set()
+    for m, path in MODULES.items():
+        package = m if path.name == "__init__.py" else m.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom) or not (node.level or (node.module or "").startswith("mpfpipe")):
+                continue
+            parts = package.split(".")
+            base = (".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                    if node.level else node.module)
+            for alias in node.names:
+                target = _target(base, alias.name)
+                if target not in MODULES or _subpackage(target) in ("mpfpipe", _subpackage(m)):
+                    continue
+                inside = target.split(".")[2:] + ([] if target.endswith("." + alias.name) else [alias.name])
+                if any(p.startswith("_") and not p.startswith("__") for p in inside):
+                    found.add((m, target))
+    return found
+
+
+def test_no_private_name_is_imported_across_subpackages():
+    found = private_imports()
+    assert found - KNOWN_PRIVATE == set()
+    assert KNOWN_PRIVATE <= found, f"gone: remove {sorted(KNOWN_PRIVATE - found)} from KNOWN_PRIVATE"
+
+
+def test_the_checker_sees_a_reach_in(monkeypatch, tmp_path):
+    fake = tmp_path / "info.py"
+    probe = "\n\ndef _probe():\n    from ..segment.folder import _state\n"  # what cli/info.py did before
+    fake.write_text(MODULES["mpfpipe.cli.info"].read_text() + probe)
+    monkeypatch.setitem(MODULES, "mpfpipe.cli.info", fake)
+    assert private_imports() - KNOWN_PRIVATE == {("mpfpipe.cli.info", "mpfpipe.segment.folder")}
