@@ -28,12 +28,15 @@ def _size(ctx, param, values):
     return out if isinstance(values, (list, tuple)) else out[0]
 
 
+def _flag(arg: str) -> str:
+    return arg.split("=", 1)[0]  # --segment=VOLUME -> --segment
+
+
 def _legacy(args: list[str]) -> list[str]:
     """The old single command's flags as a subcommand's command line."""
-    flag = lambda a: a.split("=", 1)[0]  # noqa: E731
-    if any(flag(a) == "--distributed" for a in args):
-        return ["distributed", *(a for a in args if flag(a) != "--distributed")]
-    if not any(flag(a) == "--segment" for a in args):
+    if any(_flag(a) == "--distributed" for a in args):
+        return ["distributed", *(a for a in args if _flag(a) != "--distributed")]
+    if not any(_flag(a) == "--segment" for a in args):
         return ["engine", *args]
     rename = {"--segment-repeat": "--repeat", "--repeat": "--engine-repeat"}
     out, volume, rest = [], None, iter(args)
