@@ -36,3 +36,27 @@ class Interrupted(MpfError):
 
 class TrainingError(MpfError):
     """Training cannot start or continue (bad options, incompatible checkpoint, ...)."""
+
+
+class OptionError(MpfError, ValueError):
+    """An option value has the wrong type or lies outside its range."""
+
+
+class SegmentError(MpfError):
+    """Some blocks failed; the output is left incomplete and a rerun retries them."""
+
+
+class FolderSegmentError(MpfError):
+    """Some images failed; the others have their results and a rerun retries the failed ones."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result  # the FolderResult of the run (mpfpipe.segment.folder), for the CLI's summary
+
+
+class ExportError(MpfError):
+    """The model cannot be exported (or the onnx package is missing)."""
+
+
+class WorkflowError(MpfError):
+    """A workflow file is invalid, or a parameter / input of it is wrong."""

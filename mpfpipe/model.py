@@ -177,6 +177,16 @@ def read_metadata(path) -> dict:
     return meta
 
 
+
+def model_record(path) -> dict:
+    """What a segmentation output records of the model file it was made with (path, checksum, architecture,
+    classes, normalisation, padding, provenance): the volume and the folder outputs write the same record."""
+    path = Path(path)
+    meta = read_metadata(path)
+    return {"path": str(path.absolute()), "sha256": meta.get("sha256"), "architecture": meta.get("architecture"),
+            "class_names": meta.get("class_names"), "normalisation": meta.get("normalisation"),
+            "padding": meta.get("padding"), "provenance": meta.get("provenance", {})}
+
 def load_model(path) -> Model:
     """Read and verify a model file; raises ModelFileError with a clear message on any problem."""
     from safetensors.numpy import load_file

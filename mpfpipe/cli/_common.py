@@ -51,3 +51,4 @@ def config_option(f):
     """``--config FILE``: YAML defaults for the command's options (processed before the other options)."""
     return click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
                         callback=_load_config, help="YAML file of option values (command-line options win).")(f)
+

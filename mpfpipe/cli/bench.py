@@ -1,14 +1,24 @@
-"""``mpfpipe bench``: engine benchmarks as JSON lines on stdout."""
+"""``mpfpipe bench engine|distributed|segment|data|export|costmodel``: the benchmarks of `mpfpipe.bench`.
+
+The flags of the single command this replaced still work: ``mpfpipe bench [--net ...]`` is ``bench engine``,
+``--distributed`` is ``bench distributed``, ``--peers`` is ``bench peers`` and ``--segment VOLUME`` is ``bench
+segment VOLUME`` (whose ``--segment-repeat`` is its ``--repeat``, and the old ``--repeat`` its
+``--engine-repeat``).
+"""
+import json
+
 import click
 
 from . import cli
-from ..options import click_type
-from ._common import config_option
+from ..options import cli_options
+from ._common import CONTEXT_SETTINGS, config_option
+
+BENCHMARKS = ("engine", "distributed", "segment", "data", "export", "costmodel", "peers")
 
 
 def _size(ctx, param, values):
     out = []
-    for v in values:
+    for v in (values if isinstance(values, (list, tuple)) else [values]):
         try:
             h, w = (int(t) for t in v.lower().split("x"))
             if h < 1 or w < 1:
@@ -16,91 +26,151 @@ def _size(ctx, param, values):
         except ValueError:
             raise click.BadParameter(f"{v!r} is not a size like 512x512") from None
         out.append((h, w))
-    return out
+    return out if isinstance(values, (list, tuple)) else out[0]
 
 
-@cli.command()
-@config_option
-@click.option("--net", "nets", multiple=True, help="Preset or architecture file (repeatable). Default: all cases.")
-@click.option("--size", "sizes", multiple=True, callback=_size, help="Image size HxW (repeatable).")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["mpf", "patch"]),
-              help="Fragment mode over whole images and/or the patch-mode baseline (default both).")
-@click.option("--phase", "phases", multiple=True, type=click.Choice(["train", "infer"]),
-              help="Training step (forward+backward) and/or inference (default both).")
-@click.option("--repeat", default=5, type=click.IntRange(1), help="Timed runs per case (median reported).")
-@click.option("--batch", default=256, type=click.IntRange(1), help="Windows per patch-mode batch.")
-@click.option("--peak/--no-peak", default=True, help="Also measure numpy's float32 matmul peak.")
-@click.option("--distributed", is_flag=True,
-              help="Time distributed gradient evaluations instead (one JSON line per evaluation, then medians).")
-@click.option("--simulate", is_flag=True, help="--distributed: tasks sleep --task-seconds per image (no kernels).")
-@click.option("--task-seconds", type=click_type("bench", "task_seconds"), default=0.005,
-              help="--simulate: seconds per image of a simulated gradient task.")
-@click.option("--images", type=click_type("bench", "images"), default=256,
-              help="--distributed: images per evaluation.")
-@click.option("--workers", type=click_type("bench", "workers"), default=None,
-              help="--distributed, --segment: local worker processes [default: one per core].")
-@click.option("--threads", type=click_type("bench", "threads"), default=None,
-              help="--distributed, --segment: Numba/BLAS threads per local worker [default: cores // workers].")
-@click.option("--scheduler", default=None, help="--distributed: join this Dask scheduler instead.")
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False), default=None,
-              help="--distributed: real gradients on this dataset's images [default: synthetic EM of --size].")
-@click.option("--segment", "volume", default=None,
-              help="Instead: segment this volume (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) with the first --net "
-                   "(default n3, random weights) and compare with the engine on the first --size (default "
-                   "512x512) at the same thread count; also the pyramid's cost and Zarr vs HDF5 reads.")
-@click.option("--segment-repeat", default=2, type=click.IntRange(1),
-              help="--segment: runs with and without the pyramid (medians reported).")
-@click.option("--workdir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="--segment: where the outputs are written (a temporary folder in it, removed at the end).")
-@click.option("--peers", is_flag=True,
-              help="Instead: the engine beside onnxruntime on `mpfpipe export`'s graph and PyTorch's dilated dense "
-                   "job, same nets, sizes and --threads, one JSON line per net, size and phase with the ratios.")
-@click.option("--torch-python", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="--peers: a Python that has torch (default: this one, if it has).")
-def bench(nets, sizes, modes, phases, repeat, batch, peak, distributed, simulate, task_seconds, images, workers,
-          threads, scheduler, dataset, volume, segment_repeat, workdir, peers, torch_python):
-    """Time the fragment engine: one JSON object per case on stdout.
+def _flag(arg: str) -> str:
+    return arg.split("=", 1)[0]  # --segment=VOLUME -> --segment
 
-    With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and patch mode, train and infer.
 
-    With --distributed: the cost of a full-batch gradient evaluation on a cluster, split into broadcast, compute,
-    reduction, driver and idle time, with "seconds_per_eval" and "efficiency" (images x task seconds per image /
-    workers / seconds per evaluation), e.g.
-    mpfpipe bench --distributed --simulate --workers 16 --images 4096 --net steel --size 137x60 --task-seconds 0.005
+def _legacy(args: list[str]) -> list[str]:
+    """The old single command's flags as a subcommand's command line."""
+    if any(_flag(a) == "--peers" for a in args):
+        return ["peers", *(a for a in args if _flag(a) != "--peers")]
+    if any(_flag(a) == "--distributed" for a in args):
+        return ["distributed", *(a for a in args if _flag(a) != "--distributed")]
+    if not any(_flag(a) == "--segment" for a in args):
+        return ["engine", *args]
+    rename = {"--segment-repeat": "--repeat", "--repeat": "--engine-repeat"}
+    out, volume, rest = [], None, iter(args)
+    for a in rest:
+        name, eq, value = a.partition("=")
+        if name == "--segment":
+            volume = value if eq else next(rest, "")
+        else:
+            out.append(rename.get(name, name) + (eq + value))
+    return ["segment", volume, *out]
 
-    With --segment VOLUME: `mpfpipe segment`'s throughput as a ratio of the engine's (mpfpipe.segment.bench).
 
-    With --peers: the engine, onnxruntime and PyTorch on the same dense job, e.g.
-    mpfpipe bench --peers --net n4 --size 512x512 --threads 2 --torch-python ~/torchref/bin/python
-    """
+class _BenchGroup(click.Group):
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = _legacy(list(args))
+        elif not args:
+            args = ["engine"]
+        return super().parse_args(ctx, args)
+
+
+def _emit(record):
+    from ..bench import dumps
+    click.echo(dumps(record))
+
+
+def _load_nets(nets):
     from ..arch import load_net
-    from ..bench import dumps, run
-
     for net in nets:  # a bad name fails here, in one line, not inside a benchmark subprocess
         load_net(net)
-    if distributed:
-        from ..train.bench import measure
-        if len(nets) > 1 or len(sizes) > 1:
-            raise click.UsageError("--distributed takes one --net and one --size")
-        measure(net=nets[0] if nets else "steel", size=sizes[0] if sizes else (137, 60), images=images,
-                workers=workers, threads=threads, scheduler=scheduler, simulate=simulate,
-                task_seconds=task_seconds, repeat=repeat, dataset=dataset, emit=lambda r: click.echo(dumps(r)))
-        return
-    if simulate:
-        raise click.UsageError("--simulate needs --distributed")
-    if torch_python and not peers:
-        raise click.UsageError("--torch-python needs --peers")
-    if peers:
-        from ..bench_peers import run as peers_run
-        peers_run(nets=list(nets) or ["n4", "n3", "steel"], sizes=list(sizes) or [(512, 512)],
-                  phases=phases or ("infer", "train"), repeat=repeat, threads=threads, torch_python=torch_python,
-                  emit=lambda r: click.echo(dumps(r)))
-        return
-    if volume:
-        from ..segment.bench import run as segment_bench
-        segment_bench(volume, net_name=nets[0] if nets else "n3", size=sizes[0] if sizes else (512, 512),
-                      workers=workers, threads=threads, repeat=segment_repeat, engine_repeat=repeat,
-                      workdir=workdir, emit=lambda r: click.echo(dumps(r)))
-        return
+
+
+@cli.group("bench", cls=_BenchGroup, context_settings=CONTEXT_SETTINGS, epilog="""\b
+Plain `mpfpipe bench [OPTIONS]` runs `bench engine`; --distributed and --segment VOLUME (the flags of the old
+single command) run `bench distributed` and `bench segment VOLUME`. Every benchmark takes --config FILE; see
+`mpfpipe bench NAME --help` for its options and their defaults.""")
+def bench():
+    """Time mpfpipe: one JSON object per case on stdout (the data benchmark prints a table)."""
+
+
+@bench.command("engine")
+@config_option
+@cli_options("bench engine", sizes={"callback": _size})
+def engine_cmd(nets, sizes, modes, phases, repeat, batch, peak):
+    """Time the fragment engine. With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and
+    patch mode, train and infer."""
+    from ..bench import run
+    _load_nets(nets)
     run(nets=list(nets), sizes=list(sizes), modes=modes or ("mpf", "patch"), phases=phases or ("train", "infer"),
-        repeat=repeat, batch=batch, peak=peak, emit=lambda r: click.echo(dumps(r)))
+        repeat=repeat, batch=batch, peak=peak, emit=_emit)
+
+
+@bench.command("distributed")
+@config_option
+@cli_options("bench distributed", size={"callback": _size})
+def distributed_cmd(net, size, simulate, task_seconds, images, repeat, workers, threads, scheduler, dataset):
+    """The cost of a full-batch gradient evaluation on a cluster, split into broadcast, compute, reduction,
+    driver and idle time, with "seconds_per_eval" and "efficiency" (images x task seconds per image / workers /
+    seconds per evaluation), e.g.
+    mpfpipe bench distributed --simulate --workers 16 --images 4096 --net steel --size 137x60 --task-seconds 0.005
+    """
+    from ..bench.distributed import measure
+    _load_nets([net])
+    measure(net=net, size=size, images=images, workers=workers, threads=threads, scheduler=scheduler,
+            simulate=simulate, task_seconds=task_seconds, repeat=repeat, dataset=dataset, emit=_emit)
+
+
+@bench.command("segment")
+@config_option
+@click.argument("volume")
+@cli_options("bench segment", size={"callback": _size})
+def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, workdir):
+    """`mpfpipe segment`'s throughput on VOLUME (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) as a ratio of the
+    engine's on --size at the same thread count; also the pyramid's cost and Zarr vs HDF5 reads."""
+    from ..bench.segment import run
+    _load_nets([net])
+    run(volume, net_name=net, size=size, workers=workers, threads=threads, repeat=repeat,
+        engine_repeat=engine_repeat, workdir=workdir, emit=_emit)
+
+
+@bench.command("data")
+@config_option
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@cli_options("bench data")
+def data_cmd(data_dir, datasets, as_json):
+    """Ingest time, images/s, MB/s, on-disk size and single-image read time of the real datasets in DATA_DIR
+    [default: ../shared/data beside the repository]."""
+    from ..bench.data import DATASETS, run, table
+    rows = run(data_dir, datasets or tuple(DATASETS))
+    click.echo("\n".join(json.dumps(r) for r in rows) if as_json else table(rows))
+
+
+@bench.command("export")
+@config_option
+@cli_options("bench export", size={"callback": _size})
+def export_cmd(net, size, slices, repeat, threads, cluster):
+    """Export time, and seconds per slice of onnxruntime against mpfpipe's dense pass and `segment`."""
+    from ..bench.export import measure
+    names = net.split(",")
+    _load_nets(names)
+    for name in names:
+        click.echo(json.dumps(measure(name, size, slices, repeat, threads, cluster)))
+
+
+@bench.command("peers")
+@config_option
+@cli_options("bench peers", sizes={"callback": _size})
+def peers_cmd(nets, sizes, phases, repeat, threads, torch_python):
+    """The engine beside onnxruntime on `mpfpipe export`'s graph of the same model and PyTorch's dilated dense job
+    (from a Python that has torch), same nets, sizes and threads, with the same-run matmul peak: one JSON line per
+    net, size and phase with the times and ratios, e.g.
+    mpfpipe bench peers --net n4 --size 512x512 --threads 2 --torch-python ~/torchref/bin/python"""
+    from ..bench.peers import run
+    _load_nets(nets)
+    run(nets=list(nets) or ["n4", "n3", "steel"], sizes=list(sizes) or [(512, 512)],
+        phases=phases or ("infer", "train"), repeat=repeat, threads=threads, torch_python=torch_python, emit=_emit)
+
+
+@bench.command("costmodel")
+@config_option
+@cli_options("bench costmodel")
+def costmodel_cmd(workers, repeat, steel_seconds, n4_seconds, rows, out):
+    """Fit the cost model of a distributed evaluation to simulated measurements and project it to larger
+    clusters (mpfpipe.bench.costmodel)."""
+    from ..bench.costmodel import run
+    saved = None
+    if rows:
+        with open(rows) as fh:
+            saved = json.load(fh)["measured"]
+    result = run([int(w) for w in workers.split(",")], repeat, steel_seconds, n4_seconds, rows=saved,
+                 emit=lambda r: click.echo(json.dumps(r)))
+    if out:
+        with open(out, "w") as fh:
+            json.dump(result, fh, indent=1)

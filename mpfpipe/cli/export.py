@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
+from ..options import cli_options
 from ._common import config_option
 
 
@@ -40,16 +41,7 @@ Examples:
 @config_option
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["auto", "onnx", "bioimageio"]), default="auto",
-              help="auto: bioimageio for a .zip OUTPUT, else onnx.")
-@click.option("--opset", type=click.IntRange(13), default=17, help="ONNX opset of the graph (onnx format).")
-@click.option("--name", default=None, help="bioimageio: model name [default: mpfpipe NET].")
-@click.option("--author", "authors", multiple=True, help="bioimageio: author name (repeatable) [default: unknown].")
-@click.option("--license", "license_", default="CC-BY-4.0", help="bioimageio: SPDX license of the weights.")
-@click.option("--sample", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="bioimageio: image whose top-left 128x128 crop is the test input [default: seeded noise].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (onnx format).")
+@cli_options("export")
 def export(model, output, fmt, opset, name, authors, license_, sample, overwrite, as_json):
     """Write MODEL (.safetensors) as OUTPUT: an ONNX file (the dense network from raw pixels to class
     probabilities, runnable by onnxruntime and any other ONNX runtime) or a bioimage.io model package. Needs the

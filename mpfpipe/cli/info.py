@@ -8,6 +8,7 @@ import click
 
 from ..errors import MpfError
 from . import cli
+from ..options import cli_options
 from ._common import config_option
 
 
@@ -139,8 +140,8 @@ def describe(path) -> dict:
         return model_info(path)
     if (path / "workflow.json").is_file():
         return run_info(path)
-    from ..segment.folder import STATE, _state
-    state = _state(path)
+    from ..segment.folder import STATE, read_state
+    state = read_state(path)
     if state is not None:  # folder inference: settings and the last run's summary
         return {"kind": "folder segmentation", "path": str(path), "complete": state.get("complete"),
                 "settings": state.get("settings"), "summary": state.get("summary"), "errors": state.get("errors"),
@@ -168,7 +169,8 @@ def _fmt_text(d: dict) -> str:
                   f"  new images    down-sampled by {d.get('downsample', 1)}; detection: "
                   + (f"flag when more than {d['detection']['threshold']:g} pixels of class "
                      f"{d['detection'].get('positive', 1)} (at the model's resolution; chosen on "
-                     f"{d['detection'].get('chosen_on', '?')})" if d.get("detection") else "no rule (any defect pixel)"),
+                     f"{d['detection'].get('chosen_on', '?')})" if d.get("detection")
+                     else "no rule (any defect pixel)"),
                   f"  sha256        {d['sha256']}"]
         if t:
             lines.append(f"  training      {t.get('optimizer')}, {t.get('steps')} steps ({t.get('status')}) on "
@@ -221,9 +223,7 @@ def _fmt_text(d: dict) -> str:
 @cli.command("info")
 @config_option
 @click.argument("path", type=click.Path())
-@click.option("--json", "json", is_flag=True, help="Print everything as JSON.")
-@click.option("--verify", is_flag=True, help="Datasets and segmentations: read every chunk back and compare it "
-                                            "with the checksum recorded when it was written (exit 1 if damaged).")
+@cli_options("info")
 def info_cmd(path, **kw):
     """Show what is in PATH: a model file (architecture, window, stride, classes, normalisation, training),
     a dataset (images, sizes, classes, class pixel counts, splits), a segmentation output (arrays,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from ..options import click_type
+from ..options import cli_options
 from ._common import config_option
 
 SYNTH_KINDS = ("em", "defects")
@@ -43,27 +43,7 @@ Examples:
 """)
 @click.argument("sources", nargs=-1, required=True)
 @click.argument("output", type=click.Path(dir_okay=True, file_okay=True))
-@click.option("--label-map", type=_Loose(), default=None,
-              help="Source label value -> class id, e.g. '0:1,255:0' (or 'ignore'); every value must be mapped.")
-@click.option("--positive", type=int, default=None,
-              help="Source label value that becomes class 1, all others class 0 (ISBI membranes: 0).")
-@click.option("--mask-threshold", type=click.IntRange(0, 65534), default=127,
-              help="Masks with values >= 32: class 1 where value > threshold (anti-aliased masks).")
-@click.option("--class-names", type=_Loose(), default=None, help="Comma-separated names of class ids 0, 1, ...")
-@click.option("--downsample", type=click.IntRange(min=1), default=1,
-              help="Integer down-sampling factor (block mean for images, block majority for labels).")
-@click.option("--split", type=_Loose(), default=None,
-              help="Train,val[,test] fractions, stratified by 'image holds a defect/positive pixel' "
-                   "(default: all images in train).")
-@click.option("--seed", type=int, default=0, help="Seed of the split and of synthetic data.")
-@click.option("--n-images", type=click.IntRange(min=1), default=None,
-              help="synthetic: number of images [default: em 8, defects 16].")
-@click.option("--size", default=None, help="synthetic: image size HxW [default: em 256x256, defects 128x128].")
-@click.option("--defect-fraction", type=click_type("synthetic", "defect_fraction"), default=0.3,
-              help="synthetic:defects: fraction of images with a defect.")
-@click.option("--variable-size", is_flag=True, help="synthetic:defects: draw each image size in [size/2, size].")
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+@cli_options("ingest command", **{n: {"type": _Loose()} for n in ("label_map", "class_names", "split")})
 @config_option
 @click.pass_context
 def ingest_cmd(ctx, sources, output, label_map, positive, mask_threshold, class_names, downsample, split, seed,

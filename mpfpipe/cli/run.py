@@ -6,6 +6,7 @@ import json as _json
 import click
 
 from . import cli
+from ..options import cli_options
 from ._common import config_option
 
 
@@ -40,24 +41,9 @@ Examples:
   mpfpipe run workflows/quickstart.yaml --dry-run          # show the resolved steps and parameters
 """)
 @click.argument("workflow", type=click.Path(dir_okay=False))
-@click.option("--set", "set", multiple=True, type=_KeyValue(),
-              help="Override a workflow parameter (repeatable), e.g. --set iterations=10 (in --config: a list "
-                   "such as set: [iterations=10, size=64x64]).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Run folder [default: runs/<workflow name>].")
-@click.option("--scheduler", default=None, help="Join a running Dask scheduler, e.g. tcp://host:8786.")
-@click.option("--scheduler-file", type=click.Path(dir_okay=False), default=None, help="Join via a scheduler file.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local cluster: worker processes [default: one per core]; with a scheduler: wait for this many.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Local cluster: Numba/BLAS threads per worker [default: cores // workers].")
-@click.option("--resume", is_flag=True, help="Continue an existing run folder: finished steps are skipped.")
-@click.option("--overwrite", is_flag=True, help="Clear an existing run folder and start again.")
-@click.option("--dry-run", is_flag=True, help="Check the workflow and print the resolved steps; run nothing.")
-@click.option("--json", "json", is_flag=True, help="Print the summary as JSON instead of Markdown.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@cli_options("run", set={"type": _KeyValue()})
 @config_option
-def run_cmd(workflow, out, scheduler, scheduler_file, workers, threads, resume, overwrite, dry_run,
+def run_cmd(workflow, out, scheduler, workers, threads, resume, overwrite, dry_run,
             progress, **kw):
     """Run the workflow WORKFLOW.yaml (ingest -> train -> segment -> evaluate) into a run folder.
 
@@ -68,10 +54,8 @@ def run_cmd(workflow, out, scheduler, scheduler_file, workers, threads, resume, 
     sets = kw["set"]
     if resume and overwrite:
         raise click.UsageError("give either --resume or --overwrite, not both")
-    if scheduler and scheduler_file:
-        raise click.UsageError("give either --scheduler or --scheduler-file, not both")
     try:
-        summary = run_workflow(workflow, list(sets), out=out, scheduler=scheduler, scheduler_file=scheduler_file,
+        summary = run_workflow(workflow, list(sets), out=out, scheduler=scheduler,
                                workers=workers, threads=threads, overwrite=overwrite, resume=resume,
                                progress=progress, echo=lambda msg: click.echo(msg, err=True), dry_run=dry_run)
     except KeyboardInterrupt:

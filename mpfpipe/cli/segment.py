@@ -6,26 +6,17 @@ import json
 import click
 
 from . import cli
-from ..options import click_type
+from ..options import cli_options
 from ._common import config_option
 
 
 def _block(ctx, param, value):
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        parts = [str(v) for v in value]
-    else:
-        parts = str(value).replace("x", ",").split(",")
+    from ..errors import DataError
+    from ..values import parse_block
     try:
-        sizes = tuple(int(p) for p in parts if p.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give Z,Y,X block sizes, e.g. 1,512,512", ctx=ctx, param=param) from None
-    if len(sizes) == 2:
-        sizes = (1, *sizes)
-    if len(sizes) != 3 or min(sizes) < 1:
-        raise click.BadParameter(f"{value!r}: give Z,Y,X (or Y,X) positive block sizes", ctx=ctx, param=param)
-    return sizes
+        return parse_block(value)
+    except DataError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 @cli.command()
@@ -33,55 +24,7 @@ def _block(ctx, param, value):
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("input")
 @click.argument("output")
-@click.option("--block", callback=_block, default="1,512,512",
-              help="Block size Z,Y,X (or Y,X): one output chunk per block; a Dask task runs up to 8 consecutive "
-                   "blocks, reading ahead and writing behind the forward passes (folder input: Y,X tiles of each "
-                   "down-sampled image, bounding memory; the result does not depend on it).")
-@click.option("--workers", type=click_type("segment", "workers"), default=None,
-              help="Local worker processes (default: one per core; 0 = no Dask, run in this process).")
-@click.option("--threads", type=click_type("segment", "threads"), default=None,
-              help="Kernel threads per worker (default: cores / workers).")
-@click.option("--scheduler", default=None, help="Join this Dask scheduler (address or scheduler file) instead.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT (otherwise an unfinished one resumes).")
-@click.option("--quantize", is_flag=True, help="Store probabilities as uint8 (round(255 p)) instead of float32.")
-@click.option("--threshold", type=click_type("segment", "threshold"), default=None,
-              help="Label = p[positive class] > THRESHOLD instead of the arg-max.")
-@click.option("--positive", type=click_type("segment", "positive"), default=1,
-              help="Class index that --threshold applies to.")
-@click.option("--levels", type=click_type("segment", "levels"), default=None,
-              help="Pyramid levels including full resolution, each halving y and x (default: down to a smaller side "
-                   "<= 256 pixels; 1 = no pyramid).")
-@click.option("--tta", is_flag=True,
-              help="Test-time augmentation: average the class probabilities over the 8 flips and 90-degree turns "
-                   "(8x the compute; exact for any block size).")
-@click.option("--detect-threshold", type=click_type("segment", "detect_threshold"), default=None,
-              help="Folder input: flag an image when its mask has more defect pixels than this (source pixels) "
-                   "[default: the model's rule chosen on validation, else 0].")
-@click.option("--include", multiple=True, metavar="GLOB",
-              help="Folder input: segment only images whose path relative to FOLDER matches (repeatable), e.g. "
-                   "'*.jpg' to leave out the magnetic tiles' PNG masks.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Folder input: leave out matching images (repeatable).")
-@click.option("--instances", is_flag=True,
-              help="Also write labels/instances: one id per object (seeded watershed of the membrane probability, "
-                   "region merging, minimum size), blockwise with ids joined across block faces; on a complete "
-                   "OUTPUT of the same model and input only this step runs. Its parameters: the options below, "
-                   "else the model's 'instances' metadata, else the defaults.")
-@click.option("--instance-threshold", type=click_type("segment", "instance_threshold"), default=None,
-              help="Instances: membrane probability below which a pixel is cell [0.5].")
-@click.option("--instance-seed-distance", type=click_type("segment", "instance_seed_distance"), default=None,
-              help="Instances: minimal distance in pixels between two seeds (maxima of the distance transform) [5].")
-@click.option("--instance-merge-threshold", type=click_type("segment", "instance_merge_threshold"), default=None,
-              help="Instances: join touching objects whose mean boundary probability is below this [0.4].")
-@click.option("--instance-min-size", type=click_type("segment", "instance_min_size"), default=None,
-              help="Instances: objects smaller than this (pixels per section) are absorbed by their neighbours [30].")
-@click.option("--instance-margin", type=click_type("segment", "instance_margin"), default=None,
-              help="Instances: context margin in pixels around each block [32].")
-@click.option("--link-slices", is_flag=True, default=None,
-              help="Instances: link the objects of consecutive sections into 3-D objects by overlap.")
-@click.option("--instance-link-overlap", type=click_type("segment", "instance_link_overlap"), default=None,
-              help="Instances with --link-slices: the overlap (fraction of the smaller object) that links [0.5].")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_options("segment", block={"callback": _block})
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
             levels, tta, detect_threshold, include, exclude, instances, instance_threshold, instance_seed_distance,
             instance_merge_threshold, instance_min_size, instance_margin, link_slices, instance_link_overlap, as_json,
@@ -99,7 +42,7 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
     down-sampling is applied to each image and the mask brought back to its size; a bad image is reported by
     name and the others go on; a rerun skips the images already done. The summary gives the seconds per image."""
     from ..segment import segment as run
-    from ..segment.folder import FolderSegmentError
+    from ..errors import FolderSegmentError
 
     kwargs = dict(block=block, workers=workers, threads=threads, scheduler=scheduler, quantize=quantize,
                   threshold=threshold, positive=positive, progress=not quiet, levels=levels, tta=tta,

@@ -4,17 +4,13 @@ import json
 import click
 
 from . import cli
+from ..options import cli_options
 from ._common import config_option
 
 
 @cli.command()
 @config_option
-@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float32", "float64"]),
-              help="Compute dtype(s) to compile for (repeatable) [default: float32, what training and segmentation "
-                   "use].")
-@click.option("--variant", "variants", multiple=True, type=click.Choice(["serial", "parallel"]),
-              help="Kernel builds to compile (repeatable): serial, what a process running one thread calls (the "
-                   "default cluster's workers), or parallel, for more threads [default: both].")
+@cli_options("warmup")
 def warmup(dtypes, variants):
     """Compile every kernel for this CPU into the cache, so that later processes (Dask workers, containers,
     segmentation blocks) start computing at once.

@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..options import check as check_options
 from .layout import IGNORE_INDEX, check_image_dtype
 from .sources import Item, resolve_sources
-from .splits import parse_split
+from ..values import parse_split
 from .writer import Record, check_output, write_dataset
 
 AUTO_IDENTITY_MAX = 32   # label values all below this are taken as class ids, otherwise thresholded

@@ -98,10 +98,17 @@ class Dataset:
                                 + (", or a union such as 'train+val'" if len(splits) > 1 else ""))
         if len(set(parts)) != len(parts):
             raise DataError(f"split {name!r} names a split twice")
-        idx = [int(i) for part in parts for i in splits[part]]
+        idx = [self._split_index(part, i) for part in parts for i in splits[part]]
         if not idx:
             raise DataError(f"split {name!r} of {self.path} is empty (ingest with --split to make one)")
         return idx if len(parts) == 1 else sorted(idx)
+
+    def _split_index(self, part: str, i) -> int:
+        # a split edited by hand (or written by another tool) may list an image the dataset does not have
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < self.n_images:
+            raise DataError(f"{self.path}: split {part!r} lists image {i!r}, but the dataset has {self.n_images} "
+                            f"image(s) (indices 0..{self.n_images - 1})")
+        return int(i)
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(self.attrs["splits"].get(name, [])) for name in SPLIT_NAMES}

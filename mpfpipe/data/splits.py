@@ -6,35 +6,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..values import parse_split  # noqa: F401 - also its old import path
 from .layout import SPLIT_NAMES
-
-
-def parse_split(split) -> tuple[float, float, float] | None:
-    """``None``, a ``(train, val[, test])`` sequence of fractions, or a string ``"0.6,0.2,0.2"`` -> 3 fractions.
-
-    With two fractions the test split gets the rest. The fractions must be >= 0, sum to 1, and train > 0.
-    """
-    if split is None:
-        return None
-    if isinstance(split, str):
-        try:
-            split = [float(s) for s in split.replace(":", ",").split(",") if s.strip()]
-        except ValueError:
-            raise DataError(f"split {split!r}: expected fractions like '0.6,0.2,0.2' (train,val,test)") from None
-    try:
-        fr = [float(s) for s in split]
-    except (TypeError, ValueError):
-        raise DataError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test])") from None
-    if len(fr) == 2:
-        fr.append(1.0 - sum(fr))
-    if len(fr) != 3:
-        raise DataError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test]), got {len(fr)}")
-    if any(not np.isfinite(f) or f < -1e-9 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-        raise DataError(f"split {split!r}: fractions must be >= 0 and sum to 1")
-    if fr[0] <= 0:
-        raise DataError(f"split {split!r}: the train fraction must be > 0")
-    fr = [max(0.0, f) for f in fr]
-    return (fr[0], fr[1], fr[2])
 
 
 def _allocate(n: int, fractions: Sequence[float]) -> list[int]:

@@ -16,25 +16,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..options import check as check_options
+from ..values import parse_size
 from .writer import Record, check_output, write_dataset
-
-
-def parse_size(size) -> tuple[int, int]:
-    """``256``, ``(256, 320)`` or ``"256x320"`` -> (h, w)."""
-    try:
-        if isinstance(size, str):
-            parts = [int(s) for s in size.lower().replace("*", "x").split("x")]
-        elif isinstance(size, (int, np.integer)):
-            parts = [int(size)]
-        else:
-            parts = [int(s) for s in size]
-    except (TypeError, ValueError):
-        raise DataError(f"size {size!r}: expected HxW like 256x256") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 16 or max(parts) > 8192:
-        raise DataError(f"size {size!r}: expected HxW with 16 <= H, W <= 8192")
-    return parts[0], parts[1]
 
 
 def _smooth_noise(rng, shape, sigma):
@@ -149,7 +132,7 @@ def _write(output, kind, gen, n_images, sizes, seed, split, overwrite, progress,
 def synth_em(output, n_images: int = 8, size=(256, 256), seed: int = 0, split=None, overwrite: bool = False,
              progress: bool = False, cell_size: float = 40.0):
     """Write an EM-like dataset (classes cell, membrane) of ``n_images`` images of ``size`` (h, w)."""
-    check_options("synthetic", locals())
+    check_options("synth_em", locals())
     h, w = parse_size(size)
 
     def gen(rng, i, hh, ww):
@@ -163,7 +146,7 @@ def synth_defects(output, n_images: int = 16, size=(128, 128), defect_fraction: 
     """Write a surface-defect dataset (classes background, defect): ``round(defect_fraction * n_images)``
     images (at least one when the fraction is > 0) hold a defect, at seeded positions. With ``variable_size``
     each image's height and width are drawn between half and all of ``size``."""
-    check_options("synthetic", locals())
+    check_options("synth_defects", locals())
     h, w = parse_size(size)
     if not 0.0 <= defect_fraction <= 1.0:
         raise DataError(f"defect_fraction {defect_fraction!r} must be within 0..1")

@@ -8,10 +8,11 @@ Reported (see `metrics` for the exact definitions): pixel error and per-class Io
 V_rand swept over thresholds with the best threshold and ``rand_error`` = 1 - V_rand; the challenge's ranking
 scores after border thinning exactly as its leaderboard computes them, ``isbi2012`` (``v_rand_thinned``,
 ``v_info_thinned``) and ``voi`` (``split``, ``merge``; see `official`: its own thresholds 0.0, 0.1, ... 1.0); with
-``instances``, the instance scores (`instances`); the challenge's own "pixel error" (1 - the maximal F-score of the non-positive class over the same thresholds; 2 classes); the
-paper's balanced per-pixel error (5,000 positive and 5,000 negative pixels, seeded); image-level detection (an
-image is flagged when its predicted positive-pixel count exceeds a threshold chosen on the validation split;
-confusion matrix and error on the test split). With ``output``, writes ``report.json`` and ``overlay_zNNNN.png`` there.
+``instances``, the instance scores (`instances`); the challenge's own "pixel error" (1 - the maximal F-score of
+the non-positive class over the same thresholds; 2 classes); the paper's balanced per-pixel error (5,000
+positive and 5,000 negative pixels, seeded); image-level detection (an image is flagged when its predicted
+positive-pixel count exceeds a threshold chosen on the validation split; confusion matrix and error on the test
+split). With ``output``, writes ``report.json`` and ``overlay_zNNNN.png`` there.
 """
 from __future__ import annotations
 

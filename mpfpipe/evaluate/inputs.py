@@ -144,14 +144,14 @@ def overlay_image(pred: Prediction, truth: Truth, i: int, image=None):
             if isinstance(image, np.ndarray):
                 arr = image
             else:
-                from ..segment.volume import open_volume
+                from ..data.volume import open_volume
                 vol = open_volume(image)
                 h, w = vol.slice_size(i)
                 return vol.read(i, i + 1, (0, h), (0, w))[0, 0]
             return arr[i] if arr.ndim == 3 else arr
         src = pred.source.get("input") if pred.source else None
         if src and src.get("path"):
-            from ..segment.volume import open_volume
+            from ..data.volume import open_volume
             vol = open_volume(src["path"] if not src.get("array") or src.get("kind") == "dataset"
                               else f"{src['path']}/{src['array']}")
             h, w = vol.slice_size(i)

@@ -159,7 +159,10 @@ def sweep(proposals, truth_segs, *, thresholds=THRESHOLDS) -> tuple[dict, dict]:
 
     br, bi = best("v_rand"), best("v_info")
     nan = float("nan")
-    pick = (lambda row, k, default=0.0: row[k] if row else default)
+
+    def pick(row, k, default=0.0):
+        return row[k] if row else default
+
     isbi = {"v_rand_thinned": pick(br, "v_rand"), "v_rand_threshold": pick(br, "threshold", nan),
             "rand_split": pick(br, "rand_split", nan), "rand_merge": pick(br, "rand_merge", nan),
             "v_info_thinned": pick(bi, "v_info"), "v_info_threshold": pick(bi, "threshold", nan),

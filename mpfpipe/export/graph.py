@@ -25,17 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from ..arch import ConvOp, PoolOp
-from ..errors import MpfError, OutputExistsError
+from ..errors import ExportError, OutputExistsError
 from ..fragment import PAD_MODE
 from ..model import Model, load_model, read_metadata
 
 OPSET = 17  # Conv / MaxPool with dilations, Softmax over one axis (13+), GreaterOrEqual (12+)
 IR_VERSION = 8  # the IR of opset 17, so that runtimes older than the installed onnx package still load the file
 _A, _B = 1.7159, 2.0 / 3.0  # Ciresan's scaled tanh A tanh(B x), as mpfpipe.kernels._act
-
-
-class ExportError(MpfError):
-    """The model cannot be exported (or the onnx package is missing)."""
 
 
 @dataclass

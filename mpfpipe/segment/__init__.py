@@ -4,15 +4,17 @@
     result = segment("model.safetensors", "volume.zarr", "seg.ome.zarr", block=(1, 512, 512))
     print(result.summary())
 
-See `mpfpipe.segment.run` (orchestration), `.blocks` (grid, halo mirroring, per-block compute), `.volume`
+See `mpfpipe.segment.run` (orchestration), `.blocks` (grid, halo mirroring, per-block compute), `mpfpipe.data.volume`
 (inputs) and `.omezarr` (output layout and done markers). A folder of image files goes to `.folder` (masks and a
 detection list, image by image; `.imagefiles` finds, decodes and writes the files).
 """
 from .blocks import D4, Block, block_grid, reflect
-from .folder import FolderResult, FolderSegmentError, segment_folder
+from ..errors import FolderSegmentError
+from .folder import FolderResult, segment_folder
 from .omezarr import read_done
-from .run import DEFAULT_BLOCK, SegmentError, SegmentResult, dask_client, segment
-from .volume import Volume, open_volume
+from ..errors import SegmentError
+from .run import DEFAULT_BLOCK, SegmentResult, segment
+from ..data.volume import Volume, open_volume
 
 __all__ = ["Block", "D4", "DEFAULT_BLOCK", "FolderResult", "FolderSegmentError", "SegmentError", "SegmentResult",
-           "Volume", "block_grid", "dask_client", "open_volume", "read_done", "reflect", "segment", "segment_folder"]
+           "Volume", "block_grid", "open_volume", "read_done", "reflect", "segment", "segment_folder"]

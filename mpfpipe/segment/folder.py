@@ -37,23 +37,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, _lock, _safety, _stop
-from ..errors import DataError, MpfError, OutputExistsError
+from .. import __version__, _lock, _safety
+from ..cluster import task_runner
+from ..errors import DataError, FolderSegmentError, MpfError, OutputExistsError
+from ..options import OPTIONS
 from .blocks import Engine, block_grid, compute_block
-from .imagefiles import (atomic_write, find_images, is_image_folder, mask_names, png_bytes,  # noqa: F401
-                         read_image, source_stamp, upsample_labels)
+from .imagefiles import (atomic_write, find_images, mask_names, png_bytes, read_image, source_stamp,
+                         upsample_labels)
 
 FORMAT = "mpfpipe-folder-segmentation"
 STATE = "mpfpipe.json"     # OUTDIR/mpfpipe.json: format, settings, summary (recognised by mpfpipe._safety)
 CSV_COLUMNS = ("image", "height", "width", "defect_pixels", "flagged", "max_probability", "error")
-
-
-class FolderSegmentError(MpfError):
-    """Some images failed; the others have their results and a rerun retries the failed ones."""
-
-    def __init__(self, message: str, result: "FolderResult | None" = None):
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass
@@ -150,7 +144,7 @@ def _read_marker(out: Path, mask_rel: str, src: Path) -> dict | None:
     return None
 
 
-def _state(out: Path) -> dict | None:
+def read_state(out: Path) -> dict | None:
     try:
         doc = json.loads((out / STATE).read_text())
     except (OSError, ValueError):
@@ -162,7 +156,7 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> None:
     """Create OUTDIR, or continue it when it was made with the same settings; ``overwrite`` empties an OUTDIR
     that mpfpipe made (only that: `mpfpipe._safety`)."""
     import shutil
-    state = _state(out)
+    state = read_state(out)
     if state is not None and (overwrite or state.get("settings") != settings):
         if not overwrite:
             old = state.get("settings", {})
@@ -176,7 +170,7 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    if _state(out) is None:
+    if read_state(out) is None:
         atomic_write(out / STATE, json.dumps({"format": FORMAT, "mpfpipe_version": __version__,
                                                "settings": settings, "complete": False}, indent=2).encode())
 
@@ -193,7 +187,7 @@ def _detection_threshold(model, detect_threshold, f: int) -> tuple[float, str]:
 
 
 @_lock.locked("output", "segmentation")
-def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int | None = None,
+def segment_folder(model, folder, output, *, block=OPTIONS["segment"]["block"].default, workers: int | None = None,
                    threads: int | None = None, scheduler: str | None = None, overwrite: bool = False,
                    threshold: float | None = None, positive: int = 1, progress: bool = True,
                    dtype: str = "float32", tta: bool = False, detect_threshold: float | None = None,
@@ -203,9 +197,8 @@ def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int |
     ``threshold`` / ``positive``: label = p[positive] > threshold instead of the arg-max; ``detect_threshold``:
     flag images with more defect pixels than this (source pixels) instead of the model's rule; ``include`` /
     ``exclude``: globs on the path relative to ``folder`` (e.g. ``*.jpg``)."""
-    from ..model import load_model
+    from ..model import load_model, model_record
     from ..options import check as check_options
-    from .run import _model_meta
 
     check_options("segment", locals())
     model_path, folder, out = Path(model), Path(folder), Path(output)
@@ -231,7 +224,7 @@ def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int |
         raise DataError(f"no JPEG, PNG or TIFF images found under {folder}"
                         + (f" matching {', '.join(include)}" if include else ""))
     masks = mask_names(rels)
-    mmeta = _model_meta(model_path, mdl)
+    mmeta = model_record(model_path)
     settings = {"model_sha256": mmeta["sha256"], "input": str(folder.absolute()), "downsample": f,
                 "threshold": threshold, "positive": pos, "tta": bool(tta), "dtype": dtype}
     _prepare(out, settings, overwrite)
@@ -304,30 +297,10 @@ def _write_csv(path: Path, rels, results: dict, errors: dict, threshold: float) 
 
 def _run(engine, job, todo, masks, workers, threads, scheduler):
     """Yield (image, marker or exception, startup seconds, seconds since the first submit) as images finish."""
-    t0 = time.perf_counter()
-    if workers == 0 and not scheduler:
-        for rel in todo:
-            try:
-                out = image_task(engine, job, rel, masks[rel])
-            except Exception as exc:  # noqa: BLE001 - as on a cluster: reported by name, the others go on
-                out = exc
-            yield rel, out, 0.0, time.perf_counter() - t0
-        return
-    from distributed import as_completed
-
-    from .run import dask_client
-    with dask_client(workers, threads, scheduler) as client:
-        startup = time.perf_counter() - t0
+    with task_runner(workers, threads, scheduler) as runner:
         t1 = time.perf_counter()
-        eng = client.scatter(engine, broadcast=True)
-        futures = {client.submit(image_task, eng, job, rel, masks[rel], retries=0,
-                                 key=f"mpf-image-{i}-{time.time_ns()}"): rel for i, rel in enumerate(todo)}
-        for fut in as_completed(futures):
-            _stop.check()
-            rel = futures[fut]
-            try:
-                out = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a failed image is reported, the others go on
-                out = exc
-            fut.release()
-            yield rel, out, startup, time.perf_counter() - t1
+        eng = runner.scatter(engine)
+        futures = {runner.submit(image_task, eng, job, rel, masks[rel], key=f"mpf-image-{i}-{time.time_ns()}"): rel
+                   for i, rel in enumerate(todo)}
+        for fut, out in runner.completed(futures):
+            yield futures[fut], out, runner.startup, time.perf_counter() - t1

@@ -202,9 +202,10 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
     if done_labels is not None and (overwrite or done_labels.get("settings") != settings
                                     or done_labels.get("complete")):
         if not overwrite:
-            raise OutputExistsError(f"{output} has {'complete' if done_labels.get('complete') else 'unfinished'} "
-                                    f"labels/instances made with {'the same' if done_labels.get('settings') == settings else 'other'} "
-                                    "settings; pass --overwrite to recompute them")
+            state = "complete" if done_labels.get("complete") else "unfinished"
+            same = "the same" if done_labels.get("settings") == settings else "other"
+            raise OutputExistsError(f"{output} has {state} labels/instances made with {same} settings; pass "
+                                    "--overwrite to recompute them")
         store.remove(out)
     work = store.work_state(out)
     if work is not None and (work.get("settings") != settings or overwrite):

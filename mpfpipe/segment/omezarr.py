@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError  # noqa: F401
 
 FORMAT = "mpfpipe-segmentation"
 FORMAT_VERSION = 1
@@ -106,9 +105,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
     K = len(class_names)
     Z, Y, X = volume.shape
     two_d = volume.two_d
-    spatial = (Y, X) if two_d else (Z, Y, X)
     chunk = tuple(min(b, n) for b, n in zip(block, volume.shape))
-    schunk = chunk[1:] if two_d else chunk
     comp = [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     pdtype = np.uint8 if quantize else np.float32

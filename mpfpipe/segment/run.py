@@ -17,32 +17,22 @@ cluster (address or scheduler file; the input and output paths must then be visi
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, _lock, _safety, _stop
-from ..errors import ClusterError, DataError, MpfError, OutputExistsError
+from .. import __version__, _lock, _safety
+from ..cluster import task_runner
+from ..errors import DataError, MpfError, OutputExistsError, SegmentError
+from ..options import OPTIONS
 from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid
 from .tasks import blocks_task, group_blocks, level_task
-from .volume import Volume, open_volume
+from ..data.volume import Volume, open_volume
 
-DEFAULT_BLOCK = (1, 512, 512)
-# The local cluster's housekeeping, slowed: the workers' profiler (every 10 ms), event-loop ticks (20 ms) and memory
-# polls (100 ms) took ~4 % of a core in an idle 2-worker cluster's driver and ~3 % per worker, CPU that the blocks
-# of a 2-core machine lack; blocks take ~1 s, so nothing we use is lost (memory limits still act within a second).
-QUIET_CLUSTER = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
-                 "distributed.admin.system-monitor.interval": "2s",
-                 "distributed.worker.memory.monitor-interval": "1s"}
-
-
-class SegmentError(MpfError):
-    """Some blocks failed; the output is left incomplete and a rerun retries them."""
+DEFAULT_BLOCK = OPTIONS["segment"]["block"].default  # (1, 512, 512), declared once
 
 
 @dataclass
@@ -77,64 +67,6 @@ class SegmentResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _split_cores(workers: int | None, threads: int | None) -> tuple[int, int]:
-    n = cores()
-    if workers is None and threads is None:
-        return n, 1
-    if workers is None:
-        return max(1, n // threads), threads
-    if threads is None:
-        return workers, max(1, n // max(workers, 1))
-    return workers, threads
-
-
-@contextlib.contextmanager
-def dask_client(workers: int | None = None, threads: int | None = None, scheduler: str | None = None):
-    """A distributed Client: joins ``scheduler`` (address or scheduler-file path), or starts a LocalCluster of
-    worker processes on loopback with one task slot per worker and ``threads`` kernel threads each."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    from .._runtime import prespawn_config, worker_env
-
-    if scheduler:
-        try:
-            if Path(scheduler).is_file():
-                client = Client(scheduler_file=scheduler)
-            else:
-                client = Client(scheduler)
-        except (OSError, ValueError) as exc:
-            raise ClusterError(f"cannot reach the Dask scheduler {scheduler} ({type(exc).__name__}: {exc}); is it "
-                               "running and is the address right?") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    workers, threads = _split_cores(workers, threads)
-    env = worker_env(threads)
-    with dask.config.set({**prespawn_config(), **QUIET_CLUSTER}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False}, env=env,
-                         silence_logs=50) as cluster, Client(cluster) as client:
-        yield client
-
-
-def _model_meta(model_path: Path, model) -> dict:
-    from ..model import read_metadata
-    meta = read_metadata(model_path)
-    return {"path": str(model_path.absolute()), "sha256": meta.get("sha256"), "architecture": meta.get("architecture"),
-            "class_names": meta.get("class_names"), "normalisation": meta.get("normalisation"),
-            "padding": meta.get("padding"), "provenance": meta.get("provenance", {})}
 
 
 def _check_compatible(model, volume) -> None:
@@ -213,9 +145,10 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     A folder of image files (searched recursively) is segmented image by image instead: see `folder.segment_folder`
     (``output`` is then a folder of PNG masks and ``detections.csv``; ``detect_threshold``, ``include`` and
     ``exclude`` apply to folders only)."""
-    from ..model import load_model
+    from ..model import load_model, model_record
     from ..options import check as check_options
-    from .folder import is_image_folder, segment_folder
+    from .folder import segment_folder
+    from .imagefiles import is_image_folder
 
     check_options("segment", locals())
     if not isinstance(input, Volume) and is_image_folder(input):
@@ -250,7 +183,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     output = Path(output)
     # never write over / into an input, nor over anything that is not an mpfpipe segmentation (mpfpipe._safety)
     _safety.check_output(output, kinds=("segmentation",), inputs=[model_path, volume.path], overwrite=True)
-    mmeta = _model_meta(model_path, mdl)
+    mmeta = model_record(model_path)
     settings = _settings(mmeta, volume, chunk, quantize, threshold, positive, levels, bool(tta))
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,
             "input": {"path": volume.path, "kind": volume.kind, "array": volume.array, "shape": list(volume.shape),
@@ -328,46 +261,17 @@ def _voxel_counter(volume):
 def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, scheduler):
     """Yield (level, block, result dict or exception) as blocks finish. ``tasks``: (level, block) pairs, levels
     ascending; level-0 blocks run a few per task (`tasks.blocks_task`), a pyramid block waits for the tasks of its
-    sources among them (the others are done already)."""
-    def sources(level, block):
-        return pyramid.source_indices(volume.shape, chunk, level, block)
-
-    def outcomes(level, results):
-        for r in results:
-            err = r.get("error")
-            yield level, blocks_by_index[r["index"]], err if err is not None else r
-
+    sources among them (the others are done already). In this process (``workers=0``) a block's exception that is
+    not an `MpfError` is a bug, not bad data: it surfaces here (no Dask to report it)."""
     level0 = [b for level, b in tasks if level == 0]
     blocks_by_index = {b.index: b for b in level0}
-    if workers == 0 and not scheduler:
-        failed = set()
-        for group in group_blocks(level0, 1):
-            for item in outcomes(0, blocks_task(engine, volume, out_path, token, group)):
-                if isinstance(item[2], BaseException):
-                    if not isinstance(item[2], MpfError):
-                        raise item[2]  # a bug, not bad data: let it surface here (no Dask to report it)
-                    failed.add((0, item[1].index))
-                yield item
-        for level, b in (t for t in tasks if t[0] > 0):
-            try:
-                bad = [i for i in sources(level, b) if (level - 1, i) in failed]
-                if bad:
-                    raise SegmentError(f"its source block {bad[0]} of level {level - 1} failed")
-                yield level, b, level_task(out_path, volume.two_d, token, level, b, [])
-            except MpfError as exc:
-                failed.add((level, b.index))
-                yield level, b, exc
-        return
-    from distributed import as_completed
-
-    with dask_client(workers, threads, scheduler) as client:
-        eng = client.scatter(engine, broadcast=True)
-        slots = sum(client.nthreads().values()) or 1
+    with task_runner(workers, threads, scheduler) as runner:
+        eng = runner.scatter(engine)
         futures, by_index = {}, {}
         stamp = time.time_ns()
-        for group in group_blocks(level0, slots):
+        for group in group_blocks(level0, runner.slots()):
             key = f"mpf-blocks-{token}-0-{'-'.join(map(str, group[0].index))}-{len(group)}-{stamp}"
-            fut = client.submit(blocks_task, eng, volume, out_path, token, group, retries=1, key=key)
+            fut = runner.submit(blocks_task, eng, volume, out_path, token, group, retries=1, key=key)
             futures[fut] = (0, group)
             for b in group:
                 by_index[(0, b.index)] = fut
@@ -375,24 +279,25 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
             if level == 0:
                 continue
             key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{stamp}"
-            needed = sources(level, b)
+            needed = pyramid.source_indices(volume.shape, chunk, level, b)
             deps = list(dict.fromkeys(by_index[(level - 1, i)] for i in needed if (level - 1, i) in by_index))
-            fut = client.submit(level_task, out_path, volume.two_d, token, level, b, needed, *deps, retries=1,
+            fut = runner.submit(level_task, out_path, volume.two_d, token, level, b, needed, *deps, retries=1,
                                 key=key)
             futures[fut] = (level, b)
             by_index[(level, b.index)] = fut
         by_index.clear()  # the scheduler keeps what the pyramid tasks still need
-        for fut in as_completed(futures):
-            _stop.check()
+        for fut, result in runner.completed(futures):
             level, what = futures[fut]
-            try:
-                result = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a failed task is reported, the others go on
+            if isinstance(result, BaseException):
+                if runner.local and not isinstance(result, MpfError):
+                    raise result
                 for b in (what if level == 0 else [what]):
-                    yield level, b, exc
+                    yield level, b, result
+            elif level == 0:
+                for r in result:
+                    err = r.get("error")
+                    if runner.local and err is not None and not isinstance(err, MpfError):
+                        raise err
+                    yield 0, blocks_by_index[r["index"]], err if err is not None else r
             else:
-                if level == 0:
-                    yield from outcomes(0, result)
-                else:
-                    yield level, what, result
-            fut.release()
+                yield level, what, result

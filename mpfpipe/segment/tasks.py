@@ -4,8 +4,9 @@ A level-0 task takes a few consecutive blocks (`group_blocks`) and keeps the wor
 a helper thread reads block i + 1 (with its halo) and writes block i - 1 (compressing its chunks, then its done
 marker and checksums) while the task thread runs block i's forward pass. Reads and writes wait on the disk and on
 Zarr's I/O thread as much as they compute; done in the task thread they left the core idle for ~3 % of a 512²
-block on the development VM (a 5-8 ms read and a ~20 ms write against a ~1 s forward pass). Every block still writes only its own chunks, then its done marker, so resuming,
-checksums and the output are exactly those of one task per block. A block that fails is reported on its own; the
+block on the development VM (a 5-8 ms read and a ~20 ms write against a ~1 s forward pass). Every block still
+writes only its own chunks, then its done marker, so resuming, checksums and the output are exactly those of one
+task per block. A block that fails is reported on its own; the
 others of its task go on.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ..errors import SegmentError
 from . import omezarr, pyramid
 from .blocks import Engine, forward_block, peak_rss_bytes, read_block
 
@@ -90,7 +92,6 @@ def level_task(out_path: str, two_d: bool, token: str, level: int, block, needed
               if "error" in r}
     bad = [i for i in needed if tuple(i) in failed]
     if bad:
-        from .run import SegmentError
         raise SegmentError(f"its source block {bad[0]} of level {level - 1} failed")
     t0, c0 = time.perf_counter(), time.process_time()
     writer = omezarr.Writer.get(out_path, two_d, token)

@@ -8,12 +8,12 @@ there, or streamed from Zarr for data larger than the workers' memory) and reduc
 results in a fixed tree in float64, so the result is bit-identical on any cluster. Optimisers (`optim`) take
 synchronous steps; a checkpoint (`checkpoint`) is written after every step.
 
-Modules: `cluster` (LocalCluster / join a scheduler, threads per worker), `chunks` (the chunk plan and tree),
+Modules: `chunks` (the chunk plan and tree),
 `tasks` (what the workers run), `oracle` (the evaluation on Dask), `optim` (GD-Armijo, L-BFGS, SGD-Armijo, Adam),
-`checkpoint`, `settings` (time budget, class weights), `report` (log, PNG, summary), `driver` (`train`), `bench` and
-`costmodel` (distributed timings).
+`checkpoint`, `settings` (class weights, streaming), `report` (log, PNG, summary), `driver` (`train`). The cluster
+is `mpfpipe.cluster`; the distributed timings are `mpfpipe.bench.distributed` and `mpfpipe.bench.costmodel`.
 """
-from .cluster import ClusterHandle, choose_layout, connect
+from ..cluster import ClusterHandle, choose_layout, connect  # their old import path: mpfpipe.cluster now
 from .driver import TrainResult, class_weights, train
 from .oracle import DaskOracle, Eval, LocalOracle
 from .tasks import tree_sum

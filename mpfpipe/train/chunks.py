@@ -10,7 +10,7 @@ Why this plan. It must be a pure function of the batch (image indices and sizes,
 the worker count, placement or timing, so the summation order -- and therefore every bit of the reduced gradient
 -- is the same on any cluster. Sizing:
 
-- each image's cost is estimated from its pixels: ``IMAGE_OVERHEAD`` plus the dense job's flops (``bench.flops``,
+- each image's cost is estimated from its pixels: ``IMAGE_OVERHEAD`` plus the dense job's flops (``cost.flops``,
   training = forward + both gradients) at ``REFERENCE_RATE``, the rate one thread of the 2-core development VM
   reached on the steel net (~25 GFLOP/s at 100x100, 12 ms a step measured by ``mpfpipe bench``; the GEMM-bound
   n3 / n4 run faster, so their estimate is pessimistic, which only makes their chunks smaller);
@@ -55,7 +55,7 @@ TAIL_SPLIT = 4             # run dry
 
 def image_cost(net, h: int, w: int, phase: str = "train") -> float:
     """Estimated seconds of one image's fragment pass at one thread (``phase`` "train" or "infer")."""
-    from ..bench import flops
+    from ..cost import flops
     return IMAGE_OVERHEAD + flops(net, True, (int(h), int(w)), phase) / REFERENCE_RATE
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _lock, _safety, _stop
 from ..arch import PRESETS, Net, load_net, preset
+from ..cluster import connect, worker_memory
 from ..errors import ClusterError, TrainingError
 from ..model import Model, save_model
 from ..options import check as check_options
@@ -18,10 +19,9 @@ from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import CheckpointWriter, load_checkpoint
 from .settings import class_weights, parse_duration, per_pixel, should_stream  # noqa: F401 - part of this module's API
-from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
-from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state
+from .optim import DEFAULT_LR, MINIBATCH, STEPS, OptimConfig, init_state
 from .report import append_log, format_summary, plot_losses, write_log
 
 RESUME_FREE = ("epochs", "gtol", "validate_every", "max_time")  # options a resumed run may change
@@ -58,16 +58,21 @@ def _augment_spec(augment, net: Net):
 
 
 @_lock.locked("out", "training output")
-def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", epochs: int = 10,
+def train(dataset, net="n4", *,
+          # what to learn
+          maps: int | None = None, hidden: int | None = None, optimizer: str = "gd", epochs: int = 10,
           batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10,
-          balance: bool = True, augment=None,
-          seed: int = 0, dtype: str = "float32", workers: int | None = None, threads: int | None = None,
-          scheduler: str | None = None, scheduler_file: str | None = None, host: str = "127.0.0.1",
-          timeout: float = 10.0, stream: bool | None = None, resume: bool = False, overwrite: bool = False,
-          checkpoint=None, log=None, plot=None, max_steps: int | None = None, max_time=None, gtol: float = 0.0,
+          balance: bool = True, augment=None, seed: int = 0, dtype: str = "float32", gtol: float = 0.0,
           validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
-          maps: int | None = None, hidden: int | None = None, progress: bool = True, echo=None,
-          client=None, stop: bool = False, chunk_seconds: float = CHUNK_SECONDS) -> TrainResult:
+          chunk_seconds: float = CHUNK_SECONDS,
+          # where to run
+          workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
+          scheduler_file: str | None = None, host: str = "127.0.0.1", timeout: float = 10.0,
+          stream: bool | None = None, client=None,
+          # what to write
+          out="model.safetensors", checkpoint=None, log=None, plot=None, resume: bool = False, stop: bool = False,
+          overwrite: bool = False, max_steps: int | None = None, max_time=None, progress: bool = True,
+          echo=None) -> TrainResult:
     """Train ``net`` on the ``train_split`` images of ``dataset`` (a path or an opened Dataset) with
     ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
@@ -85,15 +90,11 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
 
     from ..data import open_dataset
 
-    check_options("train", locals())
+    v = check_options("train", locals())  # the only check of the declared ranges; its normalised values are used
+    epochs, batch_size, memory, lr_halflife, seed, gtol, validate_every, chunk_seconds = (v[k] for k in (
+        "epochs", "batch_size", "memory", "lr_halflife", "seed", "gtol", "validate_every", "chunk_seconds"))
     say = echo or (lambda *_: None)
-    if optimizer not in OPTIMIZERS:
-        raise TrainingError(f"unknown optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
-    if lr is None:
-        lr = DEFAULT_LR.get(optimizer, 1.0)
-    if epochs < 0 or batch_size < 1 or memory < 1 or lr <= 0 or validate_every < 1 or lr_halflife < 0:
-        raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1, "
-                            "lr_halflife >= 0")
+    lr = DEFAULT_LR.get(optimizer, 1.0) if v["lr"] is None else v["lr"]
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     net = _net(net, ds, maps, hidden)
     out = Path(out)

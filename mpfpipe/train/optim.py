@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OPTIMIZERS = ("gd", "lbfgs", "sgd", "adam")
+from ..options import OPTIMIZERS  # noqa: F401 - declared once there; its old import path
+
 MINIBATCH = ("sgd", "adam")     # one step = one batch of images (the others: one step = the whole training split)
 DEFAULT_LR = {"adam": 1e-3}     # the others: the first trial step of the line search, 1.0
 

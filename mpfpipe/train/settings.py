@@ -1,30 +1,12 @@
-"""Settings of a training run, shared by the driver, the options table and the benchmarks: the training-time
-budget (`parse_duration`), the class weights of the loss (`class_weights`, `per_pixel`) and whether the workers
-hold the images or stream them from Zarr (`should_stream`)."""
+"""Settings of a training run, shared by the driver and the benchmarks: the class weights of the loss
+(`class_weights`, `per_pixel`) and whether the workers hold the images or stream them from Zarr (`should_stream`).
+The training-time budget is parsed by `mpfpipe.values.parse_duration`."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TrainingError
 from ..loss import balanced_weights
-
-
-def parse_duration(value) -> float | None:
-    """Seconds from a number or a string with a unit: "7200", "7200s", "90m", "2h", "1.5h"; None stays None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
-        try:
-            seconds = float(text[:-1] if scale else text) * (scale or 1.0)
-        except ValueError:
-            raise TrainingError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
-    if not seconds > 0:
-        raise TrainingError(f"max_time: {value!r} must be positive")
-    return seconds
+from ..values import parse_duration  # noqa: F401 - its old import path
 
 
 def class_weights(counts, balance: bool) -> np.ndarray:

@@ -98,7 +98,7 @@ def run_workflow(path, sets=None, *, out=None, scheduler: str | None = None, sch
     state = _prepare_run_dir(run_dir, wf, steps, overwrite, resume)
     _write_json(_state_path(run_dir), state)
 
-    from ..train import connect
+    from ..cluster import connect
     t_start = time.perf_counter()
     handle = None
     results = {}

@@ -1,55 +1,37 @@
 """Workflow files: loading, parameters, validation against the APIs, and the resolved plan of steps."""
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..errors import MpfError
+from ..errors import WorkflowError
+from ..options import api_options
 from ..options import check as check_options
 
 KINDS = ("ingest", "train", "segment", "evaluate")
 TOP_KEYS = {"name", "description", "params", "steps"}
 BUILTINS = ("run", "workflow_dir")
 _VAR = re.compile(r"\$\{([^}]*)\}")
-
-
-class WorkflowError(MpfError):
-    """A workflow file is invalid, or a parameter / input of it is wrong."""
+_REQUIRED = object()  # an option a step must give
 
 
 # ------------------------------------------------------------------------------------------------ options
 def _api_options(kind: str, synthetic: str | None = None) -> dict:
-    """Options a step of ``kind`` accepts: name -> default (``inspect._empty`` when required)."""
-    if kind == "ingest":
-        from ..data import ingest, synth_defects, synth_em
-        fn = {"em": synth_em, "defects": synth_defects}.get(synthetic, ingest)
-        skip = {"output", "overwrite", "progress", "sources"}
-        opts = {n: p.default for n, p in inspect.signature(fn).parameters.items() if n not in skip}
-        opts["source"] = inspect._empty
-        return opts
+    """Options a step of ``kind`` accepts (from their declarations, `mpfpipe.options`): name -> default
+    (``_REQUIRED`` when required)."""
+    if kind == "ingest":  # the declarations say which options a step may set (the run decides the others)
+        return {**api_options(f"synth_{synthetic}" if synthetic else "ingest"), "source": _REQUIRED}
     if kind == "train":
-        from ..train import train
-        skip = {"dataset", "out", "checkpoint", "log", "plot", "resume", "overwrite", "scheduler", "scheduler_file",
-                "workers", "threads", "host", "progress", "echo", "client"}
-        opts = {n: p.default for n, p in inspect.signature(train).parameters.items() if n not in skip}
-        opts["dataset"] = None
-        return opts
+        return {**api_options("train"), "dataset": None}
     if kind == "segment":
-        from ..segment import segment
-        skip = {"model", "input", "output", "workers", "scheduler", "overwrite", "progress"}
-        opts = {n: p.default for n, p in inspect.signature(segment).parameters.items() if n not in skip}
-        opts.update(model=None, input=None, overlays=0, instances=None)  # instances: true or their options
-        return opts
+        # instances: true, or the instance step's options (checked as `instances` declares them)
+        return {**api_options("segment"), "model": None, "input": None, "overlays": 0, "instances": None}
     if kind == "evaluate":
-        from ..evaluate import evaluate
-        skip = {"pred", "truth", "output", "overwrite", "splits", "image"}
-        opts = {n: p.default for n, p in inspect.signature(evaluate).parameters.items() if n not in skip}
-        opts.update(pred=None, truth=None, image=None, images="all", detection=True)
-        return opts
+        return {**api_options("evaluate"), "pred": None, "truth": None, "image": None, "images": "all",
+                "detection": True}
     raise AssertionError(kind)
 
 
@@ -207,10 +189,11 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
         unknown = sorted(set(opts) - set(known))
         if unknown:
             raise WorkflowError(f"{where}: unknown option {unknown[0]!r} (options: {', '.join(sorted(known))})")
-        missing = sorted(k for k, v in known.items() if v is inspect._empty and k not in opts)
+        missing = sorted(k for k, v in known.items() if v is _REQUIRED and k not in opts)
         if missing:
             raise WorkflowError(f"{where}: option {missing[0]!r} is required")
-        check_options("synthetic" if synthetic else kind, opts, where=f"{where}: ")  # values, before any step runs
+        # the values, before any step runs
+        check_options(f"synth_{synthetic}" if synthetic else kind, opts, where=f"{where}: ")
 
         def ref(option, default_kind=None, required=True, must_exist=True):
             val = opts.get(option)

@@ -59,15 +59,14 @@ def _run_train(step: Step, ctx) -> dict:
 
 def _run_segment(step: Step, ctx) -> dict:
     from ..segment import segment
+    from ..values import parse_block
     o = dict(step.options)
     o.pop("model", None)
     o.pop("input", None)
     n_overlays = int(o.pop("overlays", 0) or 0)
     instances = o.pop("instances", None)
-    if isinstance(o.get("block"), str):
-        o["block"] = tuple(int(v) for v in o["block"].replace("x", ",").split(","))
-    if o.get("block") is not None and len(o["block"]) == 2:
-        o["block"] = (1, *o["block"])
+    if o.get("block") is not None:  # checked when the workflow was planned (mpfpipe.options)
+        o["block"] = parse_block(o["block"])
     from ..errors import OutputExistsError
 
     def go(overwrite):

@@ -1,6 +1,8 @@
 """--config: YAML lists for options that take lists (``block: [1, 16, 16]`` as the workflows write it)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import zarr
@@ -43,5 +45,8 @@ def test_config_list_for_a_repeatable_option_and_a_scalar_for_one(capsys, tmp_pa
                                      "peak: false\n")
     code, out, err = _run(capsys, "bench", "--config", str(tmp_path / "c.yaml"))
     assert code == 0, err
-    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-    assert lines and all('"steel"' in ln for ln in lines)
+    records = [json.loads(ln) for ln in out.splitlines()]
+    # exactly one case: had the YAML's size, mode, phase, repeat or peak been ignored, the defaults (512x512, both
+    # modes, both phases, 5 runs, the matmul peak first) would show here
+    assert [(r["net"], r["size"], r["mode"], r["phase"], r["repeat"]) for r in records] == [
+        ("steel", "8x8", "mpf", "infer", 1)]

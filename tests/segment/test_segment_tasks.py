@@ -12,7 +12,7 @@ from mpfpipe.params import init_params
 from mpfpipe.segment import SegmentError, omezarr, read_done, segment
 from mpfpipe.segment.blocks import Engine, block_grid, compute_block
 from mpfpipe.segment.tasks import blocks_task, group_blocks
-from mpfpipe.segment.volume import open_volume
+from mpfpipe.data.volume import open_volume
 
 
 def test_group_blocks_makes_consecutive_runs_of_about_four_per_slot():

@@ -95,7 +95,8 @@ def test_tta_volume_identical_for_any_block_size_input_kind_and_cluster(steel_mo
         assert res.failed == 0
         outs.append(_probs(out))
         assert np.abs(outs[-1] - ref).max() <= 1e-6
-    assert all(np.array_equal(o, outs[0]) for o in outs[1:2])  # same input kind, other blocks: bit-identical
+    # other blocks, other input kinds (the same pixels) and the 2-worker cluster: bit-identical
+    assert [i for i, o in enumerate(outs) if not np.array_equal(o, outs[0])] == []
     # an unfinished output made without TTA is not continued with it
     attrs_out = tmp_path / "plain.zarr"
     segment(path, tmp_path / "v.zarr", attrs_out, block=(1, 37, 50), workers=0, progress=False)

@@ -40,7 +40,7 @@ def small_net():
 
 @contextlib.contextmanager
 def local_cluster(workers: int, threads: int = 1):
-    from mpfpipe.train import connect
+    from mpfpipe.cluster import connect
     handle = connect(workers=workers, threads=threads)
     try:
         yield handle

@@ -62,7 +62,7 @@ class Volume:
 
     def _array(self):
         if self._arr is None and self.kind == "hdf5":
-            from ..data.hdf5 import open_dataset
+            from .hdf5 import open_dataset
             self._arr = open_dataset(self.path, self.array)  # opened once per process, read by hyperslab
         if self._arr is None:
             import zarr
@@ -84,7 +84,7 @@ class Volume:
     def _read(self, z0: int, z1: int, yr: tuple, xr: tuple) -> np.ndarray:
         ys, xs = slice(*yr), slice(*xr)
         if self.kind == "dataset":
-            from ..data.reader import cached_dataset
+            from .reader import cached_dataset
             ds = cached_dataset(self.path)
             return np.stack([ds.chunk("images", z)[:, ys, xs] for z in range(z0, z1)])
         if self.kind == "tiff":
@@ -152,7 +152,7 @@ def _open_ome(group, path: str) -> Volume:
 
 
 def _open_dataset(path: str) -> Volume:
-    from ..data import open_dataset
+    from .reader import open_dataset
     ds = open_dataset(path)
     images = ds.group["images"]
     N, C, Hm, Wm = (int(n) for n in images.shape)
@@ -199,7 +199,7 @@ def _open_tiff(path: str) -> Volume:
 
 
 def _open_hdf5(source) -> Volume:
-    from ..data import hdf5
+    from . import hdf5
     path, name = hdf5.resolve(source)
     with hdf5.open_file(path) as f:
         ds = f[name]
@@ -213,14 +213,14 @@ def open_volume(source) -> Volume:
     if isinstance(source, Volume):
         return source
     path = str(source)
-    from ..data.hdf5 import parse_spec
+    from .hdf5 import parse_spec
     if parse_spec(path) is not None:
         return _open_hdf5(path)
     p = Path(path)
     if p.suffix.lower() in TIFF_SUFFIXES:
         if not p.is_file():
             raise DataError(f"input {path} not found")
-        from ..data.sources import tiff_damage_check
+        from .sources import tiff_damage_check
         try:
             with tiff_damage_check(path):
                 return _open_tiff(path)

@@ -1,4 +1,5 @@
-"""``mpfpipe bench --distributed``: where the time of a distributed gradient evaluation goes.
+"""``mpfpipe bench distributed`` (alias ``mpfpipe bench --distributed``): where the time of a distributed gradient
+evaluation goes.
 
 One JSON line per evaluation on the given cluster (``--workers`` local processes, or ``--scheduler``), with the
 wall time split into ``broadcast`` (the parameter scatter), ``compute`` (the tasks' own seconds / workers: the
@@ -20,8 +21,8 @@ import time
 import numpy as np
 
 from ..params import init_params, ravel
-from .chunks import CHUNK_SECONDS, FANIN, tree_levels
-from .oracle import DaskOracle
+from ..train.chunks import CHUNK_SECONDS, FANIN, tree_levels
+from ..train.oracle import DaskOracle
 
 
 def _sim_chunk(indices, params, n_out: int, seconds: float):
@@ -82,9 +83,9 @@ def measure(net="steel", size=(137, 60), images: int = 256, workers: int | None 
     """Run ``repeat`` evaluations (after one warm-up) and return (and ``emit``) one row per evaluation, then a
     summary row of medians (``"eval": "median"``)."""
     from ..arch import load_net
+    from ..cluster import connect
     from ..options import check
-    from .cluster import connect
-    from .driver import class_weights
+    from ..train.settings import class_weights
 
     check("bench", {"task_seconds": task_seconds, "images": images, "repeat": repeat, "workers": workers,
                     "threads": threads, "chunk_seconds": chunk_seconds})

@@ -1,4 +1,4 @@
-"""Benchmarks of the fragment engine (``mpfpipe bench``): one JSON object per case.
+"""Benchmarks of the fragment engine (``mpfpipe bench engine``): one JSON object per case.
 
 Each case times a training step (forward + backward of the summed per-pixel loss) or an inference pass, either in
 fragment mode over a whole H x W image (every pixel is one patch) or in patch mode over a batch of windows on the
@@ -18,42 +18,13 @@ import time
 
 import numpy as np
 
-from .arch import ConvOp, Net, PoolOp, load_net
-from .fragment import dense_forward, dense_loss_grad
-from .params import init_params
-from .patch import patch_forward, patch_loss_grad
+from ..arch import load_net
+from ..cost import flops
+from ..fragment import dense_forward, dense_loss_grad
+from ..params import init_params
+from ..patch import patch_forward, patch_loss_grad
 
 DEFAULT_CASES = [("n4", (512, 512)), ("n3", (512, 512)), ("steel", (512, 512)), ("steel", (137, 60))]
-
-
-def layer_macs(net: Net, dense: bool, shape: tuple[int, int], batch: int = 1) -> list[int]:
-    """Multiply-accumulates of every conv op for a dense H x W job, or for ``batch`` windows in patch mode."""
-    if dense:
-        S = net.stride
-        h = -(-shape[0] // S) * S + net.window - 1
-        w = -(-shape[1] // S) * S + net.window - 1
-    else:
-        h = w = net.window
-    frags, macs = batch, []
-    for op in net.ops:
-        if isinstance(op, ConvOp):
-            h, w = h - op.k + 1, w - op.k + 1
-            macs.append(frags * h * w * op.k * op.k * op.cin * op.cout)
-        elif isinstance(op, PoolOp):
-            if dense:
-                frags *= op.p * op.p
-                h, w = (h - op.p + 1) // op.p, (w - op.p + 1) // op.p
-            else:
-                h, w = h // op.p, w // op.p
-    return macs
-
-
-def flops(net: Net, dense: bool, shape, phase: str, batch: int = 1) -> float:
-    macs = layer_macs(net, dense, shape, batch)
-    if phase == "infer":
-        return 2.0 * sum(macs)
-    # backward: weight gradient for every layer, input gradient for all but the first
-    return 2.0 * (sum(macs) + sum(macs) + sum(macs[1:]))
 
 
 class _PeakRSS:
@@ -151,12 +122,12 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> dict:
             "threads": _threads()}
 
 
-def _run_isolated(net_name, size, mode, phase, repeat, batch) -> dict:
+def run_isolated(net_name, size, mode, phase, repeat, batch) -> dict:
     import subprocess
     import sys
     spec = json.dumps({"net_name": net_name, "size": list(size), "mode": mode, "phase": phase, "repeat": repeat,
                        "batch": batch})
-    out = subprocess.run([sys.executable, "-m", "mpfpipe.bench", spec], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "mpfpipe.bench.engine", spec], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark case {net_name} {mode} {phase} failed: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -181,7 +152,7 @@ def run(nets=None, sizes=None, modes=("mpf", "patch"), phases=("train", "infer")
                 if net_name in done_patch:
                     continue  # the patch baseline does not depend on the image size
             for phase in phases:
-                case = _run_isolated if isolate else run_case
+                case = run_isolated if isolate else run_case
                 r = case(net_name, size, mode, phase, repeat=repeat, batch=batch)
                 results.append(r)
                 if emit:
@@ -195,7 +166,7 @@ def dumps(record: dict) -> str:
     return json.dumps(record, sort_keys=False)
 
 
-if __name__ == "__main__":  # one isolated case: python -m mpfpipe.bench '{"net_name": ..., ...}'
+if __name__ == "__main__":  # one isolated case: python -m mpfpipe.bench.engine '{"net_name": ..., ...}'
     import sys
     _spec = json.loads(sys.argv[1])
     _spec["size"] = tuple(_spec["size"])

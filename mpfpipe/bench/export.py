@@ -1,6 +1,6 @@
 """Benchmark the ONNX export: export time, and seconds per slice of onnxruntime against `segment`.
 
-    python -m mpfpipe.export.bench --net steel,n3,n4 --size 512x512 --slices 4 --repeat 5
+    mpfpipe bench export --net steel,n3,n4 --size 512x512 --slices 4 --repeat 5
 
 Per net (random weights: the cost does not depend on their values), one JSON line with medians over ``repeat``
 runs after a warm-up: ``export_s`` (safetensors -> .onnx file, `export_onnx`); ``onnxruntime_s_per_slice``
@@ -14,8 +14,6 @@ Needs onnx and onnxruntime (the test extra).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
@@ -47,7 +45,7 @@ def measure(net_name: str, size=(512, 512), slices: int = 4, repeat: int = 5, th
     from ..model import Model, save_model
     from ..params import init_params
     from ..segment import segment
-    from .graph import export_onnx
+    from ..export.graph import export_onnx
 
     threads = threads or len(os.sched_getaffinity(0))
     net = load_net(net_name)
@@ -79,21 +77,3 @@ def measure(net_name: str, size=(512, 512), slices: int = 4, repeat: int = 5, th
                 "onnxruntime_version": ort.__version__}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--net", default="steel,n3,n4", help="comma-separated presets or network files")
-    ap.add_argument("--size", default="512x512", help="slice size HxW")
-    ap.add_argument("--slices", type=int, default=4, help="slices of the segmented volume")
-    ap.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median reported)")
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: cores)")
-    ap.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster segment run")
-    a = ap.parse_args(argv)
-    h, w = (int(v) for v in a.size.lower().split("x"))
-    for name in a.net.split(","):
-        print(json.dumps(measure(name, (h, w), a.slices, a.repeat, a.threads, not a.no_cluster)), flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""`mpfpipe bench --peers`: the engine beside the best peers on the same dense job, in one run.
+"""`mpfpipe bench peers` (also ``mpfpipe bench --peers``): the engine beside the best peers on the same dense job,
+in one run.
 
 Per net and image size, one JSON line per phase with the median seconds of
 - ``engine_s``: the fragment engine (`fragment.dense_forward` / `dense_loss_grad`), in a fresh process as every
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arch import ConvOp, load_net
-from .bench import _run_isolated, flops, matmul_peak
+from ..arch import ConvOp, load_net
+from ..cost import flops
+from .engine import matmul_peak, run_isolated
 
 
 def _median(fn, repeat: int) -> float:
@@ -44,8 +46,8 @@ def _onnxruntime(net, params, size, threads, repeat, work: Path):
         import onnxruntime as ort
     except ImportError:
         return None, "onnxruntime is not installed (pip install onnxruntime)"
-    from .export.graph import export_onnx
-    from .model import Model, save_model
+    from ..export.graph import export_onnx
+    from ..model import Model, save_model
     model = save_model(Model(net, params, normalisation={"mean": [120.0], "std": [40.0]}), work / "m.safetensors")
     export_onnx(model, work / "m.onnx", overwrite=True)
     opts = ort.SessionOptions()
@@ -81,7 +83,7 @@ def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train
     """Run the side-by-side comparison; returns (and emits, if given a callable) one dict per line."""
     import numba
 
-    from .params import init_params
+    from ..params import init_params
     threads = threads or numba.get_num_threads()
     os.environ["MPFPIPE_THREADS"] = str(threads)  # the engine's cases run in child processes (`apply_thread_limit`)
     numba.set_num_threads(threads)  # and the peak is measured on as many BLAS threads
@@ -99,7 +101,7 @@ def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train
                     else (None, None)
                 torch_res, torch_note = _torch(net, params, size, threads, repeat, phases, torch_python, work)
                 for phase in phases:
-                    eng = _run_isolated(name, size, "mpf", phase, repeat, 256)
+                    eng = run_isolated(name, size, "mpf", phase, repeat, 256)
                     gflop = flops(net, True, size, phase) / 1e9
                     rec = {"case": "peers", "net": net.name, "size": f"{size[0]}x{size[1]}", "phase": phase,
                            "threads": threads, "engine_s": eng["seconds"], "gflop": round(gflop, 3),

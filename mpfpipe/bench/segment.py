@@ -1,6 +1,7 @@
-"""``mpfpipe bench --segment VOLUME``: whole-volume segmentation against the engine alone, as JSON records.
+"""``mpfpipe bench segment VOLUME`` (alias ``mpfpipe bench --segment VOLUME``): whole-volume segmentation against
+the engine alone, as JSON records.
 
-The engine's dense-forward throughput is `mpfpipe.bench`'s ``mpf``/``infer`` case on a ``size`` image (default
+The engine's dense-forward throughput is `engine`'s ``mpf``/``infer`` case on a ``size`` image (default
 512 x 512, the default block), each in a fresh process, at 1 thread and at T = workers x threads threads; the
 engine's rate is the better of the T-thread run and T times the 1-thread run (perfect scaling), so the ratio is
 conservative. `segment` then runs on VOLUME with the same T threads (by default T worker processes of one thread,
@@ -32,20 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .blocks import block_grid, read_with_halo
+from ..segment.blocks import block_grid, read_with_halo
 
 
 def engine_rate(net_name: str, size, threads: int, repeat: int) -> dict:
     """Engine voxels/s at ``threads`` threads: the better of a ``threads``-thread run and ``threads`` x one
-    1-thread run, each case in a fresh process (`mpfpipe.bench`)."""
-    from .. import bench
+    1-thread run, each case in a fresh process (`engine.run_isolated`)."""
+    from . import engine
     H, W = size
     cases = {}
     for t in sorted({1, threads}):
         old = os.environ.get("NUMBA_NUM_THREADS")
         os.environ["NUMBA_NUM_THREADS"] = str(t)
         try:
-            cases[t] = bench._run_isolated(net_name, size, "mpf", "infer", repeat, 1)
+            cases[t] = engine.run_isolated(net_name, size, "mpf", "infer", repeat, 1)
         finally:
             if old is None:
                 os.environ.pop("NUMBA_NUM_THREADS", None)
@@ -85,7 +86,7 @@ def read_rate(volume, block, halo, repeat: int = 1) -> dict:
 
 def _copy(volume, workdir: Path):
     """The volume in the other format (Zarr -> HDF5, anything else -> Zarr), chunked one slice x the block tile."""
-    from .volume import open_volume
+    from ..data.volume import open_volume
     Z, Y, X = volume.shape
     chunks = (1, min(512, Y), min(512, X))
     if volume.kind == "hdf5":
@@ -111,9 +112,10 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
     from ..arch import load_net
     from ..model import Model, save_model
     from ..params import init_params
-    from .pyramid import auto_levels
-    from .run import DEFAULT_BLOCK, _split_cores, segment
-    from .volume import open_volume
+    from ..cluster import choose_layout
+    from ..segment.pyramid import auto_levels
+    from ..segment.run import DEFAULT_BLOCK, segment
+    from ..data.volume import open_volume
 
     records = []
 
@@ -125,7 +127,7 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
 
     volume = open_volume(source)
     block = tuple(block or DEFAULT_BLOCK)
-    workers, threads = _split_cores(workers, threads)
+    workers, threads = choose_layout(workers, threads)
     T = workers * threads
     with tempfile.TemporaryDirectory(dir=workdir, prefix="mpfpipe-segbench-") as tmp:
         tmp = Path(tmp)

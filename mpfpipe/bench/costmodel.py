@@ -1,4 +1,5 @@
-"""A small cost model of a distributed gradient evaluation, fitted to `bench.measure` rows, and its projections.
+"""A small cost model of a distributed gradient evaluation, fitted to `distributed.measure` rows, and its
+projections.
 
     seconds_per_eval = compute x imbalance + overhead
     compute   = images x task seconds per image / workers
@@ -9,17 +10,15 @@
 tasks), ``c`` the per-worker cost (the parameters reaching every worker, heartbeats), ``d`` the per-byte cost of
 moving a parameter-sized vector once per stage (the broadcast and each level of the reduction tree).
 
-    python -m mpfpipe.train.costmodel --workers 2,4,8,16,32 --out fit.json     # measure the grid, fit, project
+    mpfpipe bench costmodel --workers 2,4,8,16,32 --out fit.json     # measure the grid, fit, project
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 
 import numpy as np
 
-from .chunks import CHUNK_SECONDS, FANIN, image_cost, nice_count, tree_levels
+from ..train.chunks import CHUNK_SECONDS, FANIN, image_cost, nice_count, tree_levels
 
 TERMS = ("per_eval", "per_task", "per_worker", "per_byte_stage")
 
@@ -67,43 +66,31 @@ def project(constants: dict, net, size, images: int, workers: int, task_seconds:
             "efficiency": round(compute / seconds, 4)}
 
 
-def main(argv=None):
+GRID = [("steel", (137, 60), 4096, 0.005), ("steel", (137, 60), 512, 0.005), ("n4", (64, 64), 128, 0.05)]
+
+
+def run(workers=(2, 4, 8, 16, 32), repeat: int = 3, steel_seconds: float = 0.012, n4_seconds: float = 6.6,
+        rows=None, emit=None) -> dict:
+    """Measure the simulated grid on each of ``workers`` (or take saved ``rows``), fit, project: the fit, the
+    projections and the measured rows. ``steel_seconds`` / ``n4_seconds``: measured one-thread seconds of a steel
+    137x60 / an n4 512x512 training step (`mpfpipe bench engine`)."""
     from ..arch import load_net
-    from .bench import measure
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", default="2,4,8,16,32")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--steel-seconds", type=float, default=0.012,
-                    help="measured one-thread seconds of a steel 137x60 training step (mpfpipe bench)")
-    ap.add_argument("--n4-seconds", type=float, default=6.6,
-                    help="measured one-thread seconds of an n4 512x512 training step (mpfpipe bench)")
-    ap.add_argument("--rows", default=None, help="fit these saved rows (JSON) instead of measuring")
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args(argv)
-    if a.rows:
-        with open(a.rows) as fh:
-            rows = json.load(fh)["measured"]
-    else:
-        grid = [("steel", (137, 60), 4096, 0.005), ("steel", (137, 60), 512, 0.005), ("n4", (64, 64), 128, 0.05)]
+    from .distributed import measure
+    if rows is None:
         rows = []
-        for w in (int(v) for v in a.workers.split(",")):
-            for net, size, images, sec in grid:
+        for w in workers:
+            for net, size, images, sec in GRID:
                 r = measure(net=net, size=size, images=images, workers=w, threads=1, simulate=True,
-                            task_seconds=sec, repeat=a.repeat)[-1]
-                print(json.dumps(r), flush=True)
+                            task_seconds=sec, repeat=repeat)[-1]
+                if emit:
+                    emit(r)
                 rows.append(r)
     model = fit(rows)
     steel, n4 = load_net("steel"), load_net("n4")
-    proj = [project(model, steel, (137, 60), 10_000, w, a.steel_seconds) for w in (16, 64, 256)]
-    proj += [project(model, n4, (512, 512), n, w, a.n4_seconds) for w in (16, 64, 256) for n in (w, 4 * w)]
-    out = {"model": model, "projections": proj, "measured": rows}
-    print(json.dumps({"model": model}))
-    for p in proj:
-        print(json.dumps(p))
-    if a.out:
-        with open(a.out, "w") as fh:
-            json.dump(out, fh, indent=1)
-
-
-if __name__ == "__main__":
-    main()
+    proj = [project(model, steel, (137, 60), 10_000, w, steel_seconds) for w in (16, 64, 256)]
+    proj += [project(model, n4, (512, 512), n, w, n4_seconds) for w in (16, 64, 256) for n in (w, 4 * w)]
+    if emit:
+        emit({"model": model})
+        for p in proj:
+            emit(p)
+    return {"model": model, "projections": proj, "measured": rows}

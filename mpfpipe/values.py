@@ -1,0 +1,207 @@
+"""What an option's value may be (`Num`, `Choice`, `Flag`, `Parsed`, `Any`: each converts a value or raises
+ValueError, and describes what it expects), and the parsers of values that arrive as text (command line, YAML,
+``--set``) or as Python values (the API): split fractions, image sizes, block sizes and durations. They sit below
+every package that takes such an option, so the option declarations (`mpfpipe.options`) check them without
+reaching up into the data or training layers. Floats must be finite: ``nan`` passes every ``x > 0`` comparison the
+wrong way, ``inf`` makes a step size that kills a run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError, TrainingError
+
+
+@dataclass(frozen=True)
+class Num:
+    """An int or a finite float in [lo, hi] (``lo_open``: > lo); ``optional``: None is allowed."""
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    optional: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        if self.lo is not None and self.hi is not None:
+            rng = f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+        elif self.lo is not None:
+            rng = f" {'>' if self.lo_open else '>='} {self.lo:g}"
+        elif self.hi is not None:
+            rng = f" <= {self.hi:g}"
+        else:
+            rng = ""
+        return what + rng
+
+    def convert(self, value):
+        if value is None and self.optional:
+            return None
+        if isinstance(value, (bool, np.bool_)) or value is None:
+            raise ValueError
+        if self.kind is int:
+            if isinstance(value, (int, np.integer)):
+                v = int(value)
+            else:
+                raise ValueError
+        else:
+            if not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError
+            v = float(value)
+            if not math.isfinite(v):
+                raise ValueError
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            raise ValueError
+        if self.hi is not None and v > self.hi:
+            raise ValueError
+        return v
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+    optional: bool = False
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+    def convert(self, value):
+        if value is None and self.optional:
+            return None
+        if value not in self.values:
+            raise ValueError
+        return value
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A value checked by the parser that the API itself uses (`mpfpipe.values`), e.g. a split or a size."""
+    parser: object  # a function of mpfpipe.values: raises with its own message
+    what: str
+    optional: bool = True
+
+    def describe(self) -> str:
+        return self.what
+
+    def convert(self, value):
+        if value is None and self.optional:
+            return None
+        self.parser(value)
+        return value
+
+
+def Int(lo=None, hi=None, optional=False):  # noqa: N802 - reads as a type in the tables below
+    return Num(int, lo, hi, optional=optional)
+
+
+def Float(lo=None, hi=None, lo_open=False, optional=False):  # noqa: N802
+    return Num(float, lo, hi, lo_open, optional)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """True or False (None too when ``optional``: "decide for me")."""
+    optional: bool = False
+
+    def describe(self) -> str:
+        return "true or false"
+
+    def convert(self, value):
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError
+        return bool(value)
+
+
+@dataclass(frozen=True)
+class Any:
+    """A value the API itself interprets (a path, a preset name or a net, a callable...): not checked here."""
+    what: str = "a value"
+    optional: bool = True
+
+    def describe(self) -> str:
+        return self.what
+
+    def convert(self, value):
+        return value
+
+
+def parse_block(block) -> tuple[int, int, int]:
+    """``"1,512,512"``, ``"512x512"`` (Y, X: one slice deep) or a sequence -> positive (z, y, x) block sizes."""
+    parts = [str(v) for v in block] if isinstance(block, (list, tuple)) else str(block).replace("x", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise DataError(f"block {block!r}: give Z,Y,X block sizes, e.g. 1,512,512") from None
+    if len(sizes) == 2:
+        sizes = (1, *sizes)
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise DataError(f"block {block!r}: give Z,Y,X (or Y,X) positive block sizes")
+    return sizes
+
+
+def parse_split(split) -> tuple[float, float, float] | None:
+    """``None``, a ``(train, val[, test])`` sequence of fractions, or a string ``"0.6,0.2,0.2"`` -> 3 fractions.
+
+    With two fractions the test split gets the rest. The fractions must be >= 0, sum to 1, and train > 0.
+    """
+    if split is None:
+        return None
+    if isinstance(split, str):
+        try:
+            split = [float(s) for s in split.replace(":", ",").split(",") if s.strip()]
+        except ValueError:
+            raise DataError(f"split {split!r}: expected fractions like '0.6,0.2,0.2' (train,val,test)") from None
+    try:
+        fr = [float(s) for s in split]
+    except (TypeError, ValueError):
+        raise DataError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test])") from None
+    if len(fr) == 2:
+        fr.append(1.0 - sum(fr))
+    if len(fr) != 3:
+        raise DataError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test]), got {len(fr)}")
+    if any(not np.isfinite(f) or f < -1e-9 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+        raise DataError(f"split {split!r}: fractions must be >= 0 and sum to 1")
+    if fr[0] <= 0:
+        raise DataError(f"split {split!r}: the train fraction must be > 0")
+    fr = [max(0.0, f) for f in fr]
+    return (fr[0], fr[1], fr[2])
+
+
+def parse_size(size) -> tuple[int, int]:
+    """``256``, ``(256, 320)`` or ``"256x320"`` -> (h, w)."""
+    try:
+        if isinstance(size, str):
+            parts = [int(s) for s in size.lower().replace("*", "x").split("x")]
+        elif isinstance(size, (int, np.integer)):
+            parts = [int(size)]
+        else:
+            parts = [int(s) for s in size]
+    except (TypeError, ValueError):
+        raise DataError(f"size {size!r}: expected HxW like 256x256") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 16 or max(parts) > 8192:
+        raise DataError(f"size {size!r}: expected HxW with 16 <= H, W <= 8192")
+    return parts[0], parts[1]
+
+
+def parse_duration(value) -> float | None:
+    """Seconds from a number or a string with a unit: "7200", "7200s", "90m", "2h", "1.5h"; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(text[-1:], None)
+        try:
+            seconds = float(text[:-1] if scale else text) * (scale or 1.0)
+        except ValueError:
+            raise TrainingError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
+    if not seconds > 0:
+        raise TrainingError(f"max_time: {value!r} must be positive")
+    return seconds

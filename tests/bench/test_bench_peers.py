@@ -1,0 +1,51 @@
+"""`mpfpipe bench peers` (mpfpipe/bench/peers.py): the engine beside onnxruntime and PyTorch."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mpfpipe.arch import preset
+from mpfpipe.cli import cli
+from mpfpipe.cost import flops
+
+
+def _torch_python():
+    """A Python with torch, if this machine has one (it is never a dependency): this one, or the one named by
+    MPFPIPE_TORCH_PYTHON."""
+    import os
+    import subprocess
+    import sys
+    for python in (os.environ.get("MPFPIPE_TORCH_PYTHON"), sys.executable):
+        if python and subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def test_bench_peers_runs_the_engine_onnxruntime_and_torch_side_by_side(tmp_path):
+    """The quick form of `mpfpipe bench --peers`: every line names its job, the engine's and onnxruntime's times are
+    measured numbers, the ratios are theirs, and a peer that is absent is reported as absent with its reason."""
+    torch_python = _torch_python()
+    args = ["bench", "--peers", "--net", "steel", "--size", "40x36", "--repeat", "1", "--threads", "1"]
+    res = CliRunner().invoke(cli, args + (["--torch-python", torch_python] if torch_python else []))
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.strip().splitlines()]
+    assert rows[0]["case"] == "matmul_peak" and rows[0]["gflops"] > 0
+    peers = rows[1:]
+    assert [(r["net"], r["size"], r["phase"], r["threads"]) for r in peers] == [
+        ("steel", "40x36", "infer", 1), ("steel", "40x36", "train", 1)]
+    net = preset("steel")
+    for r in peers:
+        assert r["engine_s"] > 0
+        assert r["gflop"] == pytest.approx(flops(net, True, (40, 36), r["phase"]) / 1e9, abs=5e-4)
+        share = flops(net, True, (40, 36), r["phase"]) / 1e9 / r["engine_s"] / rows[0]["gflops"]
+        assert r["engine_share_of_peak"] == pytest.approx(share, rel=0.01, abs=1e-4)
+        if torch_python:
+            assert r["torch_s"] > 0 and r["engine_over_torch"] == pytest.approx(r["engine_s"] / r["torch_s"],
+                                                                                rel=0.01)
+        else:
+            assert r["torch_s"] is None and r["engine_over_torch"] is None and "not importable" in r["torch"]
+    infer = peers[0]
+    assert infer["onnxruntime_s"] > 0 and infer["onnxruntime"].startswith("onnxruntime ")
+    assert infer["engine_over_onnxruntime"] == pytest.approx(infer["engine_s"] / infer["onnxruntime_s"], rel=0.01)
+    bad = CliRunner().invoke(cli, ["bench", "peers", "--torch-python", str(tmp_path)])  # a folder, not a Python
+    assert bad.exit_code == 2
