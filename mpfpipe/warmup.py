@@ -108,8 +108,7 @@ JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "post": _
 def jobs_for(net) -> list[str]:
     """The jobs whose kernels ``net``'s forward and backward passes call (steel: no tap GEMMs or tiles)."""
     from .arch import ConvOp
-    from .kernels import _tiles as tiles
-    from .kernels import use_direct
+    from .kernels import TILE_MIN_MAPS, use_direct
     from .network import fused_output, head_start
     hs, fused = head_start(net), fused_output(net)
     body = net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]
@@ -117,7 +116,7 @@ def jobs_for(net) -> list[str]:
     need = {"pool", "act"}
     for op in convs:  # on fragments shorter than a tile (patch mode) a layer runs on the direct kernels or tap GEMMs
         need.add("direct" if use_direct(op.cin, op.cout, op.k) else "taps")
-        if op.cin >= tiles.OB and op.cout >= tiles.OB:
+        if op.cin >= TILE_MIN_MAPS and op.cout >= TILE_MIN_MAPS:
             need.add("tiles")
     if fused:
         need.add("post")

@@ -108,7 +108,8 @@ def test_the_workflow_options_are_the_declared_ones():
     assert set(api_options("ingest")) == {"label_map", "positive", "mask_threshold", "downsample", "split", "seed",
                                           "class_names"}
     assert set(api_options("evaluate")) == {"truth_positive", "positive", "threshold", "thresholds", "samples",
-                                            "seed", "ignore_index", "overlays", "rand", "groups", "images"}
+                                            "seed", "ignore_index", "overlays", "rand", "groups", "images",
+                                            "instances", "tune_instances"}
     assert set(api_options("synth_em")) == {"n_images", "size", "seed", "split", "cell_size"}
     assert set(api_options("synth_defects")) == {"n_images", "size", "seed", "split", "defect_fraction",
                                                  "variable_size"}

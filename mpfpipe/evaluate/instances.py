@@ -155,8 +155,7 @@ def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | N
     (validation) slices, as the detection threshold is chosen on the validation split."""
     import itertools
 
-    from ..segment.fragments import section_instances
-    from ..segment.instances import DEFAULTS
+    from ..data.watershed import DEFAULTS, section_instances
     fixed = {k: v for k, v in {**DEFAULTS, **(base or {})}.items()
              if k in ("threshold", "seed_distance", "merge_threshold", "min_size")}
     names = list(grid)

@@ -120,7 +120,7 @@ _SEGMENT = _opts(
     quiet=Option(Flag(), False, "No progress bar.", api=False, workflow=False),
 )
 # the instance step, mpfpipe.segment.instances (segment --instances, a workflow's segment step): its parameters as
-# its API names them (defaults: segment.instances.DEFAULTS)
+# its API names them (mpfpipe.data.watershed reads its defaults from here)
 _INSTANCES = _opts(
     threshold=Option(Float(0, 1), 0.5, "Membrane probability below which a pixel is cell."),
     seed_distance=Option(Int(1), 5, "Minimal distance in pixels between two seeds."),

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import instance_store as store
 from .blocks import Block
-from .fragments import overlap_pairs, section_instances
+from ..data.watershed import overlap_pairs, section_instances
 
 
 def _strip(before: Block, after: Block, axis: int, margin: int):

@@ -37,12 +37,9 @@ from .. import _lock, _stop
 from ..errors import DataError, MpfError, OutputExistsError
 from . import instance_store as store
 from .blocks import block_grid, grid_shape
-from .fragments import overlap_pairs, union
+from ..data.watershed import DEFAULTS, PARAMS, overlap_pairs, union
 from .instance_tasks import fragment_task, level_task, relabel_task
 
-PARAMS = ("threshold", "seed_distance", "merge_threshold", "min_size", "link_slices", "link_overlap", "margin")
-DEFAULTS = {"threshold": 0.5, "seed_distance": 5, "merge_threshold": 0.4, "min_size": 30, "link_slices": False,
-            "link_overlap": 0.5, "margin": 32}
 FACE_OVERLAP = 0.5  # two labellings of the same strip: the same object when it covers most of the smaller one
 
 

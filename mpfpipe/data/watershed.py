@@ -1,5 +1,6 @@
 """Instances of one section from its membrane probability, and the pairs that join them across block faces and
-sections (no I/O, no Dask: `instances` drives them blockwise).
+sections (no I/O, no Dask: `mpfpipe.segment.instances` drives them blockwise, `mpfpipe.evaluate.instances` tunes
+their parameters; they sit here, below both).
 
 One section (or a tile of it with its context margin):
 
@@ -20,6 +21,12 @@ import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from ..options import OPTIONS
+
+# The parameters of the instance step, and their defaults as mpfpipe.options declares them (OPTIONS["instances"])
+PARAMS = ("threshold", "seed_distance", "merge_threshold", "min_size", "link_slices", "link_overlap", "margin")
+DEFAULTS = {name: OPTIONS["instances"][name].default for name in PARAMS}
 
 
 def _relabel_raster(lab: np.ndarray) -> np.ndarray:

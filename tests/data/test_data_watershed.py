@@ -1,10 +1,10 @@
-"""One section's instances (segment.fragments) on hand-made probability maps: the boundary means, the overlap
+"""One section's instances (data.watershed) on hand-made probability maps: the boundary means, the overlap
 rule that joins objects across faces, merging by mean boundary probability and the minimum size."""
 from __future__ import annotations
 
 import numpy as np
 
-from mpfpipe.segment.fragments import boundary_means, overlap_pairs, section_instances
+from mpfpipe.data.watershed import boundary_means, overlap_pairs, section_instances
 
 
 def test_boundary_means_by_hand():
