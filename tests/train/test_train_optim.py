@@ -180,4 +180,6 @@ def test_the_plain_mean_loss_divides_by_the_pixels_the_tasks_counted(isbi_crops,
                   out=tmp_path / "m.safetensors", client=h.client, progress=False)
     assert r.records[0]["loss_before"] == pytest.approx(ref.loss, rel=1e-12)
     unit = ref_oracle.evaluate(x0, idx, np.ones(2), 0, grad=True)
-    np.testing.assert_allclose(unit.grad / counts.sum(), ref.grad, rtol=1e-5, atol=1e-9)
+    # float32 task sums: near-zero entries round differently with unit and 1/count weights (seen on an AMD EPYC
+    # host), so the tolerance is relative to the gradient's size; a wrong divisor is off by a whole factor
+    np.testing.assert_allclose(unit.grad / counts.sum(), ref.grad, rtol=1e-5, atol=1e-6 * np.abs(ref.grad).max())
