@@ -1,13 +1,18 @@
 """User-facing errors.
 
 Every error a user can cause (bad input, bad file, bad option) is raised as an `MpfError` subclass with a message
-that says what is wrong and, where possible, how to fix it. The CLI prints the message and exits 1; anything else
-is a bug and gets a traceback.
+that says what is wrong and, where possible, how to fix it. The CLI prints the message and exits 1 (2 for a
+`UsageError`, whichever spelling carried the value: the command line, ``--config`` or a workflow); anything else
+is a bug, reported in one line naming the command and its files (the traceback only with ``--debug``).
 """
 
 
 class MpfError(Exception):
     """Base class of errors caused by the user's input, reported without a traceback."""
+
+
+class UsageError(MpfError):
+    """A value the user gave is invalid (an option, a workflow parameter, an environment variable): exit 2."""
 
 
 class ArchitectureError(MpfError, ValueError):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import MpfError
+from .errors import MpfError, UsageError
 
 
-class OptionError(MpfError, ValueError):
+class OptionError(UsageError, ValueError):
     """An option value has the wrong type or lies outside its range."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, _lock, _safety
+from ..errors import OutputExistsError
 from ._io import _write_json
 from .spec import Step, Workflow, WorkflowError, load_workflow, plan
 from .steps import RUNNERS
@@ -31,7 +32,7 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
                          overwrite=True, what="run folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not state_file.is_file():
-            raise WorkflowError(f"{run_dir} exists and is not an mpfpipe run folder (no workflow.json); choose "
+            raise OutputExistsError(f"{run_dir} exists and is not an mpfpipe run folder (no workflow.json); choose "
                                 "another --out")
         if overwrite:
             for child in run_dir.iterdir():
@@ -40,18 +41,18 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
             try:
                 state = json.loads(state_file.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise WorkflowError(f"{state_file} is unreadable ({exc}); use --overwrite to start again") from None
+                raise OutputExistsError(f"{state_file} is unreadable ({exc}); use --overwrite to start again") from None
             old = state.get("resolved", {})
             if json.loads(json.dumps(old, default=str)) != json.loads(json.dumps(resolved, default=str)):
                 diff = sorted(k for k in set(old.get("params", {})) | set(wf.params)
                               if old.get("params", {}).get(k) != wf.params.get(k))
-                raise WorkflowError(f"cannot resume {run_dir}: it was run with different "
+                raise OutputExistsError(f"cannot resume {run_dir}: it was run with different "
                                     + (f"parameters ({', '.join(diff)})" if diff else "steps")
                                     + "; use --overwrite or another --out")
             state["runs"] = state.get("runs", 0) + 1
             return state
         else:
-            raise WorkflowError(f"run folder {run_dir} exists; pass --resume to continue it (finished steps are "
+            raise OutputExistsError(f"run folder {run_dir} exists; pass --resume to continue it (finished steps are "
                                 "skipped) or --overwrite to start again")
     run_dir.mkdir(parents=True, exist_ok=True)
     return {"format": "mpfpipe-run", "mpfpipe_version": __version__, "workflow": wf.to_dict(),

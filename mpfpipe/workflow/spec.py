@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import MpfError
+from ..errors import UsageError
 from ..options import check as check_options
 
 KINDS = ("ingest", "train", "segment", "evaluate")
@@ -17,8 +17,9 @@ BUILTINS = ("run", "workflow_dir")
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
-class WorkflowError(MpfError):
-    """A workflow file is invalid, or a parameter / input of it is wrong."""
+class WorkflowError(UsageError):
+    """A workflow file is invalid, or a parameter / input of it is wrong: a usage error (exit 2), as the same
+    mistake on the command line is."""
 
 
 # ------------------------------------------------------------------------------------------------ options
