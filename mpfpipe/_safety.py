@@ -258,6 +258,16 @@ def claim(folder, kind: str) -> Path:
     return p
 
 
+def remove(path) -> None:
+    """Delete an output `check_outputs` allowed to be replaced (a folder or a file)."""
+    import shutil
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
+
+
 def release(folder) -> None:
     """The folder output is complete (or carries its own metadata): drop the `claim` marker."""
     (Path(folder) / CLAIM).unlink(missing_ok=True)

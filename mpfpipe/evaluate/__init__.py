@@ -23,7 +23,7 @@ from .. import __version__, _safety
 from ..errors import DataError
 from ..options import check as check_options
 from . import metrics, thinned
-from .inputs import Prediction, Truth, load_prediction, load_truth, overlay_image
+from .inputs import Prediction, Truth, check_computable, load_prediction, load_truth, overlay_image
 from .report import overlay_png, pick_slices, write_json
 
 __all__ = ["Prediction", "Truth", "evaluate", "metrics", "select_images", "thinned"]
@@ -131,14 +131,15 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
-        _safety.check_output(out_dir / "report.json", kinds=("report",), overwrite=overwrite,
-                             inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
+        replace = _safety.check_outputs([("output folder", out_dir, ("evaluation",))], overwrite=overwrite,
+                                        inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
     P = load_prediction(pred)
     K = P.n_classes or 2
     if not 0 <= positive < K:
         raise DataError(f"positive class {positive} is not one of the {K} classes")
     T = load_truth(truth, truth_positive=truth_positive, n_classes=K, positive=positive)
     _pair(P, T)
+    check_computable(T, truth, ignore_index, image)
     n = len(T.labels)
     idx = select_images(images, T.dataset, n)
     chosen = set(idx)
@@ -199,6 +200,9 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:
+        if replace["output folder"]:
+            _safety.remove(out_dir)  # ours (checked above): no overlay of an earlier run stays behind
+        _safety.claim(out_dir, "evaluation")  # dying while drawing overlays leaves a folder --overwrite replaces
         files = []
         for i in (idx[j] for j in pick_slices(len(idx), overlays)):
             img = overlay_image(P, T, i, image)
@@ -207,4 +211,5 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
                                          title=f"slice {i}")))
         report["overlays"] = files
         report["report"] = str(write_json(report, out_dir / "report.json"))
+        _safety.release(out_dir)
     return report

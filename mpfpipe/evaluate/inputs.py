@@ -37,7 +37,19 @@ class Truth:
     dataset: object = None           # the Dataset when read from one (for overlay images)
 
 
-def _read_any(path: str) -> np.ndarray:
+TAKES = ("a `mpfpipe segment` output, an mpfpipe dataset (truth), or one array: a Zarr array, a TIFF stack, "
+         ".npy, an image file (PNG / JPEG / TIFF) or an HDF5 dataset FILE.h5:DATASET")
+
+
+def _read_any(path: str, role: str = "image") -> np.ndarray:
+    """One array from a file, read as segment and ingest read it: an HDF5 dataset ``FILE.h5:DATASET``, a TIFF stack,
+    .npy, a single image file (by the rule of ``role``, `mpfpipe.data.imagefile`: a truth is a "mask") or a Zarr
+    array; anything else (a folder-inference output, a plain folder) is refused saying what evaluate takes."""
+    from ..data import hdf5
+    spec = hdf5.parse_spec(path)
+    if spec is not None:
+        file, name = hdf5.resolve(path)
+        return np.asarray(hdf5.open_dataset(file, name)[()])
     p = Path(path)
     if not p.exists():
         raise DataError(f"{path} not found")
@@ -46,11 +58,21 @@ def _read_any(path: str) -> np.ndarray:
         return read_tiff_stack(p)
     if p.suffix.lower() == ".npy":
         return np.load(str(p), allow_pickle=False)
+    if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+        from ..data.imagefile import read_image_file
+        from ..data.sources import to_chw, to_label2d
+        arr = read_image_file(p, role)
+        return to_label2d(arr, str(p)) if role == "mask" else to_chw(arr, str(p))[0]
+    from .._safety import recognise
+    if recognise(p) == "folder-segmentation":
+        raise DataError(f"{path} is a folder-inference output (masks/ + detections.csv, class ids of images of any "
+                        f"size): evaluate takes {TAKES}; to score folder inference, ingest the images with their "
+                        "masks and evaluate `mpfpipe segment` of that dataset")
     import zarr
     try:
         node = zarr.open(str(p), mode="r")
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path} is not a TIFF, .npy or Zarr array: {exc}") from None
+    except Exception:  # noqa: BLE001
+        raise DataError(f"{path} is not something evaluate reads: it takes {TAKES}") from None
     if not isinstance(node, zarr.Array):
         raise DataError(f"{path} is a Zarr group; give the array inside it (e.g. {path}/NAME)")
     return node[...]
@@ -103,6 +125,10 @@ def load_prediction(pred) -> Prediction:
 def _to_class_ids(arr: np.ndarray, truth_positive, n_classes: int, positive: int) -> np.ndarray:
     arr = np.asarray(arr)
     if truth_positive is not None:
+        if not (arr == truth_positive).any():
+            raise DataError(f"truth positive value {truth_positive}: no pixel of the truth has it (its values: "
+                            f"{', '.join(map(str, np.unique(arr)[:10].tolist()))}); every metric would count no "
+                            "positive pixel")
         other = 0 if positive != 0 else 1
         return np.where(arr == truth_positive, positive, other).astype(np.uint8)
     values = np.unique(arr)
@@ -127,13 +153,37 @@ def load_truth(truth, *, truth_positive=None, n_classes: int = 2, positive: int 
                 ds = open_dataset(p)
                 labels = [ds.raw_labels(i) for i in range(len(ds))]
                 return Truth(labels, {k: list(v) for k, v in (ds.attrs.get("splits") or {}).items()}, ds)
-        truth = _read_any(str(truth))
+        truth = _read_any(str(truth), "mask")
     arr = np.asarray(truth)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
         raise DataError(f"truth labels must be (Z, Y, X) or (Y, X), got shape {arr.shape}")
     return Truth(list(_to_class_ids(arr, truth_positive, n_classes, positive)))
+
+
+def check_computable(truth: Truth, source, ignore_index: int, image=None) -> None:
+    """Refuse, in one line, an evaluation whose metrics could not be computed and would read as numbers: a truth
+    whose every pixel is the ignore label, or an ``image`` (for the overlays) of another shape than the truth."""
+    if all((t == ignore_index).all() for t in truth.labels):
+        raise DataError(f"truth {source if isinstance(source, (str, Path)) else 'array'}: every pixel is the ignore "
+                        f"label {ignore_index}; no metric can be computed on it")
+    if image is None:
+        return
+    if isinstance(image, np.ndarray):
+        arr = image[None] if image.ndim == 2 else image
+        shapes = [tuple(a.shape[-2:]) for a in arr]
+    else:
+        from ..segment.volume import open_volume
+        vol = open_volume(image)
+        shapes = [tuple(vol.slice_size(i)) for i in range(vol.shape[0])]
+    want = [tuple(t.shape) for t in truth.labels]
+    if shapes != want:
+        bad = next((i for i, (a, b) in enumerate(zip(shapes, want)) if a != b), min(len(shapes), len(want)))
+        got = f"{len(shapes)} slice(s)" if len(shapes) != len(want) else f"slice {bad} is {shapes[bad]}"
+        raise DataError(f"image {image if isinstance(image, (str, Path)) else 'array'}: {got}, but the truth has "
+                        f"{len(want)} slice(s)" + (f", slice {bad} {want[bad]}" if bad < len(want) else "")
+                        + "; give the image that was segmented")
 
 
 def overlay_image(pred: Prediction, truth: Truth, i: int, image=None):
