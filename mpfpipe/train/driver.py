@@ -17,7 +17,8 @@ from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import CheckpointWriter, load_checkpoint
-from .settings import class_weights, parse_duration, per_pixel, should_stream  # noqa: F401 - part of this module's API
+from .settings import (check_labelled, check_resume_inputs, class_weights, dataset_fingerprint,  # noqa: F401
+                       parse_duration, per_pixel, should_stream)  # some re-exported: part of this module's API
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
@@ -111,6 +112,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         sizes = ds.split_sizes() if hasattr(ds, "split_sizes") else {}
         if sizes.get(val_split, 1):
             val_idx = sorted(ds.split(val_split))
+            check_labelled(ds, val_idx, val_split)
     spec = _augment_spec(augment, net)
     max_time = parse_duration(max_time)
     cfg = OptimConfig(lr=float(lr), memory=int(memory), lr_halflife=float(lr_halflife))
@@ -119,14 +121,15 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
               "balance": bool(balance), "augment": spec.to_dict() if spec else None, "seed": int(seed),
               "dtype": np.dtype(dtype).name, "train": train_idx, "val": val_idx, "epochs": int(epochs),
               "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time,
-              "chunk_seconds": float(chunk_seconds)}
+              "chunk_seconds": float(chunk_seconds), "inputs": {"dataset": dataset_fingerprint(ds)}}
     loaded = load_checkpoint(files["checkpoint"]) if resume else None
     if loaded:
         old = dict(loaded[1]["config"])
         if old.get("augment"):  # written before an option existed: compare with its defaults filled in
             from ..data import AugmentSpec
             old["augment"] = AugmentSpec.from_dict(old["augment"]).to_dict()
-        diff = [k for k in config if k not in RESUME_FREE and old.get(k) != config[k]]
+        check_resume_inputs(old, config, files["checkpoint"])
+        diff = [k for k in config if k not in RESUME_FREE + ("inputs",) and old.get(k) != config[k]]
         if diff:
             raise TrainingError(f"cannot resume {files['checkpoint']}: the run used different {', '.join(diff)}")
     if stop:  # no cluster: the checkpoint holds everything the model needs
