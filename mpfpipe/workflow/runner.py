@@ -30,6 +30,8 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
         inputs += [*s.inputs.values(), *(s.options.get("source") or [] if s.kind == "ingest" else [])]
     _safety.check_output(run_dir, kinds=("run",), inputs=[p for p in inputs if Path(p) not in ours],
                          overwrite=True, what="run folder")
+    if _safety.recognise(run_dir) == "run" and not state_file.is_file():  # a claimed leftover: nothing to keep
+        _safety.remove(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not state_file.is_file():
             raise OutputExistsError(f"{run_dir} exists and is not an mpfpipe run folder (no workflow.json); choose "
@@ -54,7 +56,7 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
         else:
             raise OutputExistsError(f"run folder {run_dir} exists; pass --resume to continue it (finished steps are "
                                 "skipped) or --overwrite to start again")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _safety.claim(run_dir, "run")  # ours from now on, even if workflow.json cannot be written (a full disk)
     return {"format": "mpfpipe-run", "mpfpipe_version": __version__, "workflow": wf.to_dict(),
             "resolved": resolved, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "runs": 1, "steps": {}}
@@ -98,6 +100,7 @@ def run_workflow(path, sets=None, *, out=None, scheduler: str | None = None, sch
         raise WorkflowError("give either --scheduler or --scheduler-file, not both")
     state = _prepare_run_dir(run_dir, wf, steps, overwrite, resume)
     _write_json(_state_path(run_dir), state)
+    _safety.release(run_dir)
 
     from ..train import connect
     t_start = time.perf_counter()
