@@ -1,4 +1,5 @@
-"""Environment variables: every one mpfpipe or its engine reads is checked where it enters, with a line naming it.
+"""Values from outside the command line, checked where they enter with a line naming them: environment variables
+(every one mpfpipe or its engine reads) and Dask scheduler files.
 
 The CLI calls `check_environment` before any command runs, and the API reads its own variables through
 `positive_int`, so ``MPFPIPE_THREADS=abc`` is ``error: environment variable MPFPIPE_THREADS='abc': ...`` (a usage
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import UsageError
+from .errors import ClusterError, UsageError
 
 THREAD_VARIABLES = ("MPFPIPE_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "MKL_NUM_THREADS")
@@ -53,3 +54,22 @@ def check_environment() -> None:
         positive_int(name)
     for name in FOLDER_VARIABLES:
         folder(name)
+
+
+def check_scheduler_file(path) -> str:
+    """``path`` if it is a Dask scheduler file (JSON with an "address" string, as ``dask scheduler
+    --scheduler-file`` writes it); else one ClusterError naming the file and what is wrong."""
+    import json
+    try:
+        doc = json.loads(open(path).read())
+    except FileNotFoundError:
+        raise ClusterError(f"scheduler file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClusterError(f"scheduler file {path} cannot be read ({exc})") from None
+    except ValueError as exc:
+        raise ClusterError(f"scheduler file {path} is not JSON ({exc}); give the file `dask scheduler "
+                           "--scheduler-file` wrote") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("address"), str) or "://" not in doc["address"]:
+        raise ClusterError(f"scheduler file {path} holds no scheduler address (expected JSON with \"address\": "
+                           "\"tcp://host:port\", as `dask scheduler --scheduler-file` writes it)")
+    return str(path)

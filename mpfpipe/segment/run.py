@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, _lock, _safety, _stop
+from .._env import check_scheduler_file
 from ..errors import ClusterError, DataError, MpfError, OutputExistsError
 from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid
@@ -109,7 +110,7 @@ def dask_client(workers: int | None = None, threads: int | None = None, schedule
     if scheduler:
         try:
             if Path(scheduler).is_file():
-                client = Client(scheduler_file=scheduler)
+                client = Client(scheduler_file=check_scheduler_file(scheduler))
             else:
                 client = Client(scheduler)
         except (OSError, ValueError) as exc:

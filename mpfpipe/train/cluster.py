@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import dask
 
+from .._env import check_scheduler_file
 from .._runtime import prespawn_config, worker_env
 from ..errors import ClusterError
 
@@ -99,8 +100,8 @@ def connect(*, workers: int | None = None, threads: int | None = None, scheduler
         raise ClusterError("give either --scheduler or --scheduler-file, not both")
     if scheduler or scheduler_file:
         where = scheduler or f"the scheduler in {scheduler_file}"
-        if scheduler_file and not os.path.isfile(scheduler_file):
-            raise ClusterError(f"scheduler file {scheduler_file} not found")
+        if scheduler_file:
+            check_scheduler_file(scheduler_file)
         try:
             client = (Client(scheduler, timeout=timeout) if scheduler
                       else Client(scheduler_file=scheduler_file, timeout=timeout))
