@@ -27,6 +27,11 @@ class DataError(MpfError):
     """An input image, label or dataset is invalid."""
 
 
+class ValueFormatError(UsageError, DataError):
+    """An option's text cannot be parsed (a split, a label map, ...): a usage error (exit 2), and a DataError for
+    the callers that catch those."""
+
+
 class OutputExistsError(MpfError):
     """An output exists and --overwrite was not given."""
 

@@ -89,8 +89,12 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(_code())
+    except click.exceptions.UsageError as exc:  # click's usage block, folded into the one line every error gets
+        cmd = exc.ctx.command_path if exc.ctx is not None else "mpfpipe"
+        click.echo(f"error: {_one_line(exc.format_message())} (see '{cmd} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         click.echo(f"interrupted: {exc}", err=True)
