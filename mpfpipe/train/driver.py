@@ -96,6 +96,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         raise TrainingError("epochs >= 0, batch size >= 1, L-BFGS memory >= 1, lr > 0, validate_every >= 1, "
                             "lr_halflife >= 0")
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+    inputs = [ds.path, *([net] if isinstance(net, (str, Path)) and Path(net).is_file() else [])]  # + a net file
     net = _net(net, ds, maps, hidden)
     out = Path(out)
     files = {"model": out,
@@ -105,7 +106,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     if files["checkpoint"].exists() and not (resume or overwrite):
         raise TrainingError(f"a checkpoint {files['checkpoint']} exists: pass --resume to continue that run or "
                             "--overwrite to start again")
-    _safety.check_train_outputs(files, inputs=[ds.path], overwrite=overwrite, resume=resume)
+    _safety.check_train_outputs(files, inputs=inputs, overwrite=overwrite, resume=resume)
     train_idx = sorted(ds.split(train_split))
     val_idx = []
     if val_split:
