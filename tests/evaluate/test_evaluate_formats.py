@@ -1,0 +1,58 @@
+"""evaluate reads what segment and ingest read: HDF5 datasets (FILE.h5:DATASET) and image files (a palette PNG
+truth is its indices, the one reader's mask rule), and refuses a folder-inference output in one line saying what
+it takes."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from mpfpipe.cli import main
+from mpfpipe.errors import DataError
+from mpfpipe.evaluate import evaluate
+
+RNG = np.random.default_rng(3)
+PROB = RNG.random((2, 24, 30)).astype(np.float32)
+TRUTH = (RNG.random((2, 24, 30)) > 0.6).astype(np.uint8)
+
+
+def test_hdf5_prediction_and_truth_equal_the_arrays(tmp_path):
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["pred/p"] = PROB
+        f["gt"] = TRUTH
+    a = evaluate(f"{tmp_path / 'a.h5'}:pred/p", f"{tmp_path / 'a.h5'}:gt", rand=False, samples=50)
+    b = evaluate(PROB, TRUTH, rand=False, samples=50)
+    assert a["confusion"] == b["confusion"] and a["pixel_error"] == b["pixel_error"]
+    tp = int(((PROB > 0.5) & (TRUTH == 1)).sum())
+    assert a["confusion"][1][1] == tp and sum(map(sum, a["confusion"])) == TRUTH.size
+
+
+def test_palette_png_truth_is_its_indices(tmp_path):
+    truth = TRUTH[0]
+    im = Image.fromarray(truth, mode="P")
+    im.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)  # shown black / white: as a picture 0 / 255
+    im.save(tmp_path / "t.png")
+    rep = evaluate(PROB[:1], str(tmp_path / "t.png"), rand=False, samples=50)
+    pred = (PROB[0] > 0.5).astype(np.uint8)
+    assert rep["confusion"] == [[int(((truth == t) & (pred == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+
+
+def test_folder_inference_output_is_refused_saying_what_evaluate_takes(tmp_path, capsys):
+    from mpfpipe.arch import preset
+    from mpfpipe.model import Model, save_model
+    from mpfpipe.params import init_params
+    from mpfpipe.segment import segment_folder
+
+    net = preset("steel", maps=2, hidden=4)
+    save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}), tmp_path / "m.st")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray((TRUTH[0] * 200).astype(np.uint8)).save(tmp_path / "imgs" / "a.png")
+    segment_folder(tmp_path / "m.st", tmp_path / "imgs", tmp_path / "fi", workers=0, progress=False)
+    with pytest.raises(DataError, match="folder-inference output .* evaluate takes"):
+        evaluate(str(tmp_path / "fi"), TRUTH[:1])
+    np.save(tmp_path / "t.npy", TRUTH[:1])
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(tmp_path / "fi"), str(tmp_path / "t.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 1 and len(err) == 1 and "HDF5 dataset FILE.h5:DATASET" in err[0]
