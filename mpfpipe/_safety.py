@@ -58,21 +58,13 @@ def _safetensors_meta(p: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _json_format(path: Path):
-    """The "format" of a JSON state file mpfpipe writes, or None (absent, unreadable, not ours)."""
+def _json_format(path: Path, key: str = "format"):
+    """The "format" (or ``key``) of a JSON state file mpfpipe writes, or None (absent, unreadable, not ours)."""
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return state.get("format") if isinstance(state, dict) else None
-
-
-def _json_kind(path: Path):
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc.get("kind") if isinstance(doc, dict) else None
+    return state.get(key) if isinstance(state, dict) else None
 
 
 def recognise(path) -> str | None:
@@ -83,7 +75,7 @@ def recognise(path) -> str | None:
     if p.is_dir():
         if not any(p.iterdir()):
             return "empty"
-        claimed = _json_kind(p / CLAIM)
+        claimed = _json_format(p / CLAIM, "kind")
         if claimed in KINDS:
             return claimed
         attrs = _zarr_attrs(p)
