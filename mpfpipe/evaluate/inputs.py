@@ -165,9 +165,12 @@ def load_truth(truth, *, truth_positive=None, n_classes: int = 2, positive: int 
 def check_computable(truth: Truth, source, ignore_index: int, image=None) -> None:
     """Refuse, in one line, an evaluation whose metrics could not be computed and would read as numbers: a truth
     whose every pixel is the ignore label, or an ``image`` (for the overlays) of another shape than the truth."""
+    name = source if isinstance(source, (str, Path)) else "array"
+    if not sum(t.size for t in truth.labels):
+        raise DataError(f"truth {name} holds no pixel (an empty array); no metric can be computed on it")
     if all((t == ignore_index).all() for t in truth.labels):
-        raise DataError(f"truth {source if isinstance(source, (str, Path)) else 'array'}: every pixel is the ignore "
-                        f"label {ignore_index}; no metric can be computed on it")
+        raise DataError(f"truth {name}: every pixel is the ignore label {ignore_index}; no metric can be computed "
+                        "on it")
     if image is None:
         return
     if isinstance(image, np.ndarray):

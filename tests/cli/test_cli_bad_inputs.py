@@ -33,6 +33,8 @@ def w(tmp_path_factory):
     synth_em(d / "data.zarr", n_images=3, size=(40, 40), split=(0.34, 0.33, 0.33))
     save_checkpoint(d / "run.ckpt.npz", {"x": np.zeros(3)}, {"config": {}})
     (d / "notes.txt").write_text("mine")
+    import zarr
+    zarr.open_array(str(d / "empty_vol.zarr"), mode="w", shape=(0, 40, 40), dtype="uint8", chunks=(1, 40, 40))
     (d / "fake.tif").write_text("not a tiff")
     (d / "fake.safetensors").write_bytes(b"\x00" * 50)
     (d / "empty").mkdir()
@@ -90,6 +92,9 @@ CASES = [
     (["segment", "{d}/model.safetensors", "{d}/fake.tif", "{d}/s3.zarr", "--quiet", "--workers", "0"], 1,
      "fake.tif"),
     (["segment", "{d}/model.safetensors", "{d}/nope.h5:raw", "{d}/s4.zarr", "--quiet"], 1, "nope.h5"),
+    (["segment", "{d}/model.safetensors", "{d}/empty_vol.zarr", "{d}/s6.zarr", "--quiet", "--workers", "0"], 1,
+     "is empty (shape (0, 40, 40))"),
+    (["bench", "--segment", "{d}/empty_vol.zarr", "--net", "steel"], 1, "is empty"),
     (["segment", "{d}/model.safetensors", "{d}/data.zarr", "{d}/notes.txt", "--quiet", "--overwrite"], 1,
      "did not write"),
     (["segment", "{d}/model.safetensors", "{d}/data.zarr", "{d}/s5.zarr", "--block", "0,0"], 2, "block"),
@@ -101,6 +106,7 @@ CASES = [
     (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "--truth-positive", "7"], 1, "no pixel"),
     (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "--image", "{d}/small.tif"], 1, "slice 0"),
     (["evaluate", "{d}/empty_probs.npy", "{d}/zeros.npy"], 1, "slice"),
+    (["evaluate", "{d}/empty_probs.npy", "{d}/empty_probs.npy"], 1, "holds no pixel"),
     (["evaluate", "{d}/probs.npy", "{d}/empty"], 1, "evaluate reads"),
     (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "-o", "{d}/empty/../zeros.npy", "--overwrite"], 1,
      "also an input"),
