@@ -141,9 +141,12 @@ def _unexpected(exc, argv) -> str:
 
 def _parsed(argv):
     """(command name, its parameters) of the command line ``argv``, parsed again without running anything."""
+    import warnings
     try:
         ctx = cli.make_context("mpfpipe", list(argv), resilient_parsing=True)
-        name, *rest = ctx.protected_args + ctx.args
+        with warnings.catch_warnings():  # click 8.2 deprecates protected_args (then empty), 8.1 needs it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            name, *rest = ctx.protected_args + ctx.args
         cmd = cli.get_command(ctx, name)
         sub = cmd.make_context(name, rest, parent=ctx, resilient_parsing=True)
     except Exception:  # noqa: BLE001 - best effort, for a message only
