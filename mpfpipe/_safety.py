@@ -32,6 +32,7 @@ KINDS = {"dataset": "mpfpipe dataset", "segmentation": "mpfpipe segmentation", "
          "folder-segmentation": "mpfpipe folder segmentation (masks/ + detections.csv)",
          "evaluation": "mpfpipe evaluation folder (report.json + overlays)", "onnx": "mpfpipe ONNX export",
          "bioimageio": "mpfpipe bioimage.io package"}
+LOG_FIELDS = {"step", "epoch", "batch", "loss_before", "loss", "grad_norm", "step_size", "ls_evals"}  # train's log
 CLAIM = ".mpfpipe-writing"  # inside a folder output being written: {"kind": ..., "pid": ...}
 
 
@@ -110,7 +111,8 @@ def recognise(path) -> str | None:
         try:
             with open(p) as fh:
                 first = fh.readline()
-            if first.strip() == "" or "step" in (json.loads(first) or {}):
+            rec = json.loads(first) if first.strip() else {}
+            if isinstance(rec, dict) and (not rec or LOG_FIELDS <= rec.keys()):  # a step record of ours, all of it
                 return "log"
         except (OSError, ValueError, TypeError):
             return None
@@ -118,8 +120,8 @@ def recognise(path) -> str | None:
         try:
             with open(p, "rb") as fh:
                 head = fh.read(4096)
-            # ours carry Software=mpfpipe; older ones only matplotlib's own tag
-            if head.startswith(b"\x89PNG") and (b"mpfpipe" in head or b"Matplotlib version" in head):
+            # ours carry Software=mpfpipe; matplotlib's own tag alone is any figure of the user's
+            if head.startswith(b"\x89PNG") and b"Software\x00mpfpipe" in head:
                 return "plot"
         except OSError:
             return None

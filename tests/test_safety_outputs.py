@@ -160,3 +160,22 @@ def test_a_failed_runs_leftover_does_not_block_overwrite(capsys, w, tmp_path, na
     assert recognise(out) is not None  # ...that mpfpipe knows as its own
     code, err = _cli(capsys, *argv, "--overwrite")
     assert code == 0, err
+
+
+def test_a_users_figure_and_metrics_log_are_not_taken_for_train_outputs(capsys, w, tmp_path):
+    """train rewrites its log and plot on every run, so they must be recognised strictly: a matplotlib figure of
+    the user's (matplotlib's own Software tag) and a JSON-lines log of another tool with a "step" field are not
+    mpfpipe's, with or without --overwrite."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure()
+    plt.plot([1, 2, 3])
+    fig.savefig(tmp_path / "figure.png")
+    plt.close(fig)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for extra in (["--plot", tmp_path / "figure.png"], ["--log", tmp_path / "metrics.jsonl"]):
+        code, err = _cli(capsys, "train", w / "data.zarr", "--out", tmp_path / "m.safetensors", *extra, "--overwrite")
+        assert code == 1 and "did not write" in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

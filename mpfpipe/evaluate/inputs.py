@@ -7,7 +7,8 @@ image's valid size), or a probability map of the positive class as a Zarr array,
 Truth: an mpfpipe dataset (class ids, ignore 255, with its splits and image sizes), or a label stack (Zarr / TIFF /
 ``.npy`` / numpy). A stack's values become class ids: with ``truth_positive=V`` pixels equal to V are the positive
 class and all others the other class (ISBI 2012: V = 0, membranes are black); otherwise values that are all class
-ids (or 255) are used as they are, and anything else is binarised as value > 127.
+ids (or 255, the ignore label) are used as they are, and anything else is binarised as value > 127, as ingest
+does: a mask of exactly the values 0 and 255 is binary (255 the positive class), not all-ignore foreground.
 """
 from __future__ import annotations
 
@@ -109,6 +110,10 @@ def load_prediction(pred) -> Prediction:
         arr = _read_any(str(pred))
     arr = np.asarray(arr)
     if arr.dtype == np.uint8:
+        if arr.size and arr.max() <= 1:  # 0 / 1: class ids (a mask), which / 255 would read as "all negative"
+            raise DataError(f"prediction {pred if not isinstance(pred, np.ndarray) else 'array'} holds only the "
+                            "values 0 and 1: class ids, not probabilities; evaluate takes probabilities (float in "
+                            "[0, 1], or uint8 0..255 for 0..1), e.g. a `mpfpipe segment` output")
         arr = arr.astype(np.float32) / 255.0
     arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 4:
@@ -132,7 +137,8 @@ def _to_class_ids(arr: np.ndarray, truth_positive, n_classes: int, positive: int
         other = 0 if positive != 0 else 1
         return np.where(arr == truth_positive, positive, other).astype(np.uint8)
     values = np.unique(arr)
-    if np.all((values < n_classes) | (values == 255)) and np.all(values >= 0):
+    binary = set(values.tolist()) == {0, 255}  # a 0 / 255 mask: 255 is the positive class, as ingest reads it
+    if not binary and np.all((values < n_classes) | (values == 255)) and np.all(values >= 0):
         return arr.astype(np.uint8)
     return (arr > 127).astype(np.uint8)
 

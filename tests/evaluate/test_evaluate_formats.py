@@ -56,3 +56,22 @@ def test_folder_inference_output_is_refused_saying_what_evaluate_takes(tmp_path,
         main(["evaluate", str(tmp_path / "fi"), str(tmp_path / "t.npy")])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 1 and len(err) == 1 and "HDF5 dataset FILE.h5:DATASET" in err[0]
+
+
+def test_a_0_255_mask_truth_is_read_as_ingest_reads_it(tmp_path):
+    """A binary mask saved as 0 / 255 is two classes, not class 0 plus an all-ignore foreground (which silently
+    left every positive pixel out of every metric)."""
+    from mpfpipe.data import ingest, open_dataset
+    mask = (TRUTH * 255).astype(np.uint8)
+    rep = evaluate(PROB, mask, rand=False, samples=50)
+    assert rep["confusion"] == evaluate(PROB, TRUTH, rand=False, samples=50)["confusion"]
+    assert rep["n_pixels"] == TRUTH.size
+    np.save(tmp_path / "img.npy", (PROB * 255).astype(np.uint8))
+    np.save(tmp_path / "lab.npy", mask)
+    ds = open_dataset(ingest([tmp_path / "img.npy", tmp_path / "lab.npy"], tmp_path / "d.zarr", progress=False))
+    np.testing.assert_array_equal(np.stack([ds.raw_labels(i) for i in range(2)]), TRUTH)  # ingest: the same ids
+
+
+def test_a_class_id_mask_given_as_prediction_is_refused(tmp_path):
+    with pytest.raises(DataError, match="holds only the values 0 and 1: class ids, not probabilities"):
+        evaluate(TRUTH.copy(), TRUTH, rand=False)
