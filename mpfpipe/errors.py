@@ -46,3 +46,7 @@ class Interrupted(MpfError):
 
 class TrainingError(MpfError):
     """Training cannot start or continue (bad options, incompatible checkpoint, ...)."""
+
+
+class TrainingOptionError(UsageError, TrainingError):
+    """A training option's text cannot be parsed (``--max-time abc``): a usage error (exit 2)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, _safety
-from ..errors import DataError
+from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
 from . import metrics, thinned
 from .inputs import Prediction, Truth, check_computable, load_prediction, load_truth, overlay_image
@@ -62,7 +62,8 @@ def _parse_indices(spec) -> list[int]:
                 else:
                     out.append(int(part))
             except ValueError:
-                raise DataError(f"bad image index list {spec!r}: use indices and ranges such as 0-9,12") from None
+                raise ValueFormatError(f"bad image index list {spec!r}: use indices and ranges such as 0-9,12") \
+                    from None
         return out
     return [int(i) for i in spec]
 
@@ -77,7 +78,7 @@ def select_images(images, dataset, n: int) -> list[int]:
            for x in items):
         idx = sorted(set(_parse_indices(",".join(str(x) for x in items))))
         if not idx or any(not 0 <= i < n for i in idx):
-            raise DataError(f"images {images!r}: indices must be within 0..{n - 1}")
+            raise ValueFormatError(f"images {images!r}: indices must be within 0..{n - 1}")
         return idx
     if dataset is None:
         raise DataError(f"images {images!r}: split names need a truth dataset with splits (or give indices "

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from .. import _safety
-from ..errors import DataError
+from ..errors import DataError, ValueFormatError
 from ..fragment import dense_forward
 from ..model import Model, load_model
 from .graph import OPSET, build_graph
@@ -129,10 +129,10 @@ def export_bioimageio(model, output, *, name: str | None = None, authors=("unkno
     if sample_path is not None:
         sample = read_sample(sample_path, model)
     if not list(authors):
-        raise DataError("a bioimage.io package needs at least one author")
+        raise ValueFormatError("a bioimage.io package needs at least one author")
     name = name or f"mpfpipe {model.net.name}"
     if not 5 <= len(name) <= 128:
-        raise DataError(f"bioimage.io model name {name!r}: use 5 to 128 characters")
+        raise ValueFormatError(f"bioimage.io model name {name!r}: use 5 to 128 characters")
     proto = build_graph(model)
     x = _test_input(model, sample)
     y = dense_forward(model.net, model.params, _normalised(model, x[0]))[None].astype(np.float32)

@@ -113,7 +113,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         sizes = ds.split_sizes() if hasattr(ds, "split_sizes") else {}
         if sizes.get(val_split, 1):
             val_idx = sorted(ds.split(val_split))
-            check_labelled(ds, val_idx, val_split)
+    check_labelled(ds, {train_split: train_idx, val_split: val_idx})
     spec = _augment_spec(augment, net)
     max_time = parse_duration(max_time)
     cfg = OptimConfig(lr=float(lr), memory=int(memory), lr_halflife=float(lr_halflife))

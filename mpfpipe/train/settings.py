@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TrainingError
+from ..errors import TrainingError, TrainingOptionError
 from ..loss import balanced_weights
 
 
@@ -21,9 +21,9 @@ def parse_duration(value) -> float | None:
         try:
             seconds = float(text[:-1] if scale else text) * (scale or 1.0)
         except ValueError:
-            raise TrainingError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
+            raise TrainingOptionError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
     if not seconds > 0:
-        raise TrainingError(f"max_time: {value!r} must be positive")
+        raise TrainingOptionError(f"max_time: {value!r} must be positive")
     return seconds
 
 
@@ -86,9 +86,12 @@ def check_resume_inputs(old: dict, new: dict, checkpoint) -> None:
                             "re-ingested?); its weights belong to the old data: pass --overwrite to start again")
 
 
-def check_labelled(ds, indices, split: str) -> None:
-    """A validation split must hold a labelled pixel: an all-ignore split has no loss, and a 0.0 would make the
-    first step's model the best one."""
-    if indices and not np.asarray(ds.class_counts(list(indices))).sum():
-        raise TrainingError(f"validation split {split!r} of {ds.path} holds no labelled pixel (all are the ignore "
-                            "label): its loss cannot be computed; choose another --val-split ('' for none)")
+def check_labelled(ds, splits: dict) -> None:
+    """Every split a run computes a loss on ({name: indices}) must hold a labelled pixel: an all-ignore split has no
+    loss, and a 0.0 would make the first step's model the best one (validation) or train on nothing."""
+    for split, indices in splits.items():
+        if indices and not np.asarray(ds.class_counts(list(indices))).sum():
+            role = "training" if split == next(iter(splits)) else "validation"
+            option = "--train-split" if role == "training" else "--val-split ('' for none)"
+            raise TrainingError(f"{role} split {split!r} of {ds.path} holds no labelled pixel (all are the ignore "
+                                f"label): its loss cannot be computed; choose another {option}")

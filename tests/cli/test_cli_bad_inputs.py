@@ -51,6 +51,7 @@ def w(tmp_path_factory):
     (d / "unknown.yaml").write_text("frobnicate: 1\n")
     (d / "wf_bad_value.yaml").write_text("name: x\nsteps:\n  - ingest: {source: 'synthetic:em', n_images: -3}\n")
     (d / "sched.json").write_text("{not json")
+    (d / "binary.yaml").write_bytes(b"\xff\xfe\x00binary")
     return d
 
 
@@ -129,6 +130,12 @@ CASES = [
     # run
     (["run", "{d}/wf_bad_value.yaml", "--dry-run"], 2, "n_images"),
     (["run", "{d}/nothere.yaml", "--dry-run"], 2, "not found"),
+    (["run", "{d}/binary.yaml", "--dry-run"], 2, "not a text (YAML) file"),
+    (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--config", "{d}/binary.yaml"], 2, "not a text"),
+    (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--max-time", "abc"], 2, "max_time"),
+    (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "--val", "0-abc"], 2, "index list"),
+    (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "--images", "7"], 2, "within 0..2"),
+    (["export", "{d}/model.safetensors", "{d}/x.zip", "--name", "abc"], 2, "5 to 128"),
     # bench
     (["bench", "--size", "0x0"], 2, "size"),
     (["bench", "--net", "bogus"], 1, "bogus"),

@@ -23,7 +23,8 @@ def _cli(capsys, *argv):
     return exc.value.code, capsys.readouterr().err
 
 
-def test_all_ignore_validation_split_is_refused(capsys, tmp_path):
+def _half_ignored(tmp_path):
+    """A dataset of two images in two splits, one of them all ignore: (path, labelled split, ignored split)."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (2, 40, 40), dtype=np.uint8)
     lab = (img > 127).astype(np.uint8)
@@ -35,12 +36,20 @@ def test_all_ignore_validation_split_is_refused(capsys, tmp_path):
     ds = open_dataset(ds_path)
     labelled, ignored = ("train", "val") if ds.split("val") == [1] else ("val", "train")
     assert ds.class_counts(ds.split(ignored)).sum() == 0 and ds.class_counts(ds.split(labelled)).sum() == 1600
+    return ds_path, labelled, ignored
+
+
+@pytest.mark.parametrize("role", ["validation", "training"])
+def test_all_ignore_split_is_refused(capsys, tmp_path, role):
+    ds_path, labelled, ignored = _half_ignored(tmp_path)
+    splits = ["--train-split", labelled, "--val-split", ignored] if role == "validation" else \
+        ["--train-split", ignored, "--val-split", ""]
     out = tmp_path / "m.safetensors"
     code, err = _cli(capsys, "train", ds_path, "--net", "steel", "--maps", "2", "--hidden", "4", "--out", out,
-                     "--train-split", labelled, "--val-split", ignored, "--no-progress")
+                     *splits, "--no-progress")
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1, err
-    assert lines[0].startswith(f"error: validation split {ignored!r}") and "no labelled pixel" in lines[0]
+    assert lines[0].startswith(f"error: {role} split {ignored!r}") and "no labelled pixel" in lines[0]
     assert not out.exists() and not (tmp_path / "m.ckpt.npz").exists()
 
 
@@ -66,3 +75,4 @@ def test_resume_against_a_reingested_dataset_is_refused(cluster2, tmp_path):
         train(data, net, resume=True, **common)
     synth_em(tmp_path / "d.zarr", n_images=2, size=(40, 40), seed=0, overwrite=True)  # the original data again
     assert train(data, net, resume=True, **common).status == "finished"
+
