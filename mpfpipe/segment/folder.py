@@ -248,7 +248,7 @@ def segment_folder(model, folder, output, *, block=(1, 512, 512), workers: int |
     if not folder.is_dir():
         raise DataError(f"input folder {folder} not found")
     # never inside the input folder, never over a folder mpfpipe did not write (ours resumes or is replaced below)
-    _safety.check_output(out, kinds=("folder-segmentation",), inputs=[model_path, folder], overwrite=True)
+    _safety.check_outputs([("output", out, ("folder-segmentation",))], inputs=[model_path, folder], overwrite=True)
     det = mdl.detection or {}
     if threshold is None and K == 2 and det.get("probability") is not None:
         threshold = float(det["probability"])  # the probability the rule's counts were taken at

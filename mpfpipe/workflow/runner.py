@@ -28,8 +28,8 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
     inputs = [wf.path]
     for s in steps:
         inputs += [*s.inputs.values(), *(s.options.get("source") or [] if s.kind == "ingest" else [])]
-    _safety.check_output(run_dir, kinds=("run",), inputs=[p for p in inputs if Path(p) not in ours],
-                         overwrite=True, what="run folder")
+    _safety.check_outputs([("run folder", run_dir, ("run",))], inputs=[p for p in inputs if Path(p) not in ours],
+                          overwrite=True)
     if _safety.recognise(run_dir) == "run" and not state_file.is_file():  # a claimed leftover: nothing to keep
         _safety.remove(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
