@@ -122,6 +122,8 @@ def load_prediction(pred) -> Prediction:
         arr = arr[None]
     if arr.ndim != 3:
         raise DataError(f"a prediction must be (Z, Y, X) or (Y, X) probabilities, got shape {arr.shape}")
+    if arr.size and not np.isfinite(arr).all():  # NaN passes every range comparison below
+        raise DataError("prediction values hold NaN or infinite values; they must be probabilities in [0, 1]")
     if arr.size and (arr.min() < 0 or arr.max() > 1):
         raise DataError("prediction values must be probabilities in [0, 1] (or uint8 0..255)")
     return Prediction(list(arr), None)
@@ -129,6 +131,11 @@ def load_prediction(pred) -> Prediction:
 
 def _to_class_ids(arr: np.ndarray, truth_positive, n_classes: int, positive: int) -> np.ndarray:
     arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise DataError("truth labels must be whole numbers (class ids or label values); got fractional or NaN "
+                        "values (a probability map given as the truth?)")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"truth labels must be integers, got {arr.dtype}")
     if truth_positive is not None:
         if not (arr == truth_positive).any():
             raise DataError(f"truth positive value {truth_positive}: no pixel of the truth has it (its values: "

@@ -44,6 +44,7 @@ def w(tmp_path_factory):
     np.save(d / "zeros.npy", np.zeros((3, 40, 40), np.uint8))
     np.save(d / "probs.npy", np.full((3, 40, 40), 0.5, np.float32))
     np.save(d / "empty_probs.npy", np.zeros((0, 40, 40), np.float32))
+    np.save(d / "nan_probs.npy", np.where(np.eye(40, dtype=bool), np.nan, 0.5).astype(np.float32)[None].repeat(3, 0))
     tifffile.imwrite(d / "small.tif", np.zeros((3, 30, 40), np.uint8), photometric="minisblack")
     tifffile.imwrite(d / "sixteen.tif", np.arange(40 * 40, dtype=np.uint16).reshape(40, 40))
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(d / "grey.png")
@@ -108,6 +109,8 @@ CASES = [
     (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "--image", "{d}/small.tif"], 1, "slice 0"),
     (["evaluate", "{d}/empty_probs.npy", "{d}/zeros.npy"], 1, "slice"),
     (["evaluate", "{d}/empty_probs.npy", "{d}/empty_probs.npy"], 1, "holds no pixel"),
+    (["evaluate", "{d}/nan_probs.npy", "{d}/zeros.npy"], 1, "NaN"),
+    (["evaluate", "{d}/probs.npy", "{d}/probs.npy"], 1, "whole numbers"),
     (["evaluate", "{d}/probs.npy", "{d}/empty"], 1, "evaluate reads"),
     (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "-o", "{d}/empty/../zeros.npy", "--overwrite"], 1,
      "also an input"),
