@@ -316,6 +316,11 @@ def resolve_sources(sources) -> tuple[list[Item], str]:
     paths = [Path(s) for s in sources]
     if not paths:
         raise DataError("no input given: pass image/label stacks or a folder of images and masks")
+    seen = [os.path.realpath(s) if hdf5.parse_spec(s) is None else str(s) for s in sources]
+    twice = next((s for i, s in enumerate(sources) if seen[i] in seen[:i]), None)
+    if twice is not None:  # the images as their own labels: a silent nonsense dataset
+        raise DataError(f"{twice} is given twice among the sources: images, labels and masks must be different "
+                        "files or folders")
     h5 = [hdf5.parse_spec(s) is not None for s in sources]
     for p, is_h5 in zip(paths, h5):
         if not is_h5 and not p.exists():

@@ -72,8 +72,9 @@ CASES = [
     # ingest
     (["ingest", "{d}/empty", "{d}/o1.zarr", "--no-progress"], 1, "no image/mask pairs"),
     (["ingest", "{d}/empty_images.npy", "{d}/empty_labels.npy", "{d}/o2.zarr", "--no-progress"], 1, "empty"),
-    (["ingest", "{d}/fake.tif", "{d}/fake.tif", "{d}/o3.zarr", "--no-progress"], 1, "fake.tif"),
-    (["ingest", "{d}/zeros.npy", "{d}/zeros.npy", "{d}/zeros.npy", "--overwrite", "--no-progress"], 1,
+    (["ingest", "{d}/fake.tif", "{d}/zeros.npy", "{d}/o3.zarr", "--no-progress"], 1, "fake.tif"),
+    (["ingest", "{d}/zeros.npy", "{d}/zeros.npy", "{d}/o3.zarr", "--no-progress"], 1, "given twice"),
+    (["ingest", "{d}/zeros.npy", "{d}/ignore.npy", "{d}/zeros.npy", "--overwrite", "--no-progress"], 1,
      "is also an input"),
     (["ingest", "synthetic:em", "{d}/notes.txt", "--overwrite", "--no-progress"], 1, "did not write"),
     (["ingest", "synthetic:em", "{d}/o4.zarr", "--split", "abc", "--no-progress"], 2, "split"),

@@ -34,8 +34,9 @@ def test_missing_filter_is_named_by_every_reader(tmp_path):
     save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}),
                tmp_path / "m.safetensors")
     np.save(tmp_path / "p.npy", np.full((2, 40, 40), 0.5, np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros((2, 40, 40), np.uint8))
     runs = [_cli("segment", tmp_path / "m.safetensors", f"{h5}:raw", tmp_path / "s.zarr", "--workers", "0", "--quiet"),
-            _cli("ingest", f"{h5}:raw", f"{h5}:raw", tmp_path / "d.zarr", "--no-progress"),
+            _cli("ingest", f"{h5}:raw", tmp_path / "labels.npy", tmp_path / "d.zarr", "--no-progress"),
             _cli("evaluate", tmp_path / "p.npy", f"{h5}:raw")]
     for r in runs:
         lines = r.stderr.strip().splitlines()
