@@ -179,3 +179,12 @@ def test_a_users_figure_and_metrics_log_are_not_taken_for_train_outputs(capsys, 
         code, err = _cli(capsys, "train", w / "data.zarr", "--out", tmp_path / "m.safetensors", *extra, "--overwrite")
         assert code == 1 and "did not write" in err, err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_info_names_a_failed_runs_leftover(capsys, w, tmp_path):
+    from mpfpipe._lock import WriterLock
+    out = tmp_path / "out"
+    argv = [a.format(d=w, out=out) for a in WRITERS["run"][0]]
+    assert _limited(argv, len(json.dumps(WriterLock(out).me)) + 60).returncode == 1
+    code, err = _cli(capsys, "info", out)
+    assert code == 1 and err.startswith(f"error: {out} is an unfinished mpfpipe run folder") and "--overwrite" in err

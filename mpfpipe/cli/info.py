@@ -169,6 +169,11 @@ def describe(path) -> dict:
         meta = attrs.get("mpfpipe")
         if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation":
             return segmentation_info(path, meta)
+    from .._safety import CLAIM, KINDS
+    if (path / CLAIM).is_file():
+        from .._safety import recognise
+        raise MpfError(f"{path} is an unfinished {KINDS.get(recognise(path) or '', 'mpfpipe output')}: the run that "
+                       "made it stopped before writing its metadata; rerun that command with --overwrite")
     raise MpfError(f"{path} is not an mpfpipe model file, dataset, segmentation output or run folder")
 
 
