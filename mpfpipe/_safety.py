@@ -125,15 +125,14 @@ def recognise(path) -> str | None:
                 return "plot"
         except OSError:
             return None
-    if name.endswith(".onnx"):
-        try:
-            with open(p, "rb") as fh:
-                head = fh.read(64)
-            if head[:1] == b"\x08" and b"\x12\x07mpfpipe" in head:  # ir_version, then producer_name "mpfpipe"
-                return "onnx"
-        except OSError:
-            return None
-    if name.endswith(".zip"):
+    try:  # exports, whatever their name (--format): by their first bytes
+        with open(p, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None
+    if head[:1] == b"\x08" and b"\x12\x07mpfpipe" in head:  # ONNX: ir_version, then producer_name "mpfpipe"
+        return "onnx"
+    if head.startswith(b"PK\x03\x04"):
         import zipfile
         try:
             with zipfile.ZipFile(p) as zf:
@@ -189,6 +188,9 @@ def check_output(output, *, kinds, inputs=(), overwrite: bool = False, what: str
     allowed = set(kinds) | {"empty"}
     if kind not in allowed:
         names = " or ".join(KINDS[k] for k in kinds)
+        if kind in KINDS:  # ours, but another kind of output: this command would destroy another one's result
+            raise OutputExistsError(f"{what} {output} is an {KINDS[kind]}, not an {names}; --overwrite replaces "
+                                    "only an output of the same kind: choose another output")
         found = "a folder" if Path(output).is_dir() else "a file"
         raise OutputExistsError(f"{what} {output} is {found} that mpfpipe did not write (not an {names}); "
                                 "--overwrite replaces only mpfpipe's own outputs: move it away or choose another "

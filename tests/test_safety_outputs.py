@@ -188,3 +188,23 @@ def test_info_names_a_failed_runs_leftover(capsys, w, tmp_path):
     assert _limited(argv, len(json.dumps(WriterLock(out).me)) + 60).returncode == 1
     code, err = _cli(capsys, "info", out)
     assert code == 1 and err.startswith(f"error: {out} is an unfinished mpfpipe run folder") and "--overwrite" in err
+
+
+def test_exports_are_recognised_by_content_and_kinds_are_not_swapped(capsys, w, tmp_path):
+    """An export named freely (--format) is still replaced by the same export with --overwrite, and an mpfpipe
+    output of one kind is never replaced by a command writing another kind."""
+    pytest.importorskip("onnx")
+    out = tmp_path / "model.bin"
+    for _ in range(2):
+        code, err = _cli(capsys, "export", w / "model.safetensors", out, "--format", "onnx", "--overwrite")
+        assert code == 0, err
+    assert recognise(out) == "onnx"
+    before = out.read_bytes()
+    code, err = _cli(capsys, "export", w / "model.safetensors", out, "--format", "bioimageio", "--overwrite")
+    assert code == 1 and "is an mpfpipe ONNX export, not an mpfpipe bioimage.io package" in err, err
+    assert out.read_bytes() == before
+    from mpfpipe.data import open_dataset
+    n = open_dataset(w / "data.zarr").n_images
+    code, err = _cli(capsys, "evaluate", w / "probs.npy", w / "truth.npy", "-o", w / "data.zarr", "--overwrite")
+    assert code == 1 and "is an mpfpipe dataset, not an mpfpipe evaluation folder" in err, err
+    assert open_dataset(w / "data.zarr").n_images == n

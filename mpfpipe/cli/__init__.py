@@ -161,7 +161,8 @@ def _outputs(argv) -> list[str]:
 
 
 def _command_files(argv) -> tuple[str | None, list[str]]:
-    """The command of ``argv`` and the files it names (its path arguments and options, inputs first)."""
+    """The command of ``argv`` and the files it names (its arguments and options that are existing paths, and its
+    output)."""
     import os
     name, params = _parsed(argv)
     files = []
