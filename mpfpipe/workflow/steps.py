@@ -45,7 +45,7 @@ def _run_train(step: Step, ctx) -> dict:
     if resume:
         ctx.say(f"  resuming the training run of {ck}")
     res = train(step.inputs["dataset"], out=step.outputs["main"], checkpoint=ck, log=step.outputs["log"],
-                plot=step.outputs["plot"], resume=resume, overwrite=not resume, client=ctx.client,
+                plot=step.outputs["plot"], resume=resume, overwrite=True, client=ctx.client,  # the run's own model
                 progress=ctx.progress, echo=ctx.say, **o)
     if res.status == "paused":
         raise TrainingError(f"{step.label}: training paused (max_steps); rerun with --resume to continue")
