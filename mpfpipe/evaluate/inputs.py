@@ -100,6 +100,11 @@ def load_prediction(pred) -> Prediction:
             import zarr
             if not meta.get("complete"):
                 raise DataError(f"{pred} is an unfinished segmentation; rerun `mpfpipe segment` to complete it")
+            from .._integrity import damaged
+            bad = damaged(pred)  # a lost chunk would read as its fill value: probabilities 0, silently
+            if bad:
+                raise DataError(f"{pred}: {len(bad)} damaged block(s) (rerun the same segment command to recompute "
+                                f"them); first: {bad[0]}")
             arr = zarr.open_group(str(pred), mode="r")["0"][...]
             arr = arr.astype(np.float32) * np.float32(meta.get("probability_scale", 1.0))
             if arr.ndim == 3:  # (K, Y, X) from a 2D input

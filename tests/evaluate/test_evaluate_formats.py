@@ -75,3 +75,21 @@ def test_a_0_255_mask_truth_is_read_as_ingest_reads_it(tmp_path):
 def test_a_class_id_mask_given_as_prediction_is_refused(tmp_path):
     with pytest.raises(DataError, match="holds only the values 0 and 1: class ids, not probabilities"):
         evaluate(TRUTH.copy(), TRUTH, rand=False)
+
+
+def test_a_damaged_segmentation_is_refused_not_read_as_zeros(tmp_path):
+    from mpfpipe.arch import preset
+    from mpfpipe.data import synth_em
+    from mpfpipe.model import Model, save_model
+    from mpfpipe.params import init_params
+    from mpfpipe.segment import segment
+
+    net = preset("steel", maps=2, hidden=4)
+    save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}), tmp_path / "m.st")
+    data = synth_em(tmp_path / "d.zarr", n_images=2, size=(40, 40))
+    segment(tmp_path / "m.st", data, tmp_path / "s.zarr", workers=0, progress=False, levels=1)
+    assert evaluate(str(tmp_path / "s.zarr"), str(data), rand=False, samples=50)["n_pixels"] == 2 * 40 * 40
+    chunk = next(p for p in sorted((tmp_path / "s.zarr" / "0").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.unlink()
+    with pytest.raises(DataError, match="1 damaged block"):
+        evaluate(str(tmp_path / "s.zarr"), str(data), rand=False, samples=50)
