@@ -58,7 +58,10 @@ def read_image_file(path, role: str = "image") -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
-            return tifffile.imread(path)
+
+            from .sources import tiff_damage_check
+            with tiff_damage_check(path):  # tifffile logs a cut page chain and reads on
+                return tifffile.imread(path)
         from PIL import Image
         with Image.open(path) as im:
             im.load()
@@ -67,6 +70,17 @@ def read_image_file(path, role: str = "image") -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL/tifffile raise many kinds
         raise DataError(f"{path}: cannot read image file ({type(exc).__name__}: {exc})") from None
+
+
+def read_npy(path, what: str = "") -> np.ndarray:
+    """A .npy array (never pickled objects), any reading problem one DataError naming the file."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - truncated, object arrays, not .npy: all the user's file
+        raise DataError(f"{what}{path}: cannot read .npy ({type(exc).__name__}: {exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{what}{path}: an array of {arr.dtype}; images, labels and probabilities are numbers")
+    return arr
 
 
 def image_size(path) -> tuple[int, int]:

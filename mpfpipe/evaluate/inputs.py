@@ -58,7 +58,8 @@ def _read_any(path: str, role: str = "image") -> np.ndarray:
         from ..data.sources import read_tiff_stack
         return read_tiff_stack(p)
     if p.suffix.lower() == ".npy":
-        return np.load(str(p), allow_pickle=False)
+        from ..data.imagefile import read_npy
+        return read_npy(p)
     if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
         from ..data.imagefile import read_image_file
         from ..data.sources import to_chw, to_label2d
@@ -114,6 +115,8 @@ def load_prediction(pred) -> Prediction:
             return Prediction(probs, arr.shape[0], meta)
         arr = _read_any(str(pred))
     arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"a prediction holds probabilities (numbers), got an array of {arr.dtype}")
     if arr.dtype == np.uint8:
         if arr.size and arr.max() <= 1:  # 0 / 1: class ids (a mask), which / 255 would read as "all negative"
             raise DataError(f"prediction {pred if not isinstance(pred, np.ndarray) else 'array'} holds only the "

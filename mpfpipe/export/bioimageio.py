@@ -36,10 +36,8 @@ def read_sample(path, model: Model) -> np.ndarray:
     from ..data.sources import read_file, to_chw
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - any reader error is the user's file
-            raise DataError(f"sample {path}: cannot read it ({type(exc).__name__}: {exc})") from None
+        from ..data.imagefile import read_npy
+        arr = read_npy(path, "sample ")
         img = arr[None] if arr.ndim == 2 else arr
     else:
         img = to_chw(read_file(path, "image"), str(path))

@@ -44,6 +44,11 @@ def w(tmp_path_factory):
     np.save(d / "zeros.npy", np.zeros((3, 40, 40), np.uint8))
     np.save(d / "probs.npy", np.full((3, 40, 40), 0.5, np.float32))
     np.save(d / "empty_probs.npy", np.zeros((0, 40, 40), np.float32))
+    np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(d / "complex.npy", np.zeros((3, 40, 40), np.complex64))
+    (d / "cut.npy").write_bytes((d / "zeros.npy").read_bytes()[:200])
+    tifffile.imwrite(d / "whole.tif", np.zeros((2, 30, 40), np.uint8), photometric="minisblack")
+    (d / "cut.tif").write_bytes((d / "whole.tif").read_bytes()[:300])
     np.save(d / "nan_probs.npy", np.where(np.eye(40, dtype=bool), np.nan, 0.5).astype(np.float32)[None].repeat(3, 0))
     tifffile.imwrite(d / "small.tif", np.zeros((3, 30, 40), np.uint8), photometric="minisblack")
     tifffile.imwrite(d / "sixteen.tif", np.arange(40 * 40, dtype=np.uint16).reshape(40, 40))
@@ -111,6 +116,10 @@ CASES = [
     (["evaluate", "{d}/empty_probs.npy", "{d}/zeros.npy"], 1, "slice"),
     (["evaluate", "{d}/empty_probs.npy", "{d}/empty_probs.npy"], 1, "holds no pixel"),
     (["evaluate", "{d}/nan_probs.npy", "{d}/zeros.npy"], 1, "NaN"),
+    (["evaluate", "{d}/objects.npy", "{d}/zeros.npy"], 1, "cannot read .npy"),
+    (["evaluate", "{d}/probs.npy", "{d}/cut.npy"], 1, "cannot read .npy"),
+    (["evaluate", "{d}/complex.npy", "{d}/zeros.npy"], 1, "complex64"),
+    (["export", "{d}/model.safetensors", "{d}/y.zip", "--sample", "{d}/cut.tif"], 1, "cut.tif"),
     (["evaluate", "{d}/probs.npy", "{d}/probs.npy"], 1, "whole numbers"),
     (["evaluate", "{d}/probs.npy", "{d}/empty"], 1, "evaluate reads"),
     (["evaluate", "{d}/probs.npy", "{d}/zeros.npy", "-o", "{d}/empty/../zeros.npy", "--overwrite"], 1,
