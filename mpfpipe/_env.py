@@ -25,8 +25,10 @@ class EnvironmentVariableError(UsageError):
 def positive_int(name: str) -> int | None:
     """The environment variable ``name`` as an integer >= 1, None when it is unset or empty."""
     text = os.environ.get(name, "").strip()
-    if not text:
-        return None
+    return _whole(name, text) if text else None
+
+
+def _whole(name: str, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -51,7 +53,11 @@ def folder(name: str) -> str | None:
 def check_environment() -> None:
     """Check every variable mpfpipe reads (see the module doc); the first bad one raises."""
     for name in THREAD_VARIABLES:
-        positive_int(name)
+        if name == "OMP_NUM_THREADS" and "," in os.environ.get(name, ""):  # OpenMP's per-level list: 4,2
+            for part in os.environ[name].split(","):
+                _whole(name, part)
+        else:
+            positive_int(name)
     for name in FOLDER_VARIABLES:
         folder(name)
 

@@ -89,6 +89,7 @@ CASES = [
     (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--plot", "{d}/data.zarr/p.png"], 1, "inside the input"),
     (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--log", "{d}/notes.txt"], 1, "did not write"),
     (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--net", "{d}/nothere.yaml"], 1, "nothere"),
+    (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--net", "{d}/binary.yaml"], 1, "cannot parse"),
     (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--val-split", "nope"], 1, "nope"),
     (["train", "{d}/data.zarr", "--out", "{d}/m.safetensors", "--scheduler-file", "{d}/sched.json"], 1,
      "not JSON"),
