@@ -17,7 +17,7 @@ from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import CheckpointWriter, load_checkpoint
-from .settings import (check_labelled, check_resume_inputs, class_weights, dataset_fingerprint,  # noqa: F401
+from .settings import (check_labelled, check_resume, class_weights, dataset_fingerprint,  # noqa: F401
                        parse_duration, per_pixel, should_stream)  # some re-exported: part of this module's API
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
@@ -129,10 +129,7 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         if old.get("augment"):  # written before an option existed: compare with its defaults filled in
             from ..data import AugmentSpec
             old["augment"] = AugmentSpec.from_dict(old["augment"]).to_dict()
-        check_resume_inputs(old, config, files["checkpoint"])
-        diff = [k for k in config if k not in RESUME_FREE + ("inputs",) and old.get(k) != config[k]]
-        if diff:
-            raise TrainingError(f"cannot resume {files['checkpoint']}: the run used different {', '.join(diff)}")
+        check_resume(old, config, files["checkpoint"], free=RESUME_FREE)
     if stop:  # no cluster: the checkpoint holds everything the model needs
         if not loaded:
             raise TrainingError(f"nothing to stop: no checkpoint {files['checkpoint']} to resume (stop needs "

@@ -77,13 +77,17 @@ def dataset_fingerprint(ds) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def check_resume_inputs(old: dict, new: dict, checkpoint) -> None:
-    """Refuse a resume whose dataset changed since the checkpoint's run started (one line)."""
+def check_resume(old: dict, new: dict, checkpoint, free=()) -> None:
+    """Refuse, in one line, a resume of ``checkpoint`` (its run's config ``old``) with the config ``new``: when the
+    dataset changed since that run started (its fingerprint), or an option other than ``free`` differs."""
     was, now = old.get("inputs"), new.get("inputs")
     if was is not None and was != now:
         raise TrainingError(f"cannot resume {checkpoint}: the dataset {new.get('dataset')} changed since that run "
                             f"started (fingerprint {str(was.get('dataset'))[:12]} -> {str(now.get('dataset'))[:12]}: "
                             "re-ingested?); its weights belong to the old data: pass --overwrite to start again")
+    diff = [k for k in new if k not in (*free, "inputs") and old.get(k) != new[k]]
+    if diff:
+        raise TrainingError(f"cannot resume {checkpoint}: the run used different {', '.join(diff)}")
 
 
 def check_labelled(ds, splits: dict) -> None:
