@@ -118,7 +118,7 @@ def load_prediction(pred) -> Prediction:
     if arr.dtype.kind not in "biuf":
         raise DataError(f"a prediction holds probabilities (numbers), got an array of {arr.dtype}")
     if arr.dtype == np.uint8:
-        if arr.size and arr.max() <= 1:  # 0 / 1: class ids (a mask), which / 255 would read as "all negative"
+        if arr.size and arr.max() == 1:  # 0 / 1: class ids (a mask), which / 255 would read as "all negative"
             raise DataError(f"prediction {pred if not isinstance(pred, np.ndarray) else 'array'} holds only the "
                             "values 0 and 1: class ids, not probabilities; evaluate takes probabilities (float in "
                             "[0, 1], or uint8 0..255 for 0..1), e.g. a `mpfpipe segment` output")
