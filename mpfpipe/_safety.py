@@ -192,9 +192,9 @@ def check_output(output, *, kinds, inputs=(), overwrite: bool = False, what: str
             raise OutputExistsError(f"{what} {output} is an {KINDS[kind]}, not an {names}; --overwrite replaces "
                                     "only an output of the same kind: choose another output")
         found = "a folder" if Path(output).is_dir() else "a file"
-        raise OutputExistsError(f"{what} {output} is {found} that mpfpipe did not write (not a readable {names}); "
-                                "--overwrite replaces only mpfpipe's own outputs: move it away or choose another "
-                                "output")
+        raise OutputExistsError(f"{what} {output} is {found} that mpfpipe did not write (not an {names}, or a "
+                                "damaged one); --overwrite replaces only mpfpipe's own outputs: move it away or "
+                                "choose another output")
     return True
 
 
