@@ -23,7 +23,8 @@ from .. import __version__, _safety
 from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
 from . import metrics, thinned
-from .inputs import Prediction, Truth, check_computable, load_prediction, load_truth, overlay_image
+from .inputs import (Prediction, Truth, check_computable, load_image, load_prediction, load_truth,
+                     overlay_image)
 from .report import overlay_png, pick_slices, write_json
 
 __all__ = ["Prediction", "Truth", "evaluate", "metrics", "select_images", "thinned"]
@@ -140,7 +141,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         raise DataError(f"positive class {positive} is not one of the {K} classes")
     T = load_truth(truth, truth_positive=truth_positive, n_classes=K, positive=positive)
     _pair(P, T)
-    check_computable(T, truth, ignore_index, image)
+    image, image_source = load_image(image), image
+    check_computable(T, truth, ignore_index, image, image_source)
     n = len(T.labels)
     idx = select_images(images, T.dataset, n)
     chosen = set(idx)

@@ -183,7 +183,19 @@ def load_truth(truth, *, truth_positive=None, n_classes: int = 2, positive: int 
     return Truth(list(_to_class_ids(arr, truth_positive, n_classes, positive)))
 
 
-def check_computable(truth: Truth, source, ignore_index: int, image=None) -> None:
+def load_image(image):
+    """The ``image`` option (raw pixels for the overlays): an image file or .npy read here by the one reader (as
+    ingest and folder inference read it), a volume path (TIFF, Zarr, HDF5) left to `open_volume`, arrays as they
+    are."""
+    if image is None or isinstance(image, np.ndarray):
+        return image
+    p = Path(str(image))
+    if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy"):
+        return _read_any(str(p), "image")
+    return image
+
+
+def check_computable(truth: Truth, source, ignore_index: int, image=None, image_source=None) -> None:
     """Refuse, in one line, an evaluation whose metrics could not be computed and would read as numbers: a truth
     whose every pixel is the ignore label, or an ``image`` (for the overlays) of another shape than the truth."""
     name = source if isinstance(source, (str, Path)) else "array"
@@ -205,7 +217,9 @@ def check_computable(truth: Truth, source, ignore_index: int, image=None) -> Non
     if shapes != want:
         bad = next((i for i, (a, b) in enumerate(zip(shapes, want)) if a != b), min(len(shapes), len(want)))
         got = f"{len(shapes)} slice(s)" if len(shapes) != len(want) else f"slice {bad} is {shapes[bad]}"
-        raise DataError(f"image {image if isinstance(image, (str, Path)) else 'array'}: {got}, but the truth has "
+        shown = image_source if isinstance(image_source, (str, Path)) else \
+            image if isinstance(image, (str, Path)) else "array"
+        raise DataError(f"image {shown}: {got}, but the truth has "
                         f"{len(want)} slice(s)" + (f", slice {bad} {want[bad]}" if bad < len(want) else "")
                         + "; give the image that was segmented")
 

@@ -93,3 +93,18 @@ def test_a_damaged_segmentation_is_refused_not_read_as_zeros(tmp_path):
     chunk.unlink()
     with pytest.raises(DataError, match="1 damaged block"):
         evaluate(str(tmp_path / "s.zarr"), str(data), rand=False, samples=50)
+
+
+def test_image_for_overlays_is_read_by_the_one_reader(tmp_path):
+    """--image as a PNG file: read as ingest reads pictures; one of another shape than the truth is refused."""
+    from mpfpipe.evaluate.inputs import load_image
+    im = Image.fromarray((TRUTH[0] * 5).astype(np.uint8), mode="P")
+    im.putpalette(list(np.repeat(255 - np.arange(256, dtype=np.uint8), 3)))
+    im.save(tmp_path / "pic.png")
+    np.testing.assert_array_equal(load_image(str(tmp_path / "pic.png")), 255 - TRUTH[0] * 5)  # the picture
+    rep = evaluate(PROB[:1], TRUTH[:1], image=str(tmp_path / "pic.png"), output=tmp_path / "ev", rand=False,
+                   samples=50, overlays=1)
+    assert rep["overlays"] == [str(tmp_path / "ev" / "overlay_z0000.png")]
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(DataError, match=r"image .*small.png: slice 0 is \(5, 5\), but the truth"):
+        evaluate(PROB[:1], TRUTH[:1], image=str(tmp_path / "small.png"), rand=False)
