@@ -26,10 +26,11 @@ def worker_env(threads: int) -> dict:
 
 def apply_thread_limit() -> None:
     """Use MPFPIPE_THREADS Numba threads in the calling thread (set for Dask workers by `worker_env`)."""
-    n = os.environ.get("MPFPIPE_THREADS")
+    from ._env import positive_int
+    n = positive_int("MPFPIPE_THREADS")
     if n:
         import numba
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
 def prespawn_config() -> dict:

@@ -305,8 +305,8 @@ def load_net(spec, *, in_channels: int | None = None, n_classes: int | None = No
         path = Path(spec)
         if not path.is_file():
             raise ArchitectureError(f"unknown net {str(spec)!r}: not a preset ({', '.join(PRESETS)}) nor a file")
-        text = path.read_text()
         try:
+            text = path.read_text()  # in the try: a binary file is the user's file too
             if path.suffix == ".json":
                 d = json.loads(text)
             else:

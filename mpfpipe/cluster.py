@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import dask
 
 from . import _stop
+from ._env import check_scheduler_file
 from ._runtime import prespawn_config, worker_env
 from .errors import ClusterError
 
@@ -119,8 +120,8 @@ def _join(scheduler, scheduler_file, workers, threads, timeout) -> ClusterHandle
     if scheduler and not is_address(scheduler):  # a path: the scheduler file
         scheduler, scheduler_file = None, scheduler
     where = scheduler or f"the scheduler in {scheduler_file}"
-    if scheduler_file and not os.path.isfile(scheduler_file):
-        raise ClusterError(f"scheduler file {scheduler_file} not found")
+    if scheduler_file:
+        check_scheduler_file(scheduler_file)
     try:
         client = (Client(scheduler, timeout=timeout) if scheduler
                   else Client(scheduler_file=scheduler_file, timeout=timeout))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError, TrainingError
+from .errors import DataError, TrainingOptionError, ValueFormatError
 
 
 @dataclass(frozen=True)
@@ -154,19 +154,19 @@ def parse_split(split) -> tuple[float, float, float] | None:
         try:
             split = [float(s) for s in split.replace(":", ",").split(",") if s.strip()]
         except ValueError:
-            raise DataError(f"split {split!r}: expected fractions like '0.6,0.2,0.2' (train,val,test)") from None
+            raise ValueFormatError(f"split {split!r}: expected fractions like '0.6,0.2,0.2' (train,val,test)") from None
     try:
         fr = [float(s) for s in split]
     except (TypeError, ValueError):
-        raise DataError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test])") from None
+        raise ValueFormatError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test])") from None
     if len(fr) == 2:
         fr.append(1.0 - sum(fr))
     if len(fr) != 3:
-        raise DataError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test]), got {len(fr)}")
+        raise ValueFormatError(f"split {split!r}: expected 2 or 3 fractions (train, val[, test]), got {len(fr)}")
     if any(not np.isfinite(f) or f < -1e-9 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-        raise DataError(f"split {split!r}: fractions must be >= 0 and sum to 1")
+        raise ValueFormatError(f"split {split!r}: fractions must be >= 0 and sum to 1")
     if fr[0] <= 0:
-        raise DataError(f"split {split!r}: the train fraction must be > 0")
+        raise ValueFormatError(f"split {split!r}: the train fraction must be > 0")
     fr = [max(0.0, f) for f in fr]
     return (fr[0], fr[1], fr[2])
 
@@ -201,7 +201,7 @@ def parse_duration(value) -> float | None:
         try:
             seconds = float(text[:-1] if scale else text) * (scale or 1.0)
         except ValueError:
-            raise TrainingError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
+            raise TrainingOptionError(f"max_time: {value!r} is not a duration (e.g. 7200, 90m, 2h)") from None
     if not seconds > 0:
-        raise TrainingError(f"max_time: {value!r} must be positive")
+        raise TrainingOptionError(f"max_time: {value!r} must be positive")
     return seconds

@@ -74,7 +74,7 @@ def test_workflow_values_fail_at_dry_run(capsys, tmp_path, sets, needle):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err.strip()
-    assert exc.value.code == 1 and len(err.splitlines()) == 1 and needle in err, err
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err  # a usage error, as on the CLI
     assert not (tmp_path / "run").exists()
 
 
@@ -85,7 +85,7 @@ def test_workflow_file_value_fails_before_the_ingest_step_runs(capsys, tmp_path)
     with pytest.raises(SystemExit) as exc:
         main(["run", str(wf), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
-    assert exc.value.code == 1 and "step 2 (train): epochs = 'abc'" in err
+    assert exc.value.code == 2 and "step 2 (train): epochs = 'abc'" in err
     assert not (tmp_path / "run" / "data").exists()
 
 

@@ -126,6 +126,9 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
         return rec
 
     volume = open_volume(source)
+    from .. import _safety  # the outputs' temporary folder: never inside the volume benchmarked
+    _safety.check_outputs([("bench work folder", Path(workdir or tempfile.gettempdir()) / "mpfpipe-segbench-*",
+                            ("empty",))], inputs=[volume.path])
     block = tuple(block or DEFAULT_BLOCK)
     workers, threads = choose_layout(workers, threads)
     T = workers * threads

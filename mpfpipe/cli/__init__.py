@@ -17,7 +17,7 @@ import traceback
 import click
 
 from .. import __version__, _stop
-from ..errors import Interrupted, MpfError
+from ..errors import Interrupted, MpfError, UsageError
 from ._common import CONTEXT_SETTINGS
 
 
@@ -82,12 +82,19 @@ def main(argv=None):
         import logging
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
+        from .._env import check_environment
+        if not {"--help", "-h", "--version"} & set(sys.argv[1:] if argv is None else argv):
+            check_environment()  # before anything reads a variable: one line naming a bad one
         cli.main(args=argv, prog_name="mpfpipe", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(_code())
+    except click.exceptions.UsageError as exc:  # click's usage block, folded into the one line every error gets
+        cmd = exc.ctx.command_path if exc.ctx is not None else "mpfpipe"
+        click.echo(f"error: {_one_line(exc.format_message())} (see '{cmd} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         click.echo(f"interrupted: {exc}", err=True)
@@ -95,8 +102,8 @@ def main(argv=None):
     except MpfError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        click.echo(f"error: {_one_line(exc)}", err=True)
+        sys.exit(2 if isinstance(exc, UsageError) else 1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(_code())
@@ -111,18 +118,56 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 - last resort: one line unless --debug
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        click.echo(f"error: {_unexpected(exc, sys.argv[1:] if argv is None else argv)}", err=True)
         sys.exit(1)
     sys.exit(0)
 
 
-def _outputs(argv) -> list[str]:
-    """The output paths of the command line ``argv`` (parsed again, without running anything)."""
+def _one_line(exc) -> str:
+    """The message of ``exc`` on one line (a message holding newlines, e.g. a wrapped library error, folded)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _unexpected(exc, argv) -> str:
+    """The line for an exception no layer turned into an MpfError: what was being done (the command and its
+    files), then what Python said, and that it is mpfpipe's fault."""
+    name, files = _command_files(argv)
+    what = f"mpfpipe {name}" + (f" on {', '.join(files)}" if files else "") if name else "mpfpipe"
+    detail = _one_line(exc)
+    said = f"{type(exc).__name__} ({detail})" if detail != type(exc).__name__ else type(exc).__name__
+    return (f"{what} stopped on an unexpected internal error, {said}; this is a bug in mpfpipe, not in the "
+            "input (run with --debug for the traceback and report it)")
+
+
+def _parsed(argv):
+    """(command name, its parameters) of the command line ``argv``, parsed again without running anything."""
+    import warnings
     try:
         ctx = cli.make_context("mpfpipe", list(argv), resilient_parsing=True)
-        name, *rest = ctx.protected_args + ctx.args
+        with warnings.catch_warnings():  # click 8.2 deprecates protected_args (then empty), 8.1 needs it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            name, *rest = ctx.protected_args + ctx.args
         cmd = cli.get_command(ctx, name)
         sub = cmd.make_context(name, rest, parent=ctx, resilient_parsing=True)
     except Exception:  # noqa: BLE001 - best effort, for a message only
-        return []
-    return [str(sub.params[k]) for k in ("output", "out") if sub.params.get(k)]
+        return None, {}
+    return name, sub.params
+
+
+def _outputs(argv) -> list[str]:
+    """The output paths of the command line ``argv``."""
+    params = _parsed(argv)[1]
+    return [str(params[k]) for k in ("output", "out") if params.get(k)]
+
+
+def _command_files(argv) -> tuple[str | None, list[str]]:
+    """The command of ``argv`` and the files it names (its arguments and options that are existing paths, and its
+    output)."""
+    import os
+    name, params = _parsed(argv)
+    files = []
+    for key, val in params.items():
+        for v in val if isinstance(val, (list, tuple)) else [val]:
+            if isinstance(v, str) and v and (os.path.exists(v.split(":")[0]) or key in ("output", "out")):
+                files.append(v)
+    return name, list(dict.fromkeys(files))

@@ -27,6 +27,8 @@ def _load_config(ctx, param, value):
             data = yaml.safe_load(fh) or {}
     except OSError as exc:
         raise click.BadParameter(f"cannot read {value}: {exc.strerror}", ctx=ctx, param=param) from None
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{value} is not a text (YAML) file", ctx=ctx, param=param) from None
     except yaml.YAMLError as exc:
         raise click.BadParameter(f"{value} is not valid YAML: {exc}", ctx=ctx, param=param) from None
     if not isinstance(data, dict):

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from . import cli
 from ..options import cli_options
 from ._common import config_option
-
-
-def _read_sample(path):
-    """An image for the bioimage.io test input: .npy, a TIFF (first page) or any image file Pillow reads."""
-    import numpy as np
-    p = Path(path)
-    try:
-        if p.suffix.lower() == ".npy":
-            return np.load(p, allow_pickle=False)
-        if p.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-            return tifffile.imread(p, key=0)
-        from PIL import Image
-        return np.asarray(Image.open(p))
-    except Exception as exc:  # noqa: BLE001 - any reader error is the user's file
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--sample") from None
 
 
 @cli.command("export", epilog="""\b
@@ -51,7 +34,7 @@ def export(model, output, fmt, opset, name, authors, license_, sample, overwrite
     if fmt == "bioimageio":
         from ..export.bioimageio import export_bioimageio
         path = export_bioimageio(model, output, name=name, authors=authors or ("unknown",), license=license_,
-                                 sample=None if sample is None else _read_sample(sample), overwrite=overwrite)
+                                 sample=sample, overwrite=overwrite)
         click.echo(f"{path}: bioimage.io model package (rdf.yaml, model.onnx, README.md, test tensors)")
         return
     from ..export import export_onnx

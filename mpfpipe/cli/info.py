@@ -121,6 +121,13 @@ def verify(path, d: dict) -> dict:
         from ..segment.verify import damaged_level_blocks
         problems, n = [p for _, _, p in damaged_level_blocks(path)], d["blocks_done"] or 0
         fix = "rerun the same segment command to recompute those blocks"
+    elif d["kind"] == "folder segmentation":
+        from ..segment.folder import verify_folder
+        n, problems = verify_folder(path)
+        if problems:
+            raise MpfError(f"{len(problems)} damaged mask(s) (rerun the same segment command to redo them); "
+                           f"first: {problems[0]}")
+        return {**d, "verified": f"{n} done masks match their checksums"}
     else:
         return d
     if problems:
@@ -134,9 +141,19 @@ def describe(path) -> dict:
     if not path.exists():
         raise MpfError(f"{path} not found")
     if path.is_file():
-        if path.suffix in (".tif", ".tiff", ".npy", ".png", ".jpg"):
+        if path.suffix.lower() in (".tif", ".tiff", ".npy", ".png", ".jpg", ".jpeg", ".bmp"):
             raise MpfError(f"{path} is an image file, not an mpfpipe model, dataset or segmentation "
                            "(ingest it with `mpfpipe ingest`)")
+        from .._safety import KINDS, recognise
+        kind = recognise(path)
+        if kind not in (None, "model"):  # a checkpoint, a log, an export...: ours, but not what info describes
+            raise MpfError(f"{path} is an {KINDS[kind]}, not a model file; info describes model files "
+                           "(.safetensors), datasets, segmentation outputs and run folders")
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        if kind is None and not (len(head) == 9 and head[8:9] == b"{"):  # a safetensors file opens with its header
+            raise MpfError(f"{path} is not an mpfpipe model file (nor a dataset, segmentation or run folder): "
+                           "info describes those")
         return model_info(path)
     if (path / "workflow.json").is_file():
         return run_info(path)
@@ -153,6 +170,11 @@ def describe(path) -> dict:
         meta = attrs.get("mpfpipe")
         if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation":
             return segmentation_info(path, meta)
+    from .._safety import CLAIM, KINDS
+    if (path / CLAIM).is_file():
+        from .._safety import recognise
+        raise MpfError(f"{path} is an unfinished {KINDS.get(recognise(path) or '', 'mpfpipe output')}: the run that "
+                       "made it stopped before writing its metadata; rerun that command with --overwrite")
     raise MpfError(f"{path} is not an mpfpipe model file, dataset, segmentation output or run folder")
 
 

@@ -68,7 +68,22 @@ def resolve(source) -> tuple[str, str]:
         if not isinstance(obj, h5py.Dataset):
             inner = [f"{name}/{n}" for n in _datasets(obj)]
             raise DataError(f"{path}:{name} is a group, not a dataset; datasets in it: {_listing(inner)}")
+        check_filters(obj, f"{path}:{name}")
     return str(Path(path).absolute()), name
+
+
+def check_filters(ds, source: str) -> None:
+    """Refuse, where the dataset enters, one whose compression filter is not installed: HDF5 would fail on the
+    first chunk read, inside a worker, with "can't read data" and no filter named."""
+    import h5py
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):  # even an "optional" one: its chunks were written through it
+            label = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+            raise DataError(f"{source} is compressed with the HDF5 filter {code} ({label or 'unnamed'}), which is "
+                            "not installed here: install its plugin (e.g. pip install hdf5plugin and import it, or "
+                            "set HDF5_PLUGIN_PATH) or rewrite the dataset without it")
 
 
 def open_dataset(path: str, name: str):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
 from .layout import IGNORE_INDEX, check_image_dtype
 from .sources import Item, resolve_sources
@@ -30,22 +30,22 @@ def parse_label_map(label_map) -> dict[int, int]:
             if not part.strip():
                 continue
             if ":" not in part and "=" not in part:
-                raise DataError(f"label map {label_map!r}: expected 'value:class,...' e.g. '0:1,255:0'")
+                raise ValueFormatError(f"label map {label_map!r}: expected 'value:class,...' e.g. '0:1,255:0'")
             k, v = part.replace("=", ":").split(":", 1)
             pairs[k.strip()] = v.strip()
         label_map = pairs
     if not isinstance(label_map, dict) or not label_map:
-        raise DataError(f"label map {label_map!r}: expected a mapping of source values to class ids")
+        raise ValueFormatError(f"label map {label_map!r}: expected a mapping of source values to class ids")
     out = {}
     for k, v in label_map.items():
         try:
             key = int(k)
             val = IGNORE_INDEX if str(v).lower() == "ignore" else int(v)
         except (TypeError, ValueError):
-            raise DataError(f"label map entry {k!r}: {v!r}: values and class ids must be integers "
+            raise ValueFormatError(f"label map entry {k!r}: {v!r}: values and class ids must be integers "
                             "(or 'ignore')") from None
         if not (0 <= val < IGNORE_INDEX or val == IGNORE_INDEX):
-            raise DataError(f"label map entry {k}: {v}: class ids must be 0..254 or 'ignore'")
+            raise ValueFormatError(f"label map entry {k}: {v}: class ids must be 0..254 or 'ignore'")
         out[key] = val
     return out
 

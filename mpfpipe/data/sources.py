@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import hdf5
+from .imagefile import image_size, read_image_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 STACK_EXTS = (".tif", ".tiff", ".npy")
@@ -68,8 +69,10 @@ def to_chw(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def to_label2d(arr: np.ndarray, what: str) -> np.ndarray:
-    """A label image as (H, W) integers; RGB labels with equal channels are reduced to one."""
+    """A label image as (H, W) integers; RGB labels with equal channels are reduced to one, alpha dropped."""
     arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # grey+alpha
+        arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         rgb = arr[..., :3]
         if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
@@ -84,38 +87,15 @@ def to_label2d(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def read_file(path: Path) -> np.ndarray:
-    """Decode one image file (PIL, or tifffile for TIFF), naming the file on any failure."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-            return tifffile.imread(path)
-        from PIL import Image
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - PIL/tifffile raise many kinds
-        raise DataError(f"{path}: cannot read image file ({type(exc).__name__}: {exc})") from None
+def read_file(path: Path, role: str = "image") -> np.ndarray:
+    """Decode one image file by the rule of ``role`` ("image" or "mask"), naming the file on any failure: the
+    one reader of `mpfpipe.data.imagefile`."""
+    return read_image_file(path, role)
 
 
 def file_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the header of an image file, without decoding the pixels."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-            with tifffile.TiffFile(path) as tif:
-                shape = tif.pages[0].shape
-            return int(shape[0]), int(shape[1])
-        from PIL import Image
-        with Image.open(path) as im:
-            w, h = im.size
-        return int(h), int(w)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read image file ({type(exc).__name__}: {exc})") from None
+    """(H, W) from the header of an image file (EXIF orientation applied), without decoding the pixels."""
+    return image_size(path)
 
 
 # --------------------------------------------------------------------------------------------------- stacks
@@ -327,7 +307,7 @@ def _file_item(img: Path, mask: Path, group: str, root: Path) -> Item:
     name = img.relative_to(root).as_posix() if img.is_relative_to(root) else img.name
     return Item(name=name, group=group, size=file_size(img),
                 image=lambda: to_chw(read_file(img), str(img)),
-                labels=lambda: to_label2d(read_file(mask), str(mask)),
+                labels=lambda: to_label2d(read_file(mask, "mask"), str(mask)),
                 image_path=str(img), label_path=str(mask))
 
 
@@ -336,6 +316,11 @@ def resolve_sources(sources) -> tuple[list[Item], str]:
     paths = [Path(s) for s in sources]
     if not paths:
         raise DataError("no input given: pass image/label stacks or a folder of images and masks")
+    seen = [os.path.realpath(s) if hdf5.parse_spec(s) is None else str(s) for s in sources]
+    twice = next((s for i, s in enumerate(sources) if seen[i] in seen[:i]), None)
+    if twice is not None:  # the images as their own labels: a silent nonsense dataset
+        raise DataError(f"{twice} is given twice among the sources: images, labels and masks must be different "
+                        "files or folders")
     h5 = [hdf5.parse_spec(s) is not None for s in sources]
     for p, is_h5 in zip(paths, h5):
         if not is_h5 and not p.exists():

@@ -40,6 +40,9 @@ class Volume:
 
     def __post_init__(self):
         self._arr = None
+        if any(int(n) < 1 for n in self.shape):  # checked where every volume enters: no zero-size block grid
+            raise DataError(f"{self.path}{':' + self.array if self.array else ''} is empty (shape "
+                            f"{tuple(int(n) for n in self.shape)}): nothing to segment")
 
     def __getstate__(self):
         state = dict(self.__dict__)

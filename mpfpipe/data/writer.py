@@ -36,7 +36,7 @@ def check_output(output, overwrite: bool, inputs=()) -> Path:
     """Fail early if OUTPUT exists (without overwrite), is not an mpfpipe dataset, or is / holds / lies in one
     of ``inputs`` (see `mpfpipe._safety`)."""
     output = Path(output)
-    _safety.check_output(output, kinds=("dataset",), inputs=inputs, overwrite=overwrite)
+    _safety.check_outputs([("output", output, ("dataset",))], inputs=inputs, overwrite=overwrite)
     return output
 
 

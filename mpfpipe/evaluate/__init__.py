@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, _safety
-from ..errors import DataError
+from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
 from . import metrics, official
-from .inputs import Prediction, Truth, _segment_meta, load_prediction, load_truth, overlay_image
+from .inputs import (Prediction, Truth, _segment_meta, check_computable, load_image, load_prediction, load_truth,
+                     overlay_image)
 from .instances import choose_parameters, is_class_truth, load_pred_instances, score_instances
 from .report import overlay_png, pick_slices, write_json
 
@@ -64,7 +65,8 @@ def _parse_indices(spec) -> list[int]:
                 else:
                     out.append(int(part))
             except ValueError:
-                raise DataError(f"bad image index list {spec!r}: use indices and ranges such as 0-9,12") from None
+                raise ValueFormatError(f"bad image index list {spec!r}: use indices and ranges such as 0-9,12") \
+                    from None
         return out
     return [int(i) for i in spec]
 
@@ -79,7 +81,7 @@ def select_images(images, dataset, n: int) -> list[int]:
            for x in items):
         idx = sorted(set(_parse_indices(",".join(str(x) for x in items))))
         if not idx or any(not 0 <= i < n for i in idx):
-            raise DataError(f"images {images!r}: indices must be within 0..{n - 1}")
+            raise ValueFormatError(f"images {images!r}: indices must be within 0..{n - 1}")
         return idx
     if dataset is None:
         raise DataError(f"images {images!r}: split names need a truth dataset with splits (or give indices "
@@ -137,8 +139,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
-        _safety.check_output(out_dir / "report.json", kinds=("report",), overwrite=overwrite,
-                             inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
+        replace = _safety.check_outputs([("output folder", out_dir, ("evaluation",))], overwrite=overwrite,
+                                        inputs=[x for x in (pred, truth, image) if isinstance(x, (str, Path))])
     if instances and not (_has_probabilities(pred) and is_class_truth(truth, truth_positive)):
         return _instances_only(pred, truth, output=output, truth_positive=truth_positive, positive=positive,
                                ignore_index=ignore_index, images=images)
@@ -148,6 +150,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         raise DataError(f"positive class {positive} is not one of the {K} classes")
     T = load_truth(truth, truth_positive=truth_positive, n_classes=K, positive=positive)
     _pair(P, T)
+    image, image_source = load_image(image), image
+    check_computable(T, truth, ignore_index, image, image_source)
     n = len(T.labels)
     idx = select_images(images, T.dataset, n)
     chosen = set(idx)
@@ -218,6 +222,9 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:
+        if replace["output folder"]:
+            _safety.remove(out_dir)  # ours (checked above): no overlay of an earlier run stays behind
+        _safety.claim(out_dir, "evaluation")  # dying while drawing overlays leaves a folder --overwrite replaces
         files = []
         for i in (idx[j] for j in pick_slices(len(idx), overlays)):
             img = overlay_image(P, T, i, image)
@@ -226,6 +233,7 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
                                          title=f"slice {i}")))
         report["overlays"] = files
         report["report"] = str(write_json(report, out_dir / "report.json"))
+        _safety.release(out_dir)
     return report
 
 

@@ -7,7 +7,8 @@ image's valid size), or a probability map of the positive class as a Zarr array,
 Truth: an mpfpipe dataset (class ids, ignore 255, with its splits and image sizes), or a label stack (Zarr / TIFF /
 ``.npy`` / numpy). A stack's values become class ids: with ``truth_positive=V`` pixels equal to V are the positive
 class and all others the other class (ISBI 2012: V = 0, membranes are black); otherwise values that are all class
-ids (or 255) are used as they are, and anything else is binarised as value > 127.
+ids (or 255, the ignore label) are used as they are, and anything else is binarised as value > 127, as ingest
+does: a mask of exactly the values 0 and 255 is binary (255 the positive class), not all-ignore foreground.
 """
 from __future__ import annotations
 
@@ -37,7 +38,19 @@ class Truth:
     dataset: object = None           # the Dataset when read from one (for overlay images)
 
 
-def _read_any(path: str) -> np.ndarray:
+TAKES = ("a `mpfpipe segment` output, an mpfpipe dataset (truth), or one array: a Zarr array, a TIFF stack, "
+         ".npy, an image file (PNG / JPEG / TIFF) or an HDF5 dataset FILE.h5:DATASET")
+
+
+def _read_any(path: str, role: str = "image") -> np.ndarray:
+    """One array from a file, read as segment and ingest read it: an HDF5 dataset ``FILE.h5:DATASET``, a TIFF stack,
+    .npy, a single image file (by the rule of ``role``, `mpfpipe.data.imagefile`: a truth is a "mask") or a Zarr
+    array; anything else (a folder-inference output, a plain folder) is refused saying what evaluate takes."""
+    from ..data import hdf5
+    spec = hdf5.parse_spec(path)
+    if spec is not None:
+        file, name = hdf5.resolve(path)
+        return np.asarray(hdf5.open_dataset(file, name)[()])
     p = Path(path)
     if not p.exists():
         raise DataError(f"{path} not found")
@@ -45,12 +58,23 @@ def _read_any(path: str) -> np.ndarray:
         from ..data.sources import read_tiff_stack
         return read_tiff_stack(p)
     if p.suffix.lower() == ".npy":
-        return np.load(str(p), allow_pickle=False)
+        from ..data.imagefile import read_npy
+        return read_npy(p)
+    if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+        from ..data.imagefile import read_image_file
+        from ..data.sources import to_chw, to_label2d
+        arr = read_image_file(p, role)
+        return to_label2d(arr, str(p)) if role == "mask" else to_chw(arr, str(p))[0]
+    from .._safety import recognise
+    if recognise(p) == "folder-segmentation":
+        raise DataError(f"{path} is a folder-inference output (masks/ + detections.csv, class ids of images of any "
+                        f"size): evaluate takes {TAKES}; to score folder inference, ingest the images with their "
+                        "masks and evaluate `mpfpipe segment` of that dataset")
     import zarr
     try:
         node = zarr.open(str(p), mode="r")
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path} is not a TIFF, .npy or Zarr array: {exc}") from None
+    except Exception:  # noqa: BLE001
+        raise DataError(f"{path} is not something evaluate reads: it takes {TAKES}") from None
     if not isinstance(node, zarr.Array):
         raise DataError(f"{path} is a Zarr group; give the array inside it (e.g. {path}/NAME)")
     return node[...]
@@ -77,6 +101,11 @@ def load_prediction(pred) -> Prediction:
             import zarr
             if not meta.get("complete"):
                 raise DataError(f"{pred} is an unfinished segmentation; rerun `mpfpipe segment` to complete it")
+            from .._integrity import damaged
+            bad = damaged(pred)  # a lost chunk would read as its fill value: probabilities 0, silently
+            if bad:
+                raise DataError(f"{pred}: {len(bad)} damaged block(s) (rerun the same segment command to recompute "
+                                f"them); first: {bad[0]}")
             arr = zarr.open_group(str(pred), mode="r")["0"][...]
             arr = arr.astype(np.float32) * np.float32(meta.get("probability_scale", 1.0))
             if arr.ndim == 3:  # (K, Y, X) from a 2D input
@@ -86,7 +115,13 @@ def load_prediction(pred) -> Prediction:
             return Prediction(probs, arr.shape[0], meta)
         arr = _read_any(str(pred))
     arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"a prediction holds probabilities (numbers), got an array of {arr.dtype}")
     if arr.dtype == np.uint8:
+        if arr.size and arr.max() == 1:  # 0 / 1: class ids (a mask), which / 255 would read as "all negative"
+            raise DataError(f"prediction {pred if not isinstance(pred, np.ndarray) else 'array'} holds only the "
+                            "values 0 and 1: class ids, not probabilities; evaluate takes probabilities (float in "
+                            "[0, 1], or uint8 0..255 for 0..1), e.g. a `mpfpipe segment` output")
         arr = arr.astype(np.float32) / 255.0
     arr = arr.astype(np.float32, copy=False)
     if arr.ndim == 4:
@@ -95,6 +130,8 @@ def load_prediction(pred) -> Prediction:
         arr = arr[None]
     if arr.ndim != 3:
         raise DataError(f"a prediction must be (Z, Y, X) or (Y, X) probabilities, got shape {arr.shape}")
+    if arr.size and not np.isfinite(arr).all():  # NaN passes every range comparison below
+        raise DataError("prediction values hold NaN or infinite values; they must be probabilities in [0, 1]")
     if arr.size and (arr.min() < 0 or arr.max() > 1):
         raise DataError("prediction values must be probabilities in [0, 1] (or uint8 0..255)")
     return Prediction(list(arr), None)
@@ -102,11 +139,21 @@ def load_prediction(pred) -> Prediction:
 
 def _to_class_ids(arr: np.ndarray, truth_positive, n_classes: int, positive: int) -> np.ndarray:
     arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise DataError("truth labels must be whole numbers (class ids or label values); got fractional or NaN "
+                        "values (a probability map given as the truth?)")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"truth labels must be integers, got {arr.dtype}")
     if truth_positive is not None:
+        if not (arr == truth_positive).any():
+            raise DataError(f"truth positive value {truth_positive}: no pixel of the truth has it (its values: "
+                            f"{', '.join(map(str, np.unique(arr)[:10].tolist()))}); every metric would count no "
+                            "positive pixel")
         other = 0 if positive != 0 else 1
         return np.where(arr == truth_positive, positive, other).astype(np.uint8)
     values = np.unique(arr)
-    if np.all((values < n_classes) | (values == 255)) and np.all(values >= 0):
+    binary = set(values.tolist()) == {0, 255}  # a 0 / 255 mask: 255 is the positive class, as ingest reads it
+    if not binary and np.all((values < n_classes) | (values == 255)) and np.all(values >= 0):
         return arr.astype(np.uint8)
     return (arr > 127).astype(np.uint8)
 
@@ -127,13 +174,54 @@ def load_truth(truth, *, truth_positive=None, n_classes: int = 2, positive: int 
                 ds = open_dataset(p)
                 labels = [ds.raw_labels(i) for i in range(len(ds))]
                 return Truth(labels, {k: list(v) for k, v in (ds.attrs.get("splits") or {}).items()}, ds)
-        truth = _read_any(str(truth))
+        truth = _read_any(str(truth), "mask")
     arr = np.asarray(truth)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
         raise DataError(f"truth labels must be (Z, Y, X) or (Y, X), got shape {arr.shape}")
     return Truth(list(_to_class_ids(arr, truth_positive, n_classes, positive)))
+
+
+def load_image(image):
+    """The ``image`` option (raw pixels for the overlays): an image file or .npy read here by the one reader (as
+    ingest and folder inference read it), a volume path (TIFF, Zarr, HDF5) left to `open_volume`, arrays as they
+    are."""
+    if image is None or isinstance(image, np.ndarray):
+        return image
+    p = Path(str(image))
+    if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".npy"):
+        return _read_any(str(p), "image")
+    return image
+
+
+def check_computable(truth: Truth, source, ignore_index: int, image=None, image_source=None) -> None:
+    """Refuse, in one line, an evaluation whose metrics could not be computed and would read as numbers: a truth
+    whose every pixel is the ignore label, or an ``image`` (for the overlays) of another shape than the truth."""
+    name = source if isinstance(source, (str, Path)) else "array"
+    if not sum(t.size for t in truth.labels):
+        raise DataError(f"truth {name} holds no pixel (an empty array); no metric can be computed on it")
+    if all((t == ignore_index).all() for t in truth.labels):
+        raise DataError(f"truth {name}: every pixel is the ignore label {ignore_index}; no metric can be computed "
+                        "on it")
+    if image is None:
+        return
+    if isinstance(image, np.ndarray):
+        arr = image[None] if image.ndim == 2 else image
+        shapes = [tuple(a.shape[-2:]) for a in arr]
+    else:
+        from ..segment.volume import open_volume
+        vol = open_volume(image)
+        shapes = [tuple(vol.slice_size(i)) for i in range(vol.shape[0])]
+    want = [tuple(t.shape) for t in truth.labels]
+    if shapes != want:
+        bad = next((i for i, (a, b) in enumerate(zip(shapes, want)) if a != b), min(len(shapes), len(want)))
+        got = f"{len(shapes)} slice(s)" if len(shapes) != len(want) else f"slice {bad} is {shapes[bad]}"
+        shown = image_source if isinstance(image_source, (str, Path)) else \
+            image if isinstance(image, (str, Path)) else "array"
+        raise DataError(f"image {shown}: {got}, but the truth has "
+                        f"{len(want)} slice(s)" + (f", slice {bad} {want[bad]}" if bad < len(want) else "")
+                        + "; give the image that was segmented")
 
 
 def overlay_image(pred: Prediction, truth: Truth, i: int, image=None):

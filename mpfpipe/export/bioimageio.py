@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import DataError, OutputExistsError
+from .. import _safety
+from ..errors import DataError, ValueFormatError
 from ..fragment import dense_forward
 from ..model import Model, load_model
 from .graph import OPSET, build_graph
@@ -26,6 +27,22 @@ FORMAT_VERSION = "0.5.4"
 PAPER = {"text": "Masci, Giusti, Ciresan, Fricout & Schmidhuber, A fast learning algorithm for image segmentation "
                  "with max-pooling convolutional networks, ICIP 2013",
          "url": "https://arxiv.org/abs/1302.1690"}
+
+
+def read_sample(path, model: Model) -> np.ndarray:
+    """The sample image file as (C, H, W), read as ingest and folder inference read images
+    (`mpfpipe.data.imagefile`; a .npy array as it is), refused like them when the model cannot take it."""
+    from ..data.imagefile import check_for_model
+    from ..data.sources import read_file, to_chw
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        from ..data.imagefile import read_npy
+        arr = read_npy(path, "sample ")
+        img = arr[None] if arr.ndim == 2 else arr
+    else:
+        img = to_chw(read_file(path, "image"), str(path))
+    prov = model.provenance if isinstance(model.provenance, dict) else {}
+    return check_for_model(img, model.net.in_channels, prov.get("input_dtype"), f"sample {path}")
 
 
 def _test_input(model: Model, sample, size: int = 128) -> np.ndarray:
@@ -100,17 +117,20 @@ def export_bioimageio(model, output, *, name: str | None = None, authors=("unkno
     """Write ``model`` (path or `Model`) as a bioimage.io model package (a .zip) at ``output``; ``sample``: an
     image ((H, W) or (C, H, W)) whose top-left crop becomes the test input (default: seeded noise)."""
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    sample_path = None if sample is None or isinstance(sample, np.ndarray) else sample
+    _safety.check_outputs([("output", output, ("bioimageio",))], overwrite=overwrite,
+                          inputs=[m for m in (model, sample_path) if not isinstance(m, Model)])
     source = "(in memory)"
     if not isinstance(model, Model):
         source = str(model)
         model = load_model(model)
+    if sample_path is not None:
+        sample = read_sample(sample_path, model)
     if not list(authors):
-        raise DataError("a bioimage.io package needs at least one author")
+        raise ValueFormatError("a bioimage.io package needs at least one author")
     name = name or f"mpfpipe {model.net.name}"
     if not 5 <= len(name) <= 128:
-        raise DataError(f"bioimage.io model name {name!r}: use 5 to 128 characters")
+        raise ValueFormatError(f"bioimage.io model name {name!r}: use 5 to 128 characters")
     proto = build_graph(model)
     x = _test_input(model, sample)
     y = dense_forward(model.net, model.params, _normalised(model, x[0]))[None].astype(np.float32)

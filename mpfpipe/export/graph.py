@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..arch import ConvOp, PoolOp
-from ..errors import ExportError, OutputExistsError
+from .. import _safety
+from ..errors import ExportError
 from ..fragment import PAD_MODE
 from ..model import Model, load_model, read_metadata
 
@@ -167,8 +168,8 @@ def export_onnx(model, output, *, opset: int = OPSET, overwrite: bool = False) -
     the same folder, then rename). Refuses an existing ``output`` unless ``overwrite``."""
     t0 = time.perf_counter()
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
+    _safety.check_outputs([("output", output, ("onnx",))], overwrite=overwrite,
+                          inputs=[] if isinstance(model, Model) else [model])
     source = None
     if not isinstance(model, Model):
         meta = read_metadata(model)

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,13 +117,15 @@ def image_task(engine: Engine, job: _Job, rel: str, mask_rel: str) -> dict:
         p_defect = probs[list(job.defect), 0].sum(axis=0)
         score = max(score, float(p_defect.max()))
     full = upsample_labels(labels, f, (H, W))
-    atomic_write(Path(job.output) / "masks" / mask_rel, png_bytes(full))
+    png = png_bytes(full)
+    atomic_write(Path(job.output) / "masks" / mask_rel, png)
     counts = np.bincount(full.ravel(), minlength=K)
     marker = {"image": rel, "mask": f"masks/{mask_rel}", "height": int(H), "width": int(W),
               "defect_pixels": int(sum(counts[k] for k in job.defect)),
               "model_defect_pixels": int(sum((labels == k).sum() for k in job.defect)),
               "class_pixels": [int(c) for c in counts[:K]], "max_probability": round(score, 6),
-              "source": source_stamp(src), "seconds": time.perf_counter() - t0}
+              "source": source_stamp(src), "mask_crc32": zlib.crc32(png), "mask_bytes": len(png),
+              "seconds": time.perf_counter() - t0}
     marker["cpu_seconds"] = time.process_time() - c0
     atomic_write(_marker_path(Path(job.output), mask_rel), json.dumps(marker).encode())
     marker["pid"] = os.getpid()
@@ -133,15 +136,43 @@ def _marker_path(out: Path, mask_rel: str) -> Path:
     return out / ".done" / (mask_rel + ".json")
 
 
+def mask_intact(out: Path, m: dict) -> bool:
+    """The marker's mask file is there and byte for byte what the task wrote (CRC-32 of the PNG recorded in the
+    marker): a mask truncated or edited since is not done."""
+    try:
+        data = (out / m["mask"]).read_bytes()
+    except (OSError, KeyError, TypeError):
+        return False
+    return "mask_crc32" in m and len(data) == m.get("mask_bytes") and zlib.crc32(data) == m["mask_crc32"]
+
+
 def _read_marker(out: Path, mask_rel: str, src: Path) -> dict | None:
-    """The done marker of an image, if its mask exists and its source is unchanged since."""
+    """The done marker of an image, if its mask is intact and its source is unchanged since."""
     try:
         m = json.loads(_marker_path(out, mask_rel).read_text())
-        if (out / m["mask"]).is_file() and m["source"] == source_stamp(src):
+        if m["source"] == source_stamp(src) and mask_intact(out, m):
             return m
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def verify_folder(out) -> tuple[int, list[str]]:
+    """(done images, problems) of a folder-inference output: every done marker's mask read back against its
+    checksum (for ``mpfpipe info --verify``)."""
+    out = Path(out)
+    problems, n = [], 0
+    for marker in sorted((out / ".done").rglob("*.json")):
+        try:
+            m = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            problems.append(f"{marker}: unreadable done marker")
+            continue
+        n += 1
+        if not mask_intact(out, m):
+            problems.append(f"{out / str(m.get('mask'))} (of {m.get('image')}) is missing or damaged (checksum "
+                            "mismatch)")
+    return n, problems
 
 
 def read_state(out: Path) -> dict | None:
@@ -157,6 +188,8 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> None:
     that mpfpipe made (only that: `mpfpipe._safety`)."""
     import shutil
     state = read_state(out)
+    if state is None and overwrite and _safety.recognise(out) == "folder-segmentation":
+        _safety.remove(out)  # the claimed leftover of a run that failed before its state file (checked: ours)
     if state is not None and (overwrite or state.get("settings") != settings):
         if not overwrite:
             old = state.get("settings", {})
@@ -169,10 +202,11 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> None:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     if read_state(out) is None:
+        _safety.claim(out, "folder-segmentation")  # a run dying before the state file is written stays ours
         atomic_write(out / STATE, json.dumps({"format": FORMAT, "mpfpipe_version": __version__,
                                                "settings": settings, "complete": False}, indent=2).encode())
+        _safety.release(out)
 
 
 def _detection_threshold(model, detect_threshold, f: int) -> tuple[float, str]:
@@ -207,7 +241,7 @@ def segment_folder(model, folder, output, *, block=OPTIONS["segment"]["block"].d
     if not folder.is_dir():
         raise DataError(f"input folder {folder} not found")
     # never inside the input folder, never over a folder mpfpipe did not write (ours resumes or is replaced below)
-    _safety.check_output(out, kinds=("folder-segmentation",), inputs=[model_path, folder], overwrite=True)
+    _safety.check_outputs([("output", out, ("folder-segmentation",))], inputs=[model_path, folder], overwrite=True)
     det = mdl.detection or {}
     if threshold is None and K == 2 and det.get("probability") is not None:
         threshold = float(det["probability"])  # the probability the rule's counts were taken at

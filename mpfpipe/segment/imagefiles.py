@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -63,23 +62,13 @@ def mask_names(rels: list[str]) -> dict[str, str]:
 
 
 def read_image(path: Path, channels: int, dtype: str | None) -> np.ndarray:
-    """(C, H, W) of an image file; RGB with equal channels becomes grey. One DataError naming the file."""
+    """(C, H, W) of an image file, read as ingest reads it (`mpfpipe.data.imagefile`); RGB with equal channels
+    becomes grey. One DataError naming the file when the model cannot take it."""
+    from ..data.imagefile import check_for_model
     from ..data.sources import read_file, tiff_damage_check, to_chw
     with tiff_damage_check(path):
-        img = to_chw(read_file(path), str(path))
-    if img.shape[0] != channels:
-        if channels == 1 and img.shape[0] == 3:
-            raise DataError(f"{path}: an RGB image with unequal channels; the model takes grey images (or RGB "
-                            "with equal channels)")
-        raise DataError(f"{path}: {img.shape[0]} channel(s), the model takes {channels}")
-    if dtype and np.dtype(img.dtype) != np.dtype(dtype):
-        raise DataError(f"{path}: pixels of type {img.dtype}, but the model was trained on {np.dtype(dtype)} "
-                        f"images (the normalisation is in their units)")
-    if img.dtype.kind not in "uif":
-        raise DataError(f"{path}: cannot segment pixels of type {img.dtype}")
-    if img.dtype.kind == "f" and not np.isfinite(img).all():
-        raise DataError(f"{path}: the image holds NaN or infinite values")
-    return img
+        img = to_chw(read_file(path, "image"), str(path))
+    return check_for_model(img, channels, dtype, path)
 
 
 def upsample_labels(labels: np.ndarray, f: int, size: tuple) -> np.ndarray:

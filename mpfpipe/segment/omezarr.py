@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _safety
 
 FORMAT = "mpfpipe-segmentation"
 FORMAT_VERSION = 1
@@ -108,6 +109,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
     chunk = tuple(min(b, n) for b, n in zip(block, volume.shape))
     comp = [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    _safety.claim(path, "segmentation")  # until attrs["mpfpipe"] is written: a failure here stays ours
     pdtype = np.uint8 if quantize else np.float32
     labels = root.create_group("labels")
     seg = labels.create_group(LABELS_NAME)
@@ -151,6 +153,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
                              "quantized": bool(quantize),
                              "probability_scale": (1.0 / 255.0) if quantize else 1.0,
                              "label_fill": LABEL_FILL, "class_names": list(class_names)}
+    _safety.release(path)
 
 
 def set_complete(path, complete: bool = True, **extra) -> None:

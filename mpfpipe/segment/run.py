@@ -182,7 +182,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
         raise DataError(f"positive class {positive} is not a class of this {mdl.net.n_classes}-class model")
     output = Path(output)
     # never write over / into an input, nor over anything that is not an mpfpipe segmentation (mpfpipe._safety)
-    _safety.check_output(output, kinds=("segmentation",), inputs=[model_path, volume.path], overwrite=True)
+    _safety.check_outputs([("output", output, ("segmentation",))], inputs=[model_path, volume.path], overwrite=True)
     mmeta = model_record(model_path)
     settings = _settings(mmeta, volume, chunk, quantize, threshold, positive, levels, bool(tta))
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,

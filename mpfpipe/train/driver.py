@@ -18,7 +18,8 @@ from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import CheckpointWriter, load_checkpoint
-from .settings import class_weights, parse_duration, per_pixel, should_stream  # noqa: F401 - part of this module's API
+from .settings import (check_labelled, check_resume, class_weights, dataset_fingerprint,  # noqa: F401
+                       parse_duration, per_pixel, should_stream)  # some re-exported: part of this module's API
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
 from .optim import DEFAULT_LR, MINIBATCH, STEPS, OptimConfig, init_state
@@ -96,6 +97,7 @@ def train(dataset, net="n4", *,
     say = echo or (lambda *_: None)
     lr = DEFAULT_LR.get(optimizer, 1.0) if v["lr"] is None else v["lr"]
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+    inputs = [ds.path, *([net] if isinstance(net, (str, Path)) and Path(net).is_file() else [])]  # + a net file
     net = _net(net, ds, maps, hidden)
     out = Path(out)
     files = {"model": out,
@@ -105,13 +107,14 @@ def train(dataset, net="n4", *,
     if files["checkpoint"].exists() and not (resume or overwrite):
         raise TrainingError(f"a checkpoint {files['checkpoint']} exists: pass --resume to continue that run or "
                             "--overwrite to start again")
-    _safety.check_train_outputs(files, inputs=[ds.path], overwrite=overwrite, resume=resume)
+    _safety.check_train_outputs(files, inputs=inputs, overwrite=overwrite, resume=resume)
     train_idx = sorted(ds.split(train_split))
     val_idx = []
     if val_split:
         sizes = ds.split_sizes() if hasattr(ds, "split_sizes") else {}
         if sizes.get(val_split, 1):
             val_idx = sorted(ds.split(val_split))
+    check_labelled(ds, {train_split: train_idx, val_split: val_idx})
     spec = _augment_spec(augment, net)
     max_time = parse_duration(max_time)
     cfg = OptimConfig(lr=float(lr), memory=int(memory), lr_halflife=float(lr_halflife))
@@ -120,16 +123,14 @@ def train(dataset, net="n4", *,
               "balance": bool(balance), "augment": spec.to_dict() if spec else None, "seed": int(seed),
               "dtype": np.dtype(dtype).name, "train": train_idx, "val": val_idx, "epochs": int(epochs),
               "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time,
-              "chunk_seconds": float(chunk_seconds)}
+              "chunk_seconds": float(chunk_seconds), "inputs": {"dataset": dataset_fingerprint(ds)}}
     loaded = load_checkpoint(files["checkpoint"]) if resume else None
     if loaded:
         old = dict(loaded[1]["config"])
         if old.get("augment"):  # written before an option existed: compare with its defaults filled in
             from ..data import AugmentSpec
             old["augment"] = AugmentSpec.from_dict(old["augment"]).to_dict()
-        diff = [k for k in config if k not in RESUME_FREE and old.get(k) != config[k]]
-        if diff:
-            raise TrainingError(f"cannot resume {files['checkpoint']}: the run used different {', '.join(diff)}")
+        check_resume(old, config, files["checkpoint"], free=RESUME_FREE)
     if stop:  # no cluster: the checkpoint holds everything the model needs
         if not loaded:
             raise TrainingError(f"nothing to stop: no checkpoint {files['checkpoint']} to resume (stop needs "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TrainingError
 from ..loss import balanced_weights
 from ..values import parse_duration  # noqa: F401 - its old import path
 
@@ -42,3 +43,42 @@ def data_bytes(dataset, indices) -> int:
     """Bytes the held (normalised float32 + uint8 labels) images of ``indices`` take on the workers."""
     c = dataset.channels
     return int(sum(dataset.sizes[i][0] * dataset.sizes[i][1] * (4 * c + 1) for i in indices))
+
+
+FINGERPRINTED = ("class_names", "ignore_index", "label_mapping", "sizes", "downsample", "normalisation", "splits",
+                 "class_counts", "checksums")  # what a model depends on; not provenance's times and paths
+
+
+def dataset_fingerprint(ds) -> str:
+    """SHA-256 of what training depends on in a dataset: its pixels (the per-chunk checksums recorded at ingest),
+    labels' class counts, sizes, splits and normalisation. A dataset re-ingested at the same path from other
+    images gets another fingerprint, so a resume cannot mix the old weights with new data."""
+    import hashlib
+    import json
+    attrs = dict(ds.attrs)
+    doc = {k: attrs.get(k) for k in FINGERPRINTED}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_resume(old: dict, new: dict, checkpoint, free=()) -> None:
+    """Refuse, in one line, a resume of ``checkpoint`` (its run's config ``old``) with the config ``new``: when the
+    dataset changed since that run started (its fingerprint), or an option other than ``free`` differs."""
+    was, now = old.get("inputs"), new.get("inputs")
+    if was is not None and was != now:
+        raise TrainingError(f"cannot resume {checkpoint}: the dataset {new.get('dataset')} changed since that run "
+                            f"started (fingerprint {str(was.get('dataset'))[:12]} -> {str(now.get('dataset'))[:12]}: "
+                            "re-ingested?); its weights belong to the old data: pass --overwrite to start again")
+    diff = [k for k in new if k not in (*free, "inputs") and old.get(k) != new[k]]
+    if diff:
+        raise TrainingError(f"cannot resume {checkpoint}: the run used different {', '.join(diff)}")
+
+
+def check_labelled(ds, splits: dict) -> None:
+    """Every split a run computes a loss on ({name: indices}) must hold a labelled pixel: an all-ignore split has no
+    loss, and a 0.0 would make the first step's model the best one (validation) or train on nothing."""
+    for split, indices in splits.items():
+        if indices and not np.asarray(ds.class_counts(list(indices))).sum():
+            role = "training" if split == next(iter(splits)) else "validation"
+            option = "--train-split" if role == "training" else "--val-split ('' for none)"
+            raise TrainingError(f"{role} split {split!r} of {ds.path} holds no labelled pixel (all are the ignore "
+                                f"label): its loss cannot be computed; choose another {option}")

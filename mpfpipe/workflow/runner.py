@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, _lock, _safety
+from .._integrity import damaged
+from ..errors import OutputExistsError
 from ._io import _write_json
 from .spec import Step, Workflow, WorkflowError, load_workflow, plan
 from .steps import RUNNERS
@@ -27,11 +29,13 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
     inputs = [wf.path]
     for s in steps:
         inputs += [*s.inputs.values(), *(s.options.get("source") or [] if s.kind == "ingest" else [])]
-    _safety.check_output(run_dir, kinds=("run",), inputs=[p for p in inputs if Path(p) not in ours],
-                         overwrite=True, what="run folder")
+    _safety.check_outputs([("run folder", run_dir, ("run",))], inputs=[p for p in inputs if Path(p) not in ours],
+                          overwrite=True)
+    if _safety.recognise(run_dir) == "run" and not state_file.is_file():  # a claimed leftover: nothing to keep
+        _safety.remove(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not state_file.is_file():
-            raise WorkflowError(f"{run_dir} exists and is not an mpfpipe run folder (no workflow.json); choose "
+            raise OutputExistsError(f"{run_dir} exists and is not an mpfpipe run folder (no workflow.json); choose "
                                 "another --out")
         if overwrite:
             for child in run_dir.iterdir():
@@ -40,20 +44,20 @@ def _prepare_run_dir(run_dir: Path, wf: Workflow, steps, overwrite: bool, resume
             try:
                 state = json.loads(state_file.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise WorkflowError(f"{state_file} is unreadable ({exc}); use --overwrite to start again") from None
+                raise OutputExistsError(f"{state_file} is unreadable ({exc}); use --overwrite to start again") from None
             old = state.get("resolved", {})
             if json.loads(json.dumps(old, default=str)) != json.loads(json.dumps(resolved, default=str)):
                 diff = sorted(k for k in set(old.get("params", {})) | set(wf.params)
                               if old.get("params", {}).get(k) != wf.params.get(k))
-                raise WorkflowError(f"cannot resume {run_dir}: it was run with different "
+                raise OutputExistsError(f"cannot resume {run_dir}: it was run with different "
                                     + (f"parameters ({', '.join(diff)})" if diff else "steps")
                                     + "; use --overwrite or another --out")
             state["runs"] = state.get("runs", 0) + 1
             return state
         else:
-            raise WorkflowError(f"run folder {run_dir} exists; pass --resume to continue it (finished steps are "
+            raise OutputExistsError(f"run folder {run_dir} exists; pass --resume to continue it (finished steps are "
                                 "skipped) or --overwrite to start again")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _safety.claim(run_dir, "run")  # ours from now on, even if workflow.json cannot be written (a full disk)
     return {"format": "mpfpipe-run", "mpfpipe_version": __version__, "workflow": wf.to_dict(),
             "resolved": resolved, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "runs": 1, "steps": {}}
@@ -69,9 +73,10 @@ class _Ctx:
 
 
 def _step_done(step: Step, state: dict) -> bool:
+    """Done, and its output still intact: a step whose output was damaged since (`_integrity.damaged`) runs again."""
     if state.get("steps", {}).get(step.id, {}).get("status") != "done":
         return False
-    return step.outputs["main"].exists()
+    return step.outputs["main"].exists() and not damaged(step.outputs["main"])
 
 
 def _run_dir_of(a: dict) -> Path:
@@ -97,6 +102,7 @@ def run_workflow(path, sets=None, *, out=None, scheduler: str | None = None, sch
         raise WorkflowError("give either --scheduler or --scheduler-file, not both")
     state = _prepare_run_dir(run_dir, wf, steps, overwrite, resume)
     _write_json(_state_path(run_dir), state)
+    _safety.release(run_dir)
 
     from ..cluster import connect
     t_start = time.perf_counter()

@@ -100,6 +100,8 @@ def load_workflow(path, sets=None) -> Workflow:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise WorkflowError(f"{path} is not valid YAML{where}: {what}") from None
+    except UnicodeDecodeError:
+        raise WorkflowError(f"{path} is not a text (YAML) file") from None
     if not isinstance(doc, dict):
         raise WorkflowError(f"{path}: a workflow is a mapping with 'name', 'params' and 'steps'")
     unknown = sorted(set(doc) - TOP_KEYS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..errors import DataError, TrainingError
 from ._io import _write_json
 from .spec import Step, WorkflowError
 
@@ -27,7 +28,6 @@ def _run_ingest(step: Step, ctx) -> dict:
 
 def _augment(value, where):
     from ..data import parse_augment
-    from ..errors import DataError
     try:
         return parse_augment(value)
     except DataError as exc:
@@ -45,10 +45,10 @@ def _run_train(step: Step, ctx) -> dict:
     if resume:
         ctx.say(f"  resuming the training run of {ck}")
     res = train(step.inputs["dataset"], out=step.outputs["main"], checkpoint=ck, log=step.outputs["log"],
-                plot=step.outputs["plot"], resume=resume, overwrite=not resume, client=ctx.client,
+                plot=step.outputs["plot"], resume=resume, overwrite=True, client=ctx.client,  # the run's own model
                 progress=ctx.progress, echo=ctx.say, **o)
     if res.status == "paused":
-        raise WorkflowError(f"{step.label}: training paused (max_steps); rerun with --resume to continue")
+        raise TrainingError(f"{step.label}: training paused (max_steps); rerun with --resume to continue")
     ctx.say(res.text)
     keep = ("status", "steps", "net", "n_params", "optimizer", "initial_loss", "final_loss", "best_val_loss",
             "best_val_error", "best_val_balanced_error", "best_epoch", "timing", "cluster", "evaluations",
@@ -142,7 +142,6 @@ def _segment_overlays(seg, folder, n: int) -> list[str]:
 
 
 def _run_evaluate(step: Step, ctx) -> dict:
-    from ..errors import DataError
     from ..evaluate import evaluate
 
     o = dict(step.options)
@@ -159,7 +158,7 @@ def _run_evaluate(step: Step, ctx) -> dict:
         rep = evaluate(str(step.inputs["pred"]), str(step.inputs["truth"]), output=overlay_dir, image=image,
                        overwrite=True, images=images, **o)
     except DataError as e:
-        raise WorkflowError(f"{step.label}: {e}") from None
+        raise DataError(f"{step.label}: {e}") from None
     (overlay_dir / "report.json").unlink(missing_ok=True)
     files = rep.get("overlays", [])
     if not want_detection:

@@ -87,7 +87,8 @@ def test_usage_errors_exit_2(capsys, argv, needle):
 
 
 # ---------------------------------------------------------------------------------------------- exit 1
-def test_runtime_errors_exit_1_with_one_message(capsys, tmp_path, bad_workflow):
+def test_workflow_errors_exit_2_and_runtime_errors_exit_1_with_one_message(capsys, tmp_path, bad_workflow):
+    """A workflow's mistakes are usage errors (exit 2) as on the command line; a bad file is a runtime error."""
     cases = [
         (["run", str(tmp_path / "missing.yaml")], "workflow file"),
         (["run", str(QUICKSTART), "--set", "itertions=3", "--dry-run"], "unknown parameter 'itertions'"),
@@ -103,12 +104,12 @@ def test_runtime_errors_exit_1_with_one_message(capsys, tmp_path, bad_workflow):
         (["run", str(ROOT / "workflows" / "isbi2012-membranes.yaml"), "--set", "data=/nonexistent", "--dry-run"],
          "--set data=PATH"),
         (["info", str(tmp_path / "nothing.safetensors")], "not found"),
-        (["info", str(QUICKSTART)], "not a readable safetensors file"),
+        (["info", str(QUICKSTART)], "not an mpfpipe model file"),
         (["info", str(tmp_path)], "not an mpfpipe model file, dataset, segmentation output or run folder"),
     ]
     for argv, needle in cases:
         code, out, err = run_cli(capsys, *argv)
-        assert code == 1, (argv, out, err)
+        assert code == (1 if argv[0] == "info" else 2), (argv, out, err)
         line = one_error_line(err)
         assert line.startswith("error: ") and needle in line, (argv, line)
 
@@ -129,7 +130,7 @@ def test_existing_run_folder_is_refused(capsys, tmp_path):
 
 def test_debug_shows_the_traceback(capsys):
     code, _, err = run_cli(capsys, "--debug", "run", str(QUICKSTART), "--set", "nope=1", "--dry-run")
-    assert code == 1
+    assert code == 2
     assert "Traceback" in err and "WorkflowError" in err
     assert err.strip().splitlines()[-1].startswith("error: unknown parameter 'nope'")
 
@@ -175,8 +176,11 @@ def test_console_script_exit_codes(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from mpfpipe.cli import main; main()"]
     ok = subprocess.run([*cmd, "run", str(QUICKSTART), "--dry-run"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run([*cmd, "run", str(QUICKSTART), "--set", "x=1", "--dry-run"], capture_output=True,
-                         text=True, timeout=120)
-    assert bad.returncode == 1 and bad.stderr.strip().startswith("error: unknown parameter 'x'")
+    bad = subprocess.run([*cmd, "info", str(tmp_path / "nothing.safetensors")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error: ") and "not found" in bad.stderr
+    wf = subprocess.run([*cmd, "run", str(QUICKSTART), "--set", "x=1", "--dry-run"], capture_output=True,
+                        text=True, timeout=120)  # a workflow's usage error is one, as on the command line
+    assert wf.returncode == 2 and wf.stderr.strip().startswith("error: unknown parameter 'x'")
     usage = subprocess.run([*cmd, "run"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2

@@ -50,8 +50,11 @@ def test_a_truncated_stack_is_an_error_naming_it(tmp_path, cut):
 def test_a_text_file_named_tif_is_named(tmp_path):
     fake = tmp_path / "fake.tif"
     fake.write_text("hello")
+    (tmp_path / "labels.tif").write_text("hello")
     with pytest.raises(DataError, match=f"{fake}: cannot read TIFF .*not a TIFF file"):
-        ingest([fake, fake], tmp_path / "d.zarr")
+        ingest([fake, tmp_path / "labels.tif"], tmp_path / "d.zarr")
+    with pytest.raises(DataError, match=f"{fake} is given twice among the sources"):
+        ingest([fake, fake], tmp_path / "d.zarr")  # the images as their own labels
 
 
 def test_labels_with_nothing_to_learn_are_refused(tmp_path):

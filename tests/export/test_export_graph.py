@@ -107,7 +107,8 @@ def test_cli_export_and_its_errors(capsys, tmp_path):
     assert code == 0, err
     assert json.loads(out)["opset"] == 17 and (tmp_path / "m.onnx").stat().st_size > 1000
     code, _, err = run("export", str(model), str(tmp_path / "m.onnx"))
-    assert code == 1 and err.strip() == f"error: {tmp_path / 'm.onnx'} exists; pass --overwrite to replace it"
+    assert code == 1 and err.strip() == (f"error: output {tmp_path / 'm.onnx'} exists; pass --overwrite "
+                                         "(overwrite=True) to replace it")
     code, _, _ = run("export", str(model), str(tmp_path / "m.onnx"), "--overwrite", "--opset", "18")
     assert code == 0 and onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 18
     (tmp_path / "bad.safetensors").write_bytes(b"not a model")
