@@ -210,7 +210,7 @@ def check_computable(truth: Truth, source, ignore_index: int, image=None, image_
         arr = image[None] if image.ndim == 2 else image
         shapes = [tuple(a.shape[-2:]) for a in arr]
     else:
-        from ..segment.volume import open_volume
+        from ..data.volume import open_volume
         vol = open_volume(image)
         shapes = [tuple(vol.slice_size(i)) for i in range(vol.shape[0])]
     want = [tuple(t.shape) for t in truth.labels]

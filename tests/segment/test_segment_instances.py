@@ -21,7 +21,7 @@ from mpfpipe.segment import omezarr
 from mpfpipe.segment.blocks import block_grid
 from mpfpipe.segment.instances import label_instances
 from mpfpipe.segment.pyramid import compute_level_block, level_blocks
-from mpfpipe.segment.volume import open_volume
+from mpfpipe.data.volume import open_volume
 
 
 def _cells(shape=(2, 96, 96), seed=0, width=1.2):
