@@ -27,6 +27,8 @@ blocks with a marker are skipped, the mapping is reused. The whole result is wri
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,13 +128,13 @@ def _union_find(out: str, blocks: list, grid, p: dict) -> tuple[np.ndarray, np.n
     return offsets, counts, comp
 
 
+@contextlib.contextmanager
 def _cluster(workers, threads, scheduler):
-    """A Dask client for the whole step (one cluster start), or None to run inline (workers=0)."""
-    import contextlib
-    if workers == 0 and not scheduler:
-        return contextlib.nullcontext(None)
-    from .run import dask_client
-    return dask_client(workers, threads, scheduler)
+    """A Dask client for the whole step (one cluster start, `mpfpipe.cluster`), or None to run inline
+    (workers=0)."""
+    from ..cluster import task_runner
+    with task_runner(workers, threads, scheduler) as runner:
+        yield runner.client
 
 
 def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceResult) -> int:
@@ -288,8 +290,8 @@ def segment_and_label(model, input, output, *, instance_options: dict, overwrite
     from ..model import read_metadata
     from .omezarr import output_state
     from .run import segment
-    from .volume import open_volume
-    from .folder import is_image_folder
+    from ..data.volume import open_volume
+    from .imagefiles import is_image_folder
     if is_image_folder(input):
         raise DataError(f"{input} is a folder of images: --instances applies to volumes (OME-Zarr outputs) only")
     cluster = {k: segment_kwargs.get(k) for k in ("workers", "threads", "scheduler")}
