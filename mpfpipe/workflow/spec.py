@@ -195,7 +195,11 @@ def plan(wf: Workflow, run_dir) -> list[Step]:
         if missing:
             raise WorkflowError(f"{where}: option {missing[0]!r} is required")
         # the values, before any step runs
-        check_options(f"synth_{synthetic}" if synthetic else kind, opts, where=f"{where}: ")
+        # a segment / evaluate step's `instances` is true or a mapping of the instance step's options (shared
+        # through one workflow parameter; steps._instance_params checks it), not the command line's flag
+        check_options(f"synth_{synthetic}" if synthetic else kind,
+                      {k: v for k, v in opts.items() if not (kind in ("segment", "evaluate") and k == "instances")},
+                      where=f"{where}: ")
 
         def ref(option, default_kind=None, required=True, must_exist=True):
             val = opts.get(option)
