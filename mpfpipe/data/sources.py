@@ -20,7 +20,6 @@ dropped. Every image/mask problem is a :class:`~mpfpipe.errors.DataError` that n
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import hdf5
-from .imagefile import image_size, read_image_file
+from .imagefile import image_size, read_image_file, tiff_damage_check  # noqa: F401 - also its old path
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 STACK_EXTS = (".tif", ".tiff", ".npy")
@@ -99,32 +98,6 @@ def file_size(path: Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------- stacks
-@contextlib.contextmanager
-def tiff_damage_check(path):
-    """Raise DataError naming ``path`` if tifffile logs a problem while the block runs: it logs a cut page chain
-    ("invalid page offset") and then reads on with fewer pages, which would silently drop slices."""
-    import logging
-
-    class _Warnings(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.WARNING)
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
-
-    log, seen = logging.getLogger("tifffile"), _Warnings()
-    log.addHandler(seen)
-    propagate, log.propagate = log.propagate, False
-    try:
-        yield seen
-        if seen.messages:
-            raise DataError(f"{path}: damaged TIFF (truncated?): {seen.messages[0]}")
-    finally:
-        log.removeHandler(seen)
-        log.propagate = propagate
-
-
 def read_tiff_stack(path) -> np.ndarray:
     """Every page of a TIFF stack. A stack written in one call is one series; one written page by page
     (tifffile's append mode, many tools) is one series per page, which ``tifffile.imread`` would cut to its

@@ -101,8 +101,8 @@ def load_prediction(pred) -> Prediction:
             import zarr
             if not meta.get("complete"):
                 raise DataError(f"{pred} is an unfinished segmentation; rerun `mpfpipe segment` to complete it")
-            from .._integrity import damaged
-            bad = damaged(pred)  # a lost chunk would read as its fill value: probabilities 0, silently
+            from ..segment.verify import damaged_level_blocks  # the format's own check (tests/test_layers.py)
+            bad = [p for _, _, p in damaged_level_blocks(pred)]  # a lost chunk would read as 0, silently
             if bad:
                 raise DataError(f"{pred}: {len(bad)} damaged block(s) (rerun the same segment command to recompute "
                                 f"them); first: {bad[0]}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, _lock, _safety
-from .._integrity import damaged
+from .verify import damaged
 from ..errors import OutputExistsError
 from ._io import _write_json
 from .spec import Step, Workflow, WorkflowError, load_workflow, plan
@@ -73,7 +73,7 @@ class _Ctx:
 
 
 def _step_done(step: Step, state: dict) -> bool:
-    """Done, and its output still intact: a step whose output was damaged since (`_integrity.damaged`) runs again."""
+    """Done, and its output still intact: a step whose output was damaged since (`verify.damaged`) runs again."""
     if state.get("steps", {}).get(step.id, {}).get("status") != "done":
         return False
     return step.outputs["main"].exists() and not damaged(step.outputs["main"])

@@ -1,11 +1,11 @@
 """Done means verified in a run folder: ``run --resume`` skips a step marked done only when its output still
-matches its checksums (`mpfpipe._integrity.damaged`); a model damaged since is trained again (from its
+matches its checksums (`mpfpipe.workflow.verify.damaged`); a model damaged since is trained again (from its
 checkpoint), a dataset chunk lost since is ingested again."""
 from __future__ import annotations
 
 import pytest
 
-from mpfpipe._integrity import damaged
+from mpfpipe.workflow.verify import damaged
 from mpfpipe.cli import main
 
 WF = """name: verify
