@@ -61,11 +61,11 @@ def _pool_fwd(x, p, noff, y, idx):
 
 
 @njit(cache=True)
-def _window_max_only_row(xs, y0, p, L, best):
+def _window_max_only_row(xs, y0, p, L, col, best):
     """best[x] = the max of the p x p window of xs at (y0, x) for x < L: `_window_max_row` without the arg-max, for
-    inference (no backward pass): max of the p rows first, then of p neighbouring columns, all contiguous passes."""
+    inference (no backward pass): max of the p rows first (into ``col``, L + p - 1 long), then of p neighbouring
+    columns, all contiguous passes."""
     r0 = xs[y0, 0:L + p - 1]
-    col = np.empty(L + p - 1, xs.dtype)
     for x in range(L + p - 1):
         col[x] = r0[x]
     for ry in range(1, p):
@@ -93,9 +93,10 @@ def _pool_fwd_only(x, p, noff, y):
         f = cf % F
         xs = x[c, f]
         best = np.empty(L + p, x.dtype)
+        col = np.empty(L + p, x.dtype)
         for a in range(noff):
             for i in range(m):
-                _window_max_only_row(xs, a + i * p, p, L, best)
+                _window_max_only_row(xs, a + i * p, p, L, col, best)
                 for b in range(noff):
                     yr = y[c, f * noff * noff + a * noff + b, i]
                     bs = best[b:b + n * p:p]
