@@ -39,7 +39,7 @@ def _forward(spec, weights, x):
     return x
 
 
-def _median(fn, repeat):
+def _median(fn, repeat):  # as mpfpipe.bench.export.median_time: this file runs where mpfpipe is not installed
     fn()
     times = []
     for _ in range(repeat):

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _median_time(fn, repeat: int) -> float:
-    fn()  # warm-up: compilation, caches, session arenas
+def median_time(fn, repeat: int) -> float:
+    """Median wall time of ``repeat`` calls of ``fn`` after one warm-up call (compilation, caches, session
+    arenas)."""
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -53,23 +55,23 @@ def measure(net_name: str, size=(512, 512), slices: int = 4, repeat: int = 5, th
     try:
         model_obj = Model(net, init_params(net, 0), normalisation={"mean": [120.0], "std": [40.0]})
         model = save_model(model_obj, work / "m.safetensors")
-        export_s = _median_time(lambda: export_onnx(model, work / "m.onnx", overwrite=True), repeat)
+        export_s = median_time(lambda: export_onnx(model, work / "m.onnx", overwrite=True), repeat)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(str(work / "m.onnx"), opts, providers=["CPUExecutionProvider"])
         vol = np.random.default_rng(0).integers(0, 256, size=(slices, *size)).astype(np.uint8)
         one = vol[:1, None].astype(np.float32)
-        ort_s = _median_time(lambda: sess.run(None, {"raw": one}), repeat)
+        ort_s = median_time(lambda: sess.run(None, {"raw": one}), repeat)
         norm = model_obj.normalisation
-        dense_s = _median_time(lambda: dense_forward(net, model_obj.params, normalise(one[0], norm)), repeat)
+        dense_s = median_time(lambda: dense_forward(net, model_obj.params, normalise(one[0], norm)), repeat)
         zarr.save_array(str(work / "in.zarr"), vol)
 
         def seg(workers):
             segment(model, work / "in.zarr", work / "out.ome.zarr", block=(1, *size), workers=workers,
                     overwrite=True, progress=False)
-        seg_s = _median_time(lambda: seg(0), repeat) / slices
-        cluster_s = _median_time(lambda: seg(None), max(1, repeat // 2)) / slices if cluster else None
+        seg_s = median_time(lambda: seg(0), repeat) / slices
+        cluster_s = median_time(lambda: seg(None), max(1, repeat // 2)) / slices if cluster else None
         return {"net": net.name, "window": net.window, "size": list(size), "threads": threads, "slices": slices,
                 "repeat": repeat, "export_s": export_s, "onnx_bytes": (work / "m.onnx").stat().st_size,
                 "onnxruntime_s_per_slice": ort_s, "mpfpipe_dense_s_per_slice": dense_s, "segment_s_per_slice": seg_s,

@@ -17,11 +17,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +27,7 @@ import numpy as np
 from ..arch import ConvOp, load_net
 from ..cost import flops
 from .engine import matmul_peak, run_isolated
-
-
-def _median(fn, repeat: int) -> float:
-    fn()  # warm-up: session arenas, caches
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from .export import median_time
 
 
 def _onnxruntime(net, params, size, threads, repeat, work: Path):
@@ -55,7 +44,7 @@ def _onnxruntime(net, params, size, threads, repeat, work: Path):
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(work / "m.onnx"), opts, providers=["CPUExecutionProvider"])
     raw = np.random.default_rng(0).integers(0, 256, size=(1, net.in_channels, *size)).astype(np.float32)
-    return _median(lambda: sess.run(None, {"raw": raw}), repeat), f"onnxruntime {ort.__version__}"
+    return median_time(lambda: sess.run(None, {"raw": raw}), repeat), f"onnxruntime {ort.__version__}"
 
 
 def _torch(net, params, size, threads, repeat, phases, torch_python, work: Path):
