@@ -22,7 +22,8 @@ Backward:
   into float64, then into the layer's slabs (`_head.SLABS`) in a fixed order. Blocks go to slabs, not threads.
 
 Every multiply-add is an explicit ``llvm.fma`` on fixed-width vectors, so results are the same bits on 1 or many
-threads and on any x86-64 instruction set with FMA (AVX2 or AVX-512).
+threads and on any x86-64 instruction set with FMA (AVX2 or AVX-512). The fused output layer's small GEMMs go
+through `_blas.gemm`: OpenBLAS, or in reproducible mode the fixed-order `_rgemm`.
 """
 import numpy as np
 from numba import njit, prange
