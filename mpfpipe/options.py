@@ -120,6 +120,7 @@ OPTIONS: dict[str, dict] = {
               "max_steps": Int(1, optional=True), "maps": Int(1, optional=True), "hidden": Int(1, optional=True),
               "timeout": Float(0, lo_open=True), "optimizer": Choice(("gd", "lbfgs", "sgd", "adam")),
               "dtype": Choice(("float32", "float64")), "chunk_seconds": Float(0, lo_open=True),
+              "reproducible": Choice((False, True)),
               "max_time": Parsed("mpfpipe.train.driver:parse_duration", "a duration such as 7200, 90m or 2h"),
               **_COMMON_CLUSTER},
     "segment": {"threshold": Float(0, 1, optional=True), "positive": Int(0), "workers": Int(0, optional=True),

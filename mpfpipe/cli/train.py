@@ -85,6 +85,9 @@ Examples:
 @click.option("--train-split", default="train", help="Split to train on, or a union such as 'train+val'.")
 @click.option("--val-split", default="val", help="Validation split ('' for none).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--reproducible", is_flag=True,
+              help="The same bits on workers with different CPUs (AVX2 and AVX-512 nodes): fixed-order GEMMs "
+                   "instead of OpenBLAS, whose kernel depends on the CPU (MPFPIPE_REPRODUCIBLE=1 does the same).")
 @config_option
 def train_cmd(dataset, augment, val_split, **kw):
     """Train a max-pooling CNN on the whole images of DATASET.zarr with fragment (MPF) gradients on Dask."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _lock, _safety, _stop
+from .. import _lock, _reproducible, _safety, _stop
 from ..arch import PRESETS, Net, load_net, preset
 from ..errors import ClusterError, TrainingError
 from ..model import Model, save_model
@@ -21,7 +21,7 @@ from .settings import class_weights, parse_duration, per_pixel, should_stream  #
 from .cluster import connect, worker_memory
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
-from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state
+from .optim import DEFAULT_LR, MINIBATCH, OPTIMIZERS, STEPS, OptimConfig, init_state, norm
 from .report import append_log, format_summary, plot_losses, write_log
 
 RESUME_FREE = ("epochs", "gtol", "validate_every", "max_time")  # options a resumed run may change
@@ -67,7 +67,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
           checkpoint=None, log=None, plot=None, max_steps: int | None = None, max_time=None, gtol: float = 0.0,
           validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
           maps: int | None = None, hidden: int | None = None, progress: bool = True, echo=None,
-          client=None, stop: bool = False, chunk_seconds: float = CHUNK_SECONDS) -> TrainResult:
+          client=None, stop: bool = False, chunk_seconds: float = CHUNK_SECONDS,
+          reproducible: bool = False) -> TrainResult:
     """Train ``net`` on the ``train_split`` images of ``dataset`` (a path or an opened Dataset) with
     ``optimizer`` ("gd", "lbfgs", "sgd", "adam"); write the best model (lowest validation loss; the last one without a
     validation split) to ``out``. One step = one full-batch iteration (= one epoch) for gd/lbfgs, one batch of
@@ -80,7 +81,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
     is, without another step or a cluster, and write its best model (status "stopped"). ``client``:
     use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages.
     ``chunk_seconds``: the estimated one-thread seconds of a gradient task (`chunks`; part of the run's identity,
-    since it fixes the summation order)."""
+    since it fixes the summation order). ``reproducible``: the same bits on workers with different CPUs
+    (`mpfpipe._reproducible`; switched on for this process and the workers it starts)."""
     from distributed.comm.core import CommClosedError
 
     from ..data import open_dataset
@@ -138,6 +140,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
         return run.finish("stopped", "none (stopped at the checkpoint)", False)
 
     handle = None
+    if reproducible:
+        _reproducible.enable()  # before connect: the workers it starts inherit the mode
     if client is None:
         handle = connect(workers=workers, threads=threads, scheduler=scheduler, scheduler_file=scheduler_file,
                          host=host, timeout=timeout)
@@ -147,6 +151,8 @@ def train(dataset, net="n4", *, optimizer: str = "gd", out="model.safetensors", 
             + (f"; dashboard {handle.dashboard}" if handle.dashboard
                else "; dashboard off (pip install 'bokeh>=3.1' to get one)"))
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    if (pool := _reproducible.check_pool(client, reproducible)):
+        say(f"cpus: {pool}")
     cluster_desc = (f"{n_workers} worker(s)" + (f" x {handle.threads} thread(s)" if handle and handle.threads else "")
                     + (f", {'local' if handle.cluster is not None else handle.address}" if handle else ", client"))
     try:
@@ -349,7 +355,7 @@ class _Run:
         if self.opt not in MINIBATCH:
             if not info.ok:
                 rec["stop"] = "line search failed"
-            elif self.config["gtol"] > 0 and np.linalg.norm(st["g"]) < self.config["gtol"]:
+            elif self.config["gtol"] > 0 and norm(st["g"]) < self.config["gtol"]:
                 rec["stop"] = "converged"
         wall = time.perf_counter() - t0
         compute = sum(e.task_seconds / max(1, min(self.n_workers, e.n_tasks)) for e in stats)
