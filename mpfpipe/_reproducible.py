@@ -59,7 +59,7 @@ def blas_cores() -> list[str]:
 def describe_host() -> dict:
     """What decides a worker's bits: the CPU, the target its Numba kernels are compiled for (``NUMBA_CPU_NAME`` or
     the host), its vector extensions, the OpenBLAS kernels it loaded and whether the mode is on. Run on each
-    worker by `pool_line`."""
+    worker by `check_pool`."""
     import llvmlite.binding as ll
     feats = ll.get_host_cpu_features()
     isa = "AVX-512" if feats.get("avx512f") else "AVX2" if feats.get("avx2") else "pre-AVX2"

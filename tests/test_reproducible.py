@@ -1,5 +1,5 @@
 """Reproducible mode (mpfpipe._reproducible): a whole steel training step (loss and every gradient), inference and
-three L-BFGS steps on a real NEU-Seg image give the same bits in processes built for different instruction sets
+three L-BFGS steps on a real NEU-Seg image, and an n3 training step and inference on part of it, give the same bits in processes built for different instruction sets
 (Numba kernels compiled for AVX2 'haswell', numpy's AVX-512 loops switched off and OpenBLAS's Haswell kernel,
 against the host's own build and OpenBLAS kernel), and with OpenBLAS's kernel pinned against the default. And the
 cluster-start line on a pool of workers with different CPUs."""
@@ -37,6 +37,11 @@ _SCRIPT = textwrap.dedent("""
     r = dense_loss_grad(net, p, img, lab, dtype=np.float32)
     res = {"loss": np.array([r.loss]), "out": dense_forward(net, p, img, dtype=np.float32)}
     res.update({"grad/" + k: v for k, v in r.grad.items()})
+    n3 = load_net("n3")  # the register tiles and the fused output layer's GEMMs too
+    q = init_params(n3, 0, np.float64)
+    r3 = dense_loss_grad(n3, q, img[:100, :56], lab[:100, :56], dtype=np.float32)
+    res.update({"n3/loss": np.array([r3.loss]), "n3/out": dense_forward(n3, q, img[:100, :56], dtype=np.float32)})
+    res.update({"n3/grad/" + k: v for k, v in r3.grad.items()})
 
     def fg(x, need):
         q = dense_loss_grad(net, unravel(net, x, np.float64), img, lab, dtype=np.float32, grad=need)
@@ -90,6 +95,7 @@ def test_steel_training_is_bit_identical_on_avx2_and_on_this_cpu(shared_data, tm
     assert avx2_info["host"]["numba"] == "haswell"
     assert avx2_info["blas"] == pinned_info["blas"] == ["Haswell"]  # OpenBLAS really ran its Haswell kernel
     assert len([k for k in host.files if k.startswith("grad/")]) == 10  # steel: 5 layers, weight and bias each
+    assert len([k for k in host.files if k.startswith("n3/grad/")]) >= 10
     assert _same(host, avx2) == [] and _same(host, pinned) == []
     for key in host.files:
         assert np.isfinite(host[key]).all() and np.abs(host[key]).sum() > 0, key
