@@ -20,8 +20,10 @@ THREAD_VARS = ("MPFPIPE_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 
 
 def worker_env(threads: int) -> dict:
-    """Environment for a worker process: its compute threads, and malloc keeping freed memory."""
-    return {**{var: str(threads) for var in THREAD_VARS}, **MALLOC_ENV}
+    """Environment for a worker process: its compute threads, malloc keeping freed memory, and the reproducible
+    mode's switch when it is on (`_reproducible.mode_env`)."""
+    from ._reproducible import mode_env
+    return {**{var: str(threads) for var in THREAD_VARS}, **MALLOC_ENV, **mode_env()}
 
 
 def apply_thread_limit() -> None:

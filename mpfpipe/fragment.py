@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._reproducible import dot
 from .arch import Net
 from .errors import DataError
 from .kernels._stitch import stitch, unstitch
@@ -93,7 +94,7 @@ def dense_loss_grad(net: Net, params: dict, image: np.ndarray, labels: np.ndarra
     logits = stitch(frag, net.pools)[:, :H, :W]
     closs, ccount, cerr, dlog = xent(logits, labels, class_weights, ignore_index, grad=grad)
     w = np.ones(K) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
-    loss = float(np.dot(w, closs))
+    loss = dot(w, closs)  # not BLAS: the same bits on every CPU
     grads = None
     if grad:
         full = np.zeros((K, Hp, Wp), dtype=dtype)

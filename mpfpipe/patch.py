@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._reproducible import dot
 from .arch import Net
 from .errors import DataError
 from .fragment import PAD_MODE, LossGrad, as_chw
@@ -64,7 +65,7 @@ def patch_loss_grad(net: Net, params: dict, windows: np.ndarray, labels: np.ndar
                                      ignore_index, grad=grad)
     w = np.ones(net.n_classes) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
     grads = backward(net, p, tape, np.ascontiguousarray(dlog[:, :, None, None])) if grad else None
-    return LossGrad(float(np.dot(w, closs)), closs, ccount, cerr, grads)
+    return LossGrad(dot(w, closs), closs, ccount, cerr, grads)
 
 
 def image_patch_loss_grad(net: Net, params: dict, image: np.ndarray, labels: np.ndarray, *, batch: int = 256,

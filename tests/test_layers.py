@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1] / "mpfpipe"
 LAYERS = [
     ("kernels", ["mpfpipe.kernels"]),
     ("engine", ["mpfpipe", "mpfpipe.errors", "mpfpipe.options", "mpfpipe.values", "mpfpipe._json", "mpfpipe._runtime",
-                "mpfpipe._stop", "mpfpipe._env", "mpfpipe._lock", "mpfpipe._safety", "mpfpipe._integrity",
-                "mpfpipe._worker_init",
+                "mpfpipe._stop", "mpfpipe._env", "mpfpipe._reproducible", "mpfpipe._lock", "mpfpipe._safety",
+                "mpfpipe._integrity", "mpfpipe._worker_init",
                 "mpfpipe.arch", "mpfpipe.params", "mpfpipe.loss", "mpfpipe.network", "mpfpipe.warmup",
                 "mpfpipe.fragment", "mpfpipe.patch", "mpfpipe.model", "mpfpipe.cost", "mpfpipe.cluster"]),
     ("data", ["mpfpipe.data"]),

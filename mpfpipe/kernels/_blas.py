@@ -6,14 +6,53 @@ step on this machine, paid again by every Dask worker). Here the addresses of sc
 and dgemm are registered with LLVM under fixed names at import, and the kernels call those names: the cached
 machine code holds only the names, which each process binds to its own addresses. `gemm` also takes leading
 dimensions, so a kernel can multiply a block in place inside a larger array (no copy in or out).
+
+In reproducible mode (`mpfpipe._reproducible`) `gemm` runs `_rgemm.rgemm` instead, whose summation order does not
+depend on the CPU. The switch is a process-wide flag read at run time (`set_reproducible`), registered with LLVM by
+name like the BLAS functions: cached kernels serve both modes, and no kernel signature changes.
 """
+import ctypes
+import os
+
 import llvmlite.binding as llvm
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import get_cython_function_address
+from numba.extending import get_cython_function_address, intrinsic
+
+from ._rgemm import rgemm
 
 for _name in ("sgemm", "dgemm"):
     llvm.add_symbol(f"mpfpipe_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
+_FLAG = ctypes.c_int32(0)
+llvm.add_symbol("mpfpipe_reproducible", ctypes.addressof(_FLAG))
+
+
+def set_reproducible(on: bool) -> None:
+    """Switch this process's kernels to the fixed-order GEMM (True) or to OpenBLAS (False)."""
+    _FLAG.value = int(bool(on))
+
+
+def reproducible_active() -> bool:
+    """Whether this process's kernels run the fixed-order GEMMs now."""
+    return bool(_FLAG.value)
+
+
+# the mode's switch, MPFPIPE_REPRODUCIBLE (mpfpipe._reproducible.ENV), read here too: the kernels sit below it
+set_reproducible(os.environ.get("MPFPIPE_REPRODUCIBLE", "") not in ("", "0"))
+
+
+@intrinsic
+def _reproducible(typingctx):
+    """The flag's current value (a load of the external global ``mpfpipe_reproducible``)."""
+    def codegen(context, builder, sig, args):
+        mod = builder.module
+        gv = mod.globals.get("mpfpipe_reproducible")
+        if gv is None:
+            gv = ir.GlobalVariable(mod, ir.IntType(32), "mpfpipe_reproducible")
+            gv.linkage = "external"
+        return builder.icmp_signed("!=", builder.load(gv), ir.Constant(ir.IntType(32), 0))
+    return types.boolean(), codegen
 
 # Fortran BLAS: every argument by pointer (transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 _P = types.voidptr
@@ -29,6 +68,9 @@ def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     a, b, c are arrays (any shape) whose first element is the matrix's first; lda, ldb, ldc their row strides in
     elements (A is (m, k) with stride lda, or (k, m) if trans_a). All three share one dtype, float32 or float64.
     Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the Fortran call swaps the operands."""
+    if _reproducible():
+        rgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
     ch = np.empty(2, np.uint8)
     ch[0] = _T if trans_b else _N
     ch[1] = _T if trans_a else _N

@@ -12,16 +12,18 @@ the flattened loop runs at vector speed whatever the fragment width, for (k-1)/W
 accumulator in L1. In the backward passes the output gradient is laid out the same way with zeros in the dropped
 columns, so they contribute nothing.
 
-Weight gradients are dot products; they are allowed to reassociate (``fastmath`` reassoc/contract only, so
-NaN/inf semantics stay) to vectorise, and are still deterministic: the same code sums in the same order on every
-run. Chunk sums are in the input dtype, accumulated in float64.
+Weight gradients are dot products, vectorised with explicit fixed-width vectors (`_simd`: 16 float32 / 8 float64
+lanes, ``llvm.fma``, lanes summed in a fixed order) rather than fastmath reassociation, whose vector width and
+summation tree LLVM chose per CPU (an AVX2 and an AVX-512 node then gave different bits). Lane sums are in the
+input dtype within a chunk, accumulated in float64. The forward and input-gradient loops are not reassociated nor
+contracted (no fastmath): each element is the same sequence of roundings at any vector width.
 """
 import numpy as np
 from numba import njit, prange
 
 from ._par import pjit
+from ._simd import lanes, vadd, vfma, vload, vsum, vzero
 
-_FM = {"reassoc", "contract"}
 CHUNK = 2048  # flattened output positions per chunk: an 8 KiB float32 accumulator
 
 
@@ -86,7 +88,59 @@ def conv_direct_forward(x, w, y):
                     dst[xx] = acc[b + xx]
 
 
-@pjit(cache=True, fastmath=_FM)
+@njit(cache=True, inline="always")
+def _dots4(g, src, s0, L):
+    """(sum_p g[p] * src[s0 + p], same at s0 + 1, s0 + 2, s0 + 3) for p < L, each in float64: explicit vectors
+    of fixed width (`_simd`), two per tap for independent FMA chains, lane sums in a fixed order, the tail last."""
+    V = lanes(g)
+    a0, a1, a2, a3 = vzero(g), vzero(g), vzero(g), vzero(g)
+    b0, b1, b2, b3 = vzero(g), vzero(g), vzero(g), vzero(g)
+    p = 0
+    while p + 2 * V <= L:
+        gv = vload(g, p)
+        a0, a1 = vfma(gv, vload(src, s0 + p), a0), vfma(gv, vload(src, s0 + 1 + p), a1)
+        a2, a3 = vfma(gv, vload(src, s0 + 2 + p), a2), vfma(gv, vload(src, s0 + 3 + p), a3)
+        gv = vload(g, p + V)
+        b0, b1 = vfma(gv, vload(src, s0 + V + p), b0), vfma(gv, vload(src, s0 + 1 + V + p), b1)
+        b2, b3 = vfma(gv, vload(src, s0 + 2 + V + p), b2), vfma(gv, vload(src, s0 + 3 + V + p), b3)
+        p += 2 * V
+    if p + V <= L:
+        gv = vload(g, p)
+        a0, a1 = vfma(gv, vload(src, s0 + p), a0), vfma(gv, vload(src, s0 + 1 + p), a1)
+        a2, a3 = vfma(gv, vload(src, s0 + 2 + p), a2), vfma(gv, vload(src, s0 + 3 + p), a3)
+        p += V
+    t0, t1, t2, t3 = vsum(vadd(a0, b0)), vsum(vadd(a1, b1)), vsum(vadd(a2, b2)), vsum(vadd(a3, b3))
+    while p < L:
+        gp = g[p]
+        t0 += gp * src[s0 + p]
+        t1 += gp * src[s0 + 1 + p]
+        t2 += gp * src[s0 + 2 + p]
+        t3 += gp * src[s0 + 3 + p]
+        p += 1
+    return t0, t1, t2, t3
+
+
+@njit(cache=True, inline="always")
+def _dot1(g, src, s0, L):
+    """sum_p g[p] * src[s0 + p] for p < L in float64, in `_dots4`'s order."""
+    V = lanes(g)
+    a0, b0 = vzero(g), vzero(g)
+    p = 0
+    while p + 2 * V <= L:
+        a0 = vfma(vload(g, p), vload(src, s0 + p), a0)
+        b0 = vfma(vload(g, p + V), vload(src, s0 + V + p), b0)
+        p += 2 * V
+    if p + V <= L:
+        a0 = vfma(vload(g, p), vload(src, s0 + p), a0)
+        p += V
+    t = vsum(vadd(a0, b0))
+    while p < L:
+        t += g[p] * src[s0 + p]
+        p += 1
+    return t
+
+
+@pjit(cache=True)
 def conv_direct_dweight(x, dy, dw):
     """dw[o, c, ky, kx] = sum_f,y,x dy[o, f, y, x] * x[c, f, y+ky, x+kx]; dw is float64."""
     O, C, k, _ = dw.shape
@@ -107,32 +161,15 @@ def conv_direct_dweight(x, dy, dw):
                     b = (y0 + ky) * W
                     kx = 0
                     while kx + 4 <= k:  # four taps per pass: each g load feeds four FMAs
-                        s0 = src[b + kx:b + kx + L]
-                        s1 = src[b + kx + 1:b + kx + 1 + L]
-                        s2 = src[b + kx + 2:b + kx + 2 + L]
-                        s3 = src[b + kx + 3:b + kx + 3 + L]
-                        a0 = g[0] * s0[0]
-                        a1 = g[0] * s1[0]
-                        a2 = g[0] * s2[0]
-                        a3 = g[0] * s3[0]
-                        for p in range(1, L):
-                            gp = g[p]
-                            a0 += gp * s0[p]
-                            a1 += gp * s1[p]
-                            a2 += gp * s2[p]
-                            a3 += gp * s3[p]
+                        t0, t1, t2, t3 = _dots4(g, src, b + kx, L)
                         t = ky * k + kx
-                        acc[t] += a0
-                        acc[t + 1] += a1
-                        acc[t + 2] += a2
-                        acc[t + 3] += a3
+                        acc[t] += t0
+                        acc[t + 1] += t1
+                        acc[t + 2] += t2
+                        acc[t + 3] += t3
                         kx += 4
                     while kx < k:
-                        s0 = src[b + kx:b + kx + L]
-                        a0 = g[0] * s0[0]
-                        for p in range(1, L):
-                            a0 += g[p] * s0[p]
-                        acc[ky * k + kx] += a0
+                        acc[ky * k + kx] += _dot1(g, src, b + kx, L)
                         kx += 1
         for t in range(k * k):
             dw[o, c, t // k, t % k] = acc[t]

@@ -20,6 +20,7 @@ from numba import get_num_threads, njit, prange  # get_num_threads outside kerne
 from ._act import ACT_CODES, _act_grad_rows, _bias_act_row
 from ._blas import gemm
 from ._par import pjit
+from ._simd import vadd, vload64, vsum, vzero64
 
 BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L2)
 # Gradient reductions accumulate into SLABS float64 slabs, a fixed number whatever the thread count: slab s always
@@ -39,14 +40,26 @@ def _dense(w, b, code, fast, src, dst, n):
         _bias_act_row(dst[o], b[o], code, fast, n)
 
 
-@njit(cache=True, fastmath={"reassoc"})
+@njit(cache=True)
 def row_sum(r, n):
-    """sum(r[:n]) in float64, vectorised: reassociation lets LLVM keep several partial sums (a plain loop is one
-    chain of dependent float64 adds, ~4 cycles each: steel's fc1 weight-and-bias gradient of a 512-pixel block
-    took 48 us with it, 12 us with this). The order is fixed by the compiled code, so results stay deterministic."""
-    s = 0.0
-    for i in range(n):
+    """sum(r[:n]) in float64 (r contiguous), with 4 x 8 explicit float64 lanes (`_simd`): independent partial sums
+    run at vector speed (a plain loop is one chain of dependent adds, ~4 cycles each: steel's fc1 weight-and-bias
+    gradient of a 512-pixel block took 48 us with it, 12 us with fastmath reassociation), and unlike fastmath
+    reassociation, where LLVM picks the vector width and the tree per CPU, the order is part of the code: element
+    i goes to lane i mod 32, lanes are summed in a fixed order (`vsum`), the tail last. The same bits on AVX2 and
+    AVX-512."""
+    a0, a1, a2, a3 = vzero64(r), vzero64(r), vzero64(r), vzero64(r)
+    i = 0
+    while i + 32 <= n:
+        a0 = vadd(a0, vload64(r, i))
+        a1 = vadd(a1, vload64(r, i + 8))
+        a2 = vadd(a2, vload64(r, i + 16))
+        a3 = vadd(a3, vload64(r, i + 24))
+        i += 32
+    s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)))
+    while i < n:
         s += r[i]
+        i += 1
     return s
 
 

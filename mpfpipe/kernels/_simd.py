@@ -116,3 +116,67 @@ def vadd(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
     return a(a, b), codegen
+
+
+_F64 = _VEC[types.float64]
+
+
+@intrinsic
+def vzero64(typingctx, a):
+    """A zero vector of 8 float64 lanes (whatever a's dtype: the accumulator of `vload64`)."""
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(_F64), None)
+    return _F64(a), codegen
+
+
+@intrinsic
+def vload64(typingctx, a, i):
+    """a.flat[i : i + 8] as 8 float64 lanes (float32 widened exactly): sums of float32 data accumulated in float64."""
+
+    def codegen(context, builder, sig, args):
+        p = _ptr(context, builder, sig.args[0], args[0], args[1])
+        if sig.args[0].dtype == types.float64:
+            return builder.load(builder.bitcast(p, context.get_value_type(_F64).as_pointer()), align=8)
+        v32 = builder.load(builder.bitcast(p, ir.VectorType(ir.FloatType(), 8).as_pointer()), align=4)
+        return builder.fpext(v32, context.get_value_type(_F64))
+    return _F64(a, i), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The lanes of v summed in float64 by halving, in a fixed order: (lanes 0..h-1) + (lanes h..2h-1) lane by lane,
+    then the same on the result down to one lane (log2(lanes) dependent adds instead of lanes - 1). The order is
+    part of the emitted IR, so the same bits on every instruction set (a horizontal add left to LLVM's fastmath
+    would be reassociated into a tree of its choosing)."""
+    def codegen(context, builder, sig, args):
+        n = sig.args[0].lanes
+        x = args[0]
+        if sig.args[0].dtype != types.float64:
+            x = builder.fpext(x, ir.VectorType(ir.DoubleType(), n))
+        i32 = ir.IntType(32)
+        while n > 1:
+            h = n // 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h), list(range(h))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h), list(range(h, n))))
+            x = builder.fadd(lo, hi)
+            n = h
+        return builder.extract_element(x, ir.Constant(i32, 0))
+    return types.float64(v), codegen
+
+
+@intrinsic
+def sload(typingctx, a, i):
+    """a.flat[i], a scalar (any C-contiguous array, whatever its number of dimensions)."""
+    def codegen(context, builder, sig, args):
+        return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1]))
+    return a.dtype(a, i), codegen
+
+
+@intrinsic
+def sstore(typingctx, a, i, v):
+    """a.flat[i] = v (v converted to a's dtype)."""
+    def codegen(context, builder, sig, args):
+        val = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+        builder.store(val, _ptr(context, builder, sig.args[0], args[0], args[1]))
+        return context.get_dummy_value()
+    return types.none(a, i, v), codegen

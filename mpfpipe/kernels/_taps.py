@@ -14,6 +14,8 @@ gradient is added in place, ``x_shift-shaped dx += W_tap^T @ g_wide``, where g_w
 laid out wide with zeros in the dropped columns (so they add nothing). Row blocks of one fragment overlap in dx,
 so with an input gradient a thread owns whole fragments. Weight gradients: float32 per block, float64 across
 blocks in a fixed order, one slab per thread (deterministic for a given thread count), as in the other kernels.
+The GEMMs are `_blas.gemm`: OpenBLAS, whose kernel depends on the CPU, or in reproducible mode the fixed-order
+`_rgemm`.
 """
 import numpy as np
 from numba import njit, prange

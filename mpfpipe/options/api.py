@@ -48,6 +48,9 @@ _TRAIN = _opts(
                   "the workers (automatic when the data would need > 25 % of the workers' memory)."),
     client=Option(Any("a distributed Client"), None, "Use this Dask client instead of starting / joining a cluster.",
                   flag="", workflow=False),
+    reproducible=Option(Flag(), False, "The same bits on workers with different CPUs (AVX2 and AVX-512 nodes): "
+                        "fixed-order GEMMs instead of OpenBLAS, whose kernel depends on the CPU "
+                        "(MPFPIPE_REPRODUCIBLE=1 does the same)."),
     # what to write
     out=Option(Any("a path"), "model.safetensors", "Model file (.safetensors).", workflow=False,
                cli=_FILE + (("required", True),)),

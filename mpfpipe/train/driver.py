@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _lock, _safety, _stop
-from ..arch import PRESETS, Net, load_net, preset
+from .. import _lock, _reproducible, _safety, _stop
 from ..cluster import connect, worker_memory
 from ..errors import ClusterError, TrainingError
 from ..model import Model, save_model
@@ -18,11 +17,11 @@ from ..options import check as check_options
 from ..params import init_params, n_params, ravel, unravel
 from ..warmup import warm_workers
 from .checkpoint import CheckpointWriter, load_checkpoint
-from .settings import (check_labelled, check_resume, class_weights, dataset_fingerprint,  # noqa: F401
-                       parse_duration, per_pixel, should_stream)  # some re-exported: part of this module's API
+from .settings import (augment_spec, build_net, check_labelled, check_resume, class_weights,  # noqa: F401
+                       dataset_fingerprint, parse_duration, per_pixel, should_stream)  # some: this module's API
 from .chunks import CHUNK_SECONDS
 from .oracle import DaskOracle
-from .optim import DEFAULT_LR, MINIBATCH, STEPS, OptimConfig, init_state
+from .optim import DEFAULT_LR, MINIBATCH, STEPS, OptimConfig, init_state, norm
 from .report import append_log, format_summary, plot_losses, write_log
 
 RESUME_FREE = ("epochs", "gtol", "validate_every", "max_time")  # options a resumed run may change
@@ -39,25 +38,6 @@ class TrainResult:
     files: dict = field(default_factory=dict)
 
 
-def _net(spec, ds, maps, hidden) -> Net:
-    if isinstance(spec, str) and spec in PRESETS and (maps or hidden):
-        return preset(spec, maps=maps, hidden=hidden, in_channels=ds.channels, n_classes=ds.n_classes)
-    if maps or hidden:
-        raise TrainingError("--maps/--hidden only apply to preset nets (n4, n3, steel)")
-    return load_net(spec, in_channels=ds.channels, n_classes=ds.n_classes)
-
-
-def _augment_spec(augment, net: Net):
-    """The AugmentSpec of ``augment`` (None when nothing is on); a crop gets the margin that keeps it exact."""
-    from ..data import AugmentSpec
-    if augment is None or augment is False:
-        return None
-    spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
-    if spec.crop > 0 and spec.margin < net.window // 2:
-        spec = dataclasses.replace(spec, margin=net.window // 2)
-    return spec if spec.active else None
-
-
 @_lock.locked("out", "training output")
 def train(dataset, net="n4", *,
           # what to learn
@@ -69,7 +49,7 @@ def train(dataset, net="n4", *,
           # where to run
           workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
           scheduler_file: str | None = None, host: str = "127.0.0.1", timeout: float = 10.0,
-          stream: bool | None = None, client=None,
+          stream: bool | None = None, client=None, reproducible: bool = False,
           # what to write
           out="model.safetensors", checkpoint=None, log=None, plot=None, resume: bool = False, stop: bool = False,
           overwrite: bool = False, max_steps: int | None = None, max_time=None, progress: bool = True,
@@ -86,7 +66,8 @@ def train(dataset, net="n4", *,
     is, without another step or a cluster, and write its best model (status "stopped"). ``client``:
     use this Dask client instead of starting / joining a cluster. ``echo``: callable for progress messages.
     ``chunk_seconds``: the estimated one-thread seconds of a gradient task (`chunks`; part of the run's identity,
-    since it fixes the summation order)."""
+    since it fixes the summation order). ``reproducible``: the same bits on workers with different CPUs
+    (`mpfpipe._reproducible`; switched on for this process and the workers it starts)."""
     from distributed.comm.core import CommClosedError
 
     from ..data import open_dataset
@@ -98,7 +79,7 @@ def train(dataset, net="n4", *,
     lr = DEFAULT_LR.get(optimizer, 1.0) if v["lr"] is None else v["lr"]
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     inputs = [ds.path, *([net] if isinstance(net, (str, Path)) and Path(net).is_file() else [])]  # + a net file
-    net = _net(net, ds, maps, hidden)
+    net = build_net(net, ds, maps, hidden)
     out = Path(out)
     files = {"model": out,
              "checkpoint": Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.npz"),
@@ -115,7 +96,7 @@ def train(dataset, net="n4", *,
         if sizes.get(val_split, 1):
             val_idx = sorted(ds.split(val_split))
     check_labelled(ds, {train_split: train_idx, val_split: val_idx})
-    spec = _augment_spec(augment, net)
+    spec = augment_spec(augment, net)
     max_time = parse_duration(max_time)
     cfg = OptimConfig(lr=float(lr), memory=int(memory), lr_halflife=float(lr_halflife))
     config = {"dataset": str(Path(ds.path).absolute()), "net": net.to_dict(), "optimizer": optimizer,
@@ -140,6 +121,8 @@ def train(dataset, net="n4", *,
         return run.finish("stopped", "none (stopped at the checkpoint)", False)
 
     handle = None
+    if reproducible:
+        _reproducible.enable()  # before connect: the workers it starts inherit the mode
     if client is None:
         handle = connect(workers=workers, threads=threads, scheduler=scheduler, scheduler_file=scheduler_file,
                          host=host, timeout=timeout)
@@ -149,6 +132,8 @@ def train(dataset, net="n4", *,
             + (f"; dashboard {handle.dashboard}" if handle.dashboard
                else "; dashboard off (pip install 'bokeh>=3.1' to get one)"))
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    if (pool := _reproducible.check_pool(client, reproducible)):
+        say(f"cpus: {pool}")
     cluster_desc = (f"{n_workers} worker(s)" + (f" x {handle.threads} thread(s)" if handle and handle.threads else "")
                     + (f", {'local' if handle.cluster is not None else handle.address}" if handle else ", client"))
     try:
@@ -351,7 +336,7 @@ class _Run:
         if self.opt not in MINIBATCH:
             if not info.ok:
                 rec["stop"] = "line search failed"
-            elif self.config["gtol"] > 0 and np.linalg.norm(st["g"]) < self.config["gtol"]:
+            elif self.config["gtol"] > 0 and norm(st["g"]) < self.config["gtol"]:
                 rec["stop"] = "converged"
         wall = time.perf_counter() - t0
         compute = sum(e.task_seconds / max(1, min(self.n_workers, e.n_tasks)) for e in stats)

@@ -20,10 +20,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._reproducible import dot
 from ..options import OPTIMIZERS  # noqa: F401 - declared once there; its old import path
 
 MINIBATCH = ("sgd", "adam")     # one step = one batch of images (the others: one step = the whole training split)
 DEFAULT_LR = {"adam": 1e-3}     # the others: the first trial step of the line search, 1.0
+
+
+def norm(v) -> float:
+    """|v| from `dot`: the same bits on every CPU (np.linalg.norm calls OpenBLAS's ddot)."""
+    return float(np.sqrt(dot(v, v)))
 
 
 @dataclass
@@ -69,7 +75,7 @@ def init_state(x0: np.ndarray, cfg: OptimConfig) -> dict:
 
 def armijo(fg, x, f, g, d, t0, cfg: OptimConfig, want_grad: bool):
     """Backtracking line search; returns (ok, t, x_new, f_new, g_new or None, evals)."""
-    slope = float(g @ d)
+    slope = dot(g, d)
     t = float(t0)
     evals = 0
     for k in range(cfg.max_evals):
@@ -93,7 +99,7 @@ def _next_alpha(t, t0, cfg):
 def gd_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
     """Full-batch gradient descent, d = -g. Needs state f, g at x for this objective (see `ensure_fg`)."""
     x, f, g = state["x"], state["f"], state["g"]
-    gn = float(np.linalg.norm(g))
+    gn = norm(g)
     t0 = state["alpha"]
     ok, t, xn, fn, gnew, ev = armijo(fg, x, f, g, -g, t0, cfg, want_grad=True)
     if ok:
@@ -105,15 +111,15 @@ def lbfgs_direction(g, S, Y) -> np.ndarray:
     """-H g by the two-loop recursion over pairs (oldest first), H0 = (s.y / y.y) I of the newest pair."""
     q = g.copy()
     m = S.shape[0]
-    rho = [1.0 / float(Y[i] @ S[i]) for i in range(m)]
+    rho = [1.0 / dot(Y[i], S[i]) for i in range(m)]
     a = [0.0] * m
     for i in range(m - 1, -1, -1):
-        a[i] = rho[i] * float(S[i] @ q)
+        a[i] = rho[i] * dot(S[i], q)
         q -= a[i] * Y[i]
-    gamma = float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]) if m else 1.0
+    gamma = dot(S[-1], Y[-1]) / dot(Y[-1], Y[-1]) if m else 1.0
     r = gamma * q
     for i in range(m):
-        b = rho[i] * float(Y[i] @ r)
+        b = rho[i] * dot(Y[i], r)
         r += (a[i] - b) * S[i]
     return -r
 
@@ -123,14 +129,14 @@ def lbfgs_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
     when s.y > 1e-10 |s||y| (Armijo does not guarantee curvature); a non-descent direction or a failed search
     drops the history and retries along -g."""
     x, f, g = state["x"], state["f"], state["g"]
-    gn = float(np.linalg.norm(g))
+    gn = norm(g)
     S, Y = state["S"], state["Y"]
     reset = False
     evals = 0
     for attempt in range(2):
         if S.shape[0]:
             d = lbfgs_direction(g, S, Y)
-            if not float(g @ d) < 0:
+            if not dot(g, d) < 0:
                 S, Y, reset = S[:0], Y[:0], True
                 continue
             t0 = 1.0
@@ -147,8 +153,8 @@ def lbfgs_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
         state.update(S=S, Y=Y)
         return StepInfo(False, f, f, gn, 0.0, evals, reset, "line search failed")
     s, y = xn - x, gnew - g
-    sy = float(s @ y)
-    if sy > 1e-10 * float(np.linalg.norm(s)) * float(np.linalg.norm(y)):
+    sy = dot(s, y)
+    if sy > 1e-10 * norm(s) * norm(y):
         S = np.vstack([S, s[None]])[-cfg.memory:]
         Y = np.vstack([Y, y[None]])[-cfg.memory:]
     if not state["S"].shape[0] or reset:  # a steepest-descent step: adapt its trial step like GD
@@ -161,7 +167,7 @@ def sgd_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
     """One mini-batch step: gradient on the batch, Armijo on the same batch (loss-only trials)."""
     x = state["x"]
     f, g = fg(x, True)
-    gn = float(np.linalg.norm(g))
+    gn = norm(g)
     t0 = state["alpha"]
     ok, t, xn, fn, _, ev = armijo(fg, x, f, g, -g, t0, cfg, want_grad=False)
     if ok:
@@ -177,7 +183,7 @@ def adam_step(state: dict, fg, cfg: OptimConfig) -> StepInfo:
     value, `OptimConfig.adam_lr`). ``loss`` is the batch loss *before* the step (no extra pass evaluates it after)."""
     x = state["x"]
     f, g = fg(x, True)
-    gn = float(np.linalg.norm(g))
+    gn = norm(g)
     if not np.isfinite(f) or not np.all(np.isfinite(g)):
         state.update(f=None, g=None, fkey=None)
         return StepInfo(False, f, f, gn, 0.0, 1, note="non-finite loss or gradient: step skipped")

@@ -82,3 +82,27 @@ def check_labelled(ds, splits: dict) -> None:
             option = "--train-split" if role == "training" else "--val-split ('' for none)"
             raise TrainingError(f"{role} split {split!r} of {ds.path} holds no labelled pixel (all are the ignore "
                                 f"label): its loss cannot be computed; choose another {option}")
+
+
+def build_net(spec, ds, maps, hidden):
+    """The net to train: a preset (resized by ``maps`` / ``hidden``) or a network file, for ``ds``'s channels and
+    classes."""
+    from ..arch import PRESETS, load_net, preset
+    if isinstance(spec, str) and spec in PRESETS and (maps or hidden):
+        return preset(spec, maps=maps, hidden=hidden, in_channels=ds.channels, n_classes=ds.n_classes)
+    if maps or hidden:
+        raise TrainingError("--maps/--hidden only apply to preset nets (n4, n3, steel)")
+    return load_net(spec, in_channels=ds.channels, n_classes=ds.n_classes)
+
+
+def augment_spec(augment, net):
+    """The AugmentSpec of ``augment`` (None when nothing is on); a crop gets the margin that keeps it exact."""
+    import dataclasses
+
+    from ..data import AugmentSpec
+    if augment is None or augment is False:
+        return None
+    spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
+    if spec.crop > 0 and spec.margin < net.window // 2:
+        spec = dataclasses.replace(spec, margin=net.window // 2)
+    return spec if spec.active else None

@@ -121,7 +121,7 @@ def test_crop_gradient_is_the_whole_image_gradient_on_the_crop(crop, small_net):
     from mpfpipe.data import IGNORE_INDEX, augment
     from mpfpipe.fragment import dense_loss_grad
     from mpfpipe.params import init_params
-    from mpfpipe.train.driver import _augment_spec
+    from mpfpipe.train.settings import augment_spec as _augment_spec
 
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 90, 77)).astype(np.float32).astype(np.float64)  # survives augment
