@@ -143,7 +143,7 @@ def test_pool_line_says_what_mixed_cpus_mean():
 def test_check_pool_on_a_real_cluster_in_reproducible_mode(monkeypatch):
     """Two real worker processes started by train's `connect` with the mode on: both run the fixed-order GEMMs;
     one CPU here, so no line (`pool_line` covers mixed pools)."""
-    from mpfpipe.train.cluster import connect
+    from mpfpipe.cluster import connect
     monkeypatch.setenv(_reproducible.ENV, "1")
     with connect(workers=2, threads=1) as handle:
         hosts = handle.client.run(_reproducible.describe_host)
