@@ -15,7 +15,7 @@ import numpy as np
 from ._reproducible import dot
 from .arch import Net
 from .errors import DataError
-from .kernels._stitch import stitch, unstitch
+from .kernels import stitch, unstitch
 from .loss import IGNORE, softmax, xent
 from .network import Tape, backward, cast_params, forward
 

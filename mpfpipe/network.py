@@ -11,9 +11,10 @@ import numpy as np
 
 from ._runtime import apply_thread_limit
 from .arch import ConvOp, Net
+from .plan import body_end, fused_output, head_start  # head_start, fused_output: also their old import path
 from .warmup import ensure_warm
 from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post, forward_head,
-                      pool_backward, pool_forward, single_threaded_blas, use_direct)
+                      pool_backward, pool_forward, single_threaded_blas)
 
 
 @dataclass
@@ -27,28 +28,6 @@ class Tape:
 
 def cast_params(params: dict, dtype) -> dict:
     return {name: np.ascontiguousarray(value, dtype=dtype) for name, value in params.items()}
-
-
-def head_start(net: Net) -> int:
-    """Index of the first of the net's trailing 1x1 conv ops (its fc layers on a 1x1 extent and the output layer),
-    which run fused as one per-pixel MLP (kernels._head); len(net.ops) if there are fewer than two. A lone output
-    layer has no hidden maps to keep in cache: after a GEMM layer it is fused into that layer's kernel instead
-    (`fused_output`), and as a head of its own it measured ~10 % slower than the GEMM path (n4's fc2)."""
-    i = len(net.ops)
-    while i > 0 and isinstance(net.ops[i - 1], ConvOp) and net.ops[i - 1].k == 1:
-        i -= 1
-    return i if len(net.ops) - i >= 2 else len(net.ops)
-
-
-def fused_output(net: Net) -> bool:
-    """Whether the last two ops run as one kernel (`conv_forward_post`): a GEMM (tap) conv layer, then a linear 1x1
-    output layer, and no head (n3 / n4: fc1 then fc2). The output layer is then computed on each block of fc1's
-    output while it is in cache."""
-    if head_start(net) < len(net.ops) or len(net.ops) < 2:
-        return False
-    a, b = net.ops[-2], net.ops[-1]
-    return (isinstance(a, ConvOp) and isinstance(b, ConvOp) and b.k == 1 and b.act == "linear"
-            and not use_direct(a.cin, a.cout, a.k))
 
 
 def _head_layers(net: Net, params: dict, start: int) -> list:
@@ -66,7 +45,7 @@ def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | Non
 def _forward(net, params, x, dense, tape):
     hs = head_start(net)
     fused = fused_output(net)
-    for op in net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]:
+    for op in net.ops[:body_end(net)]:
         if isinstance(op, ConvOp):
             y = conv_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act)
             if tape is not None:

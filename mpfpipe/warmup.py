@@ -106,22 +106,10 @@ JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "post": _
 
 
 def jobs_for(net) -> list[str]:
-    """The jobs whose kernels ``net``'s forward and backward passes call (steel: no tap GEMMs or tiles)."""
-    from .arch import ConvOp
-    from .kernels import TILE_MIN_MAPS, use_direct
-    from .network import fused_output, head_start
-    hs, fused = head_start(net), fused_output(net)
-    body = net.ops[:len(net.ops) - 2] if fused else net.ops[:hs]
-    convs = [op for op in body if isinstance(op, ConvOp)]
-    need = {"pool", "act"}
-    for op in convs:  # on fragments shorter than a tile (patch mode) a layer runs on the direct kernels or tap GEMMs
-        need.add("direct" if use_direct(op.cin, op.cout, op.k) else "taps")
-        if op.cin >= TILE_MIN_MAPS and op.cout >= TILE_MIN_MAPS:
-            need.add("tiles")
-    if fused:
-        need.add("post")
-    if hs < len(net.ops):
-        need.add("head")
+    """The jobs whose kernels ``net``'s forward and backward passes call (`plan.kernel_families`; steel: no tap
+    GEMMs or fused pair)."""
+    from .plan import kernel_families
+    need = kernel_families(net)
     return [j for j in JOBS if j in need]
 
 
@@ -167,7 +155,7 @@ def warmup(dtypes=("float32",), jobs=None, variants=None) -> dict:
     concurrent process], "seconds": s, "cache": folder}; a job is named job-dtype-variant."""
     from ._runtime import apply_thread_limit
     from .kernels import single_threaded_blas
-    from .kernels._par import VARIANTS, current_variant, variant
+    from .kernels import VARIANTS, current_variant, variant
 
     for d in dtypes:
         if d not in DTYPES:
@@ -217,7 +205,7 @@ def warmup(dtypes=("float32",), jobs=None, variants=None) -> dict:
 def ensure_warm(net, dtype) -> None:
     """Before this process's first kernel call for ``net`` in ``dtype``: `warmup` the jobs it needs unless their
     markers say they are done (cheap after the first call: a set lookup)."""
-    from .kernels._par import current_variant
+    from .kernels import current_variant
     d, v = np.dtype(dtype).name, current_variant()
     key = (tuple(op for op in net.ops), d, v)
     if key in _WARM or d not in DTYPES:

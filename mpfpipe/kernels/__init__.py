@@ -10,6 +10,9 @@ from threadpoolctl import ThreadpoolController
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward_post, use_direct
 from ._blas import reproducible_active, set_reproducible
+from ._par import VARIANTS, current_variant, variant
+from ._stitch import stitch, unstitch
+from ._xent import xent_pass
 from ._tiles import OB as TILE_MIN_MAPS  # layers with this many maps in and out can run on the register tiles
 from ._head import backward_head, forward_head
 from ._pool import pool_backward, pool_forward
@@ -23,7 +26,8 @@ def single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-__all__ = ["single_threaded_blas", "TILE_MIN_MAPS", "reproducible_active", "set_reproducible",
+__all__ = ["single_threaded_blas", "TILE_MIN_MAPS", "reproducible_active", "set_reproducible", "VARIANTS",
+           "current_variant", "variant", "stitch", "unstitch", "xent_pass",
            "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
            "conv_backward_post", "conv_forward", "conv_forward_post", "forward_head", "pool_backward", "pool_forward",
            "use_direct"]
