@@ -161,3 +161,23 @@ def image_loss_grad(net, tparams, image, labels, weights=None, ignore=255):
             for k, g in backward(net, tparams, cache, d).items():
                 grads[k] += g
     return total, grads
+
+
+def assert_dense_equals_patch_net(net, params, image, labels):
+    """The fragment engine (float64) against this module's patch net on ``image``: the output at every pixel and
+    the loss and gradient summed over all windows (the engine is imported here only, for the tests that share
+    this check)."""
+    import pytest
+
+    from mpfpipe.fragment import dense_forward, dense_loss_grad
+    from mpfpipe.params import to_torch_layout
+    out = dense_forward(net, params, image, dtype=np.float64)
+    got = dense_loss_grad(net, params, image, labels, dtype=np.float64)
+    tp = to_torch_layout(net, params)
+    np.testing.assert_allclose(out, image_outputs(net, tp, image), rtol=0, atol=1e-10)
+    loss, ref = image_loss_grad(net, tp, image, labels)
+    assert got.loss == pytest.approx(loss, rel=1e-10)
+    got_t = to_torch_layout(net, got.grad)
+    scale = max(np.abs(g).max() for g in ref.values())
+    for key in ref:
+        np.testing.assert_allclose(got_t[key], ref[key], rtol=0, atol=1e-9 * scale, err_msg=key)

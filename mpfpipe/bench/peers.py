@@ -69,13 +69,26 @@ def _torch(net, params, size, threads, repeat, phases, torch_python, work: Path)
 
 def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train"), repeat: int = 5,
         threads: int | None = None, torch_python: str | None = None, emit=None) -> list[dict]:
-    """Run the side-by-side comparison; returns (and emits, if given a callable) one dict per line."""
+    """Run the side-by-side comparison; returns (and emits, if given a callable) one dict per line. The thread
+    count is set for the run only: this process's Numba threads (the peak is measured on as many BLAS threads) and
+    MPFPIPE_THREADS, which the engine's cases in child processes read (`apply_thread_limit`)."""
     import numba
-
-    from ..params import init_params
     threads = threads or numba.get_num_threads()
-    os.environ["MPFPIPE_THREADS"] = str(threads)  # the engine's cases run in child processes (`apply_thread_limit`)
-    numba.set_num_threads(threads)  # and the peak is measured on as many BLAS threads
+    old_env, old_threads = os.environ.get("MPFPIPE_THREADS"), numba.get_num_threads()
+    os.environ["MPFPIPE_THREADS"] = str(threads)
+    numba.set_num_threads(threads)
+    try:
+        return _run(nets, sizes, phases, repeat, threads, torch_python, emit)
+    finally:
+        numba.set_num_threads(old_threads)
+        if old_env is None:
+            os.environ.pop("MPFPIPE_THREADS", None)
+        else:
+            os.environ["MPFPIPE_THREADS"] = old_env
+
+
+def _run(nets, sizes, phases, repeat, threads, torch_python, emit) -> list[dict]:
+    from ..params import init_params
     peak = matmul_peak()
     results = [peak]
     if emit:

@@ -11,7 +11,7 @@ from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_forward, dense_loss_grad
 from mpfpipe.kernels import _blas, _par
 from mpfpipe.kernels._rgemm import rgemm
-from mpfpipe.params import init_params, to_torch_layout
+from mpfpipe.params import init_params
 
 
 @njit
@@ -74,16 +74,7 @@ def test_full_size_steel_in_reproducible_mode_equals_the_naive_patch_net(reprodu
          for k, v in init_params(net, 2, np.float64).items()}
     img = rng.standard_normal((1, 40, 36))
     lab = (rng.random((40, 36)) > 0.7).astype(np.uint8)
-    out = dense_forward(net, p, img, dtype=np.float64)
-    got = dense_loss_grad(net, p, img, lab, dtype=np.float64)
-    tp = to_torch_layout(net, p)
-    np.testing.assert_allclose(out, naive.image_outputs(net, tp, img), rtol=0, atol=1e-10)
-    loss, ref = naive.image_loss_grad(net, tp, img, lab)
-    assert got.loss == pytest.approx(loss, rel=1e-10)
-    got_t = to_torch_layout(net, got.grad)
-    scale = max(np.abs(g).max() for g in ref.values())
-    for key in ref:
-        np.testing.assert_allclose(got_t[key], ref[key], rtol=0, atol=1e-9 * scale, err_msg=key)
+    naive.assert_dense_equals_patch_net(net, p, img, lab)
 
 
 @pytest.mark.parametrize("name,size", [("steel", (137, 60)), ("n3", (100, 90))])

@@ -200,7 +200,6 @@ def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
 def test_full_size_steel_on_the_tiles_equals_the_naive_patch_net(monkeypatch):
     """The steel net at full size on a 40x36 image: its 8 -> 8 layers run on the tiles (6-channel tiles moved back
     over 8 maps); outputs at every pixel and the summed patch gradients, float64, against tests/naive.py."""
-    from mpfpipe.params import to_torch_layout
     net = load_net("steel")
     seen = []
     real = conv._tiled
@@ -210,14 +209,5 @@ def test_full_size_steel_on_the_tiles_equals_the_naive_patch_net(monkeypatch):
          for k, v in init_params(net, 2, np.float64).items()}
     img = rng.standard_normal((1, 40, 36))
     lab = (rng.random((40, 36)) > 0.7).astype(np.uint8)
-    out = dense_forward(net, p, img, dtype=np.float64)
-    got = dense_loss_grad(net, p, img, lab, dtype=np.float64)
+    naive.assert_dense_equals_patch_net(net, p, img, lab)
     assert sum(seen) == 6, "both 8 -> 8 layers, forward (twice) and backward, on the tiles"
-    tp = to_torch_layout(net, p)
-    np.testing.assert_allclose(out, naive.image_outputs(net, tp, img), rtol=0, atol=1e-10)
-    loss, ref = naive.image_loss_grad(net, tp, img, lab)
-    assert got.loss == pytest.approx(loss, rel=1e-10)
-    got_t = to_torch_layout(net, got.grad)
-    scale = max(np.abs(g).max() for g in ref.values())
-    for key in ref:
-        np.testing.assert_allclose(got_t[key], ref[key], rtol=0, atol=1e-9 * scale, err_msg=key)
