@@ -163,14 +163,19 @@ def image_loss_grad(net, tparams, image, labels, weights=None, ignore=255):
     return total, grads
 
 
-def assert_dense_equals_patch_net(net, params, image, labels):
-    """The fragment engine (float64) against this module's patch net on ``image``: the output at every pixel and
-    the loss and gradient summed over all windows (the engine is imported here only, for the tests that share
-    this check)."""
+def assert_dense_equals_patch_net(net, size, seed):
+    """The fragment engine (float64) against this module's patch net on a seeded random image of ``size``, with
+    scaled weights and non-zero biases: the output at every pixel and the loss and gradient summed over all windows
+    (the engine is imported here only, for the tests that share this check)."""
     import pytest
 
     from mpfpipe.fragment import dense_forward, dense_loss_grad
-    from mpfpipe.params import to_torch_layout
+    from mpfpipe.params import init_params, to_torch_layout
+    rng = np.random.default_rng(seed)
+    params = {k: v * 2.0 + (0.1 * rng.standard_normal(v.shape) if k.endswith("bias") else 0)
+              for k, v in init_params(net, 2, np.float64).items()}
+    image = rng.standard_normal((net.in_channels, *size))
+    labels = (rng.random(size) > 0.7).astype(np.uint8)
     out = dense_forward(net, params, image, dtype=np.float64)
     got = dense_loss_grad(net, params, image, labels, dtype=np.float64)
     tp = to_torch_layout(net, params)
