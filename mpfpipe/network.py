@@ -58,7 +58,7 @@ def _forward(net, params, x, dense, tape):
     if fused:
         a, b = net.ops[-2], net.ops[-1]
         y, z = conv_forward_post(x, params[f"{a.name}.weight"], params[f"{a.name}.bias"], a.act,
-                                 params[f"{b.name}.weight"], params[f"{b.name}.bias"])
+                                 params[f"{b.name}.weight"], params[f"{b.name}.bias"], keep=tape is not None)
         if tape is not None:
             tape.entries.append((x, y))
             tape.entries.append(None)  # the output layer's input is y, kept in the entry before

@@ -72,7 +72,7 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     if _tiled(x, weight):
         _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), b, ACT_CODES[act], x.dtype == np.float32,
                               _tiles.rows_per_block(w, k, x.dtype), y, get_num_threads(), False, none, none[0],
-                              none.reshape(1, 1, 1, 1))
+                              none.reshape(1, 1, 1, 1), True)
         return y
     if use_direct(C, cout, k):
         conv_direct_forward(x, np.ascontiguousarray(weight, dtype=x.dtype), y)
@@ -83,23 +83,24 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     return y
 
 
-def conv_forward_post(x, weight, bias, act, wpost, bpost):
+def conv_forward_post(x, weight, bias, act, wpost, bpost, keep: bool = True):
     """A conv layer followed by a linear 1x1 layer (the output layer of n3 / n4: fc1 then fc2), the second
-    computed block by block in cache. Returns (y, z): the first layer's output (kept for its backward pass) and
-    the second's (K, F, oh, ow)."""
+    computed block by block in cache. Returns (y, z): the first layer's output (kept for its backward pass; None
+    without ``keep`` when the tiles run, which then never write it) and the second's (K, F, oh, ow)."""
     C, F, h, w = x.shape
     cout, cin, k, _ = weight.shape
     assert cin == C and not use_direct(C, cout, k), "conv_forward_post is for GEMM layers"
     K = wpost.shape[0]
-    y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
     z = np.empty((K, F, h - k + 1, w - k + 1), dtype=x.dtype)
     if _tiled(x, weight):
+        y = np.empty((cout, F, h - k + 1, w - k + 1) if keep else (1, 1, 1, 1), dtype=x.dtype)
         _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype),
                               ACT_CODES[act], x.dtype == np.float32, _tiles.rows_per_block(w, k, x.dtype), y,
                               get_num_threads(), True,
                               np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
-                              np.ascontiguousarray(bpost, dtype=x.dtype), z)
-        return y, z
+                              np.ascontiguousarray(bpost, dtype=x.dtype), z, keep)
+        return (y if keep else None), z
+    y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
     conv_fwd_taps(x, _taps_weight(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act],
                   x.dtype == np.float32, _taps.rows_per_block(w), y, get_num_threads(), True,
                   np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),

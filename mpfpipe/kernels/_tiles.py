@@ -100,12 +100,15 @@ def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T):
 
 
 @pjit(cache=True)
-def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z):
+def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep):
     """y (Cout, F, oh, ow) = act(conv(x, W) + b) for x (C, F, h, w), W packed by `pack_forward`. Row blocks are
     dealt round-robin to ``threads`` threads. With ``post``, also z (K, F, oh, ow) = wp (K, Cout) @ y + bp, a
-    following linear 1x1 layer (n3 / n4's output layer after fc1), computed on each block while it is in cache."""
+    following linear 1x1 layer (n3 / n4's output layer after fc1), computed on each block while it is in cache;
+    then without ``keep`` y is not written at all (inference: n4's fc1 output is 210 MB on a 512x512 slice that
+    nobody reads) and may be any array."""
     C, F, h, W = x.shape
-    O, _, oh, ow = y.shape
+    O = b.shape[0]
+    oh, ow = (z.shape[2], z.shape[3]) if post and not keep else (y.shape[2], y.shape[3])
     k = W - ow + 1
     K = wp.shape[0]
     xf = x.reshape(-1)
@@ -127,6 +130,8 @@ def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z):
             _conv_block(xf, f * h * W + y0 * W, W, k, C, cs, wf, O, buf, n, nb, NV * L)
             for o in range(O):
                 _bias_act_row(buf[o * nb:o * nb + n], b[o], code, fast, n)
+                if post and not keep:
+                    continue
                 for r in range(R):
                     d = y[o, f, y0 + r]
                     s = o * nb + r * W

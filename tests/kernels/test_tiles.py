@@ -91,6 +91,8 @@ def test_tiled_fused_output_layer_equals_naive_two_layers(act, need_dx):
     z_ref = np.stack([naive.conv(y_ref[:, f], wp, bp) for f in range(6)], axis=1)
     np.testing.assert_allclose(y, y_ref, atol=1e-12)
     np.testing.assert_allclose(z, z_ref, atol=1e-12)
+    y_none, z_only = conv_forward_post(x, w, b, act, wp, bp, keep=False)  # inference: fc1's output never written
+    assert y_none is None and np.array_equal(z_only, z)
     dwp_ref = np.einsum("qfyx,ofyx->qo", dz, y_ref).reshape(wp.shape)
     dy = np.einsum("qo,qfyx->ofyx", wp[:, :, 0, 0], dz)
     _, dw_ref, db_ref, dx_ref = _naive_layer(x, w, b, act, dy)
@@ -161,7 +163,7 @@ _ISA_SCRIPT = textwrap.dedent("""
         z = np.zeros((1, 1, 1, 1), dt)
         rows = _tiles.rows_per_block(19, 3, dt)
         _tiles.conv_fwd_tiles(x, _tiles.pack_forward(w, dt), np.zeros(14, dt), 0, False, rows, y, 1, False,
-                              np.zeros((1, 1), dt), np.zeros(1, dt), z)
+                              np.zeros((1, 1), dt), np.zeros(1, dt), z, True)
         lead, Ls = _tiles.grad_layout(3, 21, 19, 3, dt)
         gp = _tiles.aligned_empty((14, Ls), dt)
         _tiles.widen_pad(y, 21, 19, lead, gp)
