@@ -135,11 +135,11 @@ def labels_state(path) -> dict | None:
     return dict(root["labels"][NAME].attrs.get("mpfpipe") or {})
 
 
-def set_labels_complete(path) -> None:
+def set_labels_complete(path, complete: bool = True) -> None:
     import zarr
     inst = zarr.open_group(str(path), mode="r+")["labels"][NAME]
     meta = dict(inst.attrs["mpfpipe"])
-    meta["complete"] = True
+    meta["complete"] = complete
     inst.attrs["mpfpipe"] = meta
 
 
