@@ -122,6 +122,19 @@ def test_same_ids_on_any_worker_count_and_pyramid_and_ome_metadata(cells, tmp_pa
     assert inst.attrs["mpfpipe"]["complete"] is True and "instances_work" not in g
     label = ImageLabel.from_zarr(inst)  # raises if the NGFF 0.5 label metadata or the arrays do not match
     assert [d.path for d in label.ome_attributes.multiscales[0].datasets] == ["0", "1", "2"]
+    il = label.ome_attributes.image_label
+    assert il.source.image == "../../" and [(c.label_value, c.rgba) for c in il.colors] == [(0, (0, 0, 0, 0))]
+    from ome_zarr_models.v05.labels import Labels
+    assert Labels.from_zarr(g["labels"]).ome_attributes.labels == ["segmentation", "instances"]  # dtypes too
+    # read as napari-ome-zarr reads it (ome-zarr-py's Reader): the instances are a label node with a pyramid
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label as LabelSpec, Reader
+    nodes = list(Reader(parse_url(str(outs[1])))())
+    found = [n for n in nodes if any(isinstance(s, LabelSpec) for s in n.specs) and n.zarr.path.rstrip("/")
+             .endswith("labels/instances")]
+    assert len(found) == 1 and len(found[0].data) == 3
+    assert np.array_equal(np.asarray(found[0].data[0]), _ids(outs[1]))
+    assert found[0].metadata["color"] == {0: [0.0, 0.0, 0.0, 0.0]}
     from mpfpipe._integrity import crc
     sums = g["checksums_instances_0"][...]
     assert sums[0, 1, 2] == crc(g["labels/instances/0"][0:1, 32:64, 64:96])
