@@ -23,8 +23,9 @@ Three passes over a block grid (y, x tiles of ``block`` per z block), each block
 
 Offsets and numbering depend only on the grid, so any number of workers gives the same ids. A killed run resumes:
 blocks with a marker are skipped, the mapping is reused. A complete result whose chunks were damaged since is
-repaired by the same call (`verify.repair_instances`): the damaged blocks, and only they, are written again. The whole result is written under ``labels/instances``
-(see `instance_store`); the work folder is removed at the end.
+repaired by the same call (`verify.repair_instances`): the damaged blocks, and only they, are written again.
+The whole result is written under ``labels/instances`` (see `instance_store`); the work folder is removed at the
+end.
 """
 from __future__ import annotations
 
