@@ -46,3 +46,19 @@ def read_checked(arr, selection, *, store, array: str, coords, expected: int | N
         raise DamagedChunkError(f"{array} chunk of {what} ({chunk_file(store, array, coords)}) is {state} "
                                 "(checksum mismatch)")
     return data
+
+
+def damaged_chunks(arr, sums, done, *, store, array: str, what: str) -> list[tuple[tuple, str]]:
+    """(index, problem) of every chunk of ``arr`` whose ``done`` marker is set and that does not read back with
+    its checksum in ``sums``. ``done`` and ``sums`` are indexed by the chunk grid, (Z, Y, X); a 2-D array's grid
+    is (1, Y, X). One chunk per block, as the segmentation's and the instance labels' arrays are written."""
+    bad = []
+    for index in map(tuple, np.argwhere(np.asarray(done))):
+        coords = index[1:] if arr.ndim == 2 else index
+        sel = tuple(slice(c * k, min((c + 1) * k, n)) for c, k, n in zip(coords, arr.chunks, arr.shape))
+        try:
+            read_checked(arr, sel, store=store, array=array, coords=coords, expected=sums[index],
+                         what=f"{what} {index}")
+        except DamagedChunkError as exc:
+            bad.append((index, str(exc)))
+    return bad

@@ -12,7 +12,9 @@ defaults, so older model files keep working): ``downsample``, the integer factor
 down-sampled by (F x F block means; 1 = full resolution; segmenting a folder of new images applies it), and
 ``detection``, the image-level rule chosen on validation (``threshold``: an image is flagged defective when its
 count of predicted ``positive``-class pixels, counted at the model's resolution, exceeds it), written by the
-surface-defects workflow once the threshold is chosen (`set_detection`).
+surface-defects workflow once the threshold is chosen (`set_detection`), and ``instances``, the parameters of the
+instance step (`mpfpipe.segment.instances`: threshold, seed_distance, merge_threshold, min_size, ...) chosen on
+validation by ``evaluate --tune-instances`` (`set_instances`); ``segment --instances`` reads them, its options win.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class Model:
     provenance: dict = field(default_factory=dict)
     downsample: int = 1  # the factor the training images were down-sampled by; new images get the same
     detection: dict | None = None  # {"threshold": T, "positive": k, ...}: flag an image when its count > T
+    instances: dict | None = None  # the instance step's parameters chosen on validation, plus how they were chosen
 
     def __post_init__(self):
         if not self.class_names:
@@ -62,6 +65,8 @@ class Model:
         self.downsample = int(self.downsample)
         if self.detection is not None:
             self.detection = check_detection(self.detection, self.net.n_classes)
+        if self.instances is not None:
+            self.instances = check_instances(self.instances)
 
 
 def check_detection(det, n_classes: int) -> dict:
@@ -75,6 +80,21 @@ def check_detection(det, n_classes: int) -> dict:
         raise ModelFileError(f"detection rule {det!r}: need a finite threshold >= 0 and a class of the "
                              f"{n_classes}-class net")
     return {**det, "threshold": threshold, "positive": positive}
+
+
+def check_instances(inst) -> dict:
+    """Instance-step parameters: a mapping whose parameter keys have the values the ``instances`` options allow
+    (`mpfpipe.options`, the one place they are declared); other keys (how they were chosen) are kept as they are."""
+    from .errors import OptionError
+    from .options import check
+    if not isinstance(inst, dict):
+        raise ModelFileError(f"instance parameters {inst!r} are not a mapping")
+    try:
+        checked = check("instances", {k: v for k, v in inst.items() if k not in ("workers", "threads")},
+                        where="instance parameters: ")
+    except OptionError as exc:
+        raise ModelFileError(str(exc)) from None
+    return {**inst, **checked}
 
 
 def check_normalisation(norm, channels: int, what: str = "model") -> None:
@@ -139,6 +159,8 @@ def save_model(model: Model, path, *, overwrite: bool = False, dtype=np.float32)
             "downsample": int(model.downsample)}
     if model.detection is not None:
         meta["detection"] = model.detection
+    if model.instances is not None:
+        meta["instances"] = model.instances
     meta["sha256"] = _digest(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -211,7 +233,7 @@ def load_model(path) -> Model:
         return Model(net=net, params=params, class_names=meta["class_names"], normalisation=meta["normalisation"],
                      padding=meta.get("padding", PAD_MODE), ignore_index=meta.get("ignore_index", 255),
                      provenance=meta.get("provenance", {}), downsample=meta.get("downsample", 1),
-                     detection=meta.get("detection"))
+                     detection=meta.get("detection"), instances=meta.get("instances"))
     except ModelFileError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -223,7 +245,29 @@ def load_model(path) -> Model:
 def set_detection(path, detection: dict) -> Path:
     """Write the detection rule into the model file ``path`` (verified on reading, rewritten atomically; the
     tensors and everything else are kept)."""
+    return _replace(path, detection=lambda m: check_detection(detection, m.net.n_classes))
+
+
+def set_instances(path, instances: dict) -> Path:
+    """Write the instance step's parameters into the model file ``path``, as `set_detection` does."""
+    return _replace(path, instances=lambda m: check_instances(instances))
+
+
+def _replace(path, **fields) -> Path:
+    """Read and verify ``path``, replace the metadata ``fields`` (name -> function of the model giving the
+    checked value) and save it atomically under the same name with a new digest (temp file + rename)."""
     import dataclasses
     model = load_model(path)
-    model = dataclasses.replace(model, detection=check_detection(detection, model.net.n_classes))
-    return save_model(model, path, overwrite=True)
+    return save_model(dataclasses.replace(model, **{k: f(model) for k, f in fields.items()}), path, overwrite=True)
+
+
+def same_model(record: dict, path) -> bool:
+    """Whether the model file ``path`` holds the model a segmentation output's `model_record` describes: the same
+    digest, or (the file was since rewritten by `set_detection` / `set_instances`, which change the digest) the
+    same architecture, classes, normalisation and save time (kept through such rewrites)."""
+    meta = read_metadata(path)
+    if meta.get("sha256") == record.get("sha256"):
+        return True
+    saved = (record.get("provenance") or {}).get("saved")
+    return saved is not None and saved == (meta.get("provenance") or {}).get("saved") and all(
+        meta.get(k) == record.get(k) for k in ("architecture", "class_names", "normalisation", "padding"))

@@ -162,3 +162,28 @@ def test_downsample_and_detection_rule_travel_with_the_model(tmp_path, model):
     old = _rewrite(path, tmp_path / "old.safetensors", edit_meta=older)
     assert "downsample" not in read_metadata(old)
     assert load_model(old).downsample == 1 and load_model(old).detection is None
+
+
+def test_instance_parameters_travel_with_the_model_and_keep_its_identity(tmp_path, model):
+    from mpfpipe.model import _digest, model_record, same_model, set_detection, set_instances
+    from safetensors.numpy import load_file
+    path = save_model(model, tmp_path / "m.safetensors")
+    record = model_record(path)  # what a segmentation output keeps of the model that made it
+    assert load_model(path).instances is None
+    set_instances(path, {"merge_threshold": 0.3, "seed_distance": 8, "chosen_on": "val"})
+    set_detection(path, {"threshold": 5})  # a later rewrite keeps the instance parameters
+    m = load_model(path)  # verified: the digest covers the new metadata
+    assert m.instances == {"merge_threshold": 0.3, "seed_distance": 8, "chosen_on": "val"}
+    meta = read_metadata(path)
+    assert meta["instances"] == m.instances and meta["sha256"] == _digest(load_file(str(path)), meta)
+    assert meta["sha256"] != record["sha256"] and same_model(record, path)
+    # the same net saved at another time, or a model of other classes, is another model
+    assert not same_model({**record, "provenance": {**record["provenance"], "saved": "2000-01-01T00:00:00+00:00"}},
+                          path)
+    assert not same_model({**record, "class_names": ["a", "b", "c"]}, path)
+    with pytest.raises(ModelFileError, match=r"instance parameters: merge_threshold = 1.5: expected a finite "
+                                             r"number in \[0, 1\]"):
+        set_instances(path, {"merge_threshold": 1.5})
+    with pytest.raises(ModelFileError, match="seed_distance"):
+        set_instances(path, {"seed_distance": 0})
+    assert load_model(path).instances["merge_threshold"] == 0.3  # a refused write leaves the file as it was

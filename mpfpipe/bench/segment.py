@@ -16,6 +16,12 @@ the done markers included). Records:
   against the engine's CPU time per voxel), which another user's load on a shared machine distorts less; each
   ``segment`` record also has the wall time of the forward passes and of the reads and writes beside them, and
   the load average (1, 5, 15 min) at its end;
+- with ``instances``, the instance step (`mpfpipe.segment.instances.label_instances`, as ``segment --instances``
+  runs it: same workers and threads, its own cluster start included) on each output with the pyramid: each such
+  ``segment`` record gets ``instances_seconds``, ``instances_cpu_seconds`` and ``instances_objects``, the summary
+  their medians and ``instances_share`` (instance seconds / segment's seconds with the pyramid) and
+  ``instances_cpu_share``. Its cost depends on the probabilities: random weights give noise, so pass a trained
+  ``model`` to measure what a user's volume costs;
 - ``read``: blockwise read throughput (every block with its halo, as the block tasks read) of VOLUME and of a
   copy in the other format (Zarr <-> HDF5) with the same chunks, in voxels/s and MiB/s.
 
@@ -105,13 +111,49 @@ def _copy(volume, workdir: Path):
     return open_volume(f"{dst}:raw")
 
 
-def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=None, threads=None,
-        repeat: int = 2, engine_repeat: int = 3, workdir=None, emit=None) -> list[dict]:
-    """Run the segment benchmark (see the module doc) with a ``net_name`` net of random weights (the speed does
-    not depend on them); returns (and emits) the records. Outputs go to a temporary folder in ``workdir``."""
+def _instances(dst: Path, workers: int, threads: int) -> dict:
+    """The instance step on the segmentation ``dst``: its wall and CPU seconds and its number of objects."""
+    from ..segment.instances import label_instances
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    res = label_instances(dst, workers=workers, threads=threads, progress=False)
+    return {"instances_seconds": round(time.perf_counter() - t0, 3),
+            "instances_cpu_seconds": round(_cpu_seconds() - c0, 2), "instances_objects": res.n_objects}
+
+
+def _instance_summary(records: list[dict], seconds: float, cpu_seconds: float) -> dict:
+    """Medians of the instance step over ``records`` and its share of segment's (median) wall and CPU time."""
+    ti = statistics.median(r["instances_seconds"] for r in records)
+    ci = statistics.median(r["instances_cpu_seconds"] for r in records)
+    return {"instances_seconds": round(ti, 2), "instances_cpu_seconds": round(ci, 2),
+            "instances_share": round(ti / seconds, 4), "instances_cpu_share": round(ci / cpu_seconds, 4),
+            "instances_objects": records[0]["instances_objects"]}
+
+
+def _model_net(model, net_name: str, tmp: Path):
+    """(model file, net, the net's name or file for the engine cases): ``model`` and its net written as a
+    network file, or a ``net_name`` net of random weights saved in ``tmp``."""
+    import json
+
     from ..arch import load_net
-    from ..model import Model, save_model
+    from ..model import Model, load_model, save_model
     from ..params import init_params
+    if model is not None:
+        net = load_model(model).net
+        spec = tmp / "net.json"
+        spec.write_text(json.dumps(net.to_dict()))
+        return Path(model), net, str(spec)
+    net = load_net(net_name)
+    path = tmp / "model.safetensors"
+    save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}), path)
+    return path, net, net_name
+
+
+def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=None, threads=None,
+        repeat: int = 2, engine_repeat: int = 3, workdir=None, instances: bool = False, model=None,
+        emit=None) -> list[dict]:
+    """Run the segment benchmark (see the module doc) with a ``net_name`` net of random weights (the speed does
+    not depend on them) or the ``model`` file; returns (and emits) the records. Outputs go to a temporary folder
+    in ``workdir``."""
     from ..cluster import choose_layout
     from ..segment.pyramid import auto_levels
     from ..segment.run import DEFAULT_BLOCK, segment
@@ -134,9 +176,7 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
     T = workers * threads
     with tempfile.TemporaryDirectory(dir=workdir, prefix="mpfpipe-segbench-") as tmp:
         tmp = Path(tmp)
-        net = load_net(net_name)
-        model = tmp / "model.safetensors"
-        save_model(Model(net, init_params(net, 0), normalisation={"mean": [128.0], "std": [50.0]}), model)
+        model, net, net_name = _model_net(model, net_name, tmp)
         engines = [engine_rate(net_name, size, T, engine_repeat)]
         levels = auto_levels(volume.shape)
         runs, cpus = {1: [], levels: []}, {1: [], levels: []}
@@ -149,13 +189,15 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
                 wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
                 runs[lv].append((wall, res))
                 cpus[lv].append(cpu)
+                timed = _instances(dst, workers, threads) if instances and lv == levels else {}
                 out({"case": "segment", "volume": list(volume.shape), "block": list(block), "workers": workers,
                      "threads": threads, "levels": lv, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 2),
                      "voxels_per_s": round(res.voxels / wall, 1), "block_cpu_seconds": round(res.cpu_seconds, 2),
                      "pyramid_cpu_seconds": round(res.pyramid_cpu_seconds, 2),
                      "forward_seconds": round(res.forward_seconds, 2), "io_seconds": round(res.io_seconds, 2),
                      "load_average": [round(x, 2) for x in os.getloadavg()],  # others' jobs distort the wall time
-                     "peak_memory_per_worker_mib": round(max(res.peak_memory_per_worker.values()) / 2**20, 1)})
+                     "peak_memory_per_worker_mib": round(max(res.peak_memory_per_worker.values()) / 2**20, 1),
+                     **timed})
                 shutil.rmtree(dst, ignore_errors=True)
         engines.append(engine_rate(net_name, size, T, engine_repeat))
         eng = statistics.median(e["voxels_per_s"] for e in engines)
@@ -166,7 +208,8 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
         t1 = statistics.median(w for w, _ in runs[1])
         tl = statistics.median(w for w, _ in runs[levels])
         vox = runs[1][0][1].voxels
-        out({"case": "segment_summary", "volume": list(volume.shape), "net": net_name, "threads": T,
+        inst = [r for r in records if "instances_seconds" in r]
+        out({"case": "segment_summary", "volume": list(volume.shape), "net": net.name, "threads": T,
              "engine_voxels_per_s": round(eng, 1), "segment_voxels_per_s": round(vox / t1, 1),
              "ratio": round(vox / t1 / eng, 4), "levels": levels,
              "segment_pyramid_voxels_per_s": round(vox / tl, 1), "ratio_with_pyramid": round(vox / tl / eng, 4),
@@ -174,7 +217,8 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
              "cpu_ratio": round(eng_cpu * vox / c1, 4), "pyramid_cpu_cost": round(cl / c1 - 1, 4),
              "cpu_seconds": round(c1, 2), "cpu_seconds_with_pyramid": round(cl, 2),
              "peak_memory_per_worker_mib": round(max(max(r.peak_memory_per_worker.values())
-                                                     for rs in runs.values() for _, r in rs) / 2**20, 1)})
+                                                     for rs in runs.values() for _, r in rs) / 2**20, 1),
+             **(_instance_summary(inst, tl, cl) if inst else {})})
         other = _copy(volume, tmp)
         for v in (volume, other):
             out(read_rate(v, block, net.halo))

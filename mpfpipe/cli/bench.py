@@ -111,13 +111,15 @@ def distributed_cmd(net, size, simulate, task_seconds, images, repeat, workers, 
 @config_option
 @click.argument("volume")
 @cli_options("bench segment", size={"callback": _size})
-def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, workdir):
+def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, workdir, instances, model):
     """`mpfpipe segment`'s throughput on VOLUME (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) as a ratio of the
-    engine's on --size at the same thread count; also the pyramid's cost and Zarr vs HDF5 reads."""
+    engine's on --size at the same thread count; also the pyramid's cost, Zarr vs HDF5 reads and, with
+    --instances, the instance step's cost."""
     from ..bench.segment import run
-    _load_nets([net])
+    if model is None:
+        _load_nets([net])
     run(volume, net_name=net, size=size, workers=workers, threads=threads, repeat=repeat,
-        engine_repeat=engine_repeat, workdir=workdir, emit=_emit)
+        engine_repeat=engine_repeat, workdir=workdir, instances=instances, model=model, emit=_emit)
 
 
 @bench.command("data")

@@ -118,8 +118,8 @@ def verify(path, d: dict) -> dict:
                 raise MpfError(f"{len(problems)} unreadable chunk(s) ({fix}); first: {problems[0]}")
             return {**d, "verified": f"{n} chunks readable (no checksums recorded: an older dataset)"}
     elif d["kind"] == "segmentation":
-        from ..segment.verify import damaged_level_blocks
-        problems, n = [p for _, _, p in damaged_level_blocks(path)], d["blocks_done"] or 0
+        from ..segment.verify import damaged_outputs
+        problems, n = damaged_outputs(path), d["blocks_done"] or 0
         fix = "rerun the same segment command to recompute those blocks"
     elif d["kind"] == "folder segmentation":
         from ..segment.folder import verify_folder

@@ -135,7 +135,9 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index);
     instances: also score the instance segmentation (``report["instances"]``, see `instances`); ``pred`` may then
     be an instance label stack alone, and the report holds only that section; tune_instances: choose the instance
-    parameters on the truth's val split (``report["instances_chosen"]``, `instances.choose_parameters`)."""
+    parameters on the truth's val split (``report["instances_chosen"]``, `instances.choose_parameters`) and write
+    them into the model the segmentation was made with (`model.set_instances`; its path in the report's
+    ``model``), which ``segment --instances`` then reads."""
     check_options("evaluate", locals())
     if output is not None:
         out_dir = Path(output)
@@ -215,10 +217,12 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         val = _parse_indices((T.splits or {}).get("val"))
         if not val:
             raise DataError("tune_instances needs a truth dataset with a val split to choose the parameters on")
-        report["instances_chosen"] = {**choose_parameters(
+        chosen = {**choose_parameters(
             [P.positive(i, positive) for i in val],
             [official.truth_segments(T.labels[i], positive=positive, ignore_index=ignore_index) for i in val]),
             "chosen_on": "val", "images": val}
+        chosen.update(_write_instances(P.source, chosen, truth))
+        report["instances_chosen"] = chosen
     if P.source:
         report["model"] = {k: P.source.get("model", {}).get(k) for k in ("path", "sha256")}
     if output is not None:
@@ -235,6 +239,25 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         report["report"] = str(write_json(report, out_dir / "report.json"))
         _safety.release(out_dir)
     return report
+
+
+def _write_instances(source: dict | None, chosen: dict, truth) -> dict:
+    """Write the chosen instance parameters into the model that made the segmentation ``source`` (as the
+    workflows write the detection rule), so that a later ``segment --instances`` with it uses them. Returns
+    {"model": its path} or, when there is no such model file any more, {"model": None, "not_written": why}."""
+    from ..model import same_model, set_instances
+    record = (source or {}).get("model") or {}
+    path = record.get("path")
+    if not path:
+        return {"model": None, "not_written": "the prediction records no model file"}
+    if not Path(path).is_file():
+        return {"model": None, "not_written": f"the model {path} that made the segmentation is gone"}
+    if not same_model(record, path):
+        return {"model": None, "not_written": f"{path} is no longer the model that made the segmentation"}
+    set_instances(path, {**chosen["parameters"], "chosen_on": "val", "images": chosen["images"],
+                         "v_rand_thinned": chosen["v_rand_thinned"], "v_info_thinned": chosen["v_info_thinned"],
+                         "dataset": str(truth) if not isinstance(truth, (np.ndarray, Truth)) else "array"})
+    return {"model": str(path)}
 
 
 def _has_probabilities(pred) -> bool:

@@ -89,6 +89,13 @@ def _segment_meta(path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == "mpfpipe-segmentation" else None
 
 
+def damaged_instances(path) -> list[str]:
+    """The missing or damaged chunks of a segmentation output's ``labels/instances`` (a lost chunk would read as
+    no object, silently), by the format's own check, as `load_prediction` checks the probabilities."""
+    from ..segment.verify import damaged_instance_blocks
+    return [p for _, _, p in damaged_instance_blocks(path)]
+
+
 def load_prediction(pred) -> Prediction:
     if isinstance(pred, Prediction):
         return pred

@@ -74,6 +74,11 @@ def segment_instances(path) -> tuple[list, dict] | None:
     imeta = dict(inst.attrs).get("mpfpipe") or {}
     if not imeta.get("complete"):
         raise DataError(f"{path}: labels/{INSTANCES_NAME} is unfinished; rerun `mpfpipe segment --instances`")
+    from .inputs import damaged_instances
+    bad = damaged_instances(path)
+    if bad:
+        raise DataError(f"{path}: {len(bad)} damaged block(s) of labels/{INSTANCES_NAME} (rerun the same "
+                        f"`mpfpipe segment --instances` to redo them); first: {bad[0]}")
     arr = np.asarray(inst["0"][...])
     if arr.ndim == 2:
         arr = arr[None]

@@ -200,7 +200,8 @@ TABLES: dict[str, dict] = {
                          "FILE.h5:DATASET) or a class-label dataset."),
         tune_instances=Option(Flag(), False, "Choose the instance parameters (merge threshold, seed distance) on the "
                               "TRUTH dataset's val split by the official thinned V_rand, in "
-                              "report['instances_chosen']."),
+                              "report['instances_chosen'], and write them into the model PRED was made with, "
+                              "which `segment --instances` then uses."),
     ),
 }
 

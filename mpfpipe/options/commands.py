@@ -123,6 +123,11 @@ TABLES: dict[str, dict] = {
         engine_repeat=Option(Int(1), 5, "Timed runs per engine case."),
         workdir=Option(Any("a folder"), None, "Where the outputs are written (a temporary folder in it, removed at "
                        "the end).", cli=(("type", "existing-dir"),)),
+        instances=Option(Flag(), False, "Also time the instance step (labels/instances, as segment --instances) "
+                         "on each output with the pyramid: its seconds and its share of segment's time."),
+        model=Option(Any("a model file"), None, "Segment with this model (its net replaces --net) instead of random "
+                     "weights: the instance step's cost depends on the probabilities it is given.",
+                     cli=(("type", "existing-file"),)),
     ),
     "bench data": _cli(
         datasets=Option(Choice(("isbi2012", "magnetic_tile", "neu_seg")), (), "Only these datasets (repeatable) "

@@ -2,7 +2,7 @@
 
     OUTPUT/
       labels/                    attrs "ome": {"labels": ["segmentation", "instances"]}
-        instances/               attrs "ome": NGFF 0.5 multiscales + "image-label" (source ../../);
+        instances/               attrs "ome": NGFF 0.5 multiscales + "image-label" (source ../../, 0 transparent);
           0, 1, ...              attrs "mpfpipe": settings, token, n_objects, complete
                                  (Z, Y, X) uint32 (uint64 beyond 2^32 - 1 objects) ids, 0 = none; the pyramid
                                  takes the mode of 2 x 2 windows (`pyramid.halve_mode`), as for labels/segmentation
@@ -116,7 +116,10 @@ def create_labels(path, *, shape, chunk, levels: int, dtype, two_d: bool, scale,
         _array(root, done_name(lv), grid, (1, 1, 1), np.uint8, compress=False)
         _array(root, checksums_name(lv), grid, (1, 1, 1), np.uint32, compress=False)
     meta = _multiscales(NAME, _axes(two_d, False, units), list(scale[1:] if two_d else scale), levels)
-    meta["image-label"] = {"version": "0.5", "source": {"image": "../../"}}
+    # NGFF 0.5 image-label: 0 (no object: outside an image's valid size) transparent; the objects get the viewer's
+    # own colours (napari's labels layer, neuroglancer's segmentation layer) rather than a list of millions here
+    meta["image-label"] = {"version": "0.5", "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],
+                           "properties": [{"label-value": 0, "object": "none"}], "source": {"image": "../../"}}
     inst.attrs["ome"] = meta
     inst.attrs["mpfpipe"] = {"settings": settings, "token": token, "n_objects": int(n_objects),
                              "dtype": np.dtype(dtype).name, "levels": levels, "block": list(chunk),
@@ -135,11 +138,11 @@ def labels_state(path) -> dict | None:
     return dict(root["labels"][NAME].attrs.get("mpfpipe") or {})
 
 
-def set_labels_complete(path) -> None:
+def set_labels_complete(path, complete: bool = True) -> None:
     import zarr
     inst = zarr.open_group(str(path), mode="r+")["labels"][NAME]
     meta = dict(inst.attrs["mpfpipe"])
-    meta["complete"] = True
+    meta["complete"] = complete
     inst.attrs["mpfpipe"] = meta
 
 

@@ -22,8 +22,10 @@ Three passes over a block grid (y, x tiles of ``block`` per z block), each block
    follow, block by block (mode of 2 x 2 windows).
 
 Offsets and numbering depend only on the grid, so any number of workers gives the same ids. A killed run resumes:
-blocks with a marker are skipped, the mapping is reused. The whole result is written under ``labels/instances``
-(see `instance_store`); the work folder is removed at the end.
+blocks with a marker are skipped, the mapping is reused. A complete result whose chunks were damaged since is
+repaired by the same call (`verify.repair_instances`): the damaged blocks, and only they, are written again.
+The whole result is written under ``labels/instances`` (see `instance_store`); the work folder is removed at the
+end.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from . import instance_store as store
 from .blocks import block_grid, grid_shape
 from ..data.watershed import DEFAULTS, PARAMS, overlap_pairs, union
 from .instance_tasks import fragment_task, level_task, relabel_task
+from .verify import repair_instances
 
 FACE_OVERLAP = 0.5  # two labellings of the same strip: the same object when it covers most of the smaller one
 
@@ -80,14 +83,14 @@ def _params(meta: dict, given: dict) -> dict:
     return out
 
 
-def _membrane_class(meta: dict, positive) -> int:
+def _membrane_class(meta: dict, positive, what: str = "the segmentation") -> int:
     names = meta.get("class_names") or []
     if len(names) < 2:
-        raise DataError(f"the segmentation has {len(names)} class(es) ({', '.join(map(str, names)) or 'none'}): "
+        raise DataError(f"{what} has {len(names)} class(es) ({', '.join(map(str, names)) or 'none'}): "
                         "instances need a membrane (boundary) class besides the cells")
     pos = int((meta.get("settings") or {}).get("positive", 1) if positive is None else positive)
     if not 0 <= pos < len(names):
-        raise DataError(f"membrane class {pos} is not one of the segmentation's {len(names)} classes "
+        raise DataError(f"membrane class {pos} is not one of the {len(names)} classes of {what} "
                         f"({', '.join(map(str, names))})")
     return pos
 
@@ -198,6 +201,9 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
     chunk = tuple(min(b, n) for b, n in zip(blk, shape))
     settings = {**p, "positive": pos, "block": list(chunk), "segmentation": meta.get("token")}
     done_labels = store.labels_state(out)
+    if done_labels is not None and done_labels.get("complete") and done_labels.get("settings") == settings \
+            and not overwrite and repair_instances(out):  # damaged blocks: redone below, the rest kept
+        done_labels = store.labels_state(out)
     if done_labels is not None and (overwrite or done_labels.get("settings") != settings
                                     or done_labels.get("complete")):
         if not overwrite:
@@ -212,28 +218,19 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
         work = None
     blocks = block_grid(shape, chunk)
     grid = grid_shape(shape, chunk)
-    by_index = {b.index: b for b in blocks}
-    if work is None:
-        store.create_work(out, shape, chunk, grid, settings)
     result = InstanceResult(str(output), blocks=len(blocks))
-    done = store.read_done(out, f"{store.WORK}/done_fragments")
-    calls = []
-    for b in blocks:
-        if done[b.index] and store.block_file(out, b.index).is_file():
-            result.skipped += 1
-            continue
-        nbs = {}
-        for axis in (1, 2):
-            for side, step in (("lo", -1), ("hi", 1)):
-                i = list(b.index)
-                i[axis] += step
-                if 0 <= i[axis] < grid[axis]:
-                    nbs[(side, axis)] = by_index[tuple(i)]
-        calls.append((fragment_task, (out, p, pos, b, nbs), b.index))
+    # passes 1 and 2 only while a level-0 block is to be (re)labelled: repaired pyramid blocks need neither
+    relabel = store.labels_state(out) is None or not store.read_done(out, store.done_name(0)).all()
+    if relabel and work is None:
+        store.create_work(out, shape, chunk, grid, settings)
     with _cluster(workers, threads, scheduler) as client:
-        result.done = _run_tasks(client, calls, "fragments", progress, result)
-        _check(result)
-        offsets, counts, n_objects = _mapping(out, blocks, grid, p)
+        if relabel:
+            calls = _fragment_calls(out, p, pos, blocks, grid, result)
+            result.done = _run_tasks(client, calls, "fragments", progress, result)
+            _check(result)
+            offsets, counts, n_objects = _mapping(out, blocks, grid, p)
+        else:
+            n_objects = int(store.labels_state(out)["n_objects"])
         levels = int(meta.get("levels", 1))
         if store.labels_state(out) is None:
             store.create_labels(out, shape=shape, chunk=chunk, levels=levels,
@@ -256,9 +253,29 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
             _check(result)
     store.set_labels_complete(out)
     import shutil
-    shutil.rmtree(Path(out) / store.WORK)
+    shutil.rmtree(Path(out) / store.WORK, ignore_errors=True)
     result.n_objects, result.seconds = n_objects, time.perf_counter() - t0
     return result
+
+
+def _fragment_calls(out: str, p: dict, pos: int, blocks: list, grid, result: InstanceResult) -> list:
+    """Pass 1's tasks of the blocks without a done marker and their file (the others count as skipped)."""
+    by_index = {b.index: b for b in blocks}
+    done = store.read_done(out, f"{store.WORK}/done_fragments")
+    calls = []
+    for b in blocks:
+        if done[b.index] and store.block_file(out, b.index).is_file():
+            result.skipped += 1
+            continue
+        nbs = {}
+        for axis in (1, 2):
+            for side, step in (("lo", -1), ("hi", 1)):
+                i = list(b.index)
+                i[axis] += step
+                if 0 <= i[axis] < grid[axis]:
+                    nbs[(side, axis)] = by_index[tuple(i)]
+        calls.append((fragment_task, (out, p, pos, b, nbs), b.index))
+    return calls
 
 
 def _mapping(out: str, blocks, grid, p: dict):
@@ -287,19 +304,26 @@ def _check(result: InstanceResult) -> None:
 def segment_and_label(model, input, output, *, instance_options: dict, overwrite: bool = False, **segment_kwargs):
     """``segment --instances``: segment (or keep a complete segmentation of the same model and input), then
     `label_instances`. Returns (SegmentResult or None when kept, InstanceResult)."""
-    from ..model import read_metadata
+    from ..model import read_metadata, same_model
     from .omezarr import output_state
     from .run import segment
     from ..data.volume import open_volume
     from .imagefiles import is_image_folder
     if is_image_folder(input):
         raise DataError(f"{input} is a folder of images: --instances applies to volumes (OME-Zarr outputs) only")
+    from ..options import check
+    # bad instance options or a model without a membrane class fail now, not after the whole segmentation
+    check("instances", {k: v for k, v in instance_options.items() if v is not None}, where="instances: ")
+    _membrane_class({"class_names": read_metadata(model).get("class_names") or [],
+                     "settings": {"positive": segment_kwargs.get("positive", 1)}}, instance_options.get("positive"),
+                    what=f"model {model}")
     cluster = {k: segment_kwargs.get(k) for k in ("workers", "threads", "scheduler")}
     try:
         seg = segment(model, input, output, overwrite=overwrite, **segment_kwargs)
     except OutputExistsError:
         state = output_state(output) or {}
-        same = (state.get("complete") and (state.get("model") or {}).get("sha256") == read_metadata(model).get("sha256")
+        # the same model: also once `evaluate --tune-instances` wrote its instance parameters into it
+        same = (state.get("complete") and same_model(state.get("model") or {}, model)
                 and (state.get("settings") or {}).get("input") == open_volume(input).path)
         if not same:
             raise

@@ -3,12 +3,19 @@
 A block counts as done only while its chunks read back with the CRC-32 written before its done marker: a chunk
 that was deleted, truncated or changed afterwards is found by `damaged_blocks`, and `repair` clears those
 blocks' markers (and ``complete``) so that `segment` recomputes exactly them on its next run.
+
+The instance labels (``labels/instances``, `instance_store`) are checked the same way, block by block and level
+by level (`damaged_instance_blocks`). `repair_instances` clears the damaged blocks' markers and the labels'
+``complete``, and the instance step (rerun with the same command) redoes them: a pyramid block from the level
+below, a level-0 block by relabelling it with the mapping of its first two passes, which it computes again when
+their work was already removed (the same input and parameters give the same ids, so the block gets back exactly
+the ids it had).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .._integrity import DamagedChunkError, read_checked
+from .._integrity import DamagedChunkError, damaged_chunks, read_checked
 from .blocks import block_grid
 from .omezarr import LABELS_NAME, read_done, set_complete
 
@@ -66,3 +73,41 @@ def repair(path) -> list[tuple[int, tuple, str]]:
             zarr.open_array(str(path), path=done_name(lv), mode="r+")[index] = 0
         set_complete(path, False)
     return bad
+
+
+def damaged_instance_blocks(path) -> list[tuple[int, tuple, str]]:
+    """(level, block index, problem) of every done block of ``labels/instances`` whose chunk is missing or
+    damaged; [] when the output has no instance labels."""
+    import zarr
+
+    from . import instance_store as store
+    root = zarr.open_group(str(path), mode="r")
+    if "labels" not in root or store.NAME not in root["labels"]:
+        return []
+    labels = root["labels"][store.NAME]
+    bad, lv = [], 0
+    while store.checksums_name(lv) in root and str(lv) in labels:
+        sums, done = root[store.checksums_name(lv)][...], store.read_done(path, store.done_name(lv))
+        bad += [(lv, index, problem) for index, problem in damaged_chunks(
+            labels[str(lv)], sums, done, store=path, array=f"labels/{store.NAME}/{lv}", what=f"level {lv} block")]
+        lv += 1
+    return bad
+
+
+def repair_instances(path) -> list[tuple[int, tuple, str]]:
+    """Clear the done markers of the damaged blocks of ``labels/instances`` (and its complete flag), so that the
+    instance step redoes them when it runs again; returns them."""
+    import zarr
+
+    from . import instance_store as store
+    bad = damaged_instance_blocks(path)
+    for lv, index, _ in bad:
+        zarr.open_array(str(path), path=store.done_name(lv), mode="r+")[index] = 0
+    if bad:
+        store.set_labels_complete(path, False)
+    return bad
+
+
+def damaged_outputs(path) -> list[str]:
+    """Every problem of a segmentation output: its blocks (`damaged_level_blocks`) and its instance labels."""
+    return [p for _, _, p in damaged_level_blocks(path)] + [p for _, _, p in damaged_instance_blocks(path)]

@@ -18,8 +18,8 @@ def damaged(path) -> list[str]:
             from ..data import open_dataset
             return open_dataset(path).verify()
         elif kind == "segmentation":
-            from ..segment.verify import damaged_level_blocks
-            return [p for _, _, p in damaged_level_blocks(path)]
+            from ..segment.verify import damaged_outputs
+            return damaged_outputs(path)
         elif kind == "folder-segmentation":
             from ..segment.folder import verify_folder
             return verify_folder(path)[1]

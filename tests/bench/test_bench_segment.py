@@ -35,3 +35,30 @@ def test_segment_bench_records(tmp_path):
     assert [r["format"] for r in rows[5:]] == ["zarr", "hdf5"]
     assert all(r["voxels_per_s"] > 0 and r["mib_per_s"] > 0 for r in rows[5:])
     assert [p.name for p in tmp_path.iterdir()] == ["v.zarr"]  # the temporary outputs are gone
+
+
+def test_segment_bench_times_the_instance_step_with_a_model_file(tmp_path):
+    from mpfpipe.arch import preset
+    from mpfpipe.model import Model, save_model
+    from mpfpipe.params import init_params
+    net = preset("steel", n_classes=2)
+    save_model(Model(net, init_params(net, 3), class_names=["cell", "membrane"],
+                     normalisation={"mean": [128.0], "std": [50.0]}), tmp_path / "m.safetensors")
+    vol = np.random.default_rng(1).integers(0, 255, (1, 270, 261)).astype(np.uint8)  # 2 pyramid levels
+    zarr.save_array(str(tmp_path / "v.zarr"), vol)
+    res = CliRunner().invoke(cli, ["bench", "segment", str(tmp_path / "v.zarr"), "--model",
+                                   str(tmp_path / "m.safetensors"), "--instances", "--size", "40x40",
+                                   "--engine-repeat", "1", "--repeat", "1", "--workers", "1", "--threads", "1",
+                                   "--workdir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.strip().splitlines()]
+    seg = {r["levels"]: r for r in rows if r["case"] == "segment"}
+    assert set(seg) == {1, 2} and "instances_seconds" not in seg[1]  # timed on the output with the pyramid
+    inst = seg[2]
+    assert inst["instances_seconds"] > 0 and inst["instances_cpu_seconds"] > 0 and inst["instances_objects"] >= 1
+    summary = next(r for r in rows if r["case"] == "segment_summary")
+    assert summary["net"] == net.name and summary["instances_objects"] == inst["instances_objects"]
+    # one run each: the shares are the instance step's seconds over that segment run's (both rounded in the JSON)
+    assert np.isclose(summary["instances_share"], inst["instances_seconds"] / inst["seconds"], rtol=1e-2)
+    assert np.isclose(summary["instances_cpu_share"], inst["instances_cpu_seconds"] / inst["cpu_seconds"], rtol=1e-2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "v.zarr"]

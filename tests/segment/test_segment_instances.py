@@ -122,6 +122,19 @@ def test_same_ids_on_any_worker_count_and_pyramid_and_ome_metadata(cells, tmp_pa
     assert inst.attrs["mpfpipe"]["complete"] is True and "instances_work" not in g
     label = ImageLabel.from_zarr(inst)  # raises if the NGFF 0.5 label metadata or the arrays do not match
     assert [d.path for d in label.ome_attributes.multiscales[0].datasets] == ["0", "1", "2"]
+    il = label.ome_attributes.image_label
+    assert il.source.image == "../../" and [(c.label_value, c.rgba) for c in il.colors] == [(0, (0, 0, 0, 0))]
+    from ome_zarr_models.v05.labels import Labels
+    assert Labels.from_zarr(g["labels"]).ome_attributes.labels == ["segmentation", "instances"]  # dtypes too
+    # read as napari-ome-zarr reads it (ome-zarr-py's Reader): the instances are a label node with a pyramid
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label as LabelSpec, Reader
+    nodes = list(Reader(parse_url(str(outs[1])))())
+    found = [n for n in nodes if any(isinstance(s, LabelSpec) for s in n.specs) and n.zarr.path.rstrip("/")
+             .endswith("labels/instances")]
+    assert len(found) == 1 and len(found[0].data) == 3
+    assert np.array_equal(np.asarray(found[0].data[0]), _ids(outs[1]))
+    assert found[0].metadata["color"] == {0: [0.0, 0.0, 0.0, 0.0]}
     from mpfpipe._integrity import crc
     sums = g["checksums_instances_0"][...]
     assert sums[0, 1, 2] == crc(g["labels/instances/0"][0:1, 32:64, 64:96])
@@ -164,7 +177,7 @@ def test_bad_inputs_give_one_clear_error(cells, tmp_path):
     with pytest.raises(DataError, match="1 class.*membrane"):
         label_instances(one, workers=0, progress=False)
     two = _segmentation(tmp_path / "two.ome.zarr", probs, (1, 48, 48))
-    with pytest.raises(DataError, match="membrane class 3 is not one"):
+    with pytest.raises(DataError, match="membrane class 3 is not one of the 2 classes of the segmentation"):
         label_instances(two, positive=3, workers=0, progress=False)
     with pytest.raises(OptionError, match=r"threshold = 1.5: expected a finite number in \[0, 1\]"):
         label_instances(two, threshold=1.5, workers=0, progress=False)
@@ -219,3 +232,58 @@ def test_a_2d_image_gets_2d_instances(cells, tmp_path):
         assert np.unique(ids[truth[0] == c]).size == 1
     g = zarr.open_group(str(out), mode="r")
     assert [a["name"] for a in g["labels/instances"].attrs["ome"]["multiscales"][0]["axes"]] == ["y", "x"]
+
+
+def test_damaged_or_missing_instance_chunks_are_found_and_repaired(cells, tmp_path, capsys):
+    from mpfpipe.cli import main
+    from mpfpipe.segment.verify import damaged_instance_blocks
+    probs, truth = cells
+    out = _segmentation(tmp_path / "r.ome.zarr", probs, (1, 32, 32))
+    n_objects = label_instances(out, workers=0, progress=False).n_objects
+    ref = [_ids(out, lv) for lv in range(2)]
+    assert damaged_instance_blocks(out) == []
+    chunks = out / "labels" / "instances"
+    (chunks / "0" / "c" / "1" / "0" / "2").unlink()  # a level-0 chunk lost: it would read as no object
+    (chunks / "1" / "c" / "0" / "1" / "0").write_bytes(b"not a chunk")  # a level-1 chunk garbled
+    bad = damaged_instance_blocks(out)
+    assert [(lv, index) for lv, index, _ in bad] == [(0, (1, 0, 2)), (1, (0, 1, 0))]
+    assert "is missing (checksum mismatch)" in bad[0][2] and "cannot be read" in bad[1][2]
+    with pytest.raises(SystemExit) as exc:  # evaluate refuses them in one line
+        main(["evaluate", str(out), str(tmp_path / "t.npy"), "--instances"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 1 and len(err) == 1 and "2 damaged block(s) of labels/instances" in err[0], err
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(out), "--verify"])
+    assert exc.value.code == 1 and "damaged chunk" in capsys.readouterr().err
+    res = label_instances(out, workers=0, progress=False)  # the same call repairs them: the same ids come back
+    assert damaged_instance_blocks(out) == [] and res.n_objects == n_objects
+    for lv in range(2):
+        assert np.array_equal(_ids(out, lv), ref[lv])
+    g = zarr.open_group(str(out), mode="r")
+    assert g["labels/instances"].attrs["mpfpipe"]["complete"] is True and "instances_work" not in g
+    # only a pyramid chunk damaged: redone from the level below, without the first two passes
+    (chunks / "1" / "c" / "1" / "1" / "1").unlink()
+    res = label_instances(out, workers=0, progress=False)
+    assert (res.done, res.skipped, res.n_objects) == (0, 0, n_objects)
+    assert np.array_equal(_ids(out, 1), ref[1]) and damaged_instance_blocks(out) == []
+
+
+def test_segment_instances_refuses_a_model_without_the_membrane_class_before_segmenting(tmp_path, capsys):
+    from mpfpipe.arch import preset
+    from mpfpipe.cli import main
+    from mpfpipe.model import Model, save_model
+    from mpfpipe.params import init_params
+    net = preset("n4", maps=3, hidden=6, n_classes=3)
+    model = save_model(Model(net, init_params(net, 0), class_names=["bg", "membrane", "mito"]),
+                       tmp_path / "m.safetensors")
+    zarr.save_array(str(tmp_path / "v.zarr"), np.zeros((1, 40, 40), np.uint8))
+    for extra, message in [(["--positive", "5"], f"error: membrane class 5 is not one of the 3 classes of model "
+                                                 f"{model} (bg, membrane, mito)"),
+                           (["--instance-merge-threshold", "1.2"], "--instance-merge-threshold")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["segment", str(model), str(tmp_path / "v.zarr"), str(tmp_path / "o.ome.zarr"), "--instances",
+                  "--workers", "0", "--quiet", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+        assert exc.value.code == (1 if extra[0] == "--positive" else 2)
+        assert not (tmp_path / "o.ome.zarr").exists()  # refused before anything was segmented

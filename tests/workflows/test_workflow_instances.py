@@ -45,5 +45,9 @@ def test_workflow_segments_instances_and_reports_them_side_by_side(tmp_path, cap
     chosen = report["instances_chosen"]
     assert chosen["chosen_on"] == "val" and chosen["images"] == [1] and len(chosen["grid"]) == 15
     assert chosen["v_rand_thinned"] == max(g["v_rand_thinned"] for g in chosen["grid"])
+    from mpfpipe.model import load_model  # written into the model trained here, for segment --instances
+    tuned = load_model(chosen["model"]).instances
+    assert {k: tuned[k] for k in chosen["parameters"]} == chosen["parameters"]
+    assert chosen["model"] == next(s for s in summary["steps"] if s["kind"] == "train")["result"]["model"]
     md = (run / "summary.md").read_text()
     assert "thinned V_rand" in md and "instances: thinned V_rand" in md
