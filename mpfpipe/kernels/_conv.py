@@ -12,7 +12,7 @@ order: bit-identical for any thread count, and accurate in float32 runs.
 import numpy as np
 from numba import get_num_threads
 
-from . import _taps, _tiles
+from . import _arena, _taps, _tiles
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
 from ._head import SLABS, sum_parts
@@ -56,7 +56,7 @@ def _tiled_backward(x, weight, gp, lead, need_dx):
     _tiles.conv_dw_tiles(x, gp, k, lead, _tiles.span(x.dtype), dwparts)
     dx = None
     if need_dx:
-        dx = np.empty_like(x)
+        dx = _arena.empty(x.shape, x.dtype)
         _tiles.conv_dx_tiles(gp, _tiles.pack_dinput(weight, x.dtype), k, lead, _tiles.span(x.dtype), dx)
     return _from_taps(dwparts, weight.shape), dx
 
@@ -66,7 +66,7 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     C, F, h, w = x.shape
     cout, cin, k, _ = weight.shape
     assert cin == C, "channel mismatch"
-    y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
+    y = _arena.empty((cout, F, h - k + 1, w - k + 1), x.dtype)
     b = np.ascontiguousarray(bias, dtype=x.dtype)
     none = np.zeros((1, 1), dtype=x.dtype)
     if _tiled(x, weight):
@@ -91,9 +91,9 @@ def conv_forward_post(x, weight, bias, act, wpost, bpost, keep: bool = True):
     cout, cin, k, _ = weight.shape
     assert cin == C and not use_direct(C, cout, k), "conv_forward_post is for GEMM layers"
     K = wpost.shape[0]
-    z = np.empty((K, F, h - k + 1, w - k + 1), dtype=x.dtype)
+    z = _arena.empty((K, F, h - k + 1, w - k + 1), x.dtype)
     if _tiled(x, weight):
-        y = np.empty((cout, F, h - k + 1, w - k + 1) if keep else (1, 1, 1, 1), dtype=x.dtype)
+        y = _arena.empty((cout, F, h - k + 1, w - k + 1) if keep else (1, 1, 1, 1), x.dtype)
         _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype),
                               ACT_CODES[act], x.dtype == np.float32, _tiles.rows_per_block(w, k, x.dtype), y,
                               get_num_threads(), True,

@@ -17,6 +17,7 @@ deterministic for a given thread count, like the other kernels.
 import numpy as np
 from numba import get_num_threads, njit, prange  # get_num_threads outside kernels: keeps them cacheable
 
+from . import _arena
 from ._act import ACT_CODES, _act_grad_rows, _bias_act_row
 from ._blas import gemm
 from ._par import pjit
@@ -195,7 +196,7 @@ def forward_head(x: np.ndarray, layers) -> np.ndarray:
     C, F, h, w = x.shape
     dims, wflat, bflat, codes = _flatten(layers, x.dtype)
     assert dims[0] == C, "channel mismatch"
-    out = np.empty((int(dims[-1]), F, h, w), dtype=x.dtype)
+    out = _arena.empty((int(dims[-1]), F, h, w), x.dtype)
     T = max(1, min(get_num_threads(), (F * h * w + BLOCK - 1) // BLOCK))
     head_forward(np.ascontiguousarray(x).reshape(C, -1), dims, wflat, bflat, codes, x.dtype == np.float32, T,
                  out.reshape(out.shape[0], -1))

@@ -9,6 +9,7 @@ add their gradients into the same input position.
 import numpy as np
 from numba import njit, prange
 
+from . import _arena
 from ._par import pjit
 
 
@@ -139,16 +140,17 @@ def pool_forward(x: np.ndarray, p: int, dense: bool, need_idx: bool = True):
     if (h - noff + 1) % p or (w - noff + 1) % p:
         raise ValueError(f"pool {p}: input {h}x{w} is not exact for {'MPF' if dense else 'patch'} pooling")
     m, n = (h - noff + 1) // p, (w - noff + 1) // p
-    y = np.empty((C, F * noff * noff, m, n), dtype=x.dtype)
+    y = _arena.empty((C, F * noff * noff, m, n), x.dtype)
     if not need_idx:
         _pool_fwd_only(x, p, noff, y)
         return y, None
-    idx = np.empty((C, F * noff * noff, m, n), dtype=np.uint8)
+    idx = _arena.empty((C, F * noff * noff, m, n), np.uint8)
     _pool_fwd(x, p, noff, y, idx)
     return y, idx
 
 
 def pool_backward(dy: np.ndarray, idx: np.ndarray, p: int, dense: bool, in_shape) -> np.ndarray:
-    dx = np.zeros(in_shape, dtype=dy.dtype)
+    dx = _arena.empty(in_shape, dy.dtype)
+    dx.fill(0)  # the backward pass accumulates
     _pool_bwd(np.ascontiguousarray(dy), idx, p, p if dense else 1, dx)
     return dx

@@ -28,6 +28,7 @@ through `_blas.gemm`: OpenBLAS, or in reproducible mode the fixed-order `_rgemm`
 import numpy as np
 from numba import njit, prange
 
+from . import _arena
 from ._act import _act_grad_row, _bias_act_row
 from ._blas import gemm
 from ._head import row_sum
@@ -162,7 +163,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     """np.empty whose data starts on a 64-byte boundary (whole-vector loads of it then never split a cache line)."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape))
-    raw = np.empty(n + 64 // dtype.itemsize, dtype)
+    raw = _arena.empty(n + 64 // dtype.itemsize, dtype)
     skip = (-raw.ctypes.data % 64) // dtype.itemsize
     return raw[skip:skip + n].reshape(shape)
 

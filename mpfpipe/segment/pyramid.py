@@ -105,3 +105,50 @@ def compute_level_block(writer, level: int, block: Block) -> tuple[np.ndarray, n
         p = np.asarray(probs_prev[:, zs, ys, xs])
         lab = np.asarray(labels_prev[zs, ys, xs])
     return halve_mean(p), halve_mode(lab)
+
+
+def stored(writer, probs: np.ndarray) -> np.ndarray:
+    """Level-0 probabilities as the output stores them (quantised, or in its dtype): what level 1 is made from."""
+    from .blocks import quantise
+    if writer.quantized and probs.dtype != np.uint8:
+        return quantise(probs)
+    return np.asarray(probs, dtype=writer.probs.dtype)
+
+
+def level1_units(shape, chunk, todo0: list[Block], todo1: list[Block]) -> tuple[list[list[Block]], dict]:
+    """Level-0 blocks to do, as units of a task: the whole source set of each level-1 block whose sources are all
+    to do (that block is then made in the same task, from the sources in memory: `LevelOne`), the others alone.
+    Returns (units, {level-1 index: (level-1 block, source indices)}). Halving block by block equals halving the
+    level only when blocks start on even pixels, so an odd chunk makes no units of several blocks."""
+    if chunk[1] % 2 or chunk[2] % 2:
+        return [[b] for b in todo0], {}
+    by_index = {b.index: b for b in todo0}
+    units, inline, taken = [], {}, set()
+    for b1 in todo1:
+        needed = source_indices(shape, chunk, 1, b1)
+        if all(i in by_index for i in needed):
+            units.append([by_index[i] for i in needed])
+            inline[b1.index] = (b1, needed)
+            taken.update(needed)
+    units += [[b] for b in todo0 if b.index not in taken]
+    units.sort(key=lambda u: u[0].index)
+    return units, inline
+
+
+class LevelOne:
+    """A level-1 block made in the task of its level-0 sources: each source's halves go in as it is computed."""
+
+    def __init__(self, block: Block, needed: list, n_classes: int, probs_dtype):
+        nz, h, w = block.shape
+        self.block, self.missing = block, set(map(tuple, needed))
+        self.probs = np.zeros((n_classes, nz, h, w), dtype=probs_dtype)
+        self.labels = np.zeros((nz, h, w), dtype=np.uint8)
+
+    def add(self, block: Block, probs: np.ndarray, labels: np.ndarray) -> bool:
+        """Put a source's halves (of its stored probabilities and its labels) in place; True once all are in."""
+        y0, x0 = block.y[0] // 2 - self.block.y[0], block.x[0] // 2 - self.block.x[0]
+        p, lab = halve_mean(probs), halve_mode(labels)
+        self.probs[:, :, y0:y0 + p.shape[2], x0:x0 + p.shape[3]] = p
+        self.labels[:, y0:y0 + lab.shape[1], x0:x0 + lab.shape[2]] = lab
+        self.missing.discard(tuple(block.index))
+        return not self.missing

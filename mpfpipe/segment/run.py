@@ -5,7 +5,9 @@ voxel type) before any work, creates or resumes the OME-Zarr output (`omezarr`),
 not yet marked done, a few consecutive ones per task (`tasks.blocks_task`). For each block a task reads the block
 plus halo from the input, runs the dense forward pass (`blocks.forward_block`) and writes the block's own chunks
 and then its done marker; reads and writes run in a helper thread beside the forward passes. The pyramid's blocks
-(`pyramid`) run in the same task graph, each once its 2 x 2 source blocks of the level below are done. The group
+(`pyramid`) run in the same task graph, each once its 2 x 2 source blocks of the level below are done; a level-1
+block is made in the task of its level-0 sources, from them in memory, when the volume has blocks enough to keep
+every worker busy with whole source sets per task (reading level 0 back cost ~1 % of segment's time). The group
 is marked complete at the end, when every block of every level is done. Resuming is automatic: an incomplete
 output made from the same model, input and options is continued (done blocks are skipped); a complete output, or
 one made differently, is replaced only with ``overwrite=True``.
@@ -29,7 +31,7 @@ from ..errors import DataError, MpfError, OutputExistsError, SegmentError
 from ..options import OPTIONS
 from . import omezarr, pyramid, verify
 from .blocks import Engine, block_grid
-from .tasks import blocks_task, group_blocks, level_task
+from .tasks import blocks_task, group_size, group_units, level_task
 from ..data.volume import Volume, open_volume
 
 DEFAULT_BLOCK = OPTIONS["segment"]["block"].default  # (1, 512, 512), declared once
@@ -269,14 +271,24 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
         eng = runner.scatter(engine)
         futures, by_index = {}, {}
         stamp = time.time_ns()
-        for group in group_blocks(level0, runner.slots()):
+        # level-1 blocks are made in the task of their level-0 sources (no read back from disk), unless whole
+        # source sets per task would leave too few tasks to keep every slot busy (small volumes)
+        units, inline = pyramid.level1_units(volume.shape, chunk, level0, [b for lv, b in tasks if lv == 1])
+        if max((len(u) for u in units), default=1) > group_size(len(level0), runner.slots()):
+            units, inline = [[b] for b in level0], {}
+        parent_of = {tuple(i): idx for idx, (_, needed) in inline.items() for i in needed}
+        for group in group_units(units, runner.slots()):
+            mine = {parent_of[tuple(b.index)] for b in group if tuple(b.index) in parent_of}
             key = f"mpf-blocks-{token}-0-{'-'.join(map(str, group[0].index))}-{len(group)}-{stamp}"
-            fut = runner.submit(blocks_task, eng, volume, out_path, token, group, retries=1, key=key)
-            futures[fut] = (0, group)
+            fut = runner.submit(blocks_task, eng, volume, out_path, token, group, {i: inline[i] for i in mine},
+                                retries=1, key=key)
+            futures[fut] = (0, [(0, b) for b in group] + [(1, inline[i][0]) for i in sorted(mine)])
             for b in group:
                 by_index[(0, b.index)] = fut
+            for i in mine:
+                by_index[(1, i)] = fut
         for level, b in tasks:
-            if level == 0:
+            if level == 0 or (level == 1 and b.index in inline):
                 continue
             key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{stamp}"
             needed = pyramid.source_indices(volume.shape, chunk, level, b)
@@ -291,13 +303,15 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
             if isinstance(result, BaseException):
                 if runner.local and not isinstance(result, MpfError):
                     raise result
-                for b in (what if level == 0 else [what]):
-                    yield level, b, result
+                for lv, b in (what if level == 0 else [(level, what)]):
+                    yield lv, b, result
             elif level == 0:
                 for r in result:
                     err = r.get("error")
                     if runner.local and err is not None and not isinstance(err, MpfError):
                         raise err
-                    yield 0, blocks_by_index[r["index"]], err if err is not None else r
+                    lv = r.get("level", 0)
+                    b = blocks_by_index[r["index"]] if lv == 0 else inline[r["index"]][0]
+                    yield lv, b, err if err is not None else r
             else:
                 yield level, what, result

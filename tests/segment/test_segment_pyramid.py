@@ -9,6 +9,7 @@ from mpfpipe.errors import DataError
 from mpfpipe.model import Model, save_model
 from mpfpipe.params import init_params
 from mpfpipe.segment import read_done, segment
+from mpfpipe.segment import pyramid
 from mpfpipe.segment.pyramid import auto_levels, halve_mean, halve_mode, level_shape
 
 
@@ -81,14 +82,21 @@ def _levels(path, n):
     return [(g[str(lv)][...], g[f"labels/segmentation/{lv}"][...]) for lv in range(n)]
 
 
-def test_levels_equal_the_reduction_of_level0_for_any_block_size(model, volume, tmp_path):
+def test_levels_equal_the_reduction_of_level0_for_any_block_size(model, volume, tmp_path, monkeypatch):
+    """Level 1 made in its sources' tasks from memory (even blocks, enough of them: 16 x 16), or read back from
+    disk by its own task (odd 13 x 7 blocks; one whole block with 2 workers): the same bits."""
     from ome_zarr_models.v05.image import Image
     from ome_zarr_models.v05.image_label import ImageLabel
+    read_back = []
+    real = pyramid.compute_level_block
+    monkeypatch.setattr(pyramid, "compute_level_block", lambda w, lv, b: read_back.append(lv) or real(w, lv, b))
     outs = []
     for block, workers in [((1, 16, 16), 0), ((2, 13, 7), 0), ((3, 45, 38), 2)]:
         out = tmp_path / f"o{len(outs)}.zarr"
         res = segment(model, volume, out, block=block, workers=workers, threads=1, progress=False, levels=4)
         assert res.levels == 4 and res.pyramid_done == res.pyramid_blocks > 0 and res.failed == 0
+        if not outs:  # the in-process run: level 1 never read back, levels 2 and 3 always
+            assert sorted(read_back) == [2, 2, 2, 3, 3, 3]  # one level-2 and one level-3 block per section
         outs.append(out)
     ref = _levels(outs[0], 4)
     for lv in range(1, 4):

@@ -11,7 +11,7 @@ from mpfpipe.model import Model, load_model, save_model
 from mpfpipe.params import init_params
 from mpfpipe.segment import SegmentError, omezarr, read_done, segment
 from mpfpipe.segment.blocks import Engine, block_grid, compute_block
-from mpfpipe.segment.tasks import blocks_task, group_blocks
+from mpfpipe.segment.tasks import blocks_task, group_blocks, group_units
 from mpfpipe.data.volume import open_volume
 
 
@@ -24,6 +24,28 @@ def test_group_blocks_makes_consecutive_runs_of_about_four_per_slot():
     assert [len(g) for g in group_blocks(blocks[:10], 1)] == [2] * 5
     assert [b for g in group_blocks(blocks, 3) for b in g] == blocks  # every block once, in order
     assert group_blocks([], 2) == []
+
+
+def test_group_units_keeps_every_unit_in_one_task():
+    units = [[1, 2, 3, 4], [5], [6, 7], [8, 9, 10, 11]] * 6
+    groups = group_units(units, 1)  # 66 blocks, 1 slot: 8 per task at most (MAX_GROUP)
+    assert [b for g in groups for b in g] == [b for u in units for b in u]
+    assert [len(g) for g in groups][:4] == [7, 8, 7, 7]  # 4+1+2 | 4+4 | 1+2+4 | 4+1+2: no unit is split
+    starts = {u[0] for u in units}
+    assert all(g[0] in starts for g in groups)  # a task begins where a unit begins
+
+
+def test_level1_units_are_the_source_sets_of_level1_blocks():
+    from mpfpipe.segment.blocks import block_grid
+    from mpfpipe.segment.pyramid import level1_units, level_blocks
+    shape, chunk = (2, 40, 30), (1, 16, 16)
+    todo0 = [b for b in block_grid(shape, chunk) if b.index != (1, 0, 0)]  # one level-0 block is done already
+    units, inline = level1_units(shape, chunk, todo0, level_blocks(shape, chunk, 1))
+    assert sorted(inline) == [(0, 0, 0), (0, 1, 0), (1, 1, 0)]  # level 1 is 20 x 15: blocks of 16 x 16, 2 x 1
+    assert [[b.index for b in u] for u in units if len(u) > 1] == [
+        [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)], [(0, 2, 0), (0, 2, 1)], [(1, 2, 0), (1, 2, 1)]]
+    assert sorted(b.index for u in units for b in u) == sorted(b.index for b in todo0)
+    assert level1_units(shape, (1, 15, 16), todo0, level_blocks(shape, (1, 15, 16), 1))[1] == {}  # odd chunk
 
 
 @pytest.fixture
