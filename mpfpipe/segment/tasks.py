@@ -135,5 +135,5 @@ def level_task(out_path: str, two_d: bool, token: str, level: int, block, needed
     writer = omezarr.Writer.get(out_path, two_d, token)
     probs, labels = pyramid.compute_level_block(writer, level, block)
     writer.write(block, probs, labels, level=level)
-    return {"index": block.index, "level": level, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "pid": os.getpid(), "peak_rss": peak_rss_bytes()}
+    return {"index": block.index, "level": level, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "pid": os.getpid(), "peak_rss": peak_rss_bytes()}
