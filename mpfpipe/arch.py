@@ -27,6 +27,8 @@ from .errors import ArchitectureError
 from .layer import (ACTIVATIONS, FC, Conv, ConvOp, Pool, PoolOp, check_layers as _check_layers,  # noqa: F401
                     layer_str as _layer_str, project as _project, size_str as _size_str)
 
+PAD_MODE = "symmetric"  # the input outside an image or volume: recorded in model files, training and segmentation
+
 @dataclass(frozen=True)
 class Net:
     """A validated patch network. ``layers`` end with an fc layer whose ``n`` is the number of classes (its
