@@ -32,12 +32,12 @@ _TRAIN = _opts(
     gtol=Option(Float(0), 0.0, "gd/lbfgs: stop when |gradient| < gtol."),
     validate_every=Option(Int(1), 1, "Validate every N epochs."),
     train_split=Option(Any("a split"), "train", "Split to train on, or a union such as 'train+val'."),
-    unit=Option(Parsed(parse_block, "Z,Y,X sizes of a volume unit", optional=False), (4, 128, 128),
-                "3D nets on a volume dataset: the output block (z, y, x) of one gradient unit (each computed with "
-                "its input halo; their gradients add up to the whole volume's)."),
     val_split=Option(Any("a split"), "val", "Validation split ('' for none)."),
     chunk_seconds=Option(Float(0, lo_open=True), 0.5, "Estimated one-thread seconds of a gradient task (the chunk "
                          "plan: part of the run's identity, since it fixes the summation order).", flag=""),
+    unit=Option(Parsed(parse_block, "Z,Y,X sizes of a volume unit", optional=False), (4, 128, 128),
+                "3D nets on a volume dataset: the output block (z, y, x) of one gradient unit (each computed with "
+                "its input halo; their gradients add up to the whole volume's)."),
     # where to run
     workers=Option(Int(1, optional=True), None, _LOCAL + "worker processes [default: cores // threads].",
                    workflow=False),
