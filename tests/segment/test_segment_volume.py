@@ -69,6 +69,10 @@ def test_pyramid_halves_z_for_isotropic_voxels(model, tmp_path):
     assert ds[1].coordinateTransformations[1].translation == [0.0, 4.0, 4.0, 4.0]
     assert [a.unit for a in image.ome_attributes.multiscales[0].axes[1:]] == ["nanometer"] * 3
     ImageLabel.from_zarr(g["labels/segmentation"])
+    from mpfpipe.segment.verify import damaged_level_blocks
+    assert damaged_level_blocks(out) == []  # every level's blocks found where z_levels puts them, checksums match
+    zarr.open_group(str(out), mode="r+")["labels/segmentation/2"][2, 0, 0] = 9  # damage one level-2 block
+    assert [(lv, idx) for lv, idx, _ in damaged_level_blocks(out)] == [(2, (1, 0, 0))]
 
 
 def test_isbi_volume_keeps_z_and_its_voxel_size(model, shared_data, tmp_path):
