@@ -18,6 +18,7 @@ every epoch), instead of its grid block. Drawn in a fixed order: flip x, flip y,
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,6 @@ import numpy as np
 from ..data.layout import SPLIT_NAMES
 from ..data.reader import Sample
 from ..errors import DataError, TrainingError
-from ..segment.blocks import block_grid
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,10 @@ class VolumeUnits:
         for name in SPLIT_NAMES:
             start = len(self.units)
             for r0, r1 in dataset.volume["z_runs"].get(name, []):
-                for b in block_grid((r1 - r0, self.Y, self.X), self.block):
-                    self.units.append(Unit(name, (r0, r1), (r0 + b.z[0], r0 + b.z[1]), b.y, b.x))
+                # the run's blocks in grid (C) order, the last ones along an axis smaller
+                axes = [[(a, min(a + b, hi)) for a in range(lo, hi, b)]
+                        for (lo, hi), b in zip(((r0, r1), (0, self.Y), (0, self.X)), self.block)]
+                self.units += [Unit(name, (r0, r1), z, y, x) for z, y, x in itertools.product(*axes)]
             self._split[name] = list(range(start, len(self.units)))
         for name in ("path", "attrs", "channels", "dtype", "class_names", "n_classes", "ignore_index",
                      "normalisation"):
