@@ -70,6 +70,9 @@ def test_flips_turns_and_crops_by_hand(vol):
     got = units.read(i, augment=AugmentSpec(flip=True, rot90=False), seed=seed, epoch=epoch)
     assert np.array_equal(got.labels, want)
     assert np.array_equal(got.image[0], np.flip(plain.image[0], [a for a, on in ((2, fx), (1, fy), (0, fz)) if on]))
+    turned = units.read(i, augment=AugmentSpec(flip=False, rot90=True), seed=seed, epoch=epoch)
+    assert plain.labels.shape[1:] == (15, 15)  # the block's 12 x 12 plus the margin 3 after it: square, any turn
+    assert np.array_equal(turned.labels, np.rot90(plain.labels, quarter, axes=(1, 2)))
     crop = units.read(i, augment=AugmentSpec(flip=False, rot90=False, crop=5), seed=seed, epoch=epoch)
     # a 3 x 5 x 5 box (the unit's 3 sections deep) somewhere in run 0..3, every voxel labelled in the source
     assert (crop.labels != 255).sum() == 3 * 5 * 5 and crop.labels.shape[0] == 4
