@@ -176,3 +176,14 @@ def test_3d_model_round_trip_in_conv3d_layout(tmp_path):
     assert meta["window"] == [15, 105, 105] and meta["stride"] == [2, 4, 4] and meta["fc_extent"] == [1, 1, 1]
     back = load_model(path)
     assert back.net == net and all(np.array_equal(back.params[k], v) for k, v in model.params.items())
+
+
+def test_info_shows_the_3d_window(tmp_path, capsys):
+    from mpfpipe.cli import main
+    net = preset("aniso", maps=3, hidden=5)
+    path = save_model(Model(net, init_params(net, 1)), tmp_path / "v.safetensors")
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(path)])
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None)
+    assert "window        15x105x105, stride 2x4x4," in out and "conv(4x4x4, 3, tanh)" in out
