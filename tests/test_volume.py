@@ -128,3 +128,30 @@ def test_a_2d_volume_of_the_wrong_rank_is_refused():
 def test_full_size_presets_equal_the_patch_net(name, size, labelled):
     got = naive.assert_dense_equals_patch_net3(preset(name), size, seed=5, labelled=labelled, act_scale=1.0)
     assert got.class_count.sum() >= 1
+
+
+def test_block_gradients_sum_to_the_whole_volume():
+    """The distributed gradient's unit on a large volume: output blocks with their input halo. Summed, the blocks'
+    losses and gradients are the whole volume's (to rounding), and the per-class counts exactly."""
+    from mpfpipe.volume import dense_loss_grad_padded
+    net = CASES[0][1]
+    rng = np.random.default_rng(8)
+    params = init_params(net, 8, np.float64)
+    vol = rng.standard_normal((1, 6, 7, 5))
+    labels = rng.integers(0, 2, (6, 7, 5)).astype(np.uint8)
+    labels[rng.random(labels.shape) < 0.2] = 255
+    whole = dense_loss_grad(net, params, vol, labels, dtype=np.float64)
+    mirrored = np.pad(vol, [(0, 0)] + list(net.halo3), mode="symmetric")
+    ctx = [w - 1 for w in net.window3]
+    loss, count, grads = 0.0, 0, {k: np.zeros_like(v) for k, v in whole.grad.items()}
+    for z, y in np.ndindex(2, 2):  # 3 x 4 (3 x 3 at the end) x 5 blocks
+        zs, ys = slice(3 * z, 3 * z + 3), slice(4 * y, min(7, 4 * y + 4))
+        block = mirrored[:, zs.start:zs.stop + ctx[0], ys.start:ys.stop + ctx[1], :]
+        part = dense_loss_grad_padded(net, params, block, labels[zs, ys], dtype=np.float64)
+        loss += part.loss
+        count = count + part.class_count
+        for k in grads:
+            grads[k] += part.grad[k]
+    assert loss == pytest.approx(whole.loss, rel=1e-12) and np.array_equal(count, whole.class_count)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], whole.grad[k], rtol=0, atol=1e-10 * np.abs(whole.grad[k]).max(), err_msg=k)
