@@ -155,3 +155,20 @@ def test_block_gradients_sum_to_the_whole_volume():
     assert loss == pytest.approx(whole.loss, rel=1e-12) and np.array_equal(count, whole.class_count)
     for k in grads:
         np.testing.assert_allclose(grads[k], whole.grad[k], rtol=0, atol=1e-10 * np.abs(whole.grad[k]).max(), err_msg=k)
+
+
+def test_the_forward_pass_unfolds_in_runs_with_the_same_bits(monkeypatch):
+    """Inference on a large block unfolds the z-slabs a few output planes at a time: the same bits as at once."""
+    from mpfpipe import network3
+    net = CASES[1][1]
+    params = init_params(net, 2, np.float32)
+    vol = np.random.default_rng(2).standard_normal((1, 6, 9, 8)).astype(np.float32)
+    whole = dense_forward(net, params, vol)
+    monkeypatch.setattr(network3, "UNFOLD_BYTES", 1)  # one output plane per conv call
+    runs = dense_forward(net, params, vol)
+    assert np.array_equal(runs, whole)
+    calls = []
+    real = network3.conv_forward
+    monkeypatch.setattr(network3, "conv_forward", lambda *a: calls.append(a[0].shape) or real(*a))
+    dense_forward(net, params, vol)
+    assert len(calls) > len([op for op in net.ops if getattr(op, "kz", 0) > 1])  # really in runs
