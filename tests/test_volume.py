@@ -102,7 +102,7 @@ def _run(net, mode, threads):
         return dense_loss_grad(net, p, vol, lab, dtype=np.float32), dense_forward(net, p, vol, dtype=np.float32)
 
 
-@pytest.mark.parametrize("net", [CASES[1][1], FUSED], ids=["aniso", "fused"])
+@pytest.mark.parametrize("net", [CASES[1][1], FUSED, CASES[-1][1]], ids=["aniso", "fused", "taps"])
 def test_bit_identical_on_1_and_2_threads(net):
     old = numba.get_num_threads()
     try:
@@ -172,3 +172,16 @@ def test_the_forward_pass_unfolds_in_runs_with_the_same_bits(monkeypatch):
     monkeypatch.setattr(network3, "conv_forward", lambda *a: calls.append(a[0].shape) or real(*a))
     dense_forward(net, params, vol)
     assert len(calls) > len([op for op in net.ops if getattr(op, "kz", 0) > 1])  # really in runs
+
+
+def test_both_passes_in_runs_still_equal_the_patch_net_and_the_same_bits_on_any_threads(monkeypatch):
+    from mpfpipe import network3
+    monkeypatch.setattr(network3, "UNFOLD_BYTES", 1)  # every conv with kz > 1, forward and backward, plane by plane
+    naive.assert_dense_equals_patch_net3(CASES[2][1], CASES[2][2], seed=3, labelled=0.5)  # n337's layout
+    old = numba.get_num_threads()
+    try:
+        r1, _ = _run(CASES[1][1], "serial", 1)
+        r2, _ = _run(CASES[1][1], "parallel", min(2, numba.config.NUMBA_NUM_THREADS))
+    finally:
+        numba.set_num_threads(old)
+    assert r1.loss == r2.loss and all(np.array_equal(r1.grad[k], r2.grad[k]) for k in r1.grad)
