@@ -186,4 +186,3 @@ def test_downsample_and_detection_rule_travel_with_the_model(tmp_path, model):
     old = _rewrite(path, tmp_path / "old.safetensors", edit_meta=older)
     assert "downsample" not in read_metadata(old)
     assert load_model(old).downsample == 1 and load_model(old).detection is None
-
