@@ -29,6 +29,7 @@ from .layer import (ACTIVATIONS, FC, Conv, ConvOp, Pool, PoolOp, check_layers as
 
 PAD_MODE = "symmetric"  # the input outside an image or volume: recorded in model files, training and segmentation
 
+
 @dataclass(frozen=True)
 class Net:
     """A validated patch network. ``layers`` end with an fc layer whose ``n`` is the number of classes (its

@@ -9,27 +9,49 @@ from __future__ import annotations
 from .arch import ConvOp, Net, PoolOp
 
 
-def layer_macs(net: Net, dense: bool, shape: tuple, batch: int = 1) -> list[int]:
-    """Multiply-accumulates of every conv op for a dense H x W (or D x H x W: a 3D net, per axis alike) job, or
-    for ``batch`` windows in patch mode. A 2D net is the depth-1 case (kernel and pool depth 1)."""
-    shape = (1, *shape) if len(shape) == 2 else tuple(shape)
+def layer_macs(net: Net, dense: bool, shape: tuple[int, int], batch: int = 1) -> list[int]:
+    """Multiply-accumulates of every conv op for a dense H x W job, or for ``batch`` windows in patch mode; a 3D
+    net's dense job is Z x Y x X."""
+    if net.ndim == 3:
+        return _layer_macs3(net, dense, shape, batch)
     if dense:
-        dims = [-(-int(n) // s) * s + w - 1 for n, s, w in zip(shape, net.stride3, net.window3)]
+        S = net.stride
+        h = -(-shape[0] // S) * S + net.window - 1
+        w = -(-shape[1] // S) * S + net.window - 1
+    else:
+        h = w = net.window
+    frags, macs = batch, []
+    for op in net.ops:
+        if isinstance(op, ConvOp):
+            h, w = h - op.k + 1, w - op.k + 1
+            macs.append(frags * h * w * op.k * op.k * op.cin * op.cout)
+        elif isinstance(op, PoolOp):
+            if dense:
+                frags *= op.p * op.p
+                h, w = (h - op.p + 1) // op.p, (w - op.p + 1) // op.p
+            else:
+                h, w = h // op.p, w // op.p
+    return macs
+
+
+def _layer_macs3(net: Net, dense: bool, shape, batch: int) -> list[int]:
+    if dense:
+        dims = [-(-n // s) * s + w - 1 for n, s, w in zip(shape, net.stride3, net.window3)]
     else:
         dims = list(net.window3)
     frags, macs = batch, []
     for op in net.ops:
         if isinstance(op, ConvOp):
-            k3 = (op.kz, op.k, op.k)
-            dims = [d - k + 1 for d, k in zip(dims, k3)]
-            macs.append(frags * dims[0] * dims[1] * dims[2] * k3[0] * op.k * op.k * op.cin * op.cout)
-        elif isinstance(op, PoolOp):
-            p3 = (op.pz, op.p, op.p)
+            kernel = (op.kz, op.k, op.k)
+            dims = [d - k + 1 for d, k in zip(dims, kernel)]
+            macs.append(frags * dims[0] * dims[1] * dims[2] * op.kz * op.k * op.k * op.cin * op.cout)
+        else:
+            pool = (op.pz, op.p, op.p)
             if dense:
-                frags *= p3[0] * p3[1] * p3[2]
-                dims = [(d - p + 1) // p for d, p in zip(dims, p3)]
+                frags *= op.pz * op.p * op.p
+                dims = [(d - p + 1) // p for d, p in zip(dims, pool)]
             else:
-                dims = [d // p for d, p in zip(dims, p3)]
+                dims = [d // p for d, p in zip(dims, pool)]
     return macs
 
 

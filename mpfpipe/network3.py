@@ -11,6 +11,10 @@ the 2D kernels run on the ``(C, D*F, h, w)`` view without copies:
 - a pool (pz, p, p) is the 2D MPF kernel on every depth plane (fragment f -> f*p*p + a*p + b), then the z MPF of
   `kernels._zpool` (-> fragment*pz + c), which keeps the arg-max rule of the naive net (first in z, y, x order);
 - the trailing 1x1x1 layers (head) and a fused output pair run as in 2D on the same view.
+The slabs take kz times the layer's input, so both passes unfold at most ``UNFOLD_BYTES`` of them at a time, a run of
+output planes after another. Forward, that gives the same bits as one call (a kernel's sum for an output element does
+not depend on how many fragments it is given); backward, the runs' weight gradients add up in float64 in run order
+and their input gradients fold back run by run, a fixed order for given shapes.
 A 2D net never comes here (`network.forward` sends 3D nets only), so 2D runs exactly as before.
 """
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .arch import ConvOp, Net
 from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post, forward_head,
                       pool_backward, pool_forward, zpool_backward, zpool_forward)
 from .plan import body_end, fused_output, head_start
+
+UNFOLD_BYTES = 256 * 2**20  # z-slabs per conv call (n337's conv2 on 32x128x128 would unfold to 4.6 GB at once)
 
 
 def unfold(x: np.ndarray, kz: int) -> np.ndarray:
@@ -62,6 +68,52 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(C, D * F, h, w)
 
 
+def _planes(x: np.ndarray, kz: int) -> int:
+    """Output planes per conv call: their slabs fit in ``UNFOLD_BYTES`` (at least one plane)."""
+    C, D, F, h, w = x.shape
+    return max(1, UNFOLD_BYTES // (C * kz * F * h * w * x.itemsize))
+
+
+def _conv(x: np.ndarray, op: ConvOp, params: dict) -> np.ndarray:
+    """A conv layer's output (O, D', F, h', w'), on runs of output planes whose slabs fit in ``UNFOLD_BYTES``."""
+    C, D, F, h, w = x.shape
+    d = D - op.kz + 1
+    planes = _planes(x, op.kz)
+    if op.kz == 1 or planes >= d:
+        y = conv_forward(unfold(x, op.kz), _w(params, op), _b(params, op), op.act)
+        return y.reshape(op.cout, d, F, *y.shape[2:])
+    y = None
+    for d0 in range(0, d, planes):
+        d1 = min(d, d0 + planes)
+        part = conv_forward(unfold(x[:, d0:d1 + op.kz - 1], op.kz), _w(params, op), _b(params, op), op.act)
+        if y is None:
+            y = np.empty((op.cout, d, F, *part.shape[2:]), x.dtype)
+        y[:, d0:d1] = part.reshape(op.cout, d1 - d0, F, *part.shape[2:])
+    return y
+
+
+def _conv_backward(x, y, g, op, params, need_dx):
+    """(dweight float64 (O, C*kz, k, k), dbias float64, dx or None) of a conv layer, run by run as `_conv`."""
+    d = x.shape[1] - op.kz + 1
+    planes = _planes(x, op.kz)
+    if op.kz == 1 or planes >= d:
+        dw, db, gx = conv_backward(unfold(x, op.kz), _w(params, op), _flat(y), _flat(g), op.act, need_dx=need_dx)
+        return dw, db, None if gx is None else fold(gx, op.kz, x.shape)
+    dw = db = None
+    dx = np.zeros_like(x) if need_dx else None
+    for d0 in range(0, d, planes):
+        d1 = min(d, d0 + planes)
+        xr = x[:, d0:d1 + op.kz - 1]
+        gy = np.ascontiguousarray(g[:, d0:d1])  # overwritten by conv_backward
+        dwr, dbr, gx = conv_backward(unfold(xr, op.kz), _w(params, op), _flat(np.ascontiguousarray(y[:, d0:d1])),
+                                     _flat(gy), op.act, need_dx=need_dx)
+        dw = dwr if dw is None else dw + dwr
+        db = dbr if db is None else db + dbr
+        if need_dx:
+            dx[:, d0:d1 + op.kz - 1] += fold(gx, op.kz, xr.shape)
+    return dw, db, dx
+
+
 def _pool(x, op, dense, need_idx):
     """A (pz, p, p) pool: 2D MPF per depth plane, then z MPF. Returns (y, (arg-max yx, arg-max z, mid shape))."""
     C, D, F, h, w = x.shape
@@ -90,9 +142,7 @@ def forward3(net: Net, params: dict, x: np.ndarray, dense: bool, tape=None) -> n
     hs = head_start(net)
     for op in net.ops[:body_end(net)]:
         if isinstance(op, ConvOp):
-            D, F = x.shape[1:3]
-            y = conv_forward(unfold(x, op.kz), _w(params, op), _b(params, op), op.act)
-            y = y.reshape(op.cout, D - op.kz + 1, F, *y.shape[2:])
+            y = _conv(x, op, params)
             if tape is not None:
                 tape.entries.append((x, y))
         else:
@@ -151,10 +201,8 @@ def backward3(net: Net, params: dict, tape, dlogits: np.ndarray) -> dict[str, np
         entry = tape.entries[pos]
         if isinstance(op, ConvOp):
             x, y = entry
-            dw, db, gx = conv_backward(unfold(x, op.kz), _w(params, op), _flat(y), _flat(g), op.act,
-                                       need_dx=pos > 0)
+            dw, db, g = _conv_backward(x, y, g, op, params, pos > 0)
             put(op, dw, db)
-            g = None if gx is None else fold(gx, op.kz, x.shape)
         else:
             g = _unpool(g, entry, op, tape.dense)
         tape.entries[pos] = None  # free activations as soon as they are used

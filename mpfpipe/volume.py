@@ -69,13 +69,25 @@ def dense_loss_grad(net: Net, params: dict, volume: np.ndarray, labels: np.ndarr
     """Per-voxel cross-entropy over one volume and (if ``grad``) its exact gradient: the sum over all windows of
     the patch network's gradients, in one forward/backward pass."""
     volume = as_czyx(net, volume)
-    size = volume.shape[1:]
+    x, padded = padded_input(net, volume, dtype)
+    return _loss_grad(net, params, x, volume.shape[1:], padded, labels, class_weights, ignore_index, dtype, grad)
+
+
+def dense_loss_grad_padded(net: Net, params: dict, padded: np.ndarray, labels: np.ndarray, *, class_weights=None,
+                           ignore_index: int = IGNORE, dtype=np.float32, grad: bool = True) -> LossGrad:
+    """`dense_loss_grad` of an output block (d, h, w) = ``labels.shape`` whose input, with its halo, is ``padded``
+    (as in `dense_logits_padded`): the unit of the distributed gradient on a large volume. The blocks of a volume
+    partition its windows, so their results summed in a fixed order are the whole volume's loss and gradient."""
+    x, size, grown = _padded_block(net, padded, dtype)
+    return _loss_grad(net, params, x, size, grown, labels, class_weights, ignore_index, dtype, grad)
+
+
+def _loss_grad(net, params, x, size, padded, labels, class_weights, ignore_index, dtype, grad) -> LossGrad:
     labels = np.asarray(labels)
-    if labels.shape != size:
-        raise DataError(f"labels of shape {labels.shape} do not match the volume {size}")
+    if labels.shape != tuple(size):
+        raise DataError(f"labels of shape {labels.shape} do not match the volume {tuple(size)}")
     tape = Tape(dense=True) if grad else None
     p = cast_params(params, dtype)
-    x, padded = padded_input(net, volume, dtype)
     frag = forward(net, p, x, dense=True, tape=tape)
     K = net.n_classes
     logits = _crop(stitch3(frag, net.pools3), size)
@@ -89,11 +101,8 @@ def dense_loss_grad(net: Net, params: dict, volume: np.ndarray, labels: np.ndarr
     return LossGrad(dot(w, closs), closs, ccount, cerr, grads)
 
 
-def dense_logits_padded(net: Net, params: dict, padded: np.ndarray, dtype=np.float32) -> np.ndarray:
-    """Logits (K, d, h, w) of a block whose context is already in ``padded`` (C, d+wz-1, h+wy-1, w+wx-1): the
-    caller supplies `Net.halo3` around the block (read from a larger volume, mirrored only at its edge). Only the
-    far side of each axis is padded here, up to a multiple of the stride; those voxels feed outputs that are
-    cropped. Blockwise segmentation gets exactly `dense_logits` of the whole volume this way, block by block."""
+def _padded_block(net: Net, padded: np.ndarray, dtype):
+    """A block's input with its halo -> (x for `network3`, the block's size, its size grown to the stride)."""
     padded = np.asarray(padded)
     if padded.ndim == 3:
         padded = padded[None]
@@ -109,5 +118,14 @@ def dense_logits_padded(net: Net, params: dict, padded: np.ndarray, dtype=np.flo
     x = np.asarray(padded, dtype=dtype)
     if any(grow):
         x = np.pad(x, [(0, 0)] + [(0, g) for g in grow], mode=PAD_MODE)
-    frag = forward(net, cast_params(params, dtype), _stacked(x), dense=True)
+    return _stacked(x), size, tuple(n + g for n, g in zip(size, grow))
+
+
+def dense_logits_padded(net: Net, params: dict, padded: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Logits (K, d, h, w) of a block whose context is already in ``padded`` (C, d+wz-1, h+wy-1, w+wx-1): the
+    caller supplies `Net.halo3` around the block (read from a larger volume, mirrored only at its edge). Only the
+    far side of each axis is padded here, up to a multiple of the stride; those voxels feed outputs that are
+    cropped. Blockwise segmentation gets `dense_logits` of the whole volume this way, block by block."""
+    x, size, _ = _padded_block(net, padded, dtype)
+    frag = forward(net, cast_params(params, dtype), x, dense=True)
     return _crop(stitch3(frag, net.pools3), size)

@@ -285,23 +285,47 @@ def mirror_window3(volume, z, y, x, window3):
     return padded[:, z:z + wz, y:y + wy, x:x + wx]
 
 
-def volume_outputs(net, tparams, volume):
-    """Softmax probabilities (K, Z, Y, X) of the patch net at every voxel, window by window."""
+def volume_pass(net, tparams, volume, labels=None, weights=None, ignore=255):
+    """Window by window over every voxel: the patch net's softmax (K, Z, Y, X), and the summed loss and gradients
+    (PyTorch layout) of the labelled voxels (``labels`` None: none), each window run forward once."""
     out = np.zeros((net.n_classes, *volume.shape[1:]))
+    total, grads = 0.0, {k: np.zeros_like(v) for k, v in tparams.items()}
     for z, y, x in np.ndindex(*volume.shape[1:]):
-        logits, _ = forward3(net, tparams, mirror_window3(volume, z, y, x, net.window3))
+        logits, cache = forward3(net, tparams, mirror_window3(volume, z, y, x, net.window3))
         e = np.exp(logits - logits.max())
         out[:, z, y, x] = e / e.sum()
-    return out
+        if labels is not None and labels[z, y, x] != ignore:
+            loss, d = xent(logits, int(labels[z, y, x]), weights)
+            total += loss
+            for k, g in backward3(net, tparams, cache, d).items():
+                grads[k] += g
+    return out, total, grads
 
 
-def volume_loss_grad(net, tparams, volume, labels, weights=None, ignore=255):
-    """Sum over every labelled voxel's window of the patch losses and gradients (PyTorch layout)."""
-    total, grads = 0.0, {k: np.zeros_like(v) for k, v in tparams.items()}
-    for z, y, x in zip(*np.nonzero(labels != ignore)):
-        logits, cache = forward3(net, tparams, mirror_window3(volume, z, y, x, net.window3))
-        loss, d = xent(logits, int(labels[z, y, x]), weights)
-        total += loss
-        for k, g in backward3(net, tparams, cache, d).items():
-            grads[k] += g
-    return total, grads
+def assert_dense_equals_patch_net3(net, size, seed, labelled=1.0, act_scale=2.0):
+    """`assert_dense_equals_patch_net` for a 3D net on a seeded random (C, *size) volume: the dense softmax at every
+    voxel, and the loss and gradient summed over the windows of the labelled voxels (a ``labelled`` fraction of
+    them, the rest ignored: each labelled voxel costs the naive net a backward pass)."""
+    import pytest
+
+    from mpfpipe.fragment import dense_forward, dense_loss_grad
+    from mpfpipe.params import init_params, to_torch_layout
+    rng = np.random.default_rng(seed)
+    params = {k: v * act_scale + (0.1 * rng.standard_normal(v.shape) if k.endswith("bias") else 0)
+              for k, v in init_params(net, seed, np.float64).items()}
+    volume = rng.standard_normal((net.in_channels, *size))
+    labels = rng.integers(0, net.n_classes, size=size).astype(np.uint8)
+    labels[rng.random(size) >= labelled] = 255
+    out = dense_forward(net, params, volume, dtype=np.float64)
+    got = dense_loss_grad(net, params, volume, labels, dtype=np.float64)
+    tp = to_torch_layout(net, params)
+    ref, loss, grads = volume_pass(net, tp, volume, labels)
+    assert out.shape == (net.n_classes, *size)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-10)
+    assert got.loss == pytest.approx(loss, rel=1e-10)
+    got_t = to_torch_layout(net, got.grad)
+    assert set(got_t) == set(grads)
+    scale = max(np.abs(g).max() for g in grads.values())
+    for key in grads:
+        np.testing.assert_allclose(got_t[key], grads[key], rtol=0, atol=1e-9 * scale, err_msg=key)
+    return got

@@ -187,13 +187,19 @@ def describe(path) -> dict:
     raise MpfError(f"{path} is not an mpfpipe model file, dataset, segmentation output or run folder")
 
 
+def _size(v, repeat: int) -> str:
+    """A 2D size (w: "w x w") or a 3D net's [z, y, x] as "zxyxx"."""
+    return "x".join(map(str, v)) if isinstance(v, (list, tuple)) else "x".join([str(v)] * repeat)
+
+
 def _fmt_text(d: dict) -> str:
     k = d["kind"]
     lines = [f"{d['path']}: {k}"]
     if k == "model":
         t = d["training"]
         lines += [f"  architecture  {d['architecture']}",
-                  f"  window        {d['window']}x{d['window']}, stride {d['stride']}, {d['n_params']} parameters",
+                  f"  window        {_size(d['window'], 2)}, stride {_size(d['stride'], 1)}, {d['n_params']} "
+                  f"parameters",
                   f"  classes       {', '.join(d['class_names'] or [])} (ignore label {d['ignore_index']})",
                   f"  normalisation mean {d['normalisation'].get('mean')}, std {d['normalisation'].get('std')}; "
                   f"padding {d['padding']}",

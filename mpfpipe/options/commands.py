@@ -91,7 +91,7 @@ TABLES: dict[str, dict] = {
     "bench engine": _cli(
         nets=Option(Any("nets"), (), "Preset or architecture file (repeatable). Default: all cases.", flag="--net",
                     cli=_MULTI),
-        sizes=Option(Any("sizes"), (), "Image size HxW (repeatable).", flag="--size", cli=_MULTI),
+        sizes=Option(Any("sizes"), (), "Image size HxW, ZxYxX for a 3D net (repeatable).", flag="--size", cli=_MULTI),
         modes=Option(Choice(("mpf", "patch")), (), "Fragment mode over whole images and/or the patch-mode baseline "
                      "(default both).", flag="--mode", cli=_MULTI),
         phases=Option(Choice(("train", "infer")), (), "Training step (forward+backward) and/or inference (default "
