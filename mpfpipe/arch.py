@@ -8,6 +8,13 @@ working back from ``e``, a conv k adds k-1 and a pool p multiplies by p. A net g
 
 In dense (fragment) mode the first fc layer is a convolution with an ``e x e`` kernel and later fc layers are 1x1
 convolutions, so the whole net compiles to a list of `ConvOp` / `PoolOp` (see `Net.ops`).
+
+Volumes (3D nets): a conv kernel or a pool may be a triple (z, y, x), e.g. ``conv((1, 6, 6), 20)``, ``pool((1, 2,
+2))``; a bare integer keeps its 2D meaning, ``(1, k, k)`` inside a 3D net. Every axis is derived as above on its own
+(window, stride, exactness), so ``net.window3`` / ``net.stride3`` / ``net.halo3`` are triples; for a 2D net they are
+(1, w, w), (1, S, S) and ((0, 0), halo). y and x stay equal (the engine's kernels are square in y and x).
+A net with any triple is 3D (``net.ndim == 3``): its ``window`` / ``stride`` / ``halo`` are then the triples too.
+The layer types themselves are in `layer`.
 """
 from __future__ import annotations
 
@@ -17,50 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArchitectureError
+from .layer import (ACTIVATIONS, FC, Conv, ConvOp, Pool, PoolOp, check_layers as _check_layers,  # noqa: F401
+                    layer_str as _layer_str, project as _project, size_str as _size_str)
 
-ACTIVATIONS = ("tanh", "stanh", "relu", "linear")
-
-
-@dataclass(frozen=True)
-class Conv:
-    k: int
-    maps: int
-    act: str = "tanh"
-
-
-@dataclass(frozen=True)
-class Pool:
-    p: int
-
-
-@dataclass(frozen=True)
-class FC:
-    n: int
-    act: str = "tanh"
-
-
-@dataclass(frozen=True)
-class ConvOp:
-    """A convolution in dense mode (conv layers, and fc layers as e x e / 1 x 1 convolutions)."""
-    name: str  # tensor prefix: "conv1", "fc2", ...
-    k: int
-    cin: int
-    cout: int
-    act: str
-    is_fc: bool
-
-
-@dataclass(frozen=True)
-class PoolOp:
-    p: int
-
-
-def _layer_str(layer) -> str:
-    if isinstance(layer, Conv):
-        return f"conv({layer.k}, {layer.maps}, {layer.act})"
-    if isinstance(layer, Pool):
-        return f"pool({layer.p})"
-    return f"fc({layer.n}, {layer.act})"
+PAD_MODE = "symmetric"  # the input outside an image or volume: recorded in model files, training and segmentation
 
 
 @dataclass(frozen=True)
@@ -69,20 +36,64 @@ class Net:
     activation is ``linear``: the softmax is applied by the output / loss)."""
     layers: tuple
     in_channels: int = 1
-    window: int = 0  # 0: derive the smallest exact window (e = 1)
+    window: int | tuple = 0  # 0: derive the smallest exact window (e = 1); (wz, wy, wx) for a 3D net
     name: str = "custom"
     ops: tuple = field(init=False, repr=False, compare=False)
-    fc_extent: int = field(init=False, repr=False, compare=False)
+    fc_extent: int | tuple = field(init=False, repr=False, compare=False)  # (ez, ey, ex) for a 3D net
 
     def __post_init__(self):
         layers = tuple(self.layers)
         object.__setattr__(self, "layers", layers)
         _check_layers(layers, self.in_channels)
+        if isinstance(self.window, (tuple, list)) or any(isinstance(getattr(layer, "k", getattr(layer, "p", 0)),
+                                                                     tuple) for layer in layers):
+            self._init3()
+            return
         if self.window == 0:
             object.__setattr__(self, "window", window_for_extent(layers, 1))
         e = _check_exact(layers, self.window)
         object.__setattr__(self, "fc_extent", e)
         object.__setattr__(self, "ops", _compile(layers, self.in_channels, e))
+
+    def _init3(self):
+        window = self.window
+        if window == 0:
+            window = tuple(window_for_extent(_project(self.layers, a), 1) for a in range(3))
+        if isinstance(window, int) or len(window) != 3:
+            raise ArchitectureError(f"a 3D net's window must be [wz, wy, wx], got {window!r}")
+        window = tuple(window)
+        if window[1] != window[2]:
+            raise ArchitectureError(f"window {_size_str(window)}: y and x must be equal (square kernels in y, x)")
+        e = tuple(_check_exact(_project(self.layers, a), window[a], window, "zyx"[a]) for a in range(3))
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "fc_extent", e)
+        object.__setattr__(self, "ops", _compile(self.layers, self.in_channels, e))
+
+    @property
+    def ndim(self) -> int:
+        """3 for a volume net (any size given as a triple), else 2."""
+        return 3 if isinstance(self.window, tuple) else 2
+
+    @property
+    def window3(self) -> tuple:
+        return self.window if self.ndim == 3 else (1, self.window, self.window)
+
+    @property
+    def stride3(self) -> tuple:
+        s = [1, 1, 1]
+        for layer in self.layers:
+            if isinstance(layer, Pool):
+                s = [a * b for a, b in zip(s, layer.p3)]
+        return tuple(s)
+
+    @property
+    def halo3(self) -> tuple:
+        """(before, after) context per axis (z, y, x) around the centre voxel at offset (w-1)//2."""
+        return tuple(((w - 1) // 2, w - 1 - (w - 1) // 2) for w in self.window3)
+
+    @property
+    def pools3(self) -> tuple:
+        return tuple(layer.p3 for layer in self.layers if isinstance(layer, Pool))
 
     # -- derived geometry -------------------------------------------------------------------------------
     @property
@@ -90,7 +101,9 @@ class Net:
         return self.layers[-1].n
 
     @property
-    def stride(self) -> int:
+    def stride(self) -> int | tuple:
+        if self.ndim == 3:
+            return self.stride3
         s = 1
         for layer in self.layers:
             if isinstance(layer, Pool):
@@ -99,12 +112,17 @@ class Net:
 
     @property
     def pools(self) -> tuple:
+        if self.ndim == 3:
+            return self.pools3
         return tuple(layer.p for layer in self.layers if isinstance(layer, Pool))
 
     @property
     def halo(self) -> tuple[int, int]:
         """Context (before, after) the window needs around its centre pixel. The centre of a window of size w is
-        at offset (w-1)//2, so an even window has one more pixel after the centre than before it."""
+        at offset (w-1)//2, so an even window has one more pixel after the centre than before it. A 3D net: the
+        (before, after) pair of every axis, `halo3`."""
+        if self.ndim == 3:
+            return self.halo3
         before = (self.window - 1) // 2
         return before, self.window - 1 - before
 
@@ -113,56 +131,25 @@ class Net:
         out = []
         for layer in self.layers:
             if isinstance(layer, Conv):
-                out.append({"type": "conv", "k": layer.k, "maps": layer.maps, "act": layer.act})
+                out.append({"type": "conv", "k": _listed(layer.k), "maps": layer.maps, "act": layer.act})
             elif isinstance(layer, Pool):
-                out.append({"type": "pool", "p": layer.p})
+                out.append({"type": "pool", "p": _listed(layer.p)})
             else:
                 out.append({"type": "fc", "n": layer.n, "act": layer.act})
-        return {"name": self.name, "in_channels": self.in_channels, "window": self.window, "layers": out}
+        return {"name": self.name, "in_channels": self.in_channels, "window": _listed(self.window), "layers": out}
 
     def describe(self) -> str:
         body = ", ".join(_layer_str(layer) for layer in self.layers)
-        return (f"{self.name}: {self.window}x{self.window} window, stride {self.stride}, "
+        window = _size_str(self.window) if self.ndim == 3 else f"{self.window}x{self.window}"
+        return (f"{self.name}: {window} window, stride {_size_str(self.stride)}, "
                 f"{self.in_channels} channel(s) -> {self.n_classes} classes: {body}")
 
     def with_channels(self, in_channels: int) -> "Net":
         return Net(self.layers, in_channels=in_channels, window=self.window, name=self.name)
 
 
-def _check_layers(layers, in_channels):
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise ArchitectureError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if not layers:
-        raise ArchitectureError("a network needs at least one fc layer (the class scores)")
-    seen_fc = False
-    for i, layer in enumerate(layers, 1):
-        where = f"layer {i} ({_layer_str(layer) if isinstance(layer, (Conv, Pool, FC)) else layer!r})"
-        if isinstance(layer, Conv):
-            if seen_fc:
-                raise ArchitectureError(f"{where}: conv layers must come before the fc layers")
-            if layer.k < 1 or layer.maps < 1:
-                raise ArchitectureError(f"{where}: kernel size and maps must be >= 1")
-        elif isinstance(layer, Pool):
-            if seen_fc:
-                raise ArchitectureError(f"{where}: pool layers must come before the fc layers")
-            if layer.p < 2:
-                raise ArchitectureError(f"{where}: pool size must be >= 2")
-        elif isinstance(layer, FC):
-            seen_fc = True
-            if layer.n < 1:
-                raise ArchitectureError(f"{where}: fc size must be >= 1")
-        else:
-            raise ArchitectureError(f"{where}: unknown layer type")
-        act = getattr(layer, "act", "linear")
-        if act not in ACTIVATIONS:
-            raise ArchitectureError(f"{where}: unknown activation {act!r} (choose from {', '.join(ACTIVATIONS)})")
-    last = layers[-1]
-    if not isinstance(last, FC):
-        raise ArchitectureError("the last layer must be an fc layer giving the class scores")
-    if last.n < 2:
-        raise ArchitectureError("the last fc layer gives the class scores and needs n >= 2 classes")
-    if last.act != "linear":
-        raise ArchitectureError(f"the last fc layer feeds the softmax and must be linear, not {last.act!r}")
+def _listed(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 def window_for_extent(layers, e: int) -> int:
@@ -176,8 +163,11 @@ def window_for_extent(layers, e: int) -> int:
     return size
 
 
-def _check_exact(layers, window: int) -> int:
-    """Walk a window forward through the layers; return the fc extent e or raise naming the offending layer."""
+def _check_exact(layers, window: int, whole=None, axis: str = "") -> int:
+    """Walk a window forward through the layers; return the fc extent e or raise naming the offending layer.
+    For a 3D net ``layers`` are projected on ``axis`` (`layer.project`) and ``whole`` is the (wz, wy, wx) window."""
+    name = f"{window}x{window}" if whole is None else _size_str(whole)
+    where = "" if whole is None else f" in {axis}"
     size = window
     for i, layer in enumerate(layers, 1):
         if isinstance(layer, Conv):
@@ -186,14 +176,16 @@ def _check_exact(layers, window: int) -> int:
                 break
         elif isinstance(layer, Pool):
             if size % layer.p:
+                got = f"{size}x{size} map" if whole is None else f"map {size} wide in {axis}"
                 raise ArchitectureError(
-                    f"window {window}x{window} is not exact: layer {i} ({_layer_str(layer)}) gets a "
-                    f"{size}x{size} map, which does not divide by {layer.p}; {_suggest(layers, window)}")
+                    f"window {name} is not exact{where}: layer {i} ({_layer_str(layer)}) gets a "
+                    f"{got}, which does not divide by {layer.p}; {_suggest(layers, window)}{where}")
             size //= layer.p
         else:
             break
     if size < 1:
-        raise ArchitectureError(f"window {window}x{window} is too small for these layers; {_suggest(layers, window)}")
+        raise ArchitectureError(f"window {name} is too small{where} for these layers; "
+                                f"{_suggest(layers, window)}{where}")
     return size
 
 
@@ -205,19 +197,23 @@ def _suggest(layers, window: int) -> str:
     return "nearest exact window(s): " + " or ".join(options)
 
 
-def _compile(layers, in_channels: int, e: int) -> tuple:
+def _compile(layers, in_channels: int, e) -> tuple:
+    """The dense ops; a 2D net's ops have kz = pz = 1, exactly as before 3D nets existed."""
+    ez, ey = (e[0], e[1]) if isinstance(e, tuple) else (1, e)
     ops, c, n_conv, n_fc = [], in_channels, 0, 0
     for layer in layers:
         if isinstance(layer, Conv):
             n_conv += 1
-            ops.append(ConvOp(f"conv{n_conv}", layer.k, c, layer.maps, layer.act, False))
+            kz, k, _ = layer.k3
+            ops.append(ConvOp(f"conv{n_conv}", k, c, layer.maps, layer.act, False, kz))
             c = layer.maps
         elif isinstance(layer, Pool):
-            ops.append(PoolOp(layer.p))
+            pz, p, _ = layer.p3
+            ops.append(PoolOp(p, pz))
         else:
             n_fc += 1
-            k = e if n_fc == 1 else 1
-            ops.append(ConvOp(f"fc{n_fc}", k, c, layer.n, layer.act, True))
+            first = n_fc == 1
+            ops.append(ConvOp(f"fc{n_fc}", ey if first else 1, c, layer.n, layer.act, True, ez if first else 1))
             c = layer.n
     return tuple(ops)
 
@@ -228,6 +224,15 @@ def _whole(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArchitectureError(f"{what} = {value!r} must be an integer")
     return int(value)
+
+
+def _size(value, what: str):
+    """An integer (2D) or a list of three (z, y, x) integers (3D)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 3:
+            raise ArchitectureError(f"{what} = {value!r} must be an integer or [z, y, x]")
+        return tuple(_whole(v, what) for v in value)
+    return _whole(value, what)
 
 
 def net_from_dict(d: dict) -> Net:
@@ -241,10 +246,10 @@ def net_from_dict(d: dict) -> Net:
         try:
             kind = spec["type"]
             if kind == "conv":
-                layers.append(Conv(_whole(spec["k"], f"layer {i}: k"), _whole(spec["maps"], f"layer {i}: maps"),
+                layers.append(Conv(_size(spec["k"], f"layer {i}: k"), _whole(spec["maps"], f"layer {i}: maps"),
                                    spec.get("act", "tanh")))
             elif kind == "pool":
-                layers.append(Pool(_whole(spec["p"], f"layer {i}: p")))
+                layers.append(Pool(_size(spec["p"], f"layer {i}: p")))
             elif kind == "fc":
                 layers.append(FC(_whole(spec["n"], f"layer {i}: n"), spec.get("act", "tanh")))
             else:
@@ -255,7 +260,7 @@ def net_from_dict(d: dict) -> Net:
     if layers and isinstance(layers[-1], FC) and "act" not in d["layers"][-1]:
         layers[-1] = FC(layers[-1].n, "linear")
     return Net(tuple(layers), in_channels=_whole(d.get("in_channels", 1), "in_channels"),
-               window=_whole(d.get("window", 0), "window"),
+               window=_size(d.get("window", 0), "window"),
                name=str(d.get("name", "custom")))
 
 
@@ -270,6 +275,21 @@ PRESETS = {
     # (conv 7 leaves 25x25 for a 2x2 pool); the smallest exact window is 34x34.
     "steel": dict(window=34, layers=[Conv(7, 8), Pool(2), Conv(5, 8), Pool(2), Conv(5, 8), FC(100),
                                      FC(2, "linear")]),
+    # ZNNi's n337 benchmark net (Zlateski, Lee & Seung, SC16; seung-lab/ZNNi networks/337.znni): 3x3x3 convs of 80
+    # maps with three 2x2x2 pools, 7 convs in all. Its last conv (3x3x3, one map per output) is our first fc layer
+    # on a 3x3x3 extent, so the window is the net's 86^3 field of view.
+    "n337": dict(window=(86, 86, 86),
+                 layers=[Conv((3, 3, 3), 80), Pool((2, 2, 2)), Conv((3, 3, 3), 80), Pool((2, 2, 2)),
+                         Conv((3, 3, 3), 80), Pool((2, 2, 2)), Conv((3, 3, 3), 80), Conv((3, 3, 3), 80),
+                         Conv((3, 3, 3), 80), FC(3, "linear")]),
+    # After ELEKTRONN2's neuro3d example (ELEKTRONN/ELEKTRONN2 examples/neuro3d.py, create_model): (1,6,6) and
+    # (1,5,5) convs with (1,2,2) pools on the anisotropic sections first, then 3D convs with one (2,1,1) pool,
+    # a 1x1x1 layer of 200 and the 2-class output; 15x105x105 window, stride 2x4x4.
+    "aniso": dict(window=(15, 105, 105),
+                  layers=[Conv((1, 6, 6), 20), Pool((1, 2, 2)), Conv((1, 5, 5), 30), Pool((1, 2, 2)),
+                          Conv((1, 5, 5), 40), Conv((4, 4, 4), 80), Pool((2, 1, 1)), Conv((3, 4, 4), 100),
+                          Conv((3, 4, 4), 100), Conv((2, 4, 4), 150), Conv((1, 4, 4), 200), Conv((1, 4, 4), 200),
+                          FC(200), FC(2, "linear")]),
 }
 
 

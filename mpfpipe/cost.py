@@ -10,7 +10,10 @@ from .arch import ConvOp, Net, PoolOp
 
 
 def layer_macs(net: Net, dense: bool, shape: tuple[int, int], batch: int = 1) -> list[int]:
-    """Multiply-accumulates of every conv op for a dense H x W job, or for ``batch`` windows in patch mode."""
+    """Multiply-accumulates of every conv op for a dense H x W job, or for ``batch`` windows in patch mode; a 3D
+    net's dense job is Z x Y x X."""
+    if net.ndim == 3:
+        return _layer_macs3(net, dense, shape, batch)
     if dense:
         S = net.stride
         h = -(-shape[0] // S) * S + net.window - 1
@@ -28,6 +31,27 @@ def layer_macs(net: Net, dense: bool, shape: tuple[int, int], batch: int = 1) ->
                 h, w = (h - op.p + 1) // op.p, (w - op.p + 1) // op.p
             else:
                 h, w = h // op.p, w // op.p
+    return macs
+
+
+def _layer_macs3(net: Net, dense: bool, shape, batch: int) -> list[int]:
+    if dense:
+        dims = [-(-n // s) * s + w - 1 for n, s, w in zip(shape, net.stride3, net.window3)]
+    else:
+        dims = list(net.window3)
+    frags, macs = batch, []
+    for op in net.ops:
+        if isinstance(op, ConvOp):
+            kernel = (op.kz, op.k, op.k)
+            dims = [d - k + 1 for d, k in zip(dims, kernel)]
+            macs.append(frags * dims[0] * dims[1] * dims[2] * op.kz * op.k * op.k * op.cin * op.cout)
+        else:
+            pool = (op.pz, op.p, op.p)
+            if dense:
+                frags *= op.pz * op.p * op.p
+                dims = [(d - p + 1) // p for d, p in zip(dims, pool)]
+            else:
+                dims = [d // p for d, p in zip(dims, pool)]
     return macs
 
 

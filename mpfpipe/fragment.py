@@ -5,35 +5,19 @@ For an H x W image the output is padded up to H' x W' (multiples of the stride S
 of output pixel (y, x) is the mirrored w x w window whose centre, at offset (w-1)//2, is image pixel (y, x). MPF
 layers keep every pooling offset as a fragment; at the end the S^2 fragments are stitched into the dense map and
 cropped back to H x W. The backward pass runs the same path in reverse; pixels outside the image get no gradient.
+A 3D net takes a (C, Z, Y, X) or (Z, Y, X) volume instead, the same way along z too (`volume`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from ._reproducible import dot
-from .arch import Net
+from . import volume
+from .arch import PAD_MODE, Net  # noqa: F401 - PAD_MODE: also its old import path
 from .errors import DataError
 from .kernels import stitch, unstitch
-from .loss import IGNORE, softmax, xent
+from .loss import IGNORE, LossGrad, softmax, xent
 from .network import Tape, backward, cast_params, forward
-
-PAD_MODE = "symmetric"  # recorded in model files; training and segmentation both use it
-
-
-@dataclass
-class LossGrad:
-    """Result of a loss pass over one image (or a batch of patches); everything a batch reducer needs.
-
-    loss: sum_c w_c * class_loss[c] (float); class_loss (K,) float64: unweighted per-class sums of -log p;
-    class_count (K,) int64: non-ignored pixels per class; class_errors (K,) int64: of those, misclassified;
-    grad: float64 gradient of ``loss`` per tensor, or None when no gradient was asked."""
-    loss: float
-    class_loss: np.ndarray
-    class_count: np.ndarray
-    class_errors: np.ndarray
-    grad: dict | None
 
 
 def as_chw(net: Net, image: np.ndarray) -> np.ndarray:
@@ -51,6 +35,8 @@ def as_chw(net: Net, image: np.ndarray) -> np.ndarray:
 
 def padded_input(net: Net, image: np.ndarray, dtype=np.float32) -> tuple[np.ndarray, tuple[int, int]]:
     """Mirror-pad a (C, H, W) image for dense mode; returns (x (C, 1, H'+w-1, W'+w-1), (H', W'))."""
+    if net.ndim == 3:
+        return volume.padded_input(net, image, dtype)
     image = as_chw(net, image)
     _, H, W = image.shape
     S = net.stride
@@ -65,6 +51,8 @@ def padded_input(net: Net, image: np.ndarray, dtype=np.float32) -> tuple[np.ndar
 
 def dense_logits(net: Net, params: dict, image: np.ndarray, dtype=np.float32, tape: Tape | None = None):
     """Logits (K, H, W) of the patch network at every pixel of a (C, H, W) or (H, W) image."""
+    if net.ndim == 3:
+        return volume.dense_logits(net, params, image, dtype, tape)
     image = as_chw(net, image)
     H, W = image.shape[1:]
     x, _ = padded_input(net, image, dtype)
@@ -81,6 +69,9 @@ def dense_loss_grad(net: Net, params: dict, image: np.ndarray, labels: np.ndarra
                     ignore_index: int = IGNORE, dtype=np.float32, grad: bool = True) -> LossGrad:
     """Loss of the per-pixel cross-entropy over one image and (if ``grad``) its exact gradient: the sum over all
     windows of the patch network's gradients, in one forward/backward pass."""
+    if net.ndim == 3:
+        return volume.dense_loss_grad(net, params, image, labels, class_weights=class_weights,
+                                      ignore_index=ignore_index, dtype=dtype, grad=grad)
     image = as_chw(net, image)
     H, W = image.shape[1:]
     labels = np.asarray(labels)
@@ -109,6 +100,8 @@ def dense_logits_padded(net: Net, params: dict, padded: np.ndarray, dtype=np.flo
     mirrored only at the volume's edge). Only the bottom/right are padded here, up to a multiple of the stride;
     those rows and columns feed outputs that are cropped, so their values do not matter. Blockwise segmentation
     uses this to get exactly `dense_logits` of the whole image, block by block."""
+    if net.ndim == 3:
+        return volume.dense_logits_padded(net, params, padded, dtype)
     padded = np.asarray(padded)
     if padded.ndim == 2:
         padded = padded[None]

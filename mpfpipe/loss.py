@@ -9,12 +9,28 @@ carry the unweighted per-class sums and counts; a reducer adds them over images 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import DataError
 from .kernels import xent_pass
 
 IGNORE = 255
+
+
+@dataclass
+class LossGrad:
+    """Result of a loss pass over one image (or a batch of patches); everything a batch reducer needs.
+
+    loss: sum_c w_c * class_loss[c] (float); class_loss (K,) float64: unweighted per-class sums of -log p;
+    class_count (K,) int64: non-ignored pixels per class; class_errors (K,) int64: of those, misclassified;
+    grad: float64 gradient of ``loss`` per tensor, or None when no gradient was asked."""
+    loss: float
+    class_loss: np.ndarray
+    class_count: np.ndarray
+    class_errors: np.ndarray
+    grad: dict | None
 
 
 def balanced_weights(class_count: np.ndarray) -> np.ndarray:

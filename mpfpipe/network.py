@@ -11,6 +11,7 @@ import numpy as np
 
 from ._runtime import apply_thread_limit
 from .arch import ConvOp, Net
+from .network3 import backward3, forward3
 from .plan import body_end, fused_output, head_start  # head_start, fused_output: also their old import path
 from .warmup import ensure_warm
 from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post, forward_head,
@@ -35,10 +36,13 @@ def _head_layers(net: Net, params: dict, start: int) -> list:
 
 
 def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
-    """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given."""
+    """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given.
+    A 3D net: x (C, D, F, h, w) -> (K, D', F', h', w'), by `network3`."""
     apply_thread_limit()
     ensure_warm(net, x.dtype)
     with single_threaded_blas():
+        if net.ndim == 3:
+            return forward3(net, params, x, dense, tape)
         return _forward(net, params, x, dense, tape)
 
 
@@ -74,6 +78,8 @@ def backward(net: Net, params: dict, tape: Tape, dlogits: np.ndarray) -> dict[st
     """Gradients (float64) of the loss w.r.t. every parameter, given d loss / d logits. Consumes ``dlogits``."""
     apply_thread_limit()
     with single_threaded_blas():
+        if net.ndim == 3:
+            return backward3(net, params, tape, dlogits)
         return _backward(net, params, tape, dlogits)
 
 

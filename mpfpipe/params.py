@@ -3,7 +3,8 @@
 Tensors follow the equivalent PyTorch patch network: ``convN.weight`` (out, in, k, k) used as cross-correlation,
 ``convN.bias`` (out,), ``fcN.weight`` (out, in) over the C-order flattened (C, e, e) input, ``fcN.bias`` (out,).
 Internally an fc weight is the (out, in, e, e) convolution kernel of dense mode; `to_torch_layout` and
-`from_torch_layout` convert.
+`from_torch_layout` convert. A 3D net's tensors are PyTorch's Conv3d layouts: ``convN.weight`` (out, in, kz, ky, kx),
+``fcN.weight`` (out, in) over the C-order flattened (C, ez, ey, ex) input, internally (out, in, ez, ey, ex).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def param_specs(net: Net) -> list[tuple[str, tuple[int, ...]]]:
     specs = []
     for op in net.ops:
         if isinstance(op, ConvOp):
-            specs.append((f"{op.name}.weight", (op.cout, op.cin, op.k, op.k)))
+            kernel = (op.kz, op.k, op.k) if net.ndim == 3 else (op.k, op.k)
+            specs.append((f"{op.name}.weight", (op.cout, op.cin, *kernel)))
             specs.append((f"{op.name}.bias", (op.cout,)))
     return specs
 
@@ -33,8 +35,9 @@ def init_params(net: Net, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarr
     params = {}
     for name, shape in param_specs(net):
         if name.endswith(".weight"):
-            cout, cin, k, _ = shape
-            bound = np.sqrt(6.0 / (cin * k * k + cout * k * k))
+            cout, cin = shape[:2]
+            area = int(np.prod(shape[2:]))  # k * k, or kz * k * k
+            bound = np.sqrt(6.0 / (cin * area + cout * area))
             params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
         else:
             params[name] = np.zeros(shape, dtype=dtype)

@@ -3,7 +3,8 @@
 A batch of B windows is a stack of B fragments (C, B, w, w) run with plain (single-offset) pooling, so patch mode
 and fragment mode share every kernel and the speed-up we report is against an equal implementation, as in the
 paper. `image_patch_loss_grad` is the patch-by-patch equivalent of `fragment.dense_loss_grad`: it visits every
-pixel's window, batch by batch.
+pixel's window, batch by batch. A 3D net takes (B, C, wz, wy, wx) windows, stacked as (C, wz, B, wy, wx) for
+`network3`.
 """
 from __future__ import annotations
 
@@ -38,6 +39,11 @@ def extract_windows(net: Net, image: np.ndarray, centres: np.ndarray, padded: np
 
 def _stack(net: Net, windows: np.ndarray, dtype) -> np.ndarray:
     windows = np.asarray(windows)
+    if net.ndim == 3:
+        shape = (net.in_channels, *net.window3)
+        if windows.ndim != 5 or windows.shape[1:] != shape:
+            raise DataError(f"windows must be (B, {', '.join(map(str, shape))}), got {windows.shape}")
+        return np.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4), dtype=dtype)
     w = net.window
     if windows.ndim != 4 or windows.shape[1:] != (net.in_channels, w, w):
         raise DataError(f"windows must be (B, {net.in_channels}, {w}, {w}), got {windows.shape}")
@@ -47,7 +53,7 @@ def _stack(net: Net, windows: np.ndarray, dtype) -> np.ndarray:
 def patch_logits(net: Net, params: dict, windows: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Logits (B, K) of a batch of windows."""
     out = forward(net, cast_params(params, dtype), _stack(net, windows, dtype), dense=False)
-    return out[:, :, 0, 0].T
+    return out.reshape(out.shape[0], -1).T  # (K, B, 1, 1), or (K, 1, B, 1, 1) for a 3D net
 
 
 def patch_forward(net: Net, params: dict, windows: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -61,10 +67,10 @@ def patch_loss_grad(net: Net, params: dict, windows: np.ndarray, labels: np.ndar
     p = cast_params(params, dtype)
     tape = Tape(dense=False) if grad else None
     logits = forward(net, p, _stack(net, windows, dtype), dense=False, tape=tape)
-    closs, ccount, cerr, dlog = xent(logits[:, :, 0, 0], np.asarray(labels).reshape(-1), class_weights,
-                                     ignore_index, grad=grad)
+    closs, ccount, cerr, dlog = xent(logits.reshape(logits.shape[0], -1), np.asarray(labels).reshape(-1),
+                                     class_weights, ignore_index, grad=grad)
     w = np.ones(net.n_classes) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
-    grads = backward(net, p, tape, np.ascontiguousarray(dlog[:, :, None, None])) if grad else None
+    grads = backward(net, p, tape, np.ascontiguousarray(dlog).reshape(logits.shape)) if grad else None
     return LossGrad(dot(w, closs), closs, ccount, cerr, grads)
 
 

@@ -18,7 +18,7 @@ def head_start(net: Net) -> int:
     layer has no hidden maps to keep in cache: after a GEMM layer it is fused into that layer's kernel instead
     (`fused_output`), and as a head of its own it measured ~10 % slower than the GEMM path (n4's fc2)."""
     i = len(net.ops)
-    while i > 0 and isinstance(net.ops[i - 1], ConvOp) and net.ops[i - 1].k == 1:
+    while i > 0 and isinstance(net.ops[i - 1], ConvOp) and net.ops[i - 1].k == 1 and net.ops[i - 1].kz == 1:
         i -= 1
     return i if len(net.ops) - i >= 2 else len(net.ops)
 
@@ -30,8 +30,8 @@ def fused_output(net: Net) -> bool:
     if head_start(net) < len(net.ops) or len(net.ops) < 2:
         return False
     a, b = net.ops[-2], net.ops[-1]
-    return (isinstance(a, ConvOp) and isinstance(b, ConvOp) and b.k == 1 and b.act == "linear"
-            and not use_direct(a.cin, a.cout, a.k))
+    return (isinstance(a, ConvOp) and isinstance(b, ConvOp) and b.k == 1 and b.kz == 1 and b.act == "linear"
+            and not use_direct(a.cin * a.kz, a.cout, a.k))
 
 
 def body_end(net: Net) -> int:
@@ -42,13 +42,16 @@ def body_end(net: Net) -> int:
 def kernel_families(net: Net) -> set[str]:
     """The kernel families (`warmup.JOBS`) the net's forward and backward passes call: per conv of the body the
     direct kernels or the tap GEMMs (fragments shorter than a tile, e.g. patch mode) and, with 6+ maps in and out,
-    the register tiles; the fused pair; the head; pooling and activations always."""
+    the register tiles; the fused pair; the head; pooling and activations always; z pooling for 3D pools. A 3D conv
+    runs on the 2D kernels with C_in * kz input channels (`network3`)."""
     need = {"pool", "act"}
     for op in net.ops[:body_end(net)]:
         if isinstance(op, ConvOp):
-            need.add("direct" if use_direct(op.cin, op.cout, op.k) else "taps")
-            if op.cin >= TILE_MIN_MAPS and op.cout >= TILE_MIN_MAPS:
+            need.add("direct" if use_direct(op.cin * op.kz, op.cout, op.k) else "taps")
+            if op.cin * op.kz >= TILE_MIN_MAPS and op.cout >= TILE_MIN_MAPS:
                 need.add("tiles")
+        elif op.pz > 1:
+            need.add("zpool")
     if fused_output(net):
         need.add("post")
     if head_start(net) < len(net.ops):

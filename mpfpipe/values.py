@@ -205,3 +205,93 @@ def parse_duration(value) -> float | None:
     if not seconds > 0:
         raise TrainingOptionError(f"max_time: {value!r} must be positive")
     return seconds
+
+
+def parse_indices(spec, what: str = "image index list") -> list[int]:
+    """``"0-9,12"`` (indices and inclusive ranges), an int or a sequence of ints -> the list of indices."""
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        return [int(spec)]
+    if isinstance(spec, str):
+        out = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part:
+                    a, b = part.split("-", 1)
+                    out.extend(range(int(a), int(b) + 1))
+                else:
+                    out.append(int(part))
+            except ValueError:
+                raise ValueFormatError(f"bad {what} {spec!r}: use indices and ranges such as 0-9,12") from None
+        return out
+    try:
+        return [int(i) for i in spec]
+    except (TypeError, ValueError):
+        raise ValueFormatError(f"bad {what} {spec!r}: use indices and ranges such as 0-9,12") from None
+
+
+SECTION_SPLITS = ("train", "val", "test")
+
+
+def parse_sections(spec) -> dict[str, list[int]] | None:
+    """A volume's z sections per split: ``"train=0-11,val=12-15,test=16-19"`` (a split's list runs until the next
+    ``name=``, so ``"train=0-1,4-8,val=3"`` works) or a mapping ``{train: "0-11", val: [12, 13]}``; None stays None.
+    Splits not named are empty; a section in two splits is an error."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        parts: dict[str, list[str]] = {}
+        current = None
+        for token in spec.split(","):
+            token = token.strip()
+            if "=" in token:
+                current, token = (s.strip() for s in token.split("=", 1))
+                if current in parts:
+                    raise ValueFormatError(f"sections {spec!r}: split {current!r} named twice")
+                parts[current] = []
+            if current is None:
+                raise ValueFormatError(f"sections {spec!r}: start with a split name, e.g. train=0-11,val=12-15")
+            if token:
+                parts[current].append(token)
+        spec = {k: ",".join(v) for k, v in parts.items()}
+    if not isinstance(spec, dict):
+        raise ValueFormatError(f"sections {spec!r}: expected 'train=0-11,val=12-15,test=16-19' or a mapping")
+    out = {name: [] for name in SECTION_SPLITS}
+    seen: dict[int, str] = {}
+    for name, value in spec.items():
+        if name not in SECTION_SPLITS:
+            raise ValueFormatError(f"sections: unknown split {name!r} (splits: {', '.join(SECTION_SPLITS)})")
+        idx = parse_indices(value, f"section list of {name}")
+        for z in idx:
+            if z < 0:
+                raise ValueFormatError(f"sections: {name} lists the negative section {z}")
+            if z in seen:
+                raise ValueFormatError(f"sections: section {z} is in both {seen[z]} and {name}")
+            seen[z] = name
+        out[name] = sorted(idx)
+    if not out["train"]:
+        raise ValueFormatError(f"sections {spec!r}: the train split has no section")
+    return out
+
+
+# OME-NGFF 0.5's space units (axes "unit"), the names a voxel size may be given in
+SPACE_UNITS = ("angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot", "gigameter",
+               "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile", "millimeter",
+               "nanometer", "parsec", "petameter", "picometer", "terameter", "yard", "yoctometer", "yottameter",
+               "zeptometer", "zettameter")
+
+
+def parse_voxel_size(value) -> tuple[float, float, float] | None:
+    """``"50,4,4"`` or a sequence: the (z, y, x) voxel size, positive and finite; None stays None."""
+    if value is None:
+        return None
+    parts = str(value).replace("x", ",").split(",") if isinstance(value, str) else value
+    try:
+        sizes = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueFormatError(f"voxel size {value!r}: give Z,Y,X sizes, e.g. 50,4,4") from None
+    if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
+        raise ValueFormatError(f"voxel size {value!r}: give three positive Z,Y,X sizes, e.g. 50,4,4")
+    return sizes

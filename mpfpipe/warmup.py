@@ -89,6 +89,15 @@ def _job_pool(dt):
         pool_forward(x, 2, dense, need_idx=False)
 
 
+def _job_zpool(dt):
+    from .kernels import zpool_backward, zpool_forward
+    for dense, d in ((True, 5), (False, 4)):
+        x = np.arange(2 * d * 2 * 3 * 3, dtype=dt).reshape(2, d, 2, 3, 3)
+        y, idx = zpool_forward(x, 2, dense)
+        zpool_backward(np.ones_like(y), idx, 2, dense, x.shape)
+        zpool_forward(x, 2, dense, need_idx=False)
+
+
 def _job_act(dt):
     from .kernels import act_backward, bias_act_forward
     from .loss import xent
@@ -102,7 +111,7 @@ def _job_act(dt):
 
 
 JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "post": _job_post, "head": _job_head,
-        "pool": _job_pool, "act": _job_act}
+        "pool": _job_pool, "zpool": _job_zpool, "act": _job_act}
 
 
 def jobs_for(net) -> list[str]:

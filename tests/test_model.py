@@ -40,6 +40,30 @@ def test_torch_layout_and_metadata_describe_every_tensor(tmp_path, model):
     assert "mpfpipe_version" in meta["provenance"]
 
 
+def test_3d_model_round_trip_in_conv3d_layout(tmp_path):
+    from safetensors.numpy import load_file
+    net = preset("aniso", maps=3, hidden=5)
+    model = Model(net, init_params(net, 1))
+    path = save_model(model, tmp_path / "v.safetensors")
+    tensors = load_file(str(path))
+    assert tensors["conv4.weight"].shape == (3, 3, 4, 4, 4)  # PyTorch Conv3d: (out, in, kz, ky, kx)
+    assert tensors["fc1.weight"].shape == (5, 3 * 1 * 1 * 1)
+    meta = read_metadata(path)["architecture"]
+    assert meta["window"] == [15, 105, 105] and meta["stride"] == [2, 4, 4] and meta["fc_extent"] == [1, 1, 1]
+    back = load_model(path)
+    assert back.net == net and all(np.array_equal(back.params[k], v) for k, v in model.params.items())
+
+
+def test_info_shows_the_3d_window(tmp_path, capsys):
+    from mpfpipe.cli import main
+    net = preset("aniso", maps=3, hidden=5)
+    path = save_model(Model(net, init_params(net, 1)), tmp_path / "v.safetensors")
+    with pytest.raises(SystemExit) as exc:
+        main(["info", str(path)])
+    out = capsys.readouterr().out
+    assert exc.value.code in (0, None)
+    assert "window        15x105x105, stride 2x4x4," in out and "conv(4x4x4, 3, tanh)" in out
+
 def test_no_overwrite_without_flag(tmp_path, model):
     save_model(model, tmp_path / "m.safetensors")
     with pytest.raises(OutputExistsError):

@@ -95,18 +95,19 @@ def test_train_declares_every_parameter_and_groups_them():
     from mpfpipe.train import train
     params = list(inspect.signature(inspect.unwrap(train)).parameters)
     # in the declarations' order: what to learn, where to run, what to write
-    assert len(params) == 39 and params[1:] == [n for n, d in OPTIONS["train"].items() if d.api]
+    assert len(params) == 40 and params[1:] == [n for n, d in OPTIONS["train"].items() if d.api]
 
 
 def test_the_workflow_options_are_the_declared_ones():
     assert set(api_options("train")) == {
         "net", "maps", "hidden", "optimizer", "epochs", "batch_size", "lr", "lr_halflife", "memory", "balance",
-        "augment", "seed", "dtype", "gtol", "validate_every", "train_split", "val_split", "chunk_seconds", "timeout",
+        "augment", "seed", "dtype", "gtol", "validate_every", "train_split", "val_split", "chunk_seconds", "unit",
+        "timeout",
         "stream", "reproducible", "stop", "max_steps", "max_time"}
     assert set(api_options("segment")) == {"block", "threads", "quantize", "threshold", "positive", "dtype",
                                            "levels", "tta", "detect_threshold", "include", "exclude"}
     assert set(api_options("ingest")) == {"label_map", "positive", "mask_threshold", "downsample", "split", "seed",
-                                          "class_names"}
+                                          "class_names", "volume", "sections", "voxel_size", "voxel_unit"}
     assert set(api_options("evaluate")) == {"truth_positive", "positive", "threshold", "thresholds", "samples",
                                             "seed", "ignore_index", "overlays", "rand", "groups", "images",
                                             "instances", "tune_instances"}

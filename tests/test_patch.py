@@ -31,3 +31,23 @@ def test_patch_trainer_gradient_equals_fragment_gradient():
     assert np.array_equal(a.class_count, b.class_count)
     for k in b.grad:
         np.testing.assert_allclose(a.grad[k], b.grad[k], rtol=1e-9, atol=1e-9 * np.abs(b.grad[k]).max())
+
+
+def test_3d_patch_mode_matches_naive_and_sums_to_the_fragment_gradient():
+    from mpfpipe.arch import FC, Conv, Net, Pool
+    from mpfpipe.patch import patch_loss_grad
+    net = Net((Conv((2, 3, 3), 3), Pool((2, 2, 2)), Conv((1, 2, 2), 4), Pool((2, 1, 1)), FC(5), FC(2, "linear")))
+    params = init_params(net, 4, np.float64)
+    rng = np.random.default_rng(5)
+    vol = rng.standard_normal((1, 3, 4, 5))
+    labels = rng.integers(0, 2, size=(3, 4, 5)).astype(np.uint8)
+    voxels = list(np.ndindex(3, 4, 5))
+    windows = np.stack([naive.mirror_window3(vol, *v, net.window3) for v in voxels])
+    probs = patch_forward(net, params, windows, dtype=np.float64)
+    ref, _, _ = naive.volume_pass(net, to_torch_layout(net, params), vol)
+    np.testing.assert_allclose(probs, np.stack([ref[(slice(None), *v)] for v in voxels]), rtol=0, atol=1e-12)
+    a = patch_loss_grad(net, params, windows, np.array([labels[v] for v in voxels]), dtype=np.float64)
+    b = dense_loss_grad(net, params, vol, labels, dtype=np.float64)
+    assert abs(a.loss - b.loss) < 1e-10 * abs(b.loss) and np.array_equal(a.class_count, b.class_count)
+    for k in b.grad:
+        np.testing.assert_allclose(a.grad[k], b.grad[k], rtol=0, atol=1e-10 * np.abs(b.grad[k]).max(), err_msg=k)

@@ -18,7 +18,7 @@ from numba.core.registry import CPUDispatcher
 from mpfpipe import kernels
 from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_forward, dense_loss_grad
-from mpfpipe.kernels import _act, _blas, _direct, _head, _pool, _taps, _tiles, _xent
+from mpfpipe.kernels import _act, _blas, _direct, _head, _pool, _taps, _tiles, _xent, _zpool
 from mpfpipe.kernels._par import Twin, variant
 from mpfpipe.params import init_params
 for mode in ("serial", "parallel"):
@@ -30,6 +30,12 @@ for mode in ("serial", "parallel"):
                 img = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
                 dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32)
                 dense_forward(net, p, img, dtype=np.float32)
+        for name, size in (("aniso", (3, 9, 10)), ("n337", (1, 2, 2))):  # 3D nets: the z pooling too
+            net = load_net(name)
+            p = init_params(net, 0, np.float32)
+            vol = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
+            dense_loss_grad(net, p, vol, (vol[0] > 0).astype(np.uint8), dtype=np.float32)
+            dense_forward(net, p, vol, dtype=np.float32)
 def dispatchers(m):  # a parallel kernel is a Twin of two dispatchers
     for k, v in vars(m).items():
         if isinstance(v, Twin):
@@ -37,7 +43,7 @@ def dispatchers(m):  # a parallel kernel is a Twin of two dispatchers
             yield k, v.parallel
         elif isinstance(v, CPUDispatcher):
             yield k, v
-mods = (_act, _blas, _direct, _head, _pool, _taps, _tiles, _xent)
+mods = (_act, _blas, _direct, _head, _pool, _taps, _tiles, _xent, _zpool)
 miss = {f"{m.__name__}.{k}": sum(v.stats.cache_misses.values()) for m in mods for k, v in dispatchers(m)
         if v.stats.cache_misses}
 hits = sum(sum(v.stats.cache_hits.values()) for m in mods for _, v in dispatchers(m))
@@ -48,6 +54,8 @@ print(json.dumps({"misses": miss, "hits": hits}))
 def test_jobs_for_the_presets():
     assert jobs_for(load_net("steel")) == ["direct", "tiles", "head", "pool", "act"]
     assert jobs_for(load_net("n4")) == ["direct", "taps", "tiles", "post", "pool", "act"]
+    assert jobs_for(load_net("n337")) == ["taps", "tiles", "pool", "zpool", "act"]  # conv1: 3 z-slabs x 80 maps
+    assert jobs_for(load_net("aniso")) == ["direct", "taps", "tiles", "head", "pool", "zpool", "act"]
 
 
 @pytest.mark.slow

@@ -64,19 +64,20 @@ def run_case(net_name: str, size: tuple[int, int], mode: str, phase: str, repeat
     net = load_net(net_name)
     params = init_params(net, seed, dtype)
     rng = np.random.default_rng(seed)
-    H, W = size
+    size = tuple(size)  # (H, W), or (Z, Y, X) for a 3D net's volume
     if mode == "mpf":
-        image = rng.standard_normal((net.in_channels, H, W)).astype(dtype)
-        labels = rng.integers(0, net.n_classes, size=(H, W)).astype(np.uint8)
+        image = rng.standard_normal((net.in_channels, *size)).astype(dtype)
+        labels = rng.integers(0, net.n_classes, size=size).astype(np.uint8)
         if phase == "train":
             def job():
                 dense_loss_grad(net, params, image, labels, dtype=dtype)
         else:
             def job():
                 dense_forward(net, params, image, dtype=dtype)
-        patches = H * W
+        patches = int(np.prod(size))
     else:
-        windows = rng.standard_normal((batch, net.in_channels, net.window, net.window)).astype(dtype)
+        window = net.window3 if net.ndim == 3 else (net.window, net.window)
+        windows = rng.standard_normal((batch, net.in_channels, *window)).astype(dtype)
         labels = rng.integers(0, net.n_classes, size=batch).astype(np.uint8)
         if phase == "train":
             def job():
@@ -95,7 +96,8 @@ def run_case(net_name: str, size: tuple[int, int], mode: str, phase: str, repeat
             cpu.append(time.process_time() - c0)  # all threads; on a shared machine less noisy than the wall time
     seconds = statistics.median(times)
     fl = flops(net, mode == "mpf", size, phase, 1 if mode == "mpf" else batch)
-    return {"net": net_name, "size": f"{H}x{W}" if mode == "mpf" else f"{batch}x{net.window}x{net.window}",
+    shown = size if mode == "mpf" else (batch, *window)
+    return {"net": net_name, "size": "x".join(map(str, shown)),
             "mode": mode, "phase": phase, "seconds": round(seconds, 6), "min_seconds": round(min(times), 6),
             "cpu_seconds": round(statistics.median(cpu), 6),
             "repeat": repeat, "patches_per_s": round(patches / seconds, 1), "gflops": round(fl / seconds / 1e9, 2),

@@ -16,17 +16,23 @@ from ._common import CONTEXT_SETTINGS, config_option
 BENCHMARKS = ("engine", "distributed", "segment", "data", "export", "costmodel", "peers")
 
 
-def _size(ctx, param, values):
+def _size(ctx, param, values, dims=(2,)):
     out = []
     for v in (values if isinstance(values, (list, tuple)) else [values]):
         try:
-            h, w = (int(t) for t in v.lower().split("x"))
-            if h < 1 or w < 1:
+            parts = tuple(int(t) for t in v.lower().split("x"))
+            if len(parts) not in dims or min(parts) < 1:
                 raise ValueError
         except ValueError:
-            raise click.BadParameter(f"{v!r} is not a size like 512x512") from None
-        out.append((h, w))
+            like = "512x512" + (" or (a 3D net's volume) 32x128x128" if 3 in dims else "")
+            raise click.BadParameter(f"{v!r} is not a size like {like}") from None
+        out.append(parts)
     return out if isinstance(values, (list, tuple)) else out[0]
+
+
+def _sizes(ctx, param, values):
+    """`bench engine`'s sizes: HxW, or ZxYxX for a 3D net."""
+    return _size(ctx, param, values, dims=(2, 3))
 
 
 def _flag(arg: str) -> str:
@@ -66,6 +72,17 @@ def _emit(record):
     click.echo(dumps(record))
 
 
+def _match_sizes(nets, sizes):
+    """A 3D net needs ZxYxX sizes and a 2D net HxW: one clear line, not a failure inside a benchmark process."""
+    from ..arch import load_net
+    for name in nets or ["n4"]:
+        want = load_net(name).ndim
+        for s in sizes:
+            if len(s) != want:
+                raise click.BadParameter(f"net {name} is {want}D: give {'ZxYxX' if want == 3 else 'HxW'} sizes, "
+                                         f"not {'x'.join(map(str, s))}", param_hint="'--size'")
+
+
 def _load_nets(nets):
     from ..arch import load_net
     for net in nets:  # a bad name fails here, in one line, not inside a benchmark subprocess
@@ -82,12 +99,13 @@ def bench():
 
 @bench.command("engine")
 @config_option
-@cli_options("bench engine", sizes={"callback": _size})
+@cli_options("bench engine", sizes={"callback": _sizes})
 def engine_cmd(nets, sizes, modes, phases, repeat, batch, peak):
     """Time the fragment engine. With no options: n4, n3 and steel at 512x512 and steel at 137x60, fragment and
-    patch mode, train and infer."""
+    patch mode, train and infer. A 3D net takes ZxYxX sizes: --net n337 --size 32x128x128."""
     from ..bench import run
     _load_nets(nets)
+    _match_sizes(nets, sizes)
     run(nets=list(nets), sizes=list(sizes), modes=modes or ("mpf", "patch"), phases=phases or ("train", "infer"),
         repeat=repeat, batch=batch, peak=peak, emit=_emit)
 

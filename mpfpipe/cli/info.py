@@ -65,7 +65,16 @@ def dataset_info(path: Path) -> dict:
             "splits": ds.split_sizes(), "with_positive_pixel": int(sum(ds.positive)), "masks": ds.has_masks,
             "normalisation": ds.normalisation, "downsample": ds.attrs.get("downsample"),
             "sources": (ds.attrs.get("provenance") or {}).get("sources"),
-            "checksums": bool(ds.attrs.get("checksums"))}
+            "checksums": bool(ds.attrs.get("checksums")), "volume": ds.volume}
+
+
+def volume_line(vol: dict) -> str:
+    """A volume dataset's shape, voxel size, chunks and split sections in one line."""
+    runs = "; ".join(f"{name} " + ",".join(f"{a}-{b - 1}" if b - a > 1 else f"{a}" for a, b in r)
+                     for name, r in vol["z_runs"].items() if r)
+    vs = "x".join(f"{v:g}" for v in vol["voxel_size"])
+    return (f"{'x'.join(map(str, vol['shape']))} (z, y, x), voxel {vs} {vol.get('unit') or '(no unit)'}, chunks "
+            f"{'x'.join(map(str, vol['chunks']))}; sections {runs}")
 
 
 def segmentation_info(path: Path, meta: dict) -> dict:
@@ -178,13 +187,19 @@ def describe(path) -> dict:
     raise MpfError(f"{path} is not an mpfpipe model file, dataset, segmentation output or run folder")
 
 
+def _size(v, repeat: int) -> str:
+    """A 2D size (w: "w x w") or a 3D net's [z, y, x] as "zxyxx"."""
+    return "x".join(map(str, v)) if isinstance(v, (list, tuple)) else "x".join([str(v)] * repeat)
+
+
 def _fmt_text(d: dict) -> str:
     k = d["kind"]
     lines = [f"{d['path']}: {k}"]
     if k == "model":
         t = d["training"]
         lines += [f"  architecture  {d['architecture']}",
-                  f"  window        {d['window']}x{d['window']}, stride {d['stride']}, {d['n_params']} parameters",
+                  f"  window        {_size(d['window'], 2)}, stride {_size(d['stride'], 1)}, {d['n_params']} "
+                  f"parameters",
                   f"  classes       {', '.join(d['class_names'] or [])} (ignore label {d['ignore_index']})",
                   f"  normalisation mean {d['normalisation'].get('mean')}, std {d['normalisation'].get('std')}; "
                   f"padding {d['padding']}",
@@ -212,6 +227,8 @@ def _fmt_text(d: dict) -> str:
                   f"  positive      {d['with_positive_pixel']} image(s) with a non-background pixel",
                   f"  normalisation mean {d['normalisation']['mean']}, std {d['normalisation']['std']}",
                   f"  sources       {d['sources']}"]
+        if d.get("volume"):
+            lines.insert(-3, "  volume        " + volume_line(d["volume"]))
     elif k == "folder segmentation":
         sm = d.get("summary") or {}
         lines += [f"  complete      {d.get('complete')} ({sm.get('images')} images, {sm.get('failed')} failed at the "

@@ -27,6 +27,7 @@ class _KeyValue(click.ParamType):
 Workflows shipped in workflows/:
   quickstart.yaml            synthetic EM data, a small net, a few minutes on 2 cores (no downloads)
   isbi2012-membranes.yaml    the paper's membrane experiment (--set data=../shared/data/isbi2012)
+  isbi2012-aniso.yaml        the ISBI stack as a volume, the anisotropic 3D net (--set data=...)
   surface-defects.yaml       the paper's steel experiment (--set data=../shared/data/magnetic_tile)
   neu-seg-steel.yaml         the steel protocol on NEU-Seg steel strips (--set data=../shared/data/neu_seg)
 \b

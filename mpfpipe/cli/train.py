@@ -30,6 +30,8 @@ lowest validation loss (the last one when the dataset has no validation split).
 Examples:
   mpfpipe train isbi.zarr --net n4 --optimizer sgd --batch-size 1 --epochs 5 --out n4.safetensors
   mpfpipe train isbi.zarr --net n4 --optimizer lbfgs --epochs 50 --workers 2 --out n4.safetensors --resume
+  mpfpipe train isbi3d.zarr --net aniso --optimizer adam --unit 4,128,128 --augment flip,rot90 --out aniso.safetensors
+      (a 3D net on a volume dataset from `ingest --volume`: units of 4x128x128 voxels with their halo)
 """)
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @cli_options("train", augment={"callback": _parse_augment})

@@ -165,7 +165,8 @@ def _load_image(item: Item) -> np.ndarray:
 
 def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: int = 127, downsample: int = 1,
            split=None, seed: int = 0, overwrite: bool = False, progress: bool = False,
-           class_names=None) -> Path:
+           class_names=None, volume: bool = False, sections=None, voxel_size=None,
+           voxel_unit: str | None = None) -> Path:
     """Ingest image/label sources (see :mod:`mpfpipe.data.sources`) into a dataset at ``output``.
 
     label_map: ``{source value: class id | "ignore"}`` (or ``"0:1,255:0"``); every label value must be mapped.
@@ -174,6 +175,10 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     class 1 (binary masks, anti-aliased masks). class_names: names of the class ids (list or "a,b").
     downsample: integer factor (block mean for images, block majority for labels). split: fractions
     (train, val[, test]) stratified by "image holds a non-background pixel", seeded by ``seed``.
+    volume: the stack is one (z, y, x) volume (`mpfpipe.data.volumeset`): chunked in z too, ``split`` fractions
+    become contiguous z ranges or ``sections`` names each split's sections ("train=0-11,val=12-15,test=16-19"),
+    and ``voxel_size`` (z, y, x; e.g. "50,4,4") with ``voxel_unit`` (e.g. "nanometer") is kept in the metadata
+    (default: the source's, when it records one).
     Raises DataError / OutputExistsError; on failure nothing is left at ``output``.
     """
     check_options("ingest", locals())
@@ -187,7 +192,13 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
         raise DataError(f"downsample factor {downsample!r} must be an integer >= 1")
     split = parse_split(split)
     srcs = [str(s) for s in sources]
+    if not volume and (sections is not None or voxel_size is not None or voxel_unit is not None):
+        raise ValueFormatError("sections, voxel size and voxel unit describe a volume: add --volume")
     items, layout = resolve_sources(srcs)
+    vol_kw = {}
+    if volume:
+        vol_kw = _volume_layout(items, layout, srcs[0], f, split=split, sections=sections, voxel_size=voxel_size,
+                                voxel_unit=voxel_unit)
 
     # pass 1: label values and shapes, before anything is written
     values: set[int] = set()
@@ -231,7 +242,24 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     provenance = {"sources": [str(Path(s).absolute()) for s in srcs], "layout": layout,
                   "options": {"label_map": mapping, "positive": positive, "mask_threshold": mask_threshold,
                               "downsample": f, "split": list(split) if split else None, "seed": seed,
-                              "class_names": names}}
+                              "class_names": names, "volume": bool(volume), "sections": sections}}
     return write_dataset(output, records(), n=len(items), channels=channels, dtype=dtype, hmax=hmax, wmax=wmax,
                          class_names=names, label_mapping=mapping, with_masks=with_masks, split=split, seed=seed,
-                         provenance=provenance, downsample=f, overwrite=overwrite, progress=progress, inputs=sources)
+                         provenance=provenance, downsample=f, overwrite=overwrite, progress=progress, inputs=sources,
+                         **vol_kw)
+
+
+def _volume_layout(items, layout: str, source: str, f: int, **kw) -> dict:
+    """write_dataset's chunks, splits and ``volume`` attribute for a stack ingested as a volume."""
+    from . import volumeset
+    from .volume import open_volume
+    h, w = volumeset.check_stack(items, layout)
+    nz, ny, nx = len(items), h // f, w // f
+    splits = volumeset.volume_splits(nz, kw["split"], kw["sections"])
+    scale, units = None, None
+    if kw["voxel_size"] is None and not source.lower().endswith(".npy"):
+        src = open_volume(source)  # the voxel size the TIFF / HDF5 source records, if any
+        scale, units = src.scale, src.units
+    meta = volumeset.volume_meta(nz=nz, ny=ny, nx=nx, splits=splits, voxel_size=kw["voxel_size"],
+                                 unit=kw["voxel_unit"], source_scale=scale, source_units=units, downsample=f)
+    return {"chunks": tuple(meta["chunks"]), "splits": splits, "extra_attrs": {volumeset.VOLUME_KEY: meta}}

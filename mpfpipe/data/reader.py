@@ -62,6 +62,7 @@ class Dataset:
         self.positive = [bool(p) for p in attrs.get("positive", [])]
         self.label_mapping = attrs["label_mapping"]
         self.has_masks = "masks" in group
+        self.volume = attrs.get("volume")  # a volume dataset's voxel size, chunks and z runs (data.volumeset)
 
     # pickling: only the path (and attrs) travel; the arrays are reopened lazily
     def __getstate__(self):
@@ -125,7 +126,8 @@ class Dataset:
         i = self._check(i)
         sums = (self.attrs.get("checksums") or {}).get(name)  # datasets from before checksums: not checked
         arr = self.group[name]
-        return _integrity.read_checked(arr, i, store=self.path, array=name, coords=(i,) + (0,) * (arr.ndim - 1),
+        coords = (i // arr.chunks[0],) + (0,) * (arr.ndim - 1)  # a volume's chunk holds several sections
+        return _integrity.read_checked(arr, i, store=self.path, array=name, coords=coords,
                                        expected=sums[i] if sums else None, what=f"image {i}")
 
     def verify(self) -> list[str]:
@@ -169,6 +171,22 @@ class Dataset:
         if spec is not None:
             image, labels = _augment(image, labels, spec, seed, epoch, i, self.ignore_index)
         return Sample(image=image, labels=labels, index=i)
+
+    def z_runs(self, split: str) -> list[list[int]]:
+        """The runs of consecutive sections ``[z0, z1)`` of ``split`` (or a union such as "train+val")."""
+        from .volumeset import z_runs
+        return z_runs(self.split(split))
+
+    def read_block(self, z0: int, z1: int, *, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Sections z0..z1-1 of a volume as one block: the image (C, nz, h, w) float32 (normalised unless
+        ``normalise=False``) and the labels (nz, h, w) uint8 with masks folded in; every section checked."""
+        if self.volume is None:
+            raise DataError(f"{self.path} is a dataset of separate images, not a volume (ingest with --volume)")
+        if not 0 <= z0 < z1 <= self.n_images:
+            raise DataError(f"sections {z0}..{z1 - 1} are outside the volume's 0..{self.n_images - 1}")
+        raw = np.stack([self.raw_image(z) for z in range(z0, z1)], axis=1)
+        image = _normalise(raw, self.normalisation) if normalise else raw.astype(np.float32)
+        return image, np.stack([self.raw_labels(z) for z in range(z0, z1)])
 
     def class_counts(self, indices=None, *, augment: AugmentSpec | None = None, seed: int = 0,
                      epoch: int = 0) -> np.ndarray:

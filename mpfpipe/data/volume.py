@@ -159,8 +159,11 @@ def _open_dataset(path: str) -> Volume:
     ds = open_dataset(path)
     images = ds.group["images"]
     N, C, Hm, Wm = (int(n) for n in images.shape)
+    vol = ds.volume or {}  # a volume dataset keeps its voxel size (the pyramid keeps z where it is coarse)
     return Volume("dataset", str(ds.path), "images", (N, Hm, Wm), C, _check_dtype(images.dtype, path),
-                  channel_axis=1, sizes=[list(s) for s in ds.sizes],
+                  channel_axis=1, sizes=None if vol else [list(s) for s in ds.sizes],
+                  scale=[float(v) for v in vol.get("voxel_size", [1.0, 1.0, 1.0])],
+                  units={a: vol["unit"] for a in "zyx"} if vol.get("unit") else {},
                   info={"dataset": {"normalisation": ds.normalisation, "class_names": ds.class_names,
                                     "splits": ds.attrs.get("splits"), "names": ds.names,
                                     "downsample": int(ds.attrs.get("downsample") or 1)}})

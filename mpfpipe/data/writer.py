@@ -67,8 +67,13 @@ def _combine(stats):
 def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, dtype, hmax: int, wmax: int,
                   class_names: list[str], label_mapping: dict, with_masks: bool = False, split=None,
                   seed: int = 0, provenance: dict | None = None, downsample: int = 1, overwrite: bool = False,
-                  progress: bool = False, extra_attrs: dict | None = None, inputs=()) -> Path:
-    """Store ``n`` records as a dataset at ``output`` (see :mod:`mpfpipe.data.layout`); returns the path."""
+                  progress: bool = False, extra_attrs: dict | None = None, inputs=(), chunks=None,
+                  splits: dict | None = None) -> Path:
+    """Store ``n`` records as a dataset at ``output`` (see :mod:`mpfpipe.data.layout`); returns the path.
+
+    chunks: the (z, y, x) chunk of a volume (`mpfpipe.data.volumeset`; default one image per chunk); its
+    sections are written a chunk's depth at a time, so no chunk is written twice. splits: the image indices of
+    each split as given (a volume's z sections), instead of the stratified split by ``split``."""
     import zarr
     from tqdm import tqdm
 
@@ -86,14 +91,16 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
     try:
         group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
         group.attrs[FORMAT_KEY] = {"version": FORMAT_VERSION, "complete": False}
-        images = group.create_array("images", shape=(n, channels, hmax, wmax), chunks=(1, channels, hmax, wmax),
+        cz, cy, cx = chunks or (1, hmax, wmax)
+        images = group.create_array("images", shape=(n, channels, hmax, wmax), chunks=(cz, channels, cy, cx),
                                     dtype=dtype, compressors=compressors(), fill_value=0)
-        labels = group.create_array("labels", shape=(n, hmax, wmax), chunks=(1, hmax, wmax), dtype=np.uint8,
+        labels = group.create_array("labels", shape=(n, hmax, wmax), chunks=(cz, cy, cx), dtype=np.uint8,
                                     compressors=compressors(), fill_value=IGNORE_INDEX)
         masks = None
         if with_masks:
-            masks = group.create_array("masks", shape=(n, hmax, wmax), chunks=(1, hmax, wmax), dtype=np.uint8,
+            masks = group.create_array("masks", shape=(n, hmax, wmax), chunks=(cz, cy, cx), dtype=np.uint8,
                                        compressors=compressors(), fill_value=0)
+        out = _Chunked(cz, n, {"images": images, "labels": labels, "masks": masks})
         names, groups, sizes, original_sizes, counts, stats = [], [], [], [], [], []
         sums = {"images": [], "labels": [], **({"masks": []} if with_masks else {})}  # per-chunk CRC-32
         pad_img = np.zeros((channels, hmax, wmax), dtype)
@@ -121,7 +128,7 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
                                 f"outside the {k} classes {class_names}")
             pad_img[:] = 0
             pad_img[:, :h, :w] = img
-            images[i] = pad_img
+            out.put("images", i, pad_img)
             sums["images"].append(_integrity.crc(pad_img))
             folded = lab
             if masks is not None:
@@ -130,12 +137,12 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
                     raise DataError(f"{rec.name}: mask has shape {msk.shape}, image is {h}x{w}")
                 pad_mask[:] = 0
                 pad_mask[:h, :w] = msk
-                masks[i] = pad_mask
+                out.put("masks", i, pad_mask)
                 sums["masks"].append(_integrity.crc(pad_mask))
                 folded = np.where(msk != 0, lab, IGNORE_INDEX)
             pad_lab[:] = IGNORE_INDEX
             pad_lab[:h, :w] = lab
-            labels[i] = pad_lab
+            out.put("labels", i, pad_lab)
             sums["labels"].append(_integrity.crc(pad_lab))
             counts.append(np.bincount(folded.ravel(), minlength=256)[:k].astype(np.int64))
             x = img.reshape(channels, -1).astype(np.float64)
@@ -151,7 +158,7 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
             raise DataError(f"no labelled pixel in any of the {n} images (every pixel is ignore / masked out, "
                             "e.g. by the label map): such a dataset has nothing to learn")
         positive = [bool(c[1:].sum() > 0) for c in counts]
-        splits = stratified_split(positive, split, seed)
+        splits = splits if splits is not None else stratified_split(positive, split, seed)
         mean, std = _combine([stats[j] for j in splits["train"]])
         prov = {"mpfpipe_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -169,6 +176,21 @@ def write_dataset(output, records: Iterable[Record], *, n: int, channels: int, d
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return output
+
+
+class _Chunked:
+    """Sections buffered a chunk's depth at a time and written together (a chunk is compressed once)."""
+
+    def __init__(self, depth: int, n: int, arrays: dict):
+        self.depth, self.n = depth, n
+        self.arrays = {k: a for k, a in arrays.items() if a is not None}
+        self.buffers = {k: np.empty((depth, *a.shape[1:]), a.dtype) for k, a in self.arrays.items()}
+
+    def put(self, name: str, i: int, section: np.ndarray) -> None:
+        self.buffers[name][i % self.depth] = section
+        if (i + 1) % self.depth == 0 or i + 1 == self.n:
+            z0 = i - i % self.depth
+            self.arrays[name][z0:i + 1] = self.buffers[name][: i + 1 - z0]
 
 
 def _replace(tmp: Path, output: Path, overwrite: bool, inputs=()) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from .. import __version__, _safety
 from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
+from ..values import parse_indices
 from . import metrics, official
 from .inputs import (Prediction, Truth, _segment_meta, check_computable, load_image, load_prediction, load_truth,
                      overlay_image)
@@ -50,25 +51,7 @@ def _predicted_classes(p: np.ndarray, n_classes: int, positive: int, threshold: 
 
 
 def _parse_indices(spec) -> list[int]:
-    if spec is None:
-        return []
-    if isinstance(spec, str):
-        out = []
-        for part in spec.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                if "-" in part:
-                    a, b = part.split("-", 1)
-                    out.extend(range(int(a), int(b) + 1))
-                else:
-                    out.append(int(part))
-            except ValueError:
-                raise ValueFormatError(f"bad image index list {spec!r}: use indices and ranges such as 0-9,12") \
-                    from None
-        return out
-    return [int(i) for i in spec]
+    return [] if spec is None else parse_indices(spec)
 
 
 def select_images(images, dataset, n: int) -> list[int]:

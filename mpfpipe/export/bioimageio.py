@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from .. import _safety
-from ..errors import DataError, ValueFormatError
+from ..errors import DataError, ExportError, ValueFormatError
 from ..fragment import dense_forward
 from ..model import Model, load_model
 from .graph import OPSET, build_graph
@@ -124,6 +124,9 @@ def export_bioimageio(model, output, *, name: str | None = None, authors=("unkno
     if not isinstance(model, Model):
         source = str(model)
         model = load_model(model)
+    if model.net.ndim == 3:  # its test input and axes would be (b, c, z, y, x): not written yet
+        raise ExportError(f"{source}: a 3D model ({model.net.name}) exports as ONNX only (mpfpipe export MODEL "
+                          "OUT.onnx); bioimage.io packages take 2D models")
     if sample_path is not None:
         sample = read_sample(sample_path, model)
     if not list(authors):

@@ -12,6 +12,10 @@ The graph computes what `mpfpipe segment` computes, from raw pixels to class pro
 
 The fragments never exist in the graph: a dilated network yields the same stitched map directly, one output per
 input pixel. H and W are free (any size; N too). Requires the ``onnx`` package (``pip install 'mpfpipe[onnx]'``).
+
+A 3D net (issue 26) exports the same way with one more axis: raw (N, C, D, H, W), mirror padding by ``net.halo3``
+in z, y and x, Conv with (kz, k, k) kernels and MaxPool with (pz, p, p) windows, each dilated by the product of
+the pools before it per axis (dz, d, d), probabilities (N, K, D, H, W). D is free too.
 """
 from __future__ import annotations
 
@@ -41,12 +45,14 @@ class ExportResult:
     nodes: int
     opset: int
     seconds: float
-    window: int
+    window: int | tuple
     classes: list
 
     def summary(self) -> str:
-        return (f"{self.output}: ONNX opset {self.opset}, {self.nodes} nodes, input 'raw' float32 (N, C, H, W) -> "
-                f"output 'probabilities' (N, {len(self.classes)}, H, W), window {self.window}; "
+        space = "D, H, W" if isinstance(self.window, tuple) else "H, W"
+        window = "x".join(map(str, self.window)) if isinstance(self.window, tuple) else self.window
+        return (f"{self.output}: ONNX opset {self.opset}, {self.nodes} nodes, input 'raw' float32 (N, C, {space}) "
+                f"-> output 'probabilities' (N, {len(self.classes)}, {space}), window {window}; "
                 f"{self.seconds:.2f} s")
 
 
@@ -124,31 +130,37 @@ def build_graph(model: Model, *, opset: int = OPSET, source: dict | None = None)
     if mean.size != C or std.size != C:
         raise ExportError(f"the normalisation has {mean.size} mean(s) / {std.size} std(s) for {C} channel(s)")
     std = np.where(std > 1e-12, std, 1.0)  # as mpfpipe.data.normalise: a constant channel is only centred
-    x = g.op("Sub", ["raw", g.const("mean", mean.astype(np.float32).reshape(1, C, 1, 1))], "centred")
-    x = g.op("Mul", [x, g.const("inv_std", (1.0 / std).astype(np.float32).reshape(1, C, 1, 1))], "normalised")
-    before, after = net.halo
-    x = _reflect_axis(g, x, 2, before, after)
-    x = _reflect_axis(g, x, 3, before, after)
-    d = 1  # dilation: the product of the pool sizes so far (MPF's fragment spacing)
+    three = net.ndim == 3
+    spatial = ["D", "H", "W"] if three else ["H", "W"]
+    ones = (1,) * len(spatial)
+    x = g.op("Sub", ["raw", g.const("mean", mean.astype(np.float32).reshape(1, C, *ones))], "centred")
+    x = g.op("Mul", [x, g.const("inv_std", (1.0 / std).astype(np.float32).reshape(1, C, *ones))], "normalised")
+    halos = net.halo3 if three else (net.halo, net.halo)
+    for axis, (before, after) in enumerate(halos, start=2):
+        x = _reflect_axis(g, x, axis, before, after)
+    d = [1] * len(spatial)  # dilation per axis: the product of the pool sizes so far (MPF's fragment spacing)
     for op in net.ops:
         if isinstance(op, ConvOp):
             w = g.const(f"{op.name}.weight", np.ascontiguousarray(model.params[f"{op.name}.weight"], np.float32))
             b = g.const(f"{op.name}.bias", np.ascontiguousarray(model.params[f"{op.name}.bias"], np.float32))
-            x = g.op("Conv", [x, w, b], op.name, kernel_shape=[op.k, op.k], dilations=[d, d], strides=[1, 1])
+            kernel = [op.kz, op.k, op.k] if three else [op.k, op.k]
+            x = g.op("Conv", [x, w, b], op.name, kernel_shape=kernel, dilations=list(d), strides=[1] * len(d))
             x = _activation(g, x, op.act)
         elif isinstance(op, PoolOp):
-            x = g.op("MaxPool", [x], f"mpf_pool{op.p}", kernel_shape=[op.p, op.p], strides=[1, 1],
-                     dilations=[d, d])
-            d *= op.p
+            window = [op.pz, op.p, op.p] if three else [op.p, op.p]
+            x = g.op("MaxPool", [x], f"mpf_pool{'x'.join(map(str, window)) if three else op.p}", kernel_shape=window,
+                     strides=[1] * len(d), dilations=list(d))
+            d = [a * b for a, b in zip(d, window)]
     g.op("Softmax", [x], out="probabilities", axis=1)
     graph = helper.make_graph(
         g.nodes, f"mpfpipe_{net.name}",
-        [helper.make_tensor_value_info("raw", onnx.TensorProto.FLOAT, ["N", C, "H", "W"])],
-        [helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", K, "H", "W"])],
+        [helper.make_tensor_value_info("raw", onnx.TensorProto.FLOAT, ["N", C, *spatial])],
+        [helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", K, *spatial])],
         initializer=g.inits)
-    graph.doc_string = (f"{net.describe()}. Input: raw pixels (N, C, H, W) float32; normalisation and mirror "
-                        f"padding ({PAD_MODE}) are inside the graph. Output: class probabilities (N, K, H, W) "
-                        f"for classes {list(model.class_names)}.")
+    dims = ", ".join(["N", "C", *spatial])
+    graph.doc_string = (f"{net.describe()}. Input: raw pixels ({dims}) float32; normalisation and mirror "
+                        f"padding ({PAD_MODE}) are inside the graph. Output: class probabilities "
+                        f"({dims.replace('C', 'K')}) for classes {list(model.class_names)}.")
     proto = helper.make_model(graph, producer_name="mpfpipe", opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = IR_VERSION
     meta = {"class_names": json.dumps(list(model.class_names)), "normalisation": json.dumps(model.normalisation),

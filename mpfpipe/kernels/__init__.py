@@ -3,6 +3,7 @@
 Tensors are channel-major, ``(C, F, h, w)``: channel, fragment (or patch), row, column. With that layout a
 convolution is one GEMM per kernel tap, ``W[:, :, ky, kx] (Cout, C) @ x shifted (C, n)``, whose result is already the
 output's ``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
+Volume nets run on the same kernels (`mpfpipe.network3`), plus the z pooling of `_zpool` and the 3D stitch.
 """
 import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS our kernels call (_blas), so it can be limited
 from threadpoolctl import ThreadpoolController
@@ -11,11 +12,12 @@ from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward_post, use_direct
 from ._blas import reproducible_active, set_reproducible
 from ._par import VARIANTS, current_variant, variant
-from ._stitch import stitch, unstitch
+from ._stitch import stitch, stitch3, unstitch, unstitch3
 from ._xent import xent_pass
 from ._tiles import OB as TILE_MIN_MAPS  # layers with this many maps in and out can run on the register tiles
 from ._head import backward_head, forward_head
 from ._pool import pool_backward, pool_forward
+from ._zpool import zpool_backward, zpool_forward
 
 _BLAS = ThreadpoolController()
 
@@ -27,7 +29,7 @@ def single_threaded_blas():
 
 
 __all__ = ["single_threaded_blas", "TILE_MIN_MAPS", "reproducible_active", "set_reproducible", "VARIANTS",
-           "current_variant", "variant", "stitch", "unstitch", "xent_pass",
+           "current_variant", "variant", "stitch", "unstitch", "stitch3", "unstitch3", "xent_pass",
            "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
            "conv_backward_post", "conv_forward", "conv_forward_post", "forward_head", "pool_backward", "pool_forward",
-           "use_direct"]
+           "use_direct", "zpool_backward", "zpool_forward"]

@@ -36,3 +36,40 @@ def unstitch(dense: np.ndarray, pools) -> np.ndarray:
     transposed_shape = [shape[a] for a in axes]
     inverse = np.argsort(axes)
     return np.ascontiguousarray(dense.reshape(transposed_shape).transpose(inverse)).reshape(K, S * S, h, w)
+
+
+def _axes3(pools3):
+    """Axes of the (k, iz, [a_l, b_l, c_l] per pool, i, j) view of a volume's fragments in dense (z, y, x) order:
+    a pool (pz, p, p) appends the y offset a, the x offset b (2D MPF) and then the z offset c (`_zpool`), so
+    z = c_1 + pz_1 c_2 + ... + Sz iz and y, x as in 2D."""
+    L = len(pools3)
+    a = [2 + 3 * t for t in range(L)]
+    b = [3 + 3 * t for t in range(L)]
+    c = [4 + 3 * t for t in range(L)]
+    i, j = 2 + 3 * L, 3 + 3 * L
+    return [0, 1] + c[::-1] + [i] + a[::-1] + [j] + b[::-1]
+
+
+def _shape3(K, D, pools3, h, w):
+    return [K, D] + [s for pz, p, _ in pools3 for s in (p, p, pz)] + [h, w]
+
+
+def stitch3(frag: np.ndarray, pools3) -> np.ndarray:
+    """(K, D, F, h, w) volume fragments -> (K, Sz*D, S*h, S*w) dense map (``pools3``: the (pz, p, p) pools)."""
+    K, D, F, h, w = frag.shape
+    Sz = int(np.prod([q[0] for q in pools3])) if pools3 else 1
+    S = int(np.prod([q[1] for q in pools3])) if pools3 else 1
+    assert F == Sz * S * S, "fragment count does not match the pools"
+    return frag.reshape(_shape3(K, D, pools3, h, w)).transpose(_axes3(pools3)).reshape(K, Sz * D, S * h, S * w)
+
+
+def unstitch3(dense: np.ndarray, pools3) -> np.ndarray:
+    """Inverse of `stitch3`: (K, Sz*D, S*h, S*w) -> (K, D, F, h, w)."""
+    K, Z, H, W = dense.shape
+    Sz = int(np.prod([q[0] for q in pools3])) if pools3 else 1
+    S = int(np.prod([q[1] for q in pools3])) if pools3 else 1
+    D, h, w = Z // Sz, H // S, W // S
+    axes = _axes3(pools3)
+    shape = _shape3(K, D, pools3, h, w)
+    out = dense.reshape([shape[a] for a in axes]).transpose(np.argsort(axes))
+    return np.ascontiguousarray(out).reshape(K, D, Sz * S * S, h, w)

@@ -2,7 +2,8 @@
 evaluate, and the distributed benchmark's measure."""
 from __future__ import annotations
 
-from ..values import Any, Choice, Flag, Float, Int, Parsed, parse_block, parse_duration, parse_size, parse_split
+from ..values import (Any, Choice, Flag, Float, Int, Parsed, parse_block, parse_duration, parse_sections, parse_size,
+                      parse_split, parse_voxel_size, SPACE_UNITS)
 from .declare import _FILE, _LOCAL, _SCHEDULER, DTYPES, OPTIMIZERS, Option, _opts
 
 _SPLIT = Parsed(parse_split, "train,val[,test] fractions")
@@ -34,6 +35,9 @@ _TRAIN = _opts(
     val_split=Option(Any("a split"), "val", "Validation split ('' for none)."),
     chunk_seconds=Option(Float(0, lo_open=True), 0.5, "Estimated one-thread seconds of a gradient task (the chunk "
                          "plan: part of the run's identity, since it fixes the summation order).", flag=""),
+    unit=Option(Parsed(parse_block, "Z,Y,X sizes of a volume unit", optional=False), (4, 128, 128),
+                "3D nets on a volume dataset: the output block (z, y, x) of one gradient unit (each computed with "
+                "its input halo; their gradients add up to the whole volume's)."),
     # where to run
     workers=Option(Int(1, optional=True), None, _LOCAL + "worker processes [default: cores // threads].",
                    workflow=False),
@@ -151,6 +155,14 @@ _INGEST = _opts(
     seed=Option(Int(), 0, "Seed of the split and of synthetic data."),
     **_WRITE,
     class_names=Option(Any("class names"), None, "Comma-separated names of class ids 0, 1, ..."),
+    volume=Option(Flag(), False, "The stack is one (z, y, x) volume: chunked in z too, split by z sections "
+                  "(--split fractions as contiguous z ranges, or --sections)."),
+    sections=Option(Parsed(parse_sections, "sections such as 'train=0-11,val=12-15,test=16-19'"), None,
+                    "--volume: the z sections of each split, e.g. 'train=0-1,4-8,val=3,9,test=2,10'."),
+    voxel_size=Option(Parsed(parse_voxel_size, "a Z,Y,X voxel size such as 50,4,4"), None,
+                      "--volume: voxel size Z,Y,X (ISBI 2012: 50,4,4) [default: the source's, if recorded]."),
+    voxel_unit=Option(Choice(SPACE_UNITS, optional=True), None, "--volume: unit of --voxel-size (an OME-NGFF unit, "
+                      "e.g. nanometer)."),
 )
 _SYNTH = _opts(n_images=Option(Int(1), 8, "synthetic: number of images."),
                size=Option(Parsed(parse_size, "a size HxW", optional=False), (256, 256), "synthetic: image size HxW."),

@@ -24,7 +24,7 @@ TABLES: dict[str, dict] = {
     # one command over ingest, synth_em and synth_defects: their declarations, with the command's own defaults
     "ingest command": _cli(
         **{n: _I[n] for n in ("label_map", "positive", "mask_threshold", "class_names", "downsample", "split",
-                              "seed")},
+                              "seed", "volume", "sections", "voxel_size", "voxel_unit")},
         n_images=replace(_EM["n_images"], default=None, help="synthetic: number of images [default: em 8, "
                          "defects 16]."),
         size=replace(_EM["size"], default=None, help="synthetic: image size HxW [default: em 256x256, defects "
@@ -91,7 +91,7 @@ TABLES: dict[str, dict] = {
     "bench engine": _cli(
         nets=Option(Any("nets"), (), "Preset or architecture file (repeatable). Default: all cases.", flag="--net",
                     cli=_MULTI),
-        sizes=Option(Any("sizes"), (), "Image size HxW (repeatable).", flag="--size", cli=_MULTI),
+        sizes=Option(Any("sizes"), (), "Image size HxW, ZxYxX for a 3D net (repeatable).", flag="--size", cli=_MULTI),
         modes=Option(Choice(("mpf", "patch")), (), "Fragment mode over whole images and/or the patch-mode baseline "
                      "(default both).", flag="--mode", cli=_MULTI),
         phases=Option(Choice(("train", "infer")), (), "Training step (forward+backward) and/or inference (default "

@@ -13,6 +13,12 @@ at a pixel is the patch network on the transformed window around it; for an even
 (before != after) and a flip swaps it, so a TTA block reads a symmetric halo of max(before, after) and crops each
 transformed copy to the halo the net needs. Mirroring at the slice edge commutes with the flips, so a TTA block
 equals the whole-slice TTA result on its pixels, whatever the block size, as without TTA.
+
+A 3D net (``net.ndim == 3``, issue 26) needs context in z too: ``net.halo3`` = (before, after) per axis (z, y, x).
+Its block is read once with that halo in all three axes, mirrored at the volume's edges in z as in y and x (the
+same ``symmetric`` rule, so the whole-volume dense pass padded the same way gives the same voxels), and runs as
+one dense forward pass over (C, nz + halo, h + halo, w + halo). TTA turns and flips y and x only (the 8 elements
+of D4 act on the last two axes; z is never flipped, since the net's z context need not be symmetric).
 """
 from __future__ import annotations
 
@@ -77,10 +83,10 @@ def read_with_halo(read, zr: tuple, yr: tuple, xr: tuple, size: tuple, halo: tup
     ``read(z0, z1, (y0, y1), (x0, x1))`` returns raw voxels (z1 - z0, C, y1 - y0, x1 - x0); ``size`` = (h, w) of
     the slice(s) the block lies in (mirroring happens at their edge). One rectangular read covers every source
     pixel needed; the mirrored layout is then gathered from it. Returns (nz, C, h + before + after, ...)."""
-    before, after = halo
+    (yb, ya), (xb, xa) = halo if isinstance(halo[0], tuple) else (halo, halo)  # y and x may differ (3D TTA)
     H, W = size
-    iy = halo_indices(yr[0], yr[1], H, before, after)
-    ix = halo_indices(xr[0], xr[1], W, before, after)
+    iy = halo_indices(yr[0], yr[1], H, yb, ya)
+    ix = halo_indices(xr[0], xr[1], W, xb, xa)
     y0, y1 = int(iy.min()), int(iy.max()) + 1
     x0, x1 = int(ix.min()), int(ix.max()) + 1
     region = np.asarray(read(zr[0], zr[1], (y0, y1), (x0, x1)))
@@ -100,7 +106,11 @@ class Engine:
 
     @property
     def halo(self) -> tuple:
-        """Context read around a block: the net's (before, after), symmetric max(before, after) with TTA."""
+        """Context read around a block: the net's (before, after), symmetric max(before, after) with TTA; for a
+        3D net the ((before, after) in z, in y, in x) of `halo3`, y and x symmetric with TTA."""
+        if self.net.ndim == 3:
+            hz, hy, hx = self.net.halo3
+            return (hz, *(((max(h),) * 2 if self.tta else h) for h in (hy, hx)))
         before, after = self.net.halo
         return (max(before, after),) * 2 if self.tta else (before, after)
 
@@ -134,18 +144,19 @@ def d4_inverse(a: np.ndarray, t: tuple) -> np.ndarray:
 
 
 def region_probs(engine: "Engine", x: np.ndarray) -> np.ndarray:
-    """Probabilities (K, h, w) float32 of a normalised region ``x`` (C, h + 2 halo...) read with ``engine.halo``
-    around it: the dense forward pass, or with ``engine.tta`` the mean over D4 of T^-1(softmax(net(T(x))))."""
+    """Probabilities (K, [nz,] h, w) float32 of a normalised region ``x`` (C, [nz + z halo,] h + 2 halo...) read
+    with ``engine.halo`` around it: the dense forward pass, or with ``engine.tta`` the mean over D4 (in y and x)
+    of T^-1(softmax(net(T(x))))."""
     net, dt = engine.net, np.dtype(engine.dtype)
     if not engine.tta:
         return softmax(dense_logits_padded(net, engine.params, x, dtype=dt)).astype(np.float32)
-    before, after = net.halo
-    m = engine.halo[0]
+    before, after = net.halo3[1]
+    m = engine.halo[-1][0] if net.ndim == 3 else engine.halo[0]
     acc = None
     for t in D4:
         xt = d4(x, t)
-        h, w = xt.shape[1] - 2 * m, xt.shape[2] - 2 * m
-        xt = np.ascontiguousarray(xt[:, m - before:m + h + after, m - before:m + w + after])
+        h, w = xt.shape[-2] - 2 * m, xt.shape[-1] - 2 * m
+        xt = np.ascontiguousarray(xt[..., m - before:m + h + after, m - before:m + w + after])
         p = d4_inverse(softmax(dense_logits_padded(net, engine.params, xt, dtype=dt)), t).astype(np.float64)
         acc = p if acc is None else acc + p
     return (acc / len(D4)).astype(np.float32)
@@ -180,9 +191,23 @@ def quantise(probs: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(probs * 255.0), 0, 255).astype(np.uint8)
 
 
-def read_block(read, block: Block, sizes, halo) -> list:
+def read_with_halo3(read, block: Block, shape: tuple, halo3: tuple) -> np.ndarray:
+    """A 3D net's input of ``block``: (C, nz + z halo, h + y halo, w + x halo) raw voxels of a (Z, Y, X) volume,
+    mirrored at its edges in every axis (``numpy.pad(mode="symmetric")`` of the whole volume, cropped), read as
+    one rectangular region."""
+    (zb, za), (yb, ya), (xb, xa) = halo3
+    iz = halo_indices(block.z[0], block.z[1], shape[0], zb, za)
+    z0, z1 = int(iz.min()), int(iz.max()) + 1
+    rows = read_with_halo(read, (z0, z1), block.y, block.x, shape[1:], ((yb, ya), (xb, xa)))
+    return np.ascontiguousarray(np.moveaxis(rows[iz - z0], 1, 0))
+
+
+def read_block(read, block: Block, sizes, halo, shape=None) -> list:
     """The raw input of one block: per slice z, ``(k, z, raw (C, h + halo, w + halo))``, or None for a slice whose
-    valid region misses the block. ``sizes(z)`` gives the valid (h, w) of slice z."""
+    valid region misses the block. ``sizes(z)`` gives the valid (h, w) of slice z. With a 3D net's ``halo``
+    (three pairs) and the volume's (Z, Y, X) ``shape``: one item ``(0, z0, raw (C, nz + halo, ...))``."""
+    if len(halo) == 3:
+        return [(0, block.z[0], read_with_halo3(read, block, shape, halo))]
     out = []
     for k, z in enumerate(range(*block.z)):
         H, W = sizes(z)
@@ -200,6 +225,10 @@ def forward_block(engine: Engine, block: Block, inputs: list) -> tuple[np.ndarra
     label LABEL_FILL."""
     net = engine.net
     nz, bh, bw = block.shape
+    if net.ndim == 3:  # one pass over the whole block (all sections are the volume's full size)
+        (_, _, raw), = inputs
+        probs = region_probs(engine, normalise(raw, engine.normalisation))
+        return probs, labels_from_probs(probs, engine)
     probs = np.zeros((net.n_classes, nz, bh, bw), dtype=np.float32)
     labels = np.full((nz, bh, bw), LABEL_FILL, dtype=np.uint8)
     ctx = sum(engine.halo)  # read with engine.halo (symmetric with TTA)
@@ -211,10 +240,10 @@ def forward_block(engine: Engine, block: Block, inputs: list) -> tuple[np.ndarra
     return probs, labels
 
 
-def compute_block(engine: Engine, read, block: Block, sizes) -> tuple[np.ndarray, np.ndarray]:
+def compute_block(engine: Engine, read, block: Block, sizes, shape=None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (K, nz, h, w) float32 and labels (nz, h, w) uint8 of one block (`read_block` then
-    `forward_block`)."""
-    return forward_block(engine, block, read_block(read, block, sizes, engine.halo))
+    `forward_block`); ``shape``: the volume's (Z, Y, X), needed by a 3D net."""
+    return forward_block(engine, block, read_block(read, block, sizes, engine.halo, shape))
 
 
 def peak_rss_bytes() -> int:

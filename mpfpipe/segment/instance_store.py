@@ -97,7 +97,7 @@ def save_atomic(target: Path, write) -> None:
 
 
 def create_labels(path, *, shape, chunk, levels: int, dtype, two_d: bool, scale, units, settings: dict,
-                  token: str, n_objects: int) -> None:
+                  token: str, n_objects: int, zlevels=()) -> None:
     """The final label image (empty), its markers and checksums, and the OME-Zarr labels metadata."""
     import zarr
 
@@ -109,13 +109,13 @@ def create_labels(path, *, shape, chunk, levels: int, dtype, two_d: bool, scale,
     inst = labels.create_group(NAME, overwrite=True)
     dims = ["y", "x"] if two_d else ["z", "y", "x"]
     for lv in range(levels):
-        lshape, lchunk = level_shape(shape, lv), level_chunk(shape, chunk, lv)
+        lshape, lchunk = level_shape(shape, lv, zlevels), level_chunk(shape, chunk, lv, zlevels)
         sshape, schunk = (lshape[1:], lchunk[1:]) if two_d else (lshape, lchunk)
         _array(inst, str(lv), sshape, schunk, dtype, dims)
         grid = grid_shape(lshape, lchunk)
         _array(root, done_name(lv), grid, (1, 1, 1), np.uint8, compress=False)
         _array(root, checksums_name(lv), grid, (1, 1, 1), np.uint32, compress=False)
-    meta = _multiscales(NAME, _axes(two_d, False, units), list(scale[1:] if two_d else scale), levels)
+    meta = _multiscales(NAME, _axes(two_d, False, units), list(scale[1:] if two_d else scale), levels, zlevels)
     # NGFF 0.5 image-label: 0 (no object: outside an image's valid size) transparent; the objects get the viewer's
     # own colours (napari's labels layer, neuroglancer's segmentation layer) rather than a list of millions here
     meta["image-label"] = {"version": "0.5", "colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}],

@@ -99,14 +99,14 @@ def _write_level(out: str, level: int, block: Block, ids: np.ndarray, crc) -> di
     return {"index": block.index}
 
 
-def level_task(out: str, level: int, block: Block) -> dict:
-    """One pyramid block of labels/instances: the mode of 2 x 2 windows of the level below."""
+def level_task(out: str, level: int, block: Block, halve_z: bool = False) -> dict:
+    """One pyramid block of labels/instances: the mode of 2 x 2 (x 2 with ``halve_z``) windows of the level
+    below."""
     import zarr
 
     from .._integrity import crc
-    from .pyramid import halve_mode
+    from .pyramid import halve_mode, source_region
     prev = zarr.open_array(out, path=f"labels/{store.NAME}/{level - 1}", mode="r")
-    ys = slice(2 * block.y[0], min(2 * block.y[1], prev.shape[-2]))
-    xs = slice(2 * block.x[0], min(2 * block.x[1], prev.shape[-1]))
-    ids = np.asarray(prev[ys, xs])[None] if prev.ndim == 2 else np.asarray(prev[slice(*block.z), ys, xs])
-    return _write_level(out, level, block, halve_mode(ids), crc)
+    zs, ys, xs = source_region((1, *prev.shape) if prev.ndim == 2 else prev.shape, block, halve_z)
+    ids = np.asarray(prev[ys, xs])[None] if prev.ndim == 2 else np.asarray(prev[zs, ys, xs])
+    return _write_level(out, level, block, halve_mode(ids, halve_z), crc)

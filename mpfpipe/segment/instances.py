@@ -232,15 +232,16 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
         else:
             n_objects = int(store.labels_state(out)["n_objects"])
         levels = int(meta.get("levels", 1))
+        zlevels = tuple(meta.get("z_levels", ()))  # the levels that halve z too (pyramid.z_levels)
         if store.labels_state(out) is None:
             store.create_labels(out, shape=shape, chunk=chunk, levels=levels,
                                 dtype=np.load(Path(out) / store.WORK / "mapping.npy", mmap_mode="r").dtype,
                                 two_d=_two_d(out), scale=meta["input"]["scale"],
-                                units=meta["input"].get("units") or {}, settings=settings,
+                                units=meta["input"].get("units") or {}, settings=settings, zlevels=zlevels,
                                 token=store.work_state(out)["token"], n_objects=n_objects)
         from .pyramid import level_blocks
         for lv in range(levels):
-            lblocks = blocks if lv == 0 else level_blocks(shape, chunk, lv)
+            lblocks = blocks if lv == 0 else level_blocks(shape, chunk, lv, zlevels)
             ldone = store.read_done(out, store.done_name(lv))
             todo = [b for b in lblocks if not ldone[b.index]]
             if lv == 0:
@@ -248,7 +249,7 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
                 calls = [(relabel_task, (out, b, int(offsets[k[b.index]]), int(counts[k[b.index]])), b.index)
                          for b in todo]
             else:
-                calls = [(level_task, (out, lv, b), b.index) for b in todo]
+                calls = [(level_task, (out, lv, b, lv in zlevels), b.index) for b in todo]
             _run_tasks(client, calls, f"instances level {lv}", progress, result)
             _check(result)
     store.set_labels_complete(out)

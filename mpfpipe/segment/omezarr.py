@@ -5,7 +5,8 @@ Layout of OUTPUT::
     OUTPUT/                  group; attrs "ome" (NGFF 0.5 multiscales, axes c[, z], y, x) and "mpfpipe" (below)
       0                      probabilities (K, Z, Y, X) float32, or uint8 = round(255 p) with --quantize;
                              chunks (K, bz, by, bx): one chunk per block
-      1, 2, ...              the pyramid (`pyramid`): y, x halved per level, z kept; same chunk shape
+      1, 2, ...              the pyramid (`pyramid`): y, x halved per level, z kept (halved too at the levels
+                             ``attrs["mpfpipe"]["z_levels"]`` of a 3D model's near-isotropic volume); same chunks
       labels/                attrs "ome": {"labels": ["segmentation"]}
         segmentation/        attrs "ome": multiscales (axes [z,] y, x) + "image-label" (colours, class names)
           0                  (Z, Y, X) uint8 class ids (arg-max, or p[positive] > threshold); 255 outside valid
@@ -47,12 +48,15 @@ def _axes(two_d: bool, channel: bool, units: dict) -> list[dict]:
     return axes
 
 
-def _multiscales(name: str, axes: list[dict], scale: list[float], levels: int) -> dict:
+def _multiscales(name: str, axes: list[dict], scale: list[float], levels: int, zlevels=()) -> dict:
     """NGFF multiscales of ``levels`` datasets "0", "1", ...: the last two axes (y, x) double their voxel size per
-    level; a level's pixel is the mean of 2^l x 2^l level-0 pixels, so its centre moves by (2^l - 1) / 2 of them."""
+    level, z (the third last axis) at the ``zlevels``; a level's pixel is the mean of the 2^l x 2^l level-0 pixels
+    (times 2^m sections), so its centre moves by (2^l - 1) / 2 of them."""
     datasets = []
     for lv in range(levels):
         f = [1.0] * (len(scale) - 2) + [2.0 ** lv] * 2
+        if zlevels and len(scale) >= 3:
+            f[-3] = 2.0 ** sum(1 for z in zlevels if z <= lv)
         ct = [{"type": "scale", "scale": [float(s) * k for s, k in zip(scale, f)]}]
         if lv:
             ct.append({"type": "translation", "translation": [float(s) * (k - 1) / 2 for s, k in zip(scale, f)]})
@@ -94,7 +98,7 @@ def remove_output(path) -> None:
 
 
 def create_output(path, *, volume, block: tuple, class_names: list, quantize: bool, meta: dict,
-                  levels: int = 1) -> None:
+                  levels: int = 1, zlevels=()) -> None:
     """Create the empty output (arrays of ``levels`` levels, metadata, done markers); ``meta`` goes to
     attrs["mpfpipe"]."""
     import zarr
@@ -115,7 +119,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
     seg = labels.create_group(LABELS_NAME)
     dims = ["y", "x"] if two_d else ["z", "y", "x"]
     for lv in range(levels):
-        lshape, lchunk = level_shape(volume.shape, lv), level_chunk(volume.shape, chunk, lv)
+        lshape, lchunk = level_shape(volume.shape, lv, zlevels), level_chunk(volume.shape, chunk, lv, zlevels)
         lspatial, lschunk = (lshape[1:], lchunk[1:]) if two_d else (lshape, lchunk)
         root.create_array(str(lv), shape=(K, *lspatial), chunks=(K, *lschunk), dtype=pdtype, fill_value=0,
                           compressors=comp, dimension_names=["c", *dims])
@@ -130,7 +134,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
 
     scale = volume.scale[1:] if two_d else volume.scale
     units = volume.units
-    img = _multiscales("probabilities", _axes(two_d, True, units), [1.0, *scale], levels)
+    img = _multiscales("probabilities", _axes(two_d, True, units), [1.0, *scale], levels, zlevels)
     img["omero"] = {"channels": [{"label": str(n), "color": "%02X%02X%02X" % tuple(_PALETTE[(i + 1) % 8][:3]),
                                   "active": True,
                                   "window": {"min": 0.0, "max": 255.0 if quantize else 1.0,
@@ -140,7 +144,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
     # neuroglancer reads channel names from the 0.4 place (attrs "omero"), NGFF 0.5 has them in attrs "ome"
     root.attrs["omero"] = img["omero"]
     labels.attrs["ome"] = {"version": "0.5", "labels": [LABELS_NAME]}
-    seg_meta = _multiscales(LABELS_NAME, _axes(two_d, False, units), scale, levels)
+    seg_meta = _multiscales(LABELS_NAME, _axes(two_d, False, units), scale, levels, zlevels)
     seg_meta["image-label"] = {
         "version": "0.5",
         "colors": [{"label-value": i, "rgba": _PALETTE[i % 8]} for i in range(K)],
@@ -150,6 +154,7 @@ def create_output(path, *, volume, block: tuple, class_names: list, quantize: bo
     root.attrs["mpfpipe"] = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "complete": False,
                              "token": uuid.uuid4().hex,
                              "block": list(chunk), "grid": list(grid), "levels": int(levels),
+                             **({"z_levels": list(zlevels)} if zlevels else {}),
                              "quantized": bool(quantize),
                              "probability_scale": (1.0 / 255.0) if quantize else 1.0,
                              "label_fill": LABEL_FILL, "class_names": list(class_names)}

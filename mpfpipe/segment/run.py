@@ -170,6 +170,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     _check_compatible(mdl, volume)
     if len(block) != 3 or any(int(b) < 1 for b in block):
         raise DataError(f"block must be three positive sizes (z, y, x), got {block!r}")
+    if mdl.net.ndim == 3:
+        volume = _uniform_sections(volume)
     if volume.sizes is not None and block[0] != 1:
         block = (1, *block[1:])  # dataset images differ in size: one image per z block
     chunk = tuple(min(int(b), n) for b, n in zip(block, volume.shape))
@@ -180,6 +182,9 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
         raise DataError(f"levels must be an integer from 1 to {most} for a volume of {volume.shape[1]} x "
                         f"{volume.shape[2]} pixels (halving until one side is 1 pixel), got {levels!r}")
     levels = int(levels)
+    known = bool(volume.units) or list(volume.scale) != [1.0, 1.0, 1.0]  # a voxel size the input records
+    zlevels = pyramid.z_levels(levels, volume.scale, volume_net=mdl.net.ndim == 3 and not volume.two_d,
+                               known=known)
     if threshold is not None and not 0 <= positive < mdl.net.n_classes:
         raise DataError(f"positive class {positive} is not a class of this {mdl.net.n_classes}-class model")
     output = Path(output)
@@ -187,13 +192,15 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     _safety.check_outputs([("output", output, ("segmentation",))], inputs=[model_path, volume.path], overwrite=True)
     mmeta = model_record(model_path)
     settings = _settings(mmeta, volume, chunk, quantize, threshold, positive, levels, bool(tta))
+    if zlevels:  # only when some: outputs of 2D models keep resuming
+        settings["z_levels"] = list(zlevels)
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,
             "input": {"path": volume.path, "kind": volume.kind, "array": volume.array, "shape": list(volume.shape),
                       "channels": volume.channels, "dtype": volume.dtype, "sizes": volume.sizes,
                       "scale": volume.scale, "units": volume.units, **volume.info}}
     resumed = _prepare_output(output, settings, overwrite, lambda: omezarr.create_output(
         output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta,
-        levels=levels))
+        levels=levels, zlevels=zlevels))
 
     blocks = block_grid(volume.shape, chunk)
     done = omezarr.read_done(output)
@@ -201,7 +208,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     result = SegmentResult(str(output), blocks=len(blocks), skipped=len(blocks) - len(todo), levels=levels)
     tasks = [(0, b) for b in todo]
     for lv in range(1, levels):
-        lblocks = pyramid.level_blocks(volume.shape, chunk, lv)
+        lblocks = pyramid.level_blocks(volume.shape, chunk, lv, zlevels)
         ldone = omezarr.read_done(output, lv)
         ltodo = [b for b in lblocks if not ldone[b.index]]
         result.pyramid_blocks += len(lblocks)
@@ -218,7 +225,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
         try:
             token = omezarr.output_state(output)["token"]
             for level, block_, outcome in _run(engine, volume, str(output.absolute()), token, tasks, chunk,
-                                               workers, threads, scheduler):
+                                               workers, threads, scheduler, zlevels):
                 if isinstance(outcome, BaseException):
                     result.failed += 1
                     result.errors.append(f"{'block' if level == 0 else f'level {level} block'} {block_.index}: "
@@ -250,6 +257,18 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     return result
 
 
+def _uniform_sections(volume):
+    """A 3D model reads blocks across sections, so every section must be the volume's full size (a dataset of
+    separate images that all have one size qualifies)."""
+    if volume.sizes is None:
+        return volume
+    if any(tuple(s) != tuple(volume.shape[1:]) for s in volume.sizes):
+        raise DataError(f"{volume.path}: its images differ in size; a 3D model segments a volume of equal sections "
+                        "(ingest the stack with --volume)")
+    volume.sizes = None
+    return volume
+
+
 def _voxel_counter(volume):
     def count(block) -> int:
         n = 0
@@ -260,7 +279,7 @@ def _voxel_counter(volume):
     return count
 
 
-def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, scheduler):
+def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, scheduler, zlevels=()):
     """Yield (level, block, result dict or exception) as blocks finish. ``tasks``: (level, block) pairs, levels
     ascending; level-0 blocks run a few per task (`tasks.blocks_task`), a pyramid block waits for the tasks of its
     sources among them (the others are done already). In this process (``workers=0``) a block's exception that is
@@ -273,7 +292,8 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
         stamp = time.time_ns()
         # level-1 blocks are made in the task of their level-0 sources (no read back from disk), unless whole
         # source sets per task would leave too few tasks to keep every slot busy (small volumes)
-        units, inline = pyramid.level1_units(volume.shape, chunk, level0, [b for lv, b in tasks if lv == 1])
+        units, inline = pyramid.level1_units(volume.shape, chunk, level0, [b for lv, b in tasks if lv == 1],
+                                              zlevels)
         if max((len(u) for u in units), default=1) > group_size(len(level0), runner.slots()):
             units, inline = [[b] for b in level0], {}
         parent_of = {tuple(i): idx for idx, (_, needed) in inline.items() for i in needed}
@@ -291,10 +311,10 @@ def _run(engine, volume, out_path, token, tasks, chunk, workers, threads, schedu
             if level == 0 or (level == 1 and b.index in inline):
                 continue
             key = f"mpf-block-{token}-{level}-{'-'.join(map(str, b.index))}-{stamp}"
-            needed = pyramid.source_indices(volume.shape, chunk, level, b)
+            needed = pyramid.source_indices(volume.shape, chunk, level, b, zlevels)
             deps = list(dict.fromkeys(by_index[(level - 1, i)] for i in needed if (level - 1, i) in by_index))
-            fut = runner.submit(level_task, out_path, volume.two_d, token, level, b, needed, *deps, retries=1,
-                                key=key)
+            fut = runner.submit(level_task, out_path, volume.two_d, token, level, b, needed, level in zlevels,
+                                *deps, retries=1, key=key)
             futures[fut] = (level, b)
             by_index[(level, b.index)] = fut
         by_index.clear()  # the scheduler keeps what the pyramid tasks still need

@@ -72,7 +72,7 @@ def blocks_task(engine: Engine, volume, out_path: str, token: str, blocks: list,
     writes = []
     with ThreadPoolExecutor(1, thread_name_prefix="mpfpipe-block-io") as io:
         def read(b):
-            return io.submit(_timed, read_block, volume.read, b, volume.slice_size, halo)
+            return io.submit(_timed, read_block, volume.read, b, volume.slice_size, halo, volume.shape)
 
         pending = read(blocks[0])
         for i, b in enumerate(blocks):
@@ -122,8 +122,10 @@ def blocks_task(engine: Engine, volume, out_path: str, token: str, blocks: list,
     return [results[b.index] for b in blocks] + list(level1.values())
 
 
-def level_task(out_path: str, two_d: bool, token: str, level: int, block, needed: list, *sources) -> dict:
-    """One pyramid block: read its sources' pixels from the level below, halve, write, mark done. ``sources``
+def level_task(out_path: str, two_d: bool, token: str, level: int, block, needed: list, halve_z: bool,
+               *sources) -> dict:
+    """One pyramid block: read its sources' pixels from the level below, halve (z too with ``halve_z``), write,
+    mark done. ``sources``
     are the results of the tasks that wrote its source blocks (``needed``: their indices) among others, there to
     make Dask run this after them; it refuses to run when one of its source blocks failed in them."""
     failed = {tuple(r["index"]) for group in sources for r in (group if isinstance(group, list) else [group])
@@ -133,7 +135,7 @@ def level_task(out_path: str, two_d: bool, token: str, level: int, block, needed
         raise SegmentError(f"its source block {bad[0]} of level {level - 1} failed")
     t0, c0 = time.perf_counter(), time.process_time()
     writer = omezarr.Writer.get(out_path, two_d, token)
-    probs, labels = pyramid.compute_level_block(writer, level, block)
+    probs, labels = pyramid.compute_level_block(writer, level, block, halve_z)
     writer.write(block, probs, labels, level=level)
     return {"index": block.index, "level": level, "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0, "pid": os.getpid(), "peak_rss": peak_rss_bytes()}

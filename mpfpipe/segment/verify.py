@@ -43,7 +43,7 @@ def damaged_level_blocks(path) -> list[tuple[int, tuple, str]]:
         probs, labels = root[str(lv)], root["labels"][LABELS_NAME][str(lv)]
         two_d = labels.ndim == 2
         blocks = block_grid(meta["input"]["shape"], meta["block"]) if lv == 0 else \
-            level_blocks(meta["input"]["shape"], meta["block"], lv)
+            level_blocks(meta["input"]["shape"], meta["block"], lv, tuple(meta.get("z_levels", ())))
         for b in blocks:
             if not done[b.index]:
                 continue

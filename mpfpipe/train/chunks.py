@@ -53,10 +53,13 @@ TAIL_MAX = 2               # ... at most two) are each cut into TAIL_SPLIT: the 
 TAIL_SPLIT = 4             # run dry
 
 
-def image_cost(net, h: int, w: int, phase: str = "train") -> float:
-    """Estimated seconds of one image's fragment pass at one thread (``phase`` "train" or "infer")."""
+def image_cost(net, *size, phase: str = "train") -> float:
+    """Estimated seconds of one image's (h, w) -- or a volume unit's (d, h, w) -- fragment pass at one thread
+    (``phase`` "train" or "infer", also accepted as the last positional argument)."""
     from ..cost import flops
-    return IMAGE_OVERHEAD + flops(net, True, (int(h), int(w)), phase) / REFERENCE_RATE
+    if size and isinstance(size[-1], str):
+        size, phase = size[:-1], size[-1]
+    return IMAGE_OVERHEAD + flops(net, True, tuple(int(n) for n in size), phase) / REFERENCE_RATE
 
 
 def nice_count(n: float) -> int:

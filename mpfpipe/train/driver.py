@@ -45,7 +45,7 @@ def train(dataset, net="n4", *,
           batch_size: int = 1, lr: float | None = None, lr_halflife: float = 0.0, memory: int = 10,
           balance: bool = True, augment=None, seed: int = 0, dtype: str = "float32", gtol: float = 0.0,
           validate_every: int = 1, train_split: str = "train", val_split: str | None = "val",
-          chunk_seconds: float = CHUNK_SECONDS,
+          chunk_seconds: float = CHUNK_SECONDS, unit=(4, 128, 128),
           # where to run
           workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
           scheduler_file: str | None = None, host: str = "127.0.0.1", timeout: float = 10.0,
@@ -80,6 +80,11 @@ def train(dataset, net="n4", *,
     ds = open_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
     inputs = [ds.path, *([net] if isinstance(net, (str, Path)) and Path(net).is_file() else [])]  # + a net file
     net = build_net(net, ds, maps, hidden)
+    if net.ndim == 3:  # a 3D net learns from a volume's units (blocks with their halo), read in their tasks
+        from ..values import parse_block
+        from .units import VolumeUnits
+        ds = VolumeUnits(ds, net, parse_block(unit))
+        stream = True
     out = Path(out)
     files = {"model": out,
              "checkpoint": Path(checkpoint) if checkpoint else out.with_name(out.stem + ".ckpt.npz"),
@@ -105,6 +110,8 @@ def train(dataset, net="n4", *,
               "dtype": np.dtype(dtype).name, "train": train_idx, "val": val_idx, "epochs": int(epochs),
               "gtol": float(gtol), "validate_every": int(validate_every), "max_time": max_time,
               "chunk_seconds": float(chunk_seconds), "inputs": {"dataset": dataset_fingerprint(ds)}}
+    if net.ndim == 3:  # only then: the configs of 2D runs keep resuming
+        config["unit"] = list(ds.block)
     loaded = load_checkpoint(files["checkpoint"]) if resume else None
     if loaded:
         old = dict(loaded[1]["config"])

@@ -103,6 +103,6 @@ def augment_spec(augment, net):
     if augment is None or augment is False:
         return None
     spec = AugmentSpec.from_dict(augment) if isinstance(augment, dict) else augment
-    if spec.crop > 0 and spec.margin < net.window // 2:
+    if spec.crop > 0 and net.ndim == 2 and spec.margin < net.window // 2:  # 3D units keep their own margin
         spec = dataclasses.replace(spec, margin=net.window // 2)
     return spec if spec.active else None

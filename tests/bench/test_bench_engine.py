@@ -50,3 +50,31 @@ def test_bench_cli_prints_one_json_object_per_case():
     bad = CliRunner().invoke(cli, ["bench", "--size", "20by17"])
     assert bad.exit_code == 2 and "not a size" in bad.output
 
+
+
+TINY3 = "layers:\n  - {type: conv, k: [2, 3, 3], maps: 4}\n  - {type: pool, p: [2, 2, 2]}\n  - {type: fc, n: 2}\n"
+
+
+def test_flop_count_of_a_3d_dense_job_by_hand(tmp_path):
+    from mpfpipe.arch import load_net
+    (tmp_path / "tiny3.yaml").write_text(TINY3)
+    net = load_net(tmp_path / "tiny3.yaml")  # window 3x4x4, stride 2x2x2
+    # 3x5x4 -> output padded to 4x6x4, input 6x9x7; conv 2x3x3 -> 5x7x5; 8 fragments of 2x3x2; fc1 1x1x1, 4 -> 2
+    assert flops(net, True, (3, 5, 4), "infer") == 2 * (5 * 7 * 5 * 18 * 4 + 8 * 2 * 3 * 2 * 4 * 2)
+    # patch mode: conv on the 3x4x4 window -> 2x2x2, pool -> 1x1x1
+    assert flops(net, False, (3, 5, 4), "infer", batch=3) == 2 * 3 * (2 * 2 * 2 * 18 * 4 + 4 * 2)
+
+
+def test_bench_takes_zyx_sizes_for_a_3d_net(tmp_path):
+    (tmp_path / "tiny3.yaml").write_text(TINY3)
+    net = str(tmp_path / "tiny3.yaml")
+    res = CliRunner().invoke(cli, ["bench", "--net", net, "--size", "3x5x4", "--repeat", "1", "--no-peak",
+                                   "--batch", "3", "--phase", "infer"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.strip().splitlines()]
+    assert [(r["mode"], r["size"]) for r in rows] == [("mpf", "3x5x4"), ("patch", "3x3x4x4")]
+    assert rows[0]["patches_per_s"] == pytest.approx(60 / rows[0]["seconds"], rel=2e-3, abs=0.1)
+    bad = CliRunner().invoke(cli, ["bench", "--net", net, "--size", "20x17"])
+    assert bad.exit_code == 2 and "tiny3.yaml is 3D: give ZxYxX sizes, not 20x17" in bad.output
+    bad = CliRunner().invoke(cli, ["bench", "--net", "steel", "--size", "3x5x4"])
+    assert bad.exit_code == 2 and "net steel is 2D: give HxW sizes" in bad.output

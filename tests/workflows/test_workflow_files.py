@@ -22,7 +22,8 @@ def fake_data(tmp_path):
     tiles.mkdir()
     neu = tmp_path / "neu_seg"
     neu.mkdir()
-    return {"isbi2012-membranes": {"data": str(isbi)}, "surface-defects": {"data": str(tiles)},
+    return {"isbi2012-membranes": {"data": str(isbi)}, "isbi2012-aniso": {"data": str(isbi)},
+            "surface-defects": {"data": str(tiles)},
             "neu-seg-steel": {"data": str(neu)}}
 
 
@@ -178,3 +179,24 @@ def test_invalid_workflows(tmp_path, text, message):
     wf.write_text(text)
     with pytest.raises(WorkflowError, match=message):
         plan(load_workflow(wf), tmp_path / "run")
+
+
+def test_aniso_workflow_uses_the_2d_workflows_sections(tmp_path):
+    """isbi2012-aniso.yaml: the volume's splits are the sections the 2D membrane workflow's split puts in each (its
+    fractions and seed, all 20 slices holding membrane), the aniso net, the same budget and loss, test scores."""
+    from mpfpipe.data.splits import stratified_split
+    from mpfpipe.values import parse_sections
+    data = fake_data(tmp_path)
+    flat = plan(load_workflow(ROOT / "workflows" / "isbi2012-membranes.yaml", data["isbi2012-membranes"]),
+                tmp_path / "a")
+    aniso = plan(load_workflow(ROOT / "workflows" / "isbi2012-aniso.yaml", data["isbi2012-aniso"]), tmp_path / "b")
+    assert [s.kind for s in aniso] == ["ingest", "train", "segment", "evaluate", "segment"]
+    ing2, ing3 = flat[0].options, aniso[0].options
+    want = stratified_split([True] * 20, ing2["split"], ing2["seed"])
+    assert ing3["volume"] is True and parse_sections(ing3["sections"]) == want
+    assert ing3["voxel_size"] == [50, 4, 4] and ing3["voxel_unit"] == "nanometer"
+    tr2, tr3 = flat[1].options, aniso[1].options
+    assert tr3["net"] == "aniso" and tr3["max_time"] == tr2["max_time"] == "2h"
+    assert tr3["balance"] is tr2["balance"] is False and tr3["optimizer"] == tr2["optimizer"]
+    assert aniso[3].options["images"] == flat[3].options["images"] == "test"
+    assert aniso[3].options["instances"] is True and aniso[3].options["tune_instances"] is True
