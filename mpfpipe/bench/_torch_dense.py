@@ -4,7 +4,8 @@ of mpfpipe, and this file imports nothing from it), as ``PYTHON _torch_dense.py 
 The net is built "a trous", the way the ONNX export builds it: every convolution and pool after a pool of size p is
 dilated by the product of the pools before it, pools have stride 1, and the first fc layer is a convolution over
 the remaining e x e map. On the mirror-padded (H'+w-1) x (W'+w-1) input this computes what the fragment engine
-computes, the same multiply-adds in another order. Prints one JSON line: median seconds of inference and of a
+computes, the same multiply-adds in another order. A 3D net (``spec["ndim"] == 3``) runs conv3d / max_pool3d with
+per-axis dilations (z, y, x) on a (Z', Y', X') volume, as the 3D export does. Prints one JSON line: median seconds of inference and of a
 training step (forward, summed per-pixel cross-entropy, backward to every weight).
 """
 import json
@@ -28,6 +29,16 @@ def _act(x, name):
 
 
 def _forward(spec, weights, x):
+    if spec.get("ndim", 2) == 3:
+        dz, d = 1, 1
+        for op in spec["ops"]:
+            if op["type"] == "conv":
+                x = _act(tnf.conv3d(x, weights[op["name"] + ".weight"], weights[op["name"] + ".bias"],
+                                    dilation=(dz, d, d)), op["act"])
+            else:
+                x = tnf.max_pool3d(x, (op["pz"], op["p"], op["p"]), stride=1, dilation=(dz, d, d))
+                dz, d = dz * op["pz"], d * op["p"]
+        return x
     d = 1
     for op in spec["ops"]:
         if op["type"] == "conv":
@@ -54,12 +65,12 @@ def main(spec_path, weights_path):
     torch.set_num_threads(spec["threads"])
     with np.load(weights_path) as z:
         weights = {k: torch.from_numpy(z[k]) for k in z.files}
-    H, W = spec["size"]
-    S, w = spec["stride"], spec["window"]
-    h, wd = -(-H // S) * S + w - 1, -(-W // S) * S + w - 1
+    # per axis: the size rounded up to the stride, plus the window's context (as the engine pads)
+    padded = [-(-n // s) * s + w - 1 for n, s, w in zip(spec["size"], spec["stride"], spec["window"])]
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, spec["in_channels"], h, wd, generator=gen)
-    labels = torch.randint(0, spec["n_classes"], (1, h - w + 1, wd - w + 1), generator=gen)
+    x = torch.randn(1, spec["in_channels"], *padded, generator=gen)
+    labels = torch.randint(0, spec["n_classes"], (1, *[n - w + 1 for n, w in zip(padded, spec["window"])]),
+                           generator=gen)
     out = {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
     if "infer" in spec["phases"]:
         with torch.inference_mode():

@@ -53,9 +53,12 @@ def _torch(net, params, size, threads, repeat, phases, torch_python, work: Path)
     if probe.returncode != 0:
         return {}, (f"torch is not importable by {python}" +
                     ("" if torch_python else "; give a Python that has it with --torch-python"))
-    ops = [{"type": "conv", "name": op.name, "k": op.k, "act": op.act} if isinstance(op, ConvOp)
-           else {"type": "pool", "p": op.p} for op in net.ops]
-    spec = {"ops": ops, "size": list(size), "stride": net.stride, "window": net.window, "threads": threads,
+    ops = [{"type": "conv", "name": op.name, "k": op.k, "kz": op.kz, "act": op.act} if isinstance(op, ConvOp)
+           else {"type": "pool", "p": op.p, "pz": op.pz} for op in net.ops]
+    three = net.ndim == 3
+    spec = {"ops": ops, "ndim": net.ndim, "size": list(size), "threads": threads,
+            "stride": list(net.stride3 if three else (net.stride,) * 2),
+            "window": list(net.window3 if three else (net.window,) * 2),
             "in_channels": net.in_channels, "n_classes": net.n_classes, "repeat": repeat, "phases": list(phases)}
     (work / "spec.json").write_text(json.dumps(spec))
     np.savez(work / "w.npz", **{k: np.ascontiguousarray(v, np.float32) for k, v in params.items()})
@@ -105,7 +108,7 @@ def _run(nets, sizes, phases, repeat, threads, torch_python, emit) -> list[dict]
                 for phase in phases:
                     eng = run_isolated(name, size, "mpf", phase, repeat, 256)
                     gflop = flops(net, True, size, phase) / 1e9
-                    rec = {"case": "peers", "net": net.name, "size": f"{size[0]}x{size[1]}", "phase": phase,
+                    rec = {"case": "peers", "net": net.name, "size": "x".join(map(str, size)), "phase": phase,
                            "threads": threads, "engine_s": eng["seconds"], "gflop": round(gflop, 3),
                            "engine_gflops": round(gflop / eng["seconds"], 2), "peak_gflops": peak["gflops"],
                            "engine_share_of_peak": round(gflop / eng["seconds"] / peak["gflops"], 4)}

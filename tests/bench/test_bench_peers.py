@@ -49,3 +49,26 @@ def test_bench_peers_runs_the_engine_onnxruntime_and_torch_side_by_side(tmp_path
     assert infer["engine_over_onnxruntime"] == pytest.approx(infer["engine_s"] / infer["onnxruntime_s"], rel=0.01)
     bad = CliRunner().invoke(cli, ["bench", "peers", "--torch-python", str(tmp_path)])  # a folder, not a Python
     assert bad.exit_code == 2
+
+
+def test_bench_peers_on_a_3d_net_runs_onnxruntime_on_the_3d_export_and_torch_conv3d(tmp_path):
+    """A 3D net (ZxYxX size): onnxruntime runs the 3D export, PyTorch conv3d / max_pool3d with per-axis dilations;
+    the job's GFLOP are the 3D net's. A 2D size for a 3D net is refused in one line."""
+    net_file = tmp_path / "tiny3.yaml"
+    net_file.write_text("layers:\n  - {type: conv, k: [2, 3, 3], maps: 6}\n  - {type: pool, p: [2, 2, 2]}\n"
+                        "  - {type: conv, k: [1, 2, 2], maps: 6}\n  - {type: fc, n: 2}\n")
+    torch_python = _torch_python()
+    args = ["bench", "peers", "--net", str(net_file), "--size", "4x20x18", "--repeat", "1", "--threads", "1"]
+    res = CliRunner().invoke(cli, args + (["--torch-python", torch_python] if torch_python else []))
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.strip().splitlines()][1:]
+    assert [(r["size"], r["phase"]) for r in rows] == [("4x20x18", "infer"), ("4x20x18", "train")]
+    from mpfpipe.arch import load_net
+    net = load_net(str(net_file))
+    for r in rows:
+        assert r["gflop"] == pytest.approx(flops(net, True, (4, 20, 18), r["phase"]) / 1e9, abs=5e-4)
+        if torch_python:
+            assert r["torch_s"] > 0, r["torch"]
+    assert rows[0]["onnxruntime_s"] > 0 and rows[0]["onnxruntime"].startswith("onnxruntime ")
+    bad = CliRunner().invoke(cli, ["bench", "peers", "--net", str(net_file), "--size", "20x18"])
+    assert bad.exit_code == 2 and "is 3D: give ZxYxX sizes" in bad.output
