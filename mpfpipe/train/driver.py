@@ -364,6 +364,7 @@ class _Run:
         summary = {"status": status, "steps": m["step"], "epochs_done": m["epoch"], "net": self.net.describe(),
                    "n_params": n_params(self.net), "dataset": self.config["dataset"],
                    "n_train": len(self.train_idx), "n_val": len(self.val_idx), "stream": bool(stream),
+                   **({"unit": self.config["unit"]} if "unit" in self.config else {}),  # 3D runs only
                    "augment": self.config["augment"], "cluster": cluster_desc, "optimizer": self.opt,
                    "batch_size": self.batch_size, "balance": self.balance, "evaluations": m["evaluations"],
                    "initial_loss": m["initial_loss"], "final_loss": recs[-1]["loss"] if recs else None,

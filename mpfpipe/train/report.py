@@ -74,7 +74,8 @@ def format_summary(s: dict) -> str:
         f"mpfpipe train: {s['status']} after {s['steps']} step(s), {s['epochs_done']} epoch(s), "
         f"in {t['wall']:.1f} s",
         f"  net         {s['net']} ({s['n_params']} parameters)",
-        f"  data        {s['dataset']}: {s['n_train']} train / {s['n_val']} val image(s), "
+        f"  data        {s['dataset']}: {s['n_train']} train / {s['n_val']} val "
+        f"{'volume unit(s) (blocks with their halo)' if s.get('unit') else 'image(s)'}, "
         f"{'streamed from Zarr' if s['stream'] else 'held on the workers'}"
         f"{', augmented' if s['augment'] else ''}",
         f"  cluster     {s['cluster']}",

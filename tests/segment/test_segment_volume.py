@@ -87,3 +87,44 @@ def test_isbi_volume_keeps_z_and_its_voxel_size(model, shared_data, tmp_path):
     assert [g[str(lv)].shape for lv in range(2)] == [(2, 20, 512, 512), (2, 20, 256, 256)]
     scales = [d.coordinateTransformations[0].scale for d in Image.from_zarr(g).ome_attributes.multiscales[0].datasets]
     assert scales == [[1.0, 50.0, 4.0, 4.0], [1.0, 50.0, 8.0, 8.0]]
+
+
+def test_tta_turns_y_x_of_a_3d_model_and_any_block_size_agrees(model, volume, tmp_path):
+    """--tta with a 3D model: the mean over the 8 flips and turns of y-x (z never flipped) of the whole-volume
+    pass, whatever the blocks (the uneven y-x halo (2, 3) is read symmetric and cropped per transform)."""
+    from mpfpipe.segment.blocks import D4, d4, d4_inverse
+    zarr.save_array(str(tmp_path / "v.zarr"), volume)
+    x = (volume[None].astype(np.float32) - 100.0) / 40.0
+    p = init_params(NET, 3)
+    want = np.mean([d4_inverse(dense_forward(NET, p, np.ascontiguousarray(d4(x, t))), t) for t in D4], axis=0)
+    outs = []
+    for block in ((3, 10, 7), (7, 23, 19)):
+        out = tmp_path / f"t{len(outs)}.ome.zarr"
+        segment(model, tmp_path / "v.zarr", out, block=block, workers=0, progress=False, levels=1, tta=True)
+        outs.append(np.asarray(zarr.open_array(str(out), path="0")))
+    assert np.array_equal(outs[0], outs[1]) and np.abs(outs[0] - want).max() <= 2e-6
+
+
+def test_resume_after_a_kill_redoes_the_unfinished_blocks_of_every_z_level(model, tmp_path):
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "i.npy", rng.integers(0, 256, (6, 24, 20)).astype(np.uint8))
+    np.save(tmp_path / "l.npy", (rng.random((6, 24, 20)) < 0.3).astype(np.uint8))
+    iso = ingest([tmp_path / "i.npy", tmp_path / "l.npy"], tmp_path / "iso.zarr", volume=True, voxel_size="1,1,1",
+                 voxel_unit="micrometer")
+    out = tmp_path / "o.ome.zarr"
+    kw = dict(block=(2, 8, 8), workers=0, progress=False, levels=3)
+    segment(model, iso, out, **kw)
+    g = zarr.open_group(str(out), mode="r")
+    ref = [np.asarray(g[str(lv)]) for lv in range(3)]
+    root = zarr.open_group(str(out), mode="r+")  # as a kill: markers cleared, their data damaged, not complete
+    root["done"][1:, 1] = 0
+    root["0"][:, 2:, 8:16] = 0.5
+    root["done_1"][0] = 0
+    root["1"][...] = 0
+    root["done_2"][...] = 0
+    root.attrs["mpfpipe"] = {**root.attrs["mpfpipe"], "complete": False}
+    res = segment(model, iso, out, **kw)
+    # level 0: grid 3x3x3, 6 blocks redone; level 1 (3, 12, 10): all 8 blocks, their chunks zeroed (the checksums
+    # find them); level 2 (2, 6, 5): its one block
+    assert (res.done, res.pyramid_done) == (2 * 3, 8 + 1) and res.skipped == 3 * 3 * 3 - 6
+    assert all(np.array_equal(np.asarray(g[str(lv)]), r) for lv, r in enumerate(ref))

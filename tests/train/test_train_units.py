@@ -103,6 +103,7 @@ def test_weights_are_bit_identical_on_1x1_2x1_1x2_workers_threads(isbi_volume, t
         r = train(isbi_volume, NET, optimizer="lbfgs", epochs=3, seed=1, unit=(2, 24, 24),
                   augment={"flip": True, "rot90": True}, out=tmp_path / f"m{workers}{threads}.safetensors",
                   workers=workers, threads=threads, progress=False)
-        assert len(r.records) == 3
+        assert len(r.records) == 3 and r.summary["unit"] == [2, 24, 24]
+        assert "8 train / 4 val volume unit(s)" in r.text  # 4 and 2 sections of 40 x 44: 2 x 2 tiles each
         xs.append(r.x)
     assert np.isfinite(xs[0]).all() and np.array_equal(xs[0], xs[1]) and np.array_equal(xs[0], xs[2])
