@@ -5,8 +5,8 @@ The net is built "a trous", the way the ONNX export builds it: every convolution
 dilated by the product of the pools before it, pools have stride 1, and the first fc layer is a convolution over
 the remaining e x e map. On the mirror-padded (H'+w-1) x (W'+w-1) input this computes what the fragment engine
 computes, the same multiply-adds in another order. A 3D net (``spec["ndim"] == 3``) runs conv3d / max_pool3d with
-per-axis dilations (z, y, x) on a (Z', Y', X') volume, as the 3D export does. Prints one JSON line: median seconds of inference and of a
-training step (forward, summed per-pixel cross-entropy, backward to every weight).
+per-axis dilations (z, y, x) on a (Z', Y', X') volume, as the 3D export does. Prints one JSON line: median seconds
+of inference and of a training step (forward, summed per-pixel cross-entropy, backward to every weight).
 """
 import json
 import statistics
