@@ -145,7 +145,8 @@ TABLES: dict[str, dict] = {
     "bench peers": _cli(
         nets=Option(Any("nets"), (), "Preset or architecture file (repeatable) [default: n4, n3, steel].",
                     flag="--net", cli=_MULTI),
-        sizes=Option(Any("sizes"), (), "Image size HxW, or ZxYxX for a 3D net (repeatable) [default: 512x512].", flag="--size", cli=_MULTI),
+        sizes=Option(Any("sizes"), (), "Image size HxW, or ZxYxX for a 3D net (repeatable) [default: 512x512].",
+                     flag="--size", cli=_MULTI),
         phases=Option(Choice(("train", "infer")), (), "Training step and/or inference (default both).",
                       flag="--phase", cli=_MULTI),
         repeat=_REPEAT,
