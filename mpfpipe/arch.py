@@ -64,7 +64,7 @@ class Net:
         window = tuple(window)
         if window[1] != window[2]:
             raise ArchitectureError(f"window {_size_str(window)}: y and x must be equal (square kernels in y, x)")
-        e = tuple(_check_exact(_project(self.layers, a), window[a], window, "zyx"[a]) for a in range(3))
+        e = tuple(_check_exact(_project(self.layers, a), window[a], window, "zyx"[a], self.layers) for a in range(3))
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "fc_extent", e)
         object.__setattr__(self, "ops", _compile(self.layers, self.in_channels, e))
@@ -163,9 +163,10 @@ def window_for_extent(layers, e: int) -> int:
     return size
 
 
-def _check_exact(layers, window: int, whole=None, axis: str = "") -> int:
+def _check_exact(layers, window: int, whole=None, axis: str = "", named=None) -> int:
     """Walk a window forward through the layers; return the fc extent e or raise naming the offending layer.
-    For a 3D net ``layers`` are projected on ``axis`` (`layer.project`) and ``whole`` is the (wz, wy, wx) window."""
+    For a 3D net ``layers`` are projected on ``axis`` (`layer.project`), ``whole`` is the (wz, wy, wx) window and
+    ``named`` the layers as written, for the message."""
     name = f"{window}x{window}" if whole is None else _size_str(whole)
     where = "" if whole is None else f" in {axis}"
     size = window
@@ -178,7 +179,7 @@ def _check_exact(layers, window: int, whole=None, axis: str = "") -> int:
             if size % layer.p:
                 got = f"{size}x{size} map" if whole is None else f"map {size} wide in {axis}"
                 raise ArchitectureError(
-                    f"window {name} is not exact{where}: layer {i} ({_layer_str(layer)}) gets a "
+                    f"window {name} is not exact{where}: layer {i} ({_layer_str((named or layers)[i - 1])}) gets a "
                     f"{got}, which does not divide by {layer.p}; {_suggest(layers, window)}{where}")
             size //= layer.p
         else:

@@ -129,7 +129,7 @@ def test_3d_window_derived_per_axis():
 
 
 @pytest.mark.parametrize("window,needle", [
-    ((14, 105, 105), "not exact in z: layer 7 (pool(2)) gets a map 11 wide in z"),
+    ((14, 105, 105), "not exact in z: layer 7 (pool(2x1x1)) gets a map 11 wide in z"),
     ((15, 104, 104), "not exact in y"),
     ((15, 105, 101), "y and x must be equal"),
     ((1, 105, 105), "too small in z"),
