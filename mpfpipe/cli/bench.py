@@ -83,6 +83,15 @@ def _match_sizes(nets, sizes):
                                          f"not {'x'.join(map(str, s))}", param_hint="'--size'")
 
 
+def _two_d_only(nets, what: str):
+    """The benchmarks of 2D jobs (images, slices) refuse a 3D net in one line."""
+    from ..arch import load_net
+    for name in nets:
+        if load_net(name).ndim == 3:
+            raise click.BadParameter(f"net {name} is 3D: `mpfpipe bench {what}` times 2D nets; time a 3D net with "
+                                     f"`bench engine` or `bench peers` and a ZxYxX --size", param_hint="'--net'")
+
+
 def _load_nets(nets):
     from ..arch import load_net
     for net in nets:  # a bad name fails here, in one line, not inside a benchmark subprocess
@@ -121,6 +130,7 @@ def distributed_cmd(net, size, simulate, task_seconds, images, repeat, workers, 
     """
     from ..bench.distributed import measure
     _load_nets([net])
+    _two_d_only([net], "distributed")
     measure(net=net, size=size, images=images, workers=workers, threads=threads, scheduler=scheduler,
             simulate=simulate, task_seconds=task_seconds, repeat=repeat, dataset=dataset, emit=_emit)
 
@@ -136,6 +146,7 @@ def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, work
     from ..bench.segment import run
     if model is None:
         _load_nets([net])
+        _two_d_only([net], "segment")
     run(volume, net_name=net, size=size, workers=workers, threads=threads, repeat=repeat,
         engine_repeat=engine_repeat, workdir=workdir, instances=instances, model=model, emit=_emit)
 
@@ -160,6 +171,7 @@ def export_cmd(net, size, slices, repeat, threads, cluster):
     from ..bench.export import measure
     names = net.split(",")
     _load_nets(names)
+    _two_d_only(names, "export")
     for name in names:
         click.echo(json.dumps(measure(name, size, slices, repeat, threads, cluster)))
 

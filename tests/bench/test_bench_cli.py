@@ -29,3 +29,11 @@ def test_every_benchmark_is_a_subcommand_with_help():
 def test_an_option_of_another_benchmark_is_a_usage_error():
     res = CliRunner().invoke(cli, ["bench", "--simulate"])  # --simulate belongs to distributed
     assert res.exit_code == 2 and "No such option '--simulate'" in res.output
+
+
+@pytest.mark.parametrize("args", [["export", "--net", "n337"], ["distributed", "--net", "aniso"],
+                                  ["segment", "v.zarr", "--net", "n337"]])
+def test_the_benchmarks_of_2d_jobs_refuse_a_3d_net_in_one_line(args):
+    res = CliRunner().invoke(cli, ["bench", *args])
+    assert res.exit_code == 2 and f"is 3D: `mpfpipe bench {args[0]}` times 2D nets" in res.output
+    assert "Traceback" not in res.output
