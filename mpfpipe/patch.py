@@ -19,7 +19,10 @@ from .network import Tape, backward, cast_params, forward
 
 
 def mirrored(net: Net, image: np.ndarray) -> np.ndarray:
-    """The image padded by the window halo on every side, mirrored as in fragment mode."""
+    """The image padded by the window halo on every side, mirrored as in fragment mode (2D nets: a 3D net's windows
+    are cut by the caller, e.g. tests/naive.py)."""
+    if net.ndim == 3:
+        raise DataError(f"{net.name} is a 3D net: windows of images are cut for 2D nets only")
     image = as_chw(net, image)
     before, after = net.halo
     return np.pad(image, ((0, 0), (before, after), (before, after)), mode=PAD_MODE)

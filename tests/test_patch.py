@@ -1,5 +1,6 @@
 """Patch mode (fast kernels, batches of windows) against the naive reference, and against fragment mode."""
 import numpy as np
+import pytest
 
 import naive
 from mpfpipe.arch import preset
@@ -51,3 +52,11 @@ def test_3d_patch_mode_matches_naive_and_sums_to_the_fragment_gradient():
     assert abs(a.loss - b.loss) < 1e-10 * abs(b.loss) and np.array_equal(a.class_count, b.class_count)
     for k in b.grad:
         np.testing.assert_allclose(a.grad[k], b.grad[k], rtol=0, atol=1e-10 * np.abs(b.grad[k]).max(), err_msg=k)
+
+
+def test_windows_of_images_are_for_2d_nets():
+    from mpfpipe.arch import preset
+    from mpfpipe.errors import DataError
+    from mpfpipe.patch import mirrored
+    with pytest.raises(DataError, match="n337 is a 3D net: windows of images are cut for 2D nets only"):
+        mirrored(preset("n337"), np.zeros((4, 8, 8), np.float32))
