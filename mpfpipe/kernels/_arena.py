@@ -63,9 +63,10 @@ def _trim() -> None:
         if total <= CAP_BYTES:
             return
         bufs = _buffers[size]
-        for buf in [b for b in bufs if sys.getrefcount(b) <= _IDLE]:
-            bufs.remove(buf)
-            total -= size
+        idle = [b for b in bufs if sys.getrefcount(b) <= _IDLE]
+        total -= size * len(idle)
+        bufs[:] = [b for b in bufs if not any(b is i for i in idle)]  # by identity: arrays do not compare as bools
+        del idle
         if not bufs:
             del _buffers[size]
 

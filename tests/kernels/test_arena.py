@@ -64,3 +64,17 @@ def test_results_kept_by_the_caller_are_never_overwritten():
     del y1
     y3 = conv_forward(x, w, b, "tanh")
     assert np.array_equal(y3, keep)
+
+
+def test_trimming_drops_the_idle_buffer_among_live_ones_of_the_same_size(monkeypatch):
+    """Two buffers of one size, the second idle: trimming drops it and keeps the live one (buffers are told apart
+    by identity; arrays do not compare as booleans)."""
+    _arena.clear()
+    live = _arena.empty(SHAPE, np.float32)
+    idle = _arena.empty(SHAPE, np.float32)
+    del idle
+    monkeypatch.setattr(_arena, "CAP_BYTES", 2 * int(np.prod(SHAPE)) * 4)
+    other = _arena.empty((SHAPE[0] + 1,) + SHAPE[1:], np.float32)  # over the cap: the idle buffer goes
+    assert _arena.cached_bytes() == live.nbytes + other.nbytes
+    assert _addr(_arena.empty(SHAPE, np.float32)) != _addr(live)
+    del live, other
