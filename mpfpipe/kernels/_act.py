@@ -3,6 +3,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._par import pjit
+from ._simd import sfma
 
 ACT_CODES = {"linear": 0, "tanh": 1, "stanh": 2, "relu": 3}
 # Ciresan's scaled tanh: A * tanh(B * x)
@@ -13,7 +14,8 @@ _B = 2.0 / 3.0
 # float32 tanh as x P(u) / Q(u), u = (x / c)^2, clamped at |x| <= c (where tanh rounds to 1 in float32).
 # Coefficients fitted for mpfpipe (iteratively reweighted least squares on [0, c], relative error): at most
 # 6 ulp from the correctly rounded tanh (libm's tanhf: 1.4 ulp), and, unlike a libm call, only multiplies,
-# adds and one divide, so LLVM vectorises the loop: the activation pass runs several times faster.
+# adds and one divide, so LLVM vectorises the loop: the activation pass runs several times faster. The polynomials
+# are evaluated with explicit fused multiply-adds (half the operations of a multiply and an add, exact on every CPU).
 _TANH_C = np.float32(7.90531110763549805)
 _TANH_P = (1.0, 8.205361366271973, 12.324049949645996, 2.857985496520996, -0.3448503613471985,
            0.06219210475683212, -0.0071707782335579395)
@@ -41,8 +43,8 @@ def _act_row(r, code, fast, n):
             x = min(max(r[i] * s_in, -_TANH_C), _TANH_C)
             u = x * _INV_C
             u = u * u
-            p = ((((((_P6 * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0)
-            q = (((_Q3 * u + _Q2) * u + _Q1) * u + _Q0)
+            p = sfma(sfma(sfma(sfma(sfma(sfma(_P6, u, _P5), u, _P4), u, _P3), u, _P2), u, _P1), u, _P0)
+            q = sfma(sfma(sfma(_Q3, u, _Q2), u, _Q1), u, _Q0)
             r[i] = s_out * (x * p / q)
     elif code == 1:
         for i in range(n):

@@ -180,3 +180,21 @@ def sstore(typingctx, a, i, v):
         builder.store(val, _ptr(context, builder, sig.args[0], args[0], args[1]))
         return context.get_dummy_value()
     return types.none(a, i, v), codegen
+
+
+@intrinsic
+def sfma(typingctx, a, b, c):
+    """a * b + c for float scalars, one fused multiply-add (llvm.fma: the same rounding on every instruction set; a
+    multiply and an add would round twice, and fastmath contraction would depend on the target). Mixed float types
+    are computed in the widest (a float64 kernel compiles the float32 formulas too, without taking them)."""
+    if not all(isinstance(t, types.Float) for t in (a, b, c)):
+        return None
+    t = max((a, b, c), key=lambda x: x.bitwidth)
+
+    def codegen(context, builder, sig, args):
+        ltype = context.get_value_type(t)
+        vals = [context.cast(builder, v, s, t) for v, s in zip(args, sig.args)]
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ltype, [ltype] * 3),
+                                            f"llvm.fma.f{t.bitwidth}")
+        return builder.call(fn, vals)
+    return t(a, b, c), codegen

@@ -88,6 +88,26 @@ def _blocks(oh, rows):
     return max(1, oh // rows)
 
 
+@njit(cache=True, inline="always")
+def _packed_stride(m, L):
+    """Channel stride of a block's packed input: at least m, whole vectors, and an odd number of vectors so that
+    the channels' rows do not all fall into the same cache sets (a stride of a multiple of 4 KiB would)."""
+    v = (m + L - 1) // L
+    return (v + 1 - v % 2) * L
+
+
+@njit(cache=True, inline="always")
+def _pack_rows(xf, xb, cs, C, m, xp, ps):
+    """xp[c*ps + i] = xf[xb + c*cs + i] for c < C, i < m: a block's input rows, its channels close together. The
+    tiles then read one compact slab that stays in L2; read in place, a layer whose channel stride is a multiple of
+    4 KiB (n3's conv2: 1.3 MB) put every channel's row into the same cache sets, and it ran 6 % slower."""
+    for c in range(C):
+        d = xp[c * ps:c * ps + m]
+        s = xf[xb + c * cs:xb + c * cs + m]
+        for i in range(m):
+            d[i] = s[i]
+
+
 @njit(cache=True)
 def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T):
     """buf[o*nb + q] for o < cout, q < n: the convolution of the block whose first input element is xf[xb]."""
@@ -122,13 +142,16 @@ def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep
         nb = (oh // per_f + 1) * W
         buf = np.empty(O * nb, x.dtype)
         zbuf = np.empty(K * nb if post else 1, x.dtype)
+        ps = _packed_stride(nb + (k - 1) * W, L)
+        xp = np.empty(C * ps, x.dtype)
         for blk in range(t, nblk, T):
             f = blk // per_f
             j = blk % per_f
             y0 = j * oh // per_f
             R = (j + 1) * oh // per_f - y0
             n = R * W - (k - 1)
-            _conv_block(xf, f * h * W + y0 * W, W, k, C, cs, wf, O, buf, n, nb, NV * L)
+            _pack_rows(xf, f * h * W + y0 * W, cs, C, (R + k - 1) * W, xp, ps)
+            _conv_block(xp, 0, W, k, C, ps, wf, O, buf, n, nb, NV * L)
             for o in range(O):
                 _bias_act_row(buf[o * nb:o * nb + n], b[o], code, fast, n)
                 if post and not keep:
@@ -312,12 +335,16 @@ def conv_dx_tiles(gp, wf, k, lead, cols, dx):
     cs = F * h * W
     L = lanes(gf)
     nblk = max(1, cs // cols)
+    pad = (k - 1) * W + k - 1
     for j in prange(nblk):
         a, b = _span(cs, nblk, j, L)
         n = b - a
         nb = n + L
         buf = np.empty(C * nb, dx.dtype)
-        _conv_block(gf, a + lead - ((k - 1) * W + k - 1), W, k, O, Ls, wf, C, buf, n, nb, NV * L)
+        ps = _packed_stride(n + 2 * pad, L)
+        gpk = np.empty(O * ps, dx.dtype)
+        _pack_rows(gf, a + lead - pad, Ls, O, n + 2 * pad, gpk, ps)
+        _conv_block(gpk, 0, W, k, O, ps, wf, C, buf, n, nb, NV * L)
         for c in range(C):
             d = dxf[c * cs + a:c * cs + b]
             src = buf[c * nb:c * nb + n]
