@@ -214,7 +214,7 @@ def test_fused_output_layer_equals_two_separate_layers(act, need_dx, monkeypatch
         assert dx is None
 
 
-@pytest.mark.parametrize("p,dense", [(2, True), (3, True), (2, False)])
+@pytest.mark.parametrize("p,dense", [(2, True), (3, True), (4, True), (2, False), (3, False)])  # 2, 3: de-interleaved
 def test_inference_pooling_without_argmax_gives_the_same_values(p, dense):
     """pool_forward(need_idx=False), the inference path, against the arg-max path and a numpy max over windows,
     with ties (a coarse value grid) and a NaN, which both paths keep only where the arg-max path would."""

@@ -36,6 +36,24 @@ def _window_max_row(xs, y0, p, L, best, arg):
                 arg[x] = code if better else arg[x]
 
 
+@njit(cache=True, inline="always")
+def _deal2(src, d0, d1, n):
+    """d0[j] = src[2j], d1[j] = src[2j + 1] for j < n: the two column offsets of a p = 2 MPF in one de-interleaving
+    pass. Copied through a strided view, element by element, they made n3's pools 1.4-1.6x slower."""
+    for j in range(n):
+        d0[j] = src[2 * j]
+        d1[j] = src[2 * j + 1]
+
+
+@njit(cache=True, inline="always")
+def _deal3(src, d0, d1, d2, n):
+    """`_deal2` for p = 3 (n3's first pool)."""
+    for j in range(n):
+        d0[j] = src[3 * j]
+        d1[j] = src[3 * j + 1]
+        d2[j] = src[3 * j + 2]
+
+
 @pjit(cache=True)
 def _pool_fwd(x, p, noff, y, idx):
     C, F, h, w = x.shape
@@ -50,6 +68,16 @@ def _pool_fwd(x, p, noff, y, idx):
         for a in range(noff):
             for i in range(m):
                 _window_max_row(xs, a + i * p, p, L, best, arg)
+                if noff == 2:
+                    g = f * 4 + a * 2
+                    _deal2(best, y[c, g, i], y[c, g + 1, i], n)
+                    _deal2(arg, idx[c, g, i], idx[c, g + 1, i], n)
+                    continue
+                if noff == 3:
+                    g = f * 9 + a * 3
+                    _deal3(best, y[c, g, i], y[c, g + 1, i], y[c, g + 2, i], n)
+                    _deal3(arg, idx[c, g, i], idx[c, g + 1, i], idx[c, g + 2, i], n)
+                    continue
                 for b in range(noff):
                     g = f * noff * noff + a * noff + b
                     yr = y[c, g, i]
@@ -98,6 +126,14 @@ def _pool_fwd_only(x, p, noff, y):
         for a in range(noff):
             for i in range(m):
                 _window_max_only_row(xs, a + i * p, p, L, col, best)
+                if noff == 2:
+                    g = f * 4 + a * 2
+                    _deal2(best, y[c, g, i], y[c, g + 1, i], n)
+                    continue
+                if noff == 3:
+                    g = f * 9 + a * 3
+                    _deal3(best, y[c, g, i], y[c, g + 1, i], y[c, g + 2, i], n)
+                    continue
                 for b in range(noff):
                     yr = y[c, f * noff * noff + a * noff + b, i]
                     bs = best[b:b + n * p:p]

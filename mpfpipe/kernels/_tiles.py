@@ -61,7 +61,13 @@ def span(dtype) -> int:
 def usable(cin: int, cout: int, oh: int, ow: int, w: int, k: int, dtype) -> bool:
     """Whether a layer can run on the tiles: 6+ channels either way, and every fragment's output (and, for the
     input gradient, its input) at least one tile long. Smaller fragments (patch mode) use the tap GEMMs."""
-    return cin >= OB and cout >= OB and oh * w - (k - 1) >= tile_positions(dtype)
+    return cin >= OB and usable_forward(cout, oh, w, k, dtype)
+
+
+def usable_forward(cout: int, oh: int, w: int, k: int, dtype) -> bool:
+    """Whether a layer's forward pass can run on the tiles: `usable` without the input maps' rule (that one is for
+    the backward passes, whose input-gradient and weight-gradient tiles run over 6 input maps)."""
+    return cout >= OB and oh * w - (k - 1) >= tile_positions(dtype)
 
 
 def pack_forward(weight: np.ndarray, dtype) -> np.ndarray:

@@ -75,6 +75,30 @@ def test_small_fragments_and_few_channels_stay_off_the_tiles():
     assert not conv._tiled(np.zeros((5, 2, 40, 40)), np.zeros((48, 5, 3, 3)))   # fewer than 6 input channels
     assert not conv._tiled(np.zeros((8, 256, 5, 5)), np.zeros((8, 8, 5, 5)))    # steel, patch mode: direct
     assert conv._tiled(np.zeros((8, 2, 40, 40)), np.zeros((8, 8, 5, 5)))        # steel, dense: 8 -> 8 on tiles
+    # forward passes: any number of input maps (first layers), the same fragment rule
+    assert conv._tiled_forward(np.zeros((5, 2, 40, 40)), np.zeros((48, 5, 3, 3)))
+    assert conv._tiled_forward(np.zeros((1, 1, 73, 69)), np.zeros((8, 1, 7, 7)))  # steel's first layer, dense
+    assert not conv._tiled_forward(np.zeros((1, 256, 7, 7)), np.zeros((8, 1, 7, 7)))  # patch mode: 1 position
+    assert not conv._tiled_forward(np.zeros((1, 1, 40, 40)), np.zeros((4, 1, 3, 3)))  # fewer than 6 output maps
+
+
+@pytest.mark.parametrize("cin,cout,k,F,h,w", [(1, 48, 3, 1, 40, 37), (1, 8, 7, 2, 30, 26), (3, 13, 4, 3, 21, 19)])
+def test_first_layer_forward_on_the_tiles_matches_naive(cin, cout, k, F, h, w):
+    """Few input maps: the forward pass on the tiles (output channels moved back where 6 does not divide them), the
+    backward passes on the direct kernels, all against tests/naive.py in float64."""
+    rng = np.random.default_rng(cin * 10 + k)
+    x = rng.standard_normal((cin, F, h, w))
+    wt = rng.standard_normal((cout, cin, k, k)) * 0.3
+    b = rng.standard_normal(cout)
+    assert conv._tiled_forward(x, wt) and not conv._tiled(x, wt)
+    y = conv_forward(x, wt, b, "tanh")
+    dy = rng.standard_normal(y.shape)
+    y_ref, dw_ref, db_ref, dx_ref = _naive_layer(x, wt, b, "tanh", dy)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12)
+    dw, db, dx = conv_backward(x, wt, y, dy, "tanh", True)
+    np.testing.assert_allclose(dw, dw_ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(db, db_ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
@@ -120,11 +144,13 @@ def test_full_size_presets_on_the_tiles_equal_the_tap_path(name, size, monkeypat
     against the naive net)."""
     net = load_net(name)
     seen = []
-    real = conv._tiled
-    monkeypatch.setattr(conv, "_tiled", lambda x, w: seen.append(real(x, w)) or seen[-1])
+    for rule in ("_tiled", "_tiled_forward"):
+        real = getattr(conv, rule)
+        monkeypatch.setattr(conv, rule, lambda x, w, real=real: seen.append(real(x, w)) or seen[-1])
     r_tiles, out_tiles = _net_run(net, size, np.float64)
     assert sum(seen) >= 6, "conv layers, fc1 included, forward and backward, must run on the tiles"
     monkeypatch.setattr(conv, "_tiled", lambda x, w: False)
+    monkeypatch.setattr(conv, "_tiled_forward", lambda x, w: False)
     r_taps, out_taps = _net_run(net, size, np.float64)
     np.testing.assert_allclose(out_tiles, out_taps, rtol=0, atol=1e-12)
     assert r_tiles.loss == pytest.approx(r_taps.loss, rel=1e-13)
@@ -201,12 +227,14 @@ def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
 
 def test_full_size_steel_on_the_tiles_equals_the_naive_patch_net(monkeypatch):
     """The steel net at full size on a 40x36 image: its 8 -> 8 layers run on the tiles (6-channel tiles moved back
-    over 8 maps); outputs at every pixel and the summed patch gradients, float64, against tests/naive.py."""
+    over 8 maps), and its first layer's forward pass; outputs at every pixel and the summed patch gradients, float64, against tests/naive.py."""
     from mpfpipe.warmup import ensure_warm
     net = load_net("steel")
     ensure_warm(net, np.float64)  # a stale kernel cache is rebuilt by running jobs: their layers are not counted
-    seen = []
-    real = conv._tiled
-    monkeypatch.setattr(conv, "_tiled", lambda x, w: seen.append(real(x, w)) or seen[-1])
+    seen = {"_tiled": [], "_tiled_forward": []}
+    for rule in seen:
+        real = getattr(conv, rule)
+        monkeypatch.setattr(conv, rule, lambda x, w, real=real, rule=rule: seen[rule].append(real(x, w)) or seen[rule][-1])
     naive.assert_dense_equals_patch_net(net, size=(40, 36), seed=11)
-    assert sum(seen) == 6, "both 8 -> 8 layers, forward (twice) and backward, on the tiles"
+    assert seen["_tiled_forward"] == [True] * 6, "the three conv layers' forward passes (two runs) on the tiles"
+    assert seen["_tiled"] == [True, True, False], "backward: both 8 -> 8 layers on the tiles, the first layer direct"
