@@ -60,6 +60,31 @@ def test_mpf_backward_accumulates_into_shared_maxima():
     assert np.array_equal(dx[0, 0], expected)
 
 
+@pytest.mark.parametrize("p,dense", [(2, True), (3, True), (2, False)])  # p = 2 dense: the row-pass kernel
+def test_pool_backward_equals_a_plain_scatter_of_the_window_maxima(p, dense):
+    """Every window's gradient goes to its first maximum, offsets added in (a, b) order, as plain numpy loops
+    compute it: exact, with ties (a coarse value grid) and a maximum shared by several offsets."""
+    rng = np.random.default_rng(p)
+    noff = p if dense else 1
+    h = 5 * p + noff - 1
+    x = np.round(rng.standard_normal((2, 3, h, h + p)) * 2) / 2
+    y, idx = pool_forward(x, p, dense)
+    dy = rng.standard_normal(y.shape)
+    got = pool_backward(dy, idx, p, dense, x.shape)
+    ref = np.zeros(x.shape)
+    for c in range(2):
+        for f in range(3):
+            for a in range(noff):
+                for b in range(noff):
+                    g = f * noff * noff + a * noff + b
+                    for i in range(y.shape[2]):
+                        for j in range(y.shape[3]):
+                            win = x[c, f, a + i * p:a + i * p + p, b + j * p:b + j * p + p].ravel()
+                            r = int(np.argmax(win))  # the first maximum in row-major order
+                            ref[c, f, a + i * p + r // p, b + j * p + r % p] += dy[c, g, i, j]
+    assert np.array_equal(got, ref)
+
+
 @pytest.mark.parametrize("act", ["tanh", "stanh", "relu", "linear"])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("path", ["taps", "direct"])

@@ -141,6 +141,18 @@ def _pool_fwd_only(x, p, noff, y):
                         yr[j] = bs[j]
 
 
+@njit(cache=True, inline="always")
+def _add2(d, g, ids, code, n, zero):
+    """d[2j + rx] += g[j] where ids[j] == code + rx (rx < 2), for j < n: one window row of a p = 2 pool's gradient
+    as a contiguous pass (zeros added elsewhere, so no scattered stores). Per element the same adds in the same
+    offset order as the scatter, so the same sums (a -0.0 may become +0.0)."""
+    for j in range(n):
+        r = ids[j]
+        v = g[j]
+        d[2 * j] += v if r == code else zero  # zero of d's dtype: a float64 0.0 would widen the add
+        d[2 * j + 1] += v if r == code + 1 else zero
+
+
 @pjit(cache=True)
 def _pool_bwd(dy, idx, p, noff, dx):
     C, F, h, w = dx.shape
@@ -151,6 +163,7 @@ def _pool_bwd(dy, idx, p, noff, dx):
     for r in range(p * p):
         ry_of[r] = r // p
         rx_of[r] = r % p
+    zero = np.zeros(1, dx.dtype)[0]
     # one (channel, input fragment) per thread: all writes of an iteration stay in its own slice, no races
     for cf in prange(C * F):
         c = cf // F
@@ -161,6 +174,11 @@ def _pool_bwd(dy, idx, p, noff, dx):
                 g = f * noff * noff + a * noff + b
                 dys = dy[c, g]
                 ids = idx[c, g]
+                if p == 2 and noff == 2:
+                    for i in range(m):
+                        for ry in range(2):
+                            _add2(dxs[a + 2 * i + ry, b:], dys[i], ids[i], 2 * ry, n, zero)
+                    continue
                 for i in range(m):
                     y0 = a + i * p
                     for j in range(n):
