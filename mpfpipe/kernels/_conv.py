@@ -1,8 +1,9 @@
 """Valid convolution (cross-correlation) over stacked fragments ``(C, F, h, w)``: which kernel runs a layer.
 
 - 6 or more maps in and out, on fragments of at least one tile: register-tiled direct convolution (_tiles), forward
-  and both backward passes (the forward pass also for fewer input maps: every first layer); a layer followed by a linear 1x1 output layer (n3 / n4: fc1 then fc2) runs with the
-  output layer fused per block, so fc1's 200 maps are never re-read from memory;
+  and both backward passes (the forward pass also for fewer input maps: every first layer); a layer followed by a
+  linear 1x1 output layer (n3 / n4: fc1 then fc2) runs with the output layer fused per block, so fc1's 200 maps
+  are never re-read from memory;
 - otherwise few channels (C_in * C_out <= DIRECT_MAX: every first layer, and patch mode's small fragments of the
   steel net): direct kernels over flattened fragment rows (_direct);
 - and the rest (patch mode's many-channel layers) one GEMM per kernel tap on the input in place (_taps).

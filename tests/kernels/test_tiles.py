@@ -227,14 +227,16 @@ def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
 
 def test_full_size_steel_on_the_tiles_equals_the_naive_patch_net(monkeypatch):
     """The steel net at full size on a 40x36 image: its 8 -> 8 layers run on the tiles (6-channel tiles moved back
-    over 8 maps), and its first layer's forward pass; outputs at every pixel and the summed patch gradients, float64, against tests/naive.py."""
+    over 8 maps), and its first layer's forward pass; outputs at every pixel and the summed patch gradients,
+    float64, against tests/naive.py."""
     from mpfpipe.warmup import ensure_warm
     net = load_net("steel")
     ensure_warm(net, np.float64)  # a stale kernel cache is rebuilt by running jobs: their layers are not counted
     seen = {"_tiled": [], "_tiled_forward": []}
     for rule in seen:
         real = getattr(conv, rule)
-        monkeypatch.setattr(conv, rule, lambda x, w, real=real, rule=rule: seen[rule].append(real(x, w)) or seen[rule][-1])
+        monkeypatch.setattr(conv, rule,
+                            lambda x, w, real=real, rule=rule: seen[rule].append(real(x, w)) or seen[rule][-1])
     naive.assert_dense_equals_patch_net(net, size=(40, 36), seed=11)
     assert seen["_tiled_forward"] == [True] * 6, "the three conv layers' forward passes (two runs) on the tiles"
     assert seen["_tiled"] == [True, True, False], "backward: both 8 -> 8 layers on the tiles, the first layer direct"
