@@ -7,7 +7,7 @@ import numpy as np
 
 from . import instance_store as store
 from .blocks import Block
-from ..data.watershed import overlap_pairs, section_instances
+from ..data.watershed import SECTION, overlap_pairs, section_instances
 
 
 def _strip(before: Block, after: Block, axis: int, margin: int):
@@ -42,8 +42,7 @@ def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -
     local = np.zeros(prob.shape, np.uint32)
     n = 0
     for k in range(prob.shape[0]):
-        lab = section_instances(prob[k], threshold=p["threshold"], seed_distance=p["seed_distance"],
-                                merge_threshold=p["merge_threshold"], min_size=p["min_size"])
+        lab = section_instances(prob[k], **{name: p[name] for name in SECTION})
         lab[outside[k]] = 0
         ids, first = np.unique(lab[core].ravel(), return_index=True)
         first, ids = first[ids != 0], ids[ids != 0]

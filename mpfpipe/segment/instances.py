@@ -78,6 +78,8 @@ def _params(meta: dict, given: dict) -> dict:
     from_model = {}
     if model_path and Path(model_path).is_file():
         from_model = {k: v for k, v in (read_metadata(model_path).get("instances") or {}).items() if k in PARAMS}
+        if from_model and "agglomeration" not in from_model:  # chosen before hierarchical merging existed: as then
+            from_model = {"agglomeration": "one-shot", "merge_score": "mean", **from_model}
     out = {**DEFAULTS, **from_model, **{k: v for k, v in given.items() if v is not None}}
     check("instances", out, where="instances: ")
     return out
@@ -174,7 +176,7 @@ def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceR
 
 @_lock.locked("output", "segmentation")
 def label_instances(output, *, threshold=None, seed_distance=None, merge_threshold=None, min_size=None,
-                    link_slices=None, link_overlap=None, margin=None, positive=None, block=None,
+                    agglomeration=None, merge_score=None, merge_quantile=None, smooth=None, link_slices=None, link_overlap=None, margin=None, positive=None, block=None,
                     workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True) -> InstanceResult:
     """Write ``labels/instances`` into the complete segmentation ``output`` (see the module doc). Parameters
@@ -192,8 +194,9 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
         raise DataError(f"{output} is an unfinished segmentation: finish it (rerun `mpfpipe segment`) first")
     pos = _membrane_class(meta, positive)
     p = _params(meta, {"threshold": threshold, "seed_distance": seed_distance, "merge_threshold": merge_threshold,
-                       "min_size": min_size, "link_slices": link_slices, "link_overlap": link_overlap,
-                       "margin": margin})
+                       "min_size": min_size, "agglomeration": agglomeration, "merge_score": merge_score,
+                       "merge_quantile": merge_quantile, "smooth": smooth, "link_slices": link_slices,
+                       "link_overlap": link_overlap, "margin": margin})
     shape = tuple(meta["input"]["shape"])
     blk = tuple(int(b) for b in (block or meta["block"]))
     if len(blk) != 3 or min(blk) < 1:
