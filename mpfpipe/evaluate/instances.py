@@ -153,7 +153,8 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
 
 # the hierarchical quantile merging's (the defaults); on the ISBI membrane workflow's val sections the mean and the
 # median scored below low quantiles, and smoothing the map did not help (mpfpipe.data.agglomerate)
-TUNE_GRID = {"merge_threshold": (0.1, 0.15, 0.2, 0.3, 0.4), "merge_quantile": (5, 25), "seed_distance": (5, 8)}
+TUNE_GRID = {"threshold": (0.4, 0.5), "merge_threshold": (0.1, 0.15, 0.2, 0.3), "merge_quantile": (5, 25),
+             "seed_distance": (5, 12)}
 
 
 def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | None = None) -> dict:

@@ -110,9 +110,9 @@ _SEGMENT = _opts(
                      "the options below, else the model's 'instances' metadata, else the defaults.", api=False,
                      workflow=False),
     instance_threshold=Option(Float(0, 1, optional=True), None, "Instances: membrane probability below which a "
-                              "pixel is cell [0.5].", api=False, workflow=False),
+                              "pixel is cell [0.4].", api=False, workflow=False),
     instance_seed_distance=Option(Int(1, optional=True), None, "Instances: minimal distance in pixels between two "
-                                  "seeds (maxima of the distance transform) [5].", api=False, workflow=False),
+                                  "seeds (maxima of the distance transform) [12].", api=False, workflow=False),
     instance_merge_threshold=Option(Float(0, 1, optional=True), None, "Instances: join touching objects whose "
                                     "boundary score is below this [0.15].", api=False, workflow=False),
     instance_agglomeration=Option(Choice(("hierarchical", "one-shot"), optional=True), None, "Instances: region "
@@ -139,8 +139,9 @@ _SEGMENT = _opts(
 # the instance step, mpfpipe.segment.instances (segment --instances, a workflow's segment step): its parameters as
 # its API names them (mpfpipe.data.watershed reads its defaults from here)
 _INSTANCES = _opts(
-    threshold=Option(Float(0, 1), 0.5, "Membrane probability below which a pixel is cell."),
-    seed_distance=Option(Int(1), 5, "Minimal distance in pixels between two seeds."),
+    # defaults: the best of evaluate's TUNE_GRID on the ISBI membrane workflow's val sections (n3, 2 hours)
+    threshold=Option(Float(0, 1), 0.4, "Membrane probability below which a pixel is cell."),
+    seed_distance=Option(Int(1), 12, "Minimal distance in pixels between two seeds."),
     merge_threshold=Option(Float(0, 1), 0.15, "Join touching objects whose boundary score (merge_score) is below "
                            "this."),
     agglomeration=Option(Choice(("hierarchical", "one-shot")), "hierarchical", "Region merging: 'hierarchical' "

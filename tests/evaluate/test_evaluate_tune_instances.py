@@ -12,11 +12,11 @@ import pytest
 
 from mpfpipe.cli import main
 from mpfpipe.data.synth import synth_em
-from mpfpipe.data.watershed import DEFAULTS
+from mpfpipe.data.watershed import DEFAULTS, SECTION
 from mpfpipe.model import Model, load_model, read_metadata, save_model
 from mpfpipe.segment import instance_store
 
-TUNED = ("threshold", "seed_distance", "merge_threshold", "min_size")
+TUNED = SECTION
 
 
 def _run(capsys, *args) -> str:
