@@ -66,7 +66,7 @@ def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -
         files["links"] = np.concatenate(links).astype(np.int64)
     frag = zarr.open_array(out, path=f"{store.WORK}/fragments", mode="r+")
     frag[slice(*block.z), slice(*block.y), slice(*block.x)] = c
-    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez_compressed(f, **files))
+    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez(f, **files))  # small strips: not worth compressing
     zarr.open_array(out, path=f"{store.WORK}/done_fragments", mode="r+")[block.index] = 1
     return {"index": block.index, "n": n}
 
