@@ -1,6 +1,8 @@
 """What runs on a worker for the instance step (`instances`): one block of each pass, no Dask here."""
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,17 @@ from .blocks import Block
 from ..data.watershed import SECTION, overlap_pairs, section_instances
 
 
+def _timed(task):
+    """The task's result with its CPU seconds ("cpu": this worker process's, all its threads: Dask runs one task
+    per worker process at a time here) for the step's per-pass account."""
+    @functools.wraps(task)
+    def run(*args):
+        c0 = time.process_time()
+        out = task(*args)
+        return {**out, "cpu": time.process_time() - c0}
+    return run
+
+
 def _strip(before: Block, after: Block, axis: int, margin: int):
     """Global [lo, hi) along ``axis`` (1 = y, 2 = x) of the strip around the face between two neighbours."""
     face = (before.y, before.x)[axis - 1][1]
@@ -17,6 +30,7 @@ def _strip(before: Block, after: Block, axis: int, margin: int):
     return face - w, face + w
 
 
+@_timed
 def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -> dict:
     """Pass 1 for one block (see the module doc). ``neighbours``: ("lo" | "hi", axis) -> the neighbour block
     before / after it along y (1) or x (2)."""
@@ -66,11 +80,13 @@ def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -
         files["links"] = np.concatenate(links).astype(np.int64)
     frag = zarr.open_array(out, path=f"{store.WORK}/fragments", mode="r+")
     frag[slice(*block.z), slice(*block.y), slice(*block.x)] = c
-    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez(f, **files))  # small strips: not worth compressing
+    # small strips: not worth compressing
+    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez(f, **files))
     zarr.open_array(out, path=f"{store.WORK}/done_fragments", mode="r+")[block.index] = 1
     return {"index": block.index, "n": n}
 
 
+@_timed
 def relabel_task(out: str, block: Block, offset: int, n: int) -> dict:
     """Pass 3 for one block: final ids from the mapping, written with their checksum, then the done marker."""
     import zarr
@@ -98,6 +114,7 @@ def _write_level(out: str, level: int, block: Block, ids: np.ndarray, crc) -> di
     return {"index": block.index}
 
 
+@_timed
 def level_task(out: str, level: int, block: Block, halve_z: bool = False) -> dict:
     """One pyramid block of labels/instances: the mode of 2 x 2 (x 2 with ``halve_z``) windows of the level
     below."""

@@ -56,11 +56,15 @@ class InstanceResult:
     skipped: int = 0
     n_objects: int = 0
     seconds: float = 0.0
+    # CPU seconds by pass: fragments (1), union (2, the driver), relabel (3) and pyramid (its levels)
+    cpu_seconds: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)
 
     def summary(self) -> str:
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in self.cpu_seconds.items())
         return (f"{self.output} labels/instances: {self.n_objects} objects; {self.blocks} blocks: {self.done} done, "
-                f"{self.skipped} skipped (fragments already done); {self.seconds:.1f} s")
+                f"{self.skipped} skipped (fragments already done); {self.seconds:.1f} s"
+                + (f" (CPU s by pass: {cpu})" if cpu else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,17 +146,21 @@ def _cluster(workers, threads, scheduler):
         yield runner.client
 
 
-def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceResult) -> int:
+def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceResult, account: str) -> int:
     """Run ``calls`` [(fn, args, block index)] inline (no client) or on Dask; failures are collected in
-    ``result.errors``. Returns the number done."""
+    ``result.errors``, the tasks' CPU seconds added to ``result.cpu_seconds[account]``. Returns the number done."""
     from tqdm.auto import tqdm
     done = 0
+
+    def count(out):
+        result.cpu_seconds[account] = result.cpu_seconds.get(account, 0.0) + float((out or {}).get("cpu", 0.0))
+
     bar = tqdm(total=len(calls), unit="block", disable=not progress or not calls, desc=desc)
     try:
         if client is None:
             for fn, args, index in calls:
                 try:
-                    fn(*args)
+                    count(fn(*args))
                     done += 1
                 except MpfError as exc:  # a bug is not caught: it surfaces here, without Dask to report it
                     result.errors.append(f"{desc} block {index}: {exc}")
@@ -163,7 +171,7 @@ def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceR
         for fut in as_completed(futures):
             _stop.check()
             try:
-                fut.result()
+                count(fut.result())
                 done += 1
             except Exception as exc:  # noqa: BLE001 - reported, the other blocks go on
                 result.errors.append(f"{desc} block {futures[fut]}: {type(exc).__name__}: {exc}")
@@ -176,7 +184,8 @@ def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceR
 
 @_lock.locked("output", "segmentation")
 def label_instances(output, *, threshold=None, seed_distance=None, merge_threshold=None, min_size=None,
-                    agglomeration=None, merge_score=None, merge_quantile=None, smooth=None, link_slices=None, link_overlap=None, margin=None, positive=None, block=None,
+                    agglomeration=None, merge_score=None, merge_quantile=None, smooth=None, link_slices=None,
+                    link_overlap=None, margin=None, positive=None, block=None,
                     workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True) -> InstanceResult:
     """Write ``labels/instances`` into the complete segmentation ``output`` (see the module doc). Parameters
@@ -229,9 +238,11 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
     with _cluster(workers, threads, scheduler) as client:
         if relabel:
             calls = _fragment_calls(out, p, pos, blocks, grid, result)
-            result.done = _run_tasks(client, calls, "fragments", progress, result)
+            result.done = _run_tasks(client, calls, "fragments", progress, result, "fragments")
             _check(result)
+            c0 = time.process_time()
             offsets, counts, n_objects = _mapping(out, blocks, grid, p)
+            result.cpu_seconds["union"] = time.process_time() - c0
         else:
             n_objects = int(store.labels_state(out)["n_objects"])
         levels = int(meta.get("levels", 1))
@@ -253,7 +264,8 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
                          for b in todo]
             else:
                 calls = [(level_task, (out, lv, b, lv in zlevels), b.index) for b in todo]
-            _run_tasks(client, calls, f"instances level {lv}", progress, result)
+            _run_tasks(client, calls, f"instances level {lv}", progress, result,
+                       "relabel" if lv == 0 else "pyramid")
             _check(result)
     store.set_labels_complete(out)
     import shutil
