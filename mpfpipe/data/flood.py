@@ -91,3 +91,24 @@ def flood(level: np.ndarray, markers: np.ndarray) -> np.ndarray:
     marker nothing is labelled."""
     lab = np.array(markers, dtype=np.int64, order="C")  # a copy: flooded in place
     return _flood(np.ascontiguousarray(level, dtype=np.uint16), lab)
+
+
+@numba.njit(cache=True)
+def _first_seen(flat, size):
+    lut = np.zeros(size, np.int64)
+    k = 0
+    for v in flat:
+        if v != 0 and lut[v] == 0:
+            k += 1
+            lut[v] = k
+    return lut, k
+
+
+def raster_ids(lab: np.ndarray, start: int = 0) -> tuple[np.ndarray, int]:
+    """(lookup table, n): id -> start + 1.. in raster order of first appearance in ``lab`` (ids >= 0; 0 and ids
+    absent from ``lab`` -> 0), and the number of ids met. One pass instead of a sort (np.unique)."""
+    flat = np.ascontiguousarray(lab, dtype=np.int64).ravel()
+    lut, n = _first_seen(flat, int(flat.max()) + 1 if flat.size else 1)
+    if start:
+        lut[lut > 0] += start
+    return lut, int(n)

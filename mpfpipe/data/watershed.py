@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from ..options import OPTIONS
 from .agglomerate import agglomerate, boundary_stats, union  # noqa: F401 - union: for segment.instances
-from .flood import flood, levels
+from .flood import flood, levels, raster_ids
 
 # The parameters of the instance step, and their defaults as mpfpipe.options declares them (OPTIONS["instances"])
 SECTION = ("threshold", "seed_distance", "merge_threshold", "min_size", "agglomeration", "merge_score",
@@ -38,12 +38,7 @@ DEFAULTS = {name: OPTIONS["instances"][name].default for name in PARAMS}
 
 def _relabel_raster(lab: np.ndarray) -> np.ndarray:
     """Ids 1..n in raster order of first appearance (0 stays 0)."""
-    ids, first = np.unique(lab.ravel(), return_index=True)
-    keep = ids != 0
-    order = np.argsort(first[keep], kind="stable")
-    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.int64)
-    lut[ids[keep][order]] = np.arange(1, int(keep.sum()) + 1)
-    return lut[lab].astype(np.int64)
+    return raster_ids(lab)[0][lab]
 
 
 def boundary_means(lab: np.ndarray, p: np.ndarray):

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import instance_store as store
 from .blocks import Block
+from ..data.flood import raster_ids
 from ..data.watershed import SECTION, overlap_pairs, section_instances
 
 
@@ -58,12 +59,10 @@ def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -
     for k in range(prob.shape[0]):
         lab = section_instances(prob[k], **{name: p[name] for name in SECTION})
         lab[outside[k]] = 0
-        ids, first = np.unique(lab[core].ravel(), return_index=True)
-        first, ids = first[ids != 0], ids[ids != 0]
-        lut = np.zeros(int(lab.max()) + 1, np.int64)  # objects of the margin only get 0: not ours
-        lut[ids[np.argsort(first, kind="stable")]] = np.arange(n + 1, n + 1 + ids.size)
-        local[k] = lut[lab]
-        n += ids.size
+        lut, met = raster_ids(lab[core], start=n)  # n + 1.. in raster order of the core
+        lut = np.concatenate([lut, np.zeros(max(0, int(lab.max()) + 1 - lut.size), np.int64)])
+        local[k] = lut[lab]  # objects of the margin only get 0: not ours
+        n += met
     cell = prob < p["threshold"]
     files = {"n": np.array(n)}
     origin = (None, y0, x0)

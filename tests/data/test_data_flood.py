@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.segmentation import watershed
 
-from mpfpipe.data.flood import LEVELS, flood, levels
+from mpfpipe.data.flood import LEVELS, flood, levels, raster_ids
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -36,3 +36,13 @@ def test_a_ridge_goes_to_the_side_that_reaches_it_lower(left, right, ridge):
 
 def test_levels():
     assert levels(np.array([0.0, 0.5, 1.0, 1.5, -0.1])).tolist() == [0, 2048, 4095, 4095, 0]
+
+
+def test_raster_ids_by_hand():
+    lab = np.array([[0, 7, 7],
+                    [3, 0, 9],
+                    [7, 3, 0]])
+    lut, n = raster_ids(lab)  # first met: 7, then 3, then 9
+    assert n == 3 and lut[lab].tolist() == [[0, 1, 1], [2, 0, 3], [1, 2, 0]]
+    lut, n = raster_ids(lab, start=10)
+    assert n == 3 and lut[[0, 3, 7, 9, 5]].tolist() == [0, 12, 11, 13, 0]
