@@ -48,7 +48,8 @@ def _two_regions(values):
     return lab, p
 
 
-@pytest.mark.parametrize("q, score", [(25, 19.5 / 64), (50, 44.5 / 64), (0, 6.5 / 64), (75, 57.5 / 64), (100, 57.5 / 64)])
+@pytest.mark.parametrize("q, score", [(25, 19.5 / 64), (50, 44.5 / 64), (0, 6.5 / 64), (75, 57.5 / 64),
+                                      (100, 57.5 / 64)])
 def test_quantile_score_from_the_histogram(q, score):
     # values 0.1, 0.3, 0.7, 0.9 -> bins 6, 19, 44, 57; pivot q * 4 // 100 + 1 (1-based; at most 4), the bin centre
     lab, p = _two_regions([0.1, 0.3, 0.7, 0.9])
