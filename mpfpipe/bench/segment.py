@@ -117,7 +117,8 @@ def _instances(dst: Path, workers: int, threads: int) -> dict:
     t0, c0 = time.perf_counter(), _cpu_seconds()
     res = label_instances(dst, workers=workers, threads=threads, progress=False)
     return {"instances_seconds": round(time.perf_counter() - t0, 3),
-            "instances_cpu_seconds": round(_cpu_seconds() - c0, 2), "instances_objects": res.n_objects}
+            "instances_cpu_seconds": round(_cpu_seconds() - c0, 2), "instances_objects": res.n_objects,
+            "instances_cpu_by_pass": {k: round(v, 2) for k, v in res.cpu_seconds.items()}}
 
 
 def _instance_summary(records: list[dict], seconds: float, cpu_seconds: float) -> dict:
@@ -126,7 +127,10 @@ def _instance_summary(records: list[dict], seconds: float, cpu_seconds: float) -
     ci = statistics.median(r["instances_cpu_seconds"] for r in records)
     return {"instances_seconds": round(ti, 2), "instances_cpu_seconds": round(ci, 2),
             "instances_share": round(ti / seconds, 4), "instances_cpu_share": round(ci / cpu_seconds, 4),
-            "instances_objects": records[0]["instances_objects"]}
+            "instances_objects": records[0]["instances_objects"],
+            "instances_cpu_by_pass": {k: round(statistics.median(r["instances_cpu_by_pass"].get(k, 0.0)
+                                                                 for r in records), 2)
+                                      for k in records[0]["instances_cpu_by_pass"]}}
 
 
 def _model_net(model, net_name: str, tmp: Path):

@@ -4,13 +4,18 @@ their parameters; they sit here, below both).
 
 One section (or a tile of it with its context margin):
 
+0. with ``smooth`` > 0, p is smoothed first (Gaussian of that sigma in pixels) and the smoothed map used below;
 1. cell region = ``p < threshold``; seeds = the maxima of its Euclidean distance transform at least
    ``seed_distance`` pixels apart, one region per seed (plus one seed for a cell component without a maximum);
-2. seeded watershed of ``p`` from the seeds (scikit-image), filling the whole section: every pixel belongs to the
-   object whose seed floods it first, membranes are shared out between their two sides;
-3. region merging: two touching objects are joined when the mean probability along their common boundary (over
-   the 4-neighbour pixel pairs across it, each pair's mean) is below ``merge_threshold`` (a membrane between two
-   cells has a high mean, a cut through one cell a low one), as one union-find over the adjacency graph;
+2. seeded watershed of ``p`` (at 4096 levels) from the seeds (`flood`, scikit-image's priority flood on a bucket
+   queue), filling the whole section: every pixel belongs to the object whose seed floods it first, membranes
+   are shared out between their two sides;
+3. region merging by the boundary probability between two touching objects (over the 4-neighbour pixel pairs
+   across it, each pair's mean): ``merge_score`` "mean", or "quantile": its ``merge_quantile``-th percentile
+   (`agglomerate`). ``agglomeration`` "hierarchical" (waterz): the cheapest boundary first while it scores below
+   ``merge_threshold``, the merged object's boundaries re-scored from the union of their pixels; "one-shot": every
+   boundary of the watershed's objects scored once and all those below ``merge_threshold`` joined (one
+   union-find; a membrane between two cells scores high, a cut through one cell low);
 4. objects smaller than ``min_size`` pixels are dropped and their pixels flooded again from their neighbours.
 
 Ids are 1..n, numbered in raster order of each object's first pixel, so the same input gives the same ids.
@@ -19,87 +24,73 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..options import OPTIONS
+from .agglomerate import agglomerate, boundary_stats, union  # noqa: F401 - union: for segment.instances
+from .flood import flood, levels, raster_ids
 
 # The parameters of the instance step, and their defaults as mpfpipe.options declares them (OPTIONS["instances"])
-PARAMS = ("threshold", "seed_distance", "merge_threshold", "min_size", "link_slices", "link_overlap", "margin")
+SECTION = ("threshold", "seed_distance", "merge_threshold", "min_size", "agglomeration", "merge_score",
+           "merge_quantile", "smooth")  # those of one section (`section_instances`)
+PARAMS = (*SECTION, "link_slices", "link_overlap", "margin")
 DEFAULTS = {name: OPTIONS["instances"][name].default for name in PARAMS}
 
 
 def _relabel_raster(lab: np.ndarray) -> np.ndarray:
     """Ids 1..n in raster order of first appearance (0 stays 0)."""
-    ids, first = np.unique(lab.ravel(), return_index=True)
-    keep = ids != 0
-    order = np.argsort(first[keep], kind="stable")
-    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, np.int64)
-    lut[ids[keep][order]] = np.arange(1, int(keep.sum()) + 1)
-    return lut[lab].astype(np.int64)
-
-
-def union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Component index (0..) of nodes 0..n-1 joined by the edges (a, b): scipy's connected components."""
-    if n == 0:
-        return np.zeros(0, np.int64)
-    g = coo_matrix((np.ones(len(a), np.int8), (np.asarray(a, np.int64), np.asarray(b, np.int64))), shape=(n, n))
-    return connected_components(g, directed=False)[1].astype(np.int64)
+    return raster_ids(lab)[0][lab]
 
 
 def boundary_means(lab: np.ndarray, p: np.ndarray):
     """(a, b, mean boundary probability) of every pair of touching ids a < b (4-neighbours)."""
-    pairs, vals = [], []
-    for axis in (0, 1):
-        la, lb = np.moveaxis(lab, axis, 0)[:-1], np.moveaxis(lab, axis, 0)[1:]
-        pa, pb = np.moveaxis(p, axis, 0)[:-1], np.moveaxis(p, axis, 0)[1:]
-        m = (la != lb) & (la != 0) & (lb != 0)
-        pairs.append(np.stack([np.minimum(la[m], lb[m]), np.maximum(la[m], lb[m])], 1))
-        vals.append((pa[m].astype(np.float64) + pb[m]) / 2)
-    pairs, vals = np.concatenate(pairs).astype(np.int64), np.concatenate(vals)
-    if not len(pairs):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    base = int(pairs.max()) + 1  # one int64 key per pair: a 1-D unique is much faster than unique(axis=0)
-    uniq, inv = np.unique(pairs[:, 0] * base + pairs[:, 1], return_inverse=True)
-    inv = inv.ravel()
-    means = np.bincount(inv, weights=vals) / np.bincount(inv)
-    return uniq // base, uniq % base, means
+    a, b, sums, counts, _ = boundary_stats(lab, p)
+    return a, b, sums / np.maximum(counts, 1)
 
 
 def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
     from skimage.feature import peak_local_max
     comp, n = ndimage.label(cells)
     dist = ndimage.distance_transform_edt(cells)
-    peaks = peak_local_max(dist, min_distance=max(1, int(seed_distance)), labels=comp, exclude_border=False)
+    # one search over the whole section (scikit-image's per-component search loops over every component): a
+    # component whose maximum lies within seed_distance of a deeper one elsewhere gets its deepest pixel below
+    peaks = peak_local_max(dist, min_distance=max(1, int(seed_distance)), exclude_border=False)
+    peaks = peaks[cells[tuple(peaks.T)]] if len(peaks) else peaks
     markers = np.zeros(cells.shape, np.int64)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     missing = np.setdiff1d(np.arange(1, n + 1), comp[tuple(peaks.T)])
     if missing.size:  # a cell component without a maximum (a plateau peak_local_max left out): its deepest pixel
-        where = ndimage.maximum_position(dist, comp, missing)
-        for k, (y, x) in enumerate(where):
-            markers[y, x] = len(peaks) + 1 + k
+        # (scipy's maximum_position sorts the whole section, and breaks ties as its unstable sort falls: here
+        # only their pixels are sorted, deepest first, ties by raster order)
+        idx = np.flatnonzero(np.isin(comp, missing))
+        order = idx[np.lexsort((-dist.ravel()[idx], comp.ravel()[idx]))]
+        keys = comp.ravel()[order]
+        first = order[np.r_[True, keys[1:] != keys[:-1]]]  # one per component, in the order of missing
+        markers.ravel()[first] = np.arange(len(peaks) + 1, len(peaks) + 1 + first.size)
     return markers
 
 
 def section_instances(p: np.ndarray, *, threshold: float, seed_distance: int, merge_threshold: float,
-                      min_size: int) -> np.ndarray:
+                      min_size: int, agglomeration: str = DEFAULTS["agglomeration"],
+                      merge_score: str = DEFAULTS["merge_score"], merge_quantile: int = DEFAULTS["merge_quantile"],
+                      smooth: float = DEFAULTS["smooth"]) -> np.ndarray:
     """Object ids (int64, 1..n, raster order; 0 only where no cell pixel exists at all) of one section."""
-    from skimage.segmentation import watershed
     p = np.asarray(p, dtype=np.float32)
+    if smooth > 0:
+        p = ndimage.gaussian_filter(p, float(smooth))
     cells = p < threshold
     if not cells.any():
         return np.zeros(p.shape, np.int64)
-    lab = watershed(p, _seeds(cells, seed_distance))
-    a, b, means = boundary_means(lab, p)
-    join = means < merge_threshold
-    comp = union(int(lab.max()) + 1, a[join], b[join])
-    lab = np.where(lab > 0, comp[lab] + 1, 0)
+    level = levels(p)
+    lab = flood(level, _seeds(cells, seed_distance))
+    lab = agglomerate(lab, p, merge_threshold, merge_quantile if merge_score == "quantile" else None,
+                      hierarchical=agglomeration == "hierarchical")
     if min_size > 1:
         sizes = np.bincount(lab.ravel())
         small = sizes < min_size
         small[0] = False
-        if small.any() and not small[lab].all():
-            lab = watershed(p, np.where(small[lab], 0, lab))
+        holes = small[lab]
+        if holes.any() and not holes.all():  # flooded again from their neighbours (only the holes are 0)
+            lab = flood(level, np.where(holes, 0, lab))
     return _relabel_raster(lab)
 
 

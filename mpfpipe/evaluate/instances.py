@@ -151,7 +151,10 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
     return out
 
 
-TUNE_GRID = {"merge_threshold": (0.2, 0.3, 0.4, 0.5, 0.6), "seed_distance": (3, 5, 8)}
+# the hierarchical quantile merging's (the defaults); on the ISBI membrane workflow's val sections the mean and the
+# median scored below low quantiles, and smoothing the map did not help (mpfpipe.data.agglomerate)
+TUNE_GRID = {"threshold": (0.4, 0.5), "merge_threshold": (0.1, 0.15, 0.2, 0.3), "merge_quantile": (5, 25),
+             "seed_distance": (5, 12)}
 
 
 def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | None = None) -> dict:
@@ -160,9 +163,8 @@ def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | N
     (validation) slices, as the detection threshold is chosen on the validation split."""
     import itertools
 
-    from ..data.watershed import DEFAULTS, section_instances
-    fixed = {k: v for k, v in {**DEFAULTS, **(base or {})}.items()
-             if k in ("threshold", "seed_distance", "merge_threshold", "min_size")}
+    from ..data.watershed import DEFAULTS, SECTION, section_instances
+    fixed = {k: v for k, v in {**DEFAULTS, **(base or {})}.items() if k in SECTION}
     names = list(grid)
     best, tried = None, []
     for values in itertools.product(*(grid[k] for k in names)):

@@ -110,11 +110,21 @@ _SEGMENT = _opts(
                      "the options below, else the model's 'instances' metadata, else the defaults.", api=False,
                      workflow=False),
     instance_threshold=Option(Float(0, 1, optional=True), None, "Instances: membrane probability below which a "
-                              "pixel is cell [0.5].", api=False, workflow=False),
+                              "pixel is cell [0.4].", api=False, workflow=False),
     instance_seed_distance=Option(Int(1, optional=True), None, "Instances: minimal distance in pixels between two "
-                                  "seeds (maxima of the distance transform) [5].", api=False, workflow=False),
-    instance_merge_threshold=Option(Float(0, 1, optional=True), None, "Instances: join touching objects whose mean "
-                                    "boundary probability is below this [0.4].", api=False, workflow=False),
+                                  "seeds (maxima of the distance transform) [12].", api=False, workflow=False),
+    instance_merge_threshold=Option(Float(0, 1, optional=True), None, "Instances: join touching objects whose "
+                                    "boundary score is below this [0.15].", api=False, workflow=False),
+    instance_agglomeration=Option(Choice(("hierarchical", "one-shot"), optional=True), None, "Instances: region "
+                                  "merging, lowest boundary first with re-scoring, or all at once [hierarchical].",
+                                  api=False, workflow=False),
+    instance_merge_score=Option(Choice(("mean", "quantile"), optional=True), None, "Instances: a boundary's score, "
+                                "the mean or a percentile of its membrane probability [quantile].", api=False,
+                                workflow=False),
+    instance_merge_quantile=Option(Int(0, 100, optional=True), None, "Instances: the percentile that scores a "
+                                   "boundary [5].", api=False, workflow=False),
+    instance_smooth=Option(Float(0, optional=True), None, "Instances: Gaussian sigma applied to the membrane "
+                           "probability first [0].", api=False, workflow=False),
     instance_min_size=Option(Int(1, optional=True), None, "Instances: objects smaller than this (pixels per "
                              "section) are absorbed by their neighbours [30].", api=False, workflow=False),
     instance_margin=Option(Int(1, optional=True), None, "Instances: context margin in pixels around each block "
@@ -129,9 +139,20 @@ _SEGMENT = _opts(
 # the instance step, mpfpipe.segment.instances (segment --instances, a workflow's segment step): its parameters as
 # its API names them (mpfpipe.data.watershed reads its defaults from here)
 _INSTANCES = _opts(
-    threshold=Option(Float(0, 1), 0.5, "Membrane probability below which a pixel is cell."),
-    seed_distance=Option(Int(1), 5, "Minimal distance in pixels between two seeds."),
-    merge_threshold=Option(Float(0, 1), 0.4, "Join touching objects whose mean boundary probability is below this."),
+    # defaults: the best of evaluate's TUNE_GRID on the ISBI membrane workflow's val sections (n3, 2 hours)
+    threshold=Option(Float(0, 1), 0.4, "Membrane probability below which a pixel is cell."),
+    seed_distance=Option(Int(1), 12, "Minimal distance in pixels between two seeds."),
+    merge_threshold=Option(Float(0, 1), 0.15, "Join touching objects whose boundary score (merge_score) is below "
+                           "this."),
+    agglomeration=Option(Choice(("hierarchical", "one-shot")), "hierarchical", "Region merging: 'hierarchical' "
+                         "joins the lowest-scoring boundary first and re-scores the merged object's boundaries "
+                         "(waterz); 'one-shot' scores the watershed's boundaries once and joins all below the "
+                         "threshold."),
+    merge_score=Option(Choice(("mean", "quantile")), "quantile", "The score of a boundary: the mean of its membrane "
+                       "probability, or its merge_quantile-th percentile."),
+    merge_quantile=Option(Int(0, 100), 5, "The percentile of the boundary probability that scores it (merge_score "
+                          "quantile; 50 = the median)."),
+    smooth=Option(Float(0), 0.0, "Gaussian sigma in pixels applied to the membrane probability first (0 = none)."),
     min_size=Option(Int(1), 30, "Objects smaller than this (pixels per section) are absorbed."),
     link_slices=Option(Choice((False, True)), False, "Link the objects of consecutive sections by overlap."),
     link_overlap=Option(Float(0, 1), 0.5, "The overlap (fraction of the smaller object) that links."),

@@ -38,14 +38,16 @@ def checksums_name(level: int) -> str:
     return f"checksums_instances_{level}"
 
 
-def _compressors():
+def _compressors(fast: bool = False):
     from zarr.codecs import BloscCodec, BloscShuffle
+    if fast:  # the work's fragments, written once and read once: lz4 costs a fraction of zstd's time
+        return [BloscCodec(cname="lz4", clevel=1, shuffle=BloscShuffle.bitshuffle)]
     return [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)]
 
 
-def _array(group, name, shape, chunks, dtype, dims=None, fill=0, compress=True):
+def _array(group, name, shape, chunks, dtype, dims=None, fill=0, compress=True, fast=False):
     return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                              compressors=_compressors() if compress else None, dimension_names=dims,
+                              compressors=_compressors(fast) if compress else None, dimension_names=dims,
                               overwrite=True)
 
 
@@ -69,7 +71,7 @@ def create_work(path, shape, chunk, grid, settings: dict) -> str:
     import zarr
     root = zarr.open_group(str(path), mode="r+")
     work = root.create_group(WORK, overwrite=True)
-    _array(work, "fragments", shape, chunk, np.uint32)
+    _array(work, "fragments", shape, chunk, np.uint32, fast=True)
     _array(work, "done_fragments", grid, (1, 1, 1), np.uint8, compress=False)
     (Path(path) / WORK / "blocks").mkdir(exist_ok=True)
     token = uuid.uuid4().hex

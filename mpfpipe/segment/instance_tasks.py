@@ -1,13 +1,27 @@
 """What runs on a worker for the instance step (`instances`): one block of each pass, no Dask here."""
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 
 import numpy as np
 
 from . import instance_store as store
 from .blocks import Block
-from ..data.watershed import overlap_pairs, section_instances
+from ..data.flood import raster_ids
+from ..data.watershed import SECTION, overlap_pairs, section_instances
+
+
+def _timed(task):
+    """The task's result with its CPU seconds ("cpu": this worker process's, all its threads: Dask runs one task
+    per worker process at a time here) for the step's per-pass account."""
+    @functools.wraps(task)
+    def run(*args):
+        c0 = time.process_time()
+        out = task(*args)
+        return {**out, "cpu": time.process_time() - c0}
+    return run
 
 
 def _strip(before: Block, after: Block, axis: int, margin: int):
@@ -17,6 +31,7 @@ def _strip(before: Block, after: Block, axis: int, margin: int):
     return face - w, face + w
 
 
+@_timed
 def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -> dict:
     """Pass 1 for one block (see the module doc). ``neighbours``: ("lo" | "hi", axis) -> the neighbour block
     before / after it along y (1) or x (2)."""
@@ -42,15 +57,12 @@ def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -
     local = np.zeros(prob.shape, np.uint32)
     n = 0
     for k in range(prob.shape[0]):
-        lab = section_instances(prob[k], threshold=p["threshold"], seed_distance=p["seed_distance"],
-                                merge_threshold=p["merge_threshold"], min_size=p["min_size"])
+        lab = section_instances(prob[k], **{name: p[name] for name in SECTION})
         lab[outside[k]] = 0
-        ids, first = np.unique(lab[core].ravel(), return_index=True)
-        first, ids = first[ids != 0], ids[ids != 0]
-        lut = np.zeros(int(lab.max()) + 1, np.int64)  # objects of the margin only get 0: not ours
-        lut[ids[np.argsort(first, kind="stable")]] = np.arange(n + 1, n + 1 + ids.size)
-        local[k] = lut[lab]
-        n += ids.size
+        lut, met = raster_ids(lab[core], start=n)  # n + 1.. in raster order of the core
+        lut = np.concatenate([lut, np.zeros(max(0, int(lab.max()) + 1 - lut.size), np.int64)])
+        local[k] = lut[lab]  # objects of the margin only get 0: not ours
+        n += met
     cell = prob < p["threshold"]
     files = {"n": np.array(n)}
     origin = (None, y0, x0)
@@ -67,11 +79,13 @@ def fragment_task(out: str, p: dict, pos: int, block: Block, neighbours: dict) -
         files["links"] = np.concatenate(links).astype(np.int64)
     frag = zarr.open_array(out, path=f"{store.WORK}/fragments", mode="r+")
     frag[slice(*block.z), slice(*block.y), slice(*block.x)] = c
-    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez_compressed(f, **files))
+    # small strips: not worth compressing
+    store.save_atomic(store.block_file(out, block.index), lambda f: np.savez(f, **files))
     zarr.open_array(out, path=f"{store.WORK}/done_fragments", mode="r+")[block.index] = 1
     return {"index": block.index, "n": n}
 
 
+@_timed
 def relabel_task(out: str, block: Block, offset: int, n: int) -> dict:
     """Pass 3 for one block: final ids from the mapping, written with their checksum, then the done marker."""
     import zarr
@@ -99,6 +113,7 @@ def _write_level(out: str, level: int, block: Block, ids: np.ndarray, crc) -> di
     return {"index": block.index}
 
 
+@_timed
 def level_task(out: str, level: int, block: Block, halve_z: bool = False) -> dict:
     """One pyramid block of labels/instances: the mode of 2 x 2 (x 2 with ``halve_z``) windows of the level
     below."""

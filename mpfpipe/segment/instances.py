@@ -56,11 +56,15 @@ class InstanceResult:
     skipped: int = 0
     n_objects: int = 0
     seconds: float = 0.0
+    # CPU seconds by pass: fragments (1), union (2, the driver), relabel (3) and pyramid (its levels)
+    cpu_seconds: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)
 
     def summary(self) -> str:
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in self.cpu_seconds.items())
         return (f"{self.output} labels/instances: {self.n_objects} objects; {self.blocks} blocks: {self.done} done, "
-                f"{self.skipped} skipped (fragments already done); {self.seconds:.1f} s")
+                f"{self.skipped} skipped (fragments already done); {self.seconds:.1f} s"
+                + (f" (CPU s by pass: {cpu})" if cpu else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +82,8 @@ def _params(meta: dict, given: dict) -> dict:
     from_model = {}
     if model_path and Path(model_path).is_file():
         from_model = {k: v for k, v in (read_metadata(model_path).get("instances") or {}).items() if k in PARAMS}
+        if from_model and "agglomeration" not in from_model:  # chosen before hierarchical merging existed: as then
+            from_model = {"agglomeration": "one-shot", "merge_score": "mean", **from_model}
     out = {**DEFAULTS, **from_model, **{k: v for k, v in given.items() if v is not None}}
     check("instances", out, where="instances: ")
     return out
@@ -140,17 +146,21 @@ def _cluster(workers, threads, scheduler):
         yield runner.client
 
 
-def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceResult) -> int:
+def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceResult, account: str) -> int:
     """Run ``calls`` [(fn, args, block index)] inline (no client) or on Dask; failures are collected in
-    ``result.errors``. Returns the number done."""
+    ``result.errors``, the tasks' CPU seconds added to ``result.cpu_seconds[account]``. Returns the number done."""
     from tqdm.auto import tqdm
     done = 0
+
+    def count(out):
+        result.cpu_seconds[account] = result.cpu_seconds.get(account, 0.0) + float((out or {}).get("cpu", 0.0))
+
     bar = tqdm(total=len(calls), unit="block", disable=not progress or not calls, desc=desc)
     try:
         if client is None:
             for fn, args, index in calls:
                 try:
-                    fn(*args)
+                    count(fn(*args))
                     done += 1
                 except MpfError as exc:  # a bug is not caught: it surfaces here, without Dask to report it
                     result.errors.append(f"{desc} block {index}: {exc}")
@@ -161,7 +171,7 @@ def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceR
         for fut in as_completed(futures):
             _stop.check()
             try:
-                fut.result()
+                count(fut.result())
                 done += 1
             except Exception as exc:  # noqa: BLE001 - reported, the other blocks go on
                 result.errors.append(f"{desc} block {futures[fut]}: {type(exc).__name__}: {exc}")
@@ -174,7 +184,8 @@ def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceR
 
 @_lock.locked("output", "segmentation")
 def label_instances(output, *, threshold=None, seed_distance=None, merge_threshold=None, min_size=None,
-                    link_slices=None, link_overlap=None, margin=None, positive=None, block=None,
+                    agglomeration=None, merge_score=None, merge_quantile=None, smooth=None, link_slices=None,
+                    link_overlap=None, margin=None, positive=None, block=None,
                     workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True) -> InstanceResult:
     """Write ``labels/instances`` into the complete segmentation ``output`` (see the module doc). Parameters
@@ -192,8 +203,9 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
         raise DataError(f"{output} is an unfinished segmentation: finish it (rerun `mpfpipe segment`) first")
     pos = _membrane_class(meta, positive)
     p = _params(meta, {"threshold": threshold, "seed_distance": seed_distance, "merge_threshold": merge_threshold,
-                       "min_size": min_size, "link_slices": link_slices, "link_overlap": link_overlap,
-                       "margin": margin})
+                       "min_size": min_size, "agglomeration": agglomeration, "merge_score": merge_score,
+                       "merge_quantile": merge_quantile, "smooth": smooth, "link_slices": link_slices,
+                       "link_overlap": link_overlap, "margin": margin})
     shape = tuple(meta["input"]["shape"])
     blk = tuple(int(b) for b in (block or meta["block"]))
     if len(blk) != 3 or min(blk) < 1:
@@ -226,9 +238,11 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
     with _cluster(workers, threads, scheduler) as client:
         if relabel:
             calls = _fragment_calls(out, p, pos, blocks, grid, result)
-            result.done = _run_tasks(client, calls, "fragments", progress, result)
+            result.done = _run_tasks(client, calls, "fragments", progress, result, "fragments")
             _check(result)
+            c0 = time.process_time()
             offsets, counts, n_objects = _mapping(out, blocks, grid, p)
+            result.cpu_seconds["union"] = time.process_time() - c0
         else:
             n_objects = int(store.labels_state(out)["n_objects"])
         levels = int(meta.get("levels", 1))
@@ -250,7 +264,8 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
                          for b in todo]
             else:
                 calls = [(level_task, (out, lv, b, lv in zlevels), b.index) for b in todo]
-            _run_tasks(client, calls, f"instances level {lv}", progress, result)
+            _run_tasks(client, calls, f"instances level {lv}", progress, result,
+                       "relabel" if lv == 0 else "pyramid")
             _check(result)
     store.set_labels_complete(out)
     import shutil

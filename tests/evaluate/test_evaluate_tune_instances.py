@@ -12,11 +12,11 @@ import pytest
 
 from mpfpipe.cli import main
 from mpfpipe.data.synth import synth_em
-from mpfpipe.data.watershed import DEFAULTS
+from mpfpipe.data.watershed import DEFAULTS, SECTION
 from mpfpipe.model import Model, load_model, read_metadata, save_model
 from mpfpipe.segment import instance_store
 
-TUNED = ("threshold", "seed_distance", "merge_threshold", "min_size")
+TUNED = SECTION
 
 
 def _run(capsys, *args) -> str:
@@ -87,3 +87,14 @@ def test_a_model_that_is_gone_or_replaced_is_not_written(segmented, tmp_path, ca
     chosen = json.loads((tmp_path / "ev" / "report.json").read_text())["instances_chosen"]
     assert chosen["model"] is None and "no longer the model" in chosen["not_written"]
     assert model.read_bytes() == before and np.isfinite(chosen["v_rand_thinned"])
+
+
+def test_parameters_chosen_before_hierarchical_merging_keep_their_meaning(segmented, tmp_path, capsys):
+    from mpfpipe.model import set_instances
+    model, ds, _ = segmented
+    # what `evaluate --tune-instances` wrote before agglomeration / merge_score existed: one-shot mean merging
+    set_instances(model, {"threshold": 0.5, "seed_distance": 5, "merge_threshold": 0.3, "min_size": 30})
+    _run(capsys, "segment", model, ds, tmp_path / "a.ome.zarr", "--block", "1,32,32", "--workers", "0", "--quiet",
+         "--instances")
+    used = instance_store.labels_state(tmp_path / "a.ome.zarr")["settings"]
+    assert (used["agglomeration"], used["merge_score"], used["merge_threshold"]) == ("one-shot", "mean", 0.3)

@@ -43,7 +43,7 @@ def test_workflow_segments_instances_and_reports_them_side_by_side(tmp_path, cap
     seg = next(s for s in summary["steps"] if s["kind"] == "segment")["result"]
     assert seg["instances"]["n_objects"] > 0
     chosen = report["instances_chosen"]
-    assert chosen["chosen_on"] == "val" and chosen["images"] == [1] and len(chosen["grid"]) == 15
+    assert chosen["chosen_on"] == "val" and chosen["images"] == [1] and len(chosen["grid"]) == 32
     assert chosen["v_rand_thinned"] == max(g["v_rand_thinned"] for g in chosen["grid"])
     from mpfpipe.model import load_model  # written into the model trained here, for segment --instances
     tuned = load_model(chosen["model"]).instances
