@@ -17,6 +17,16 @@ import numpy as np
 LEVELS = 4096
 
 
+@numba.njit(cache=True, inline="always")
+def _push(head, tail, nxt, v, i):
+    """Append pixel i to level v's first-in first-out list (head, tail, nxt: linked lists per level)."""
+    if tail[v] < 0:
+        head[v] = i
+    else:
+        nxt[tail[v]] = i
+    tail[v] = i
+
+
 @numba.njit(cache=True)
 def _flood(level, lab):
     h, w = level.shape
@@ -35,11 +45,7 @@ def _flood(level, lab):
                 or (y < h - 1 and out[i + w] == 0)):
             continue
         v = lv[i]
-        if tail[v] < 0:
-            head[v] = i
-        else:
-            nxt[tail[v]] = i
-        tail[v] = i
+        _push(head, tail, nxt, v, i)
         cur = min(cur, v)
     while cur < LEVELS:
         i = head[cur]
@@ -71,11 +77,7 @@ def _flood(level, lab):
                 continue
             out[j] = out[i]
             v = lv[j]
-            if tail[v] < 0:
-                head[v] = j
-            else:
-                nxt[tail[v]] = j
-            tail[v] = j
+            _push(head, tail, nxt, v, j)
             if v < cur:
                 cur = v
     return out.reshape(h, w)
