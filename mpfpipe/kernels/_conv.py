@@ -4,8 +4,8 @@
   and both backward passes (the forward pass also for fewer input maps: every first layer); a layer followed by a
   linear 1x1 output layer (n3 / n4: fc1 then fc2) runs with the output layer fused per block, so fc1's 200 maps
   are never re-read from memory;
-- otherwise few channels (C_in * C_out <= DIRECT_MAX: every first layer, and patch mode's small fragments of the
-  steel net): direct kernels over flattened fragment rows (_direct);
+- otherwise few channels (C_in * C_out <= DIRECT_MAX: every first layer's backward passes, and patch mode's small
+  fragments of the steel net): direct kernels over flattened fragment rows (_direct);
 - and the rest (patch mode's many-channel layers) one GEMM per kernel tap on the input in place (_taps).
 Weight gradients are accumulated block by block in float64, into a fixed number of slabs (`_head.SLABS`) summed in
 order: bit-identical for any thread count, and accurate in float32 runs.

@@ -37,21 +37,24 @@ def _window_max_row(xs, y0, p, L, best, arg):
 
 
 @njit(cache=True, inline="always")
-def _deal2(src, d0, d1, n):
-    """d0[j] = src[2j], d1[j] = src[2j + 1] for j < n: the two column offsets of a p = 2 MPF in one de-interleaving
-    pass. Copied through a strided view, element by element, they made n3's pools 1.4-1.6x slower."""
-    for j in range(n):
-        d0[j] = src[2 * j]
-        d1[j] = src[2 * j + 1]
-
-
-@njit(cache=True, inline="always")
-def _deal3(src, d0, d1, d2, n):
-    """`_deal2` for p = 3 (n3's first pool)."""
-    for j in range(n):
-        d0[j] = src[3 * j]
-        d1[j] = src[3 * j + 1]
-        d2[j] = src[3 * j + 2]
+def _deal(src, out, c, g, i, noff, n):
+    """out[c, g + b, i, j] = src[j*noff + b] for b < noff, j < n, when noff is 2 or 3 (n3 / n4's pools): the MPF
+    column offsets of one window row in one de-interleaving pass. Copied through strided views, element by element,
+    they made those pools 1.4-1.6x slower. Returns False (nothing written) for other noff."""
+    if noff == 2:
+        d0, d1 = out[c, g, i], out[c, g + 1, i]
+        for j in range(n):
+            d0[j] = src[2 * j]
+            d1[j] = src[2 * j + 1]
+        return True
+    if noff == 3:
+        d0, d1, d2 = out[c, g, i], out[c, g + 1, i], out[c, g + 2, i]
+        for j in range(n):
+            d0[j] = src[3 * j]
+            d1[j] = src[3 * j + 1]
+            d2[j] = src[3 * j + 2]
+        return True
+    return False
 
 
 @pjit(cache=True)
@@ -68,15 +71,8 @@ def _pool_fwd(x, p, noff, y, idx):
         for a in range(noff):
             for i in range(m):
                 _window_max_row(xs, a + i * p, p, L, best, arg)
-                if noff == 2:
-                    g = f * 4 + a * 2
-                    _deal2(best, y[c, g, i], y[c, g + 1, i], n)
-                    _deal2(arg, idx[c, g, i], idx[c, g + 1, i], n)
-                    continue
-                if noff == 3:
-                    g = f * 9 + a * 3
-                    _deal3(best, y[c, g, i], y[c, g + 1, i], y[c, g + 2, i], n)
-                    _deal3(arg, idx[c, g, i], idx[c, g + 1, i], idx[c, g + 2, i], n)
+                if _deal(best, y, c, f * noff * noff + a * noff, i, noff, n):
+                    _deal(arg, idx, c, f * noff * noff + a * noff, i, noff, n)
                     continue
                 for b in range(noff):
                     g = f * noff * noff + a * noff + b
@@ -126,13 +122,7 @@ def _pool_fwd_only(x, p, noff, y):
         for a in range(noff):
             for i in range(m):
                 _window_max_only_row(xs, a + i * p, p, L, col, best)
-                if noff == 2:
-                    g = f * 4 + a * 2
-                    _deal2(best, y[c, g, i], y[c, g + 1, i], n)
-                    continue
-                if noff == 3:
-                    g = f * 9 + a * 3
-                    _deal3(best, y[c, g, i], y[c, g + 1, i], y[c, g + 2, i], n)
+                if _deal(best, y, c, f * noff * noff + a * noff, i, noff, n):
                     continue
                 for b in range(noff):
                     yr = y[c, f * noff * noff + a * noff + b, i]
@@ -174,7 +164,7 @@ def _pool_bwd(dy, idx, p, noff, dx):
                 g = f * noff * noff + a * noff + b
                 dys = dy[c, g]
                 ids = idx[c, g]
-                if p == 2 and noff == 2:
+                if noff == 2:  # dense p = 2 (patch mode has one offset)
                     for i in range(m):
                         for ry in range(2):
                             _add2(dxs[a + 2 * i + ry, b:], dys[i], ids[i], 2 * ry, n, zero)
