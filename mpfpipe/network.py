@@ -14,8 +14,8 @@ from .arch import ConvOp, Net
 from .network3 import backward3, forward3
 from .plan import body_end, fused_output, head_start  # head_start, fused_output: also their old import path
 from .warmup import ensure_warm
-from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post, forward_head,
-                      pool_backward, pool_forward, single_threaded_blas)
+from .kernels import (backward_head, conv_backward, conv_backward_post, conv_forward, conv_forward_post,
+                      conv_pool_forward, forward_head, pool_backward, pool_forward, single_threaded_blas)
 
 
 @dataclass
@@ -49,8 +49,20 @@ def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | Non
 def _forward(net, params, x, dense, tape):
     hs = head_start(net)
     fused = fused_output(net)
-    for op in net.ops[:body_end(net)]:
+    body = net.ops[:body_end(net)]
+    pos = 0
+    while pos < len(body):
+        op = body[pos]
         if isinstance(op, ConvOp):
+            after = body[pos + 1] if pos + 1 < len(body) else None
+            if tape is None and after is not None and not isinstance(after, ConvOp):
+                # inference: the pool on the convolution's blocks while they are in cache (None: not on the tiles)
+                y = conv_pool_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act, after.p,
+                                      dense)
+                if y is not None:
+                    x = y
+                    pos += 2
+                    continue
             y = conv_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act)
             if tape is not None:
                 tape.entries.append((x, y))
@@ -59,6 +71,7 @@ def _forward(net, params, x, dense, tape):
             if tape is not None:
                 tape.entries.append((idx, x.shape))
         x = y
+        pos += 1
     if fused:
         a, b = net.ops[-2], net.ops[-1]
         y, z = conv_forward_post(x, params[f"{a.name}.weight"], params[f"{a.name}.bias"], a.act,

@@ -60,6 +60,14 @@ def _job_tiles(dt):
     _conv_job(dt, 12, 12, "relu")  # wider, fragments of a few tiles: the register tiles
 
 
+def _job_convpool(dt):
+    from .kernels import conv_pool_forward
+    w = np.full((6, 1, 4, 4), 0.01, dt)
+    for dense, size in ((True, 20), (False, 19)):  # inference's conv + pool on the tiles (pools exact for both)
+        y = conv_pool_forward(np.ones((1, 1, size, size), dt), w, np.zeros(6, dt), "tanh", 2, dense)
+        assert y is not None, "the warm-up's conv + pool must run on the tiles"
+
+
 def _job_post(dt):
     from .kernels import conv_backward_post, conv_forward_post
     for size in (5, 12):  # the tap GEMMs and the register tiles
@@ -110,8 +118,8 @@ def _job_act(dt):
             xent(np.zeros((2, 4, 4), dt), np.zeros((4, 4), lab_dtype), grad=grad)
 
 
-JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "post": _job_post, "head": _job_head,
-        "pool": _job_pool, "zpool": _job_zpool, "act": _job_act}
+JOBS = {"direct": _job_direct, "taps": _job_taps, "tiles": _job_tiles, "convpool": _job_convpool, "post": _job_post,
+        "head": _job_head, "pool": _job_pool, "zpool": _job_zpool, "act": _job_act}
 
 
 def jobs_for(net) -> list[str]:

@@ -18,7 +18,7 @@ from numba.core.registry import CPUDispatcher
 from mpfpipe import kernels
 from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_forward, dense_loss_grad
-from mpfpipe.kernels import _act, _blas, _direct, _head, _pool, _taps, _tiles, _xent, _zpool
+from mpfpipe.kernels import _act, _blas, _convpool, _direct, _head, _pool, _taps, _tiles, _xent, _zpool
 from mpfpipe.kernels._par import Twin, variant
 from mpfpipe.params import init_params
 for mode in ("serial", "parallel"):
@@ -43,7 +43,7 @@ def dispatchers(m):  # a parallel kernel is a Twin of two dispatchers
             yield k, v.parallel
         elif isinstance(v, CPUDispatcher):
             yield k, v
-mods = (_act, _blas, _direct, _head, _pool, _taps, _tiles, _xent, _zpool)
+mods = (_act, _blas, _convpool, _direct, _head, _pool, _taps, _tiles, _xent, _zpool)
 miss = {f"{m.__name__}.{k}": sum(v.stats.cache_misses.values()) for m in mods for k, v in dispatchers(m)
         if v.stats.cache_misses}
 hits = sum(sum(v.stats.cache_hits.values()) for m in mods for _, v in dispatchers(m))
@@ -52,8 +52,8 @@ print(json.dumps({"misses": miss, "hits": hits}))
 
 
 def test_jobs_for_the_presets():
-    assert jobs_for(load_net("steel")) == ["direct", "tiles", "head", "pool", "act"]
-    assert jobs_for(load_net("n4")) == ["direct", "taps", "tiles", "post", "pool", "act"]
+    assert jobs_for(load_net("steel")) == ["direct", "tiles", "convpool", "head", "pool", "act"]
+    assert jobs_for(load_net("n4")) == ["direct", "taps", "tiles", "convpool", "post", "pool", "act"]
     assert jobs_for(load_net("n337")) == ["taps", "tiles", "pool", "zpool", "act"]  # conv1: 3 z-slabs x 80 maps
     assert jobs_for(load_net("aniso")) == ["direct", "taps", "tiles", "head", "pool", "zpool", "act"]
 

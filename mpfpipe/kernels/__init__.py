@@ -9,7 +9,7 @@ import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS our kernels call (
 from threadpoolctl import ThreadpoolController
 
 from ._act import ACT_CODES, act_backward, bias_act_forward
-from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward_post, use_direct
+from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward_post, conv_pool_forward, use_direct
 from ._blas import reproducible_active, set_reproducible
 from ._par import VARIANTS, current_variant, variant
 from ._stitch import stitch, stitch3, unstitch, unstitch3
@@ -31,5 +31,5 @@ def single_threaded_blas():
 __all__ = ["single_threaded_blas", "TILE_MIN_MAPS", "reproducible_active", "set_reproducible", "VARIANTS",
            "current_variant", "variant", "stitch", "unstitch", "stitch3", "unstitch3", "xent_pass",
            "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
-           "conv_backward_post", "conv_forward", "conv_forward_post", "forward_head", "pool_backward", "pool_forward",
-           "use_direct", "zpool_backward", "zpool_forward"]
+           "conv_backward_post", "conv_forward", "conv_forward_post", "conv_pool_forward", "forward_head",
+           "pool_backward", "pool_forward", "use_direct", "zpool_backward", "zpool_forward"]

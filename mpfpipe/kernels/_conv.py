@@ -10,11 +10,14 @@
 Weight gradients are accumulated block by block in float64, into a fixed number of slabs (`_head.SLABS`) summed in
 order: bit-identical for any thread count, and accurate in float32 runs.
 """
+from math import gcd
+
 import numpy as np
 from numba import get_num_threads
 
 from . import _arena, _taps, _tiles
 from ._act import ACT_CODES, act_backward, bias_act_forward
+from ._convpool import conv_pool_fwd_tiles
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
 from ._head import SLABS, sum_parts
 from ._taps import conv_bwd_taps, conv_fwd_taps
@@ -90,6 +93,30 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
         return y
     conv_fwd_taps(x, _taps_weight(weight, x.dtype), b, ACT_CODES[act], x.dtype == np.float32,
                   _taps.rows_per_block(w), y, get_num_threads(), False, none, none[0], none.reshape(1, 1, 1, 1))
+    return y
+
+
+def conv_pool_forward(x, weight, bias, act, p: int, dense: bool):
+    """pool_forward(conv_forward(x, weight, bias, act), p, dense) without its arg-max (inference), in one pass on
+    the tiles (`_convpool`): the same bits. None when the layer does not run on the tiles or the pool does not fit
+    (the caller then runs the two apart, which raise the usual errors)."""
+    C, F, h, w = x.shape
+    cout, cin, k, _ = weight.shape
+    noff = p if dense else 1
+    oh, ow = h - k + 1, w - k + 1
+    if cin != C or not _tiled_forward(x, weight) or (oh - noff + 1) % p or (ow - noff + 1) % p:
+        return None
+    m, n = (oh - noff + 1) // p, (ow - noff + 1) // p
+    T = get_num_threads()
+    starts = (noff - 1) + (m - 1) * p + 1
+    tile = _tiles.tile_positions(x.dtype)
+    cpf = T // gcd(F, T)  # chunks per fragment: F * cpf is a multiple of the thread count
+    if (starts // cpf + p - 1) * w - (k - 1) < tile:
+        cpf = 1  # chunks too short for a tile: one per fragment
+    y = _arena.empty((cout, F * noff * noff, m, n), x.dtype)
+    conv_pool_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype),
+                        ACT_CODES[act], x.dtype == np.float32, k, _tiles.rows_per_block(w, k, x.dtype), p, noff,
+                        cpf, y, T)
     return y
 
 

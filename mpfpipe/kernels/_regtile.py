@@ -12,10 +12,11 @@ from ._simd import lanes, vadd, vbcast, vfma, vload, vstore, vzero
 
 
 @njit(cache=True, inline='always')
-def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
-    """buf[b0 + o*nb + j] (o < 6, j < 4 lanes) = sum over c < C, taps (ky, kx) of wf[wi + ((c*k + ky)*k + kx)*6 + o]
-    * xf[xb + c*cs + ky*W + kx + j]: a 6-channel x 4-vector tile of a convolution, its 24 accumulators in
-    registers through the whole reduction."""
+def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
+    """buf[b0 + o*nb + j] (o < 6, j in the 4 vectors at 0, L, v2, v2 + L) = sum over c < C, taps (ky, kx) of
+    wf[wi + ((c*k + ky)*k + kx)*6 + o] * xf[xb + c*cs + ky*W + kx + j]: a 6-channel x 4-vector tile of a convolution,
+    its 24 accumulators in registers through the whole reduction. v2 = 2L: 4 consecutive vectors; v2 = W: 2 vectors
+    in each of two rows (a fragment row of 2L positions is then covered without dropped columns)."""
     L = lanes(xf)
     a00, a01, a02, a03 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
     a10, a11, a12, a13 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
@@ -27,7 +28,7 @@ def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
         for ky in range(k):
             p = xb + c * cs + ky * W
             for kx in range(k):
-                x0, x1, x2, x3 = vload(xf, p), vload(xf, p + L), vload(xf, p + 2 * L), vload(xf, p + 3 * L)
+                x0, x1, x2, x3 = vload(xf, p), vload(xf, p + L), vload(xf, p + v2), vload(xf, p + v2 + L)
                 w = vbcast(wf, wi + 0)
                 a00, a01, a02, a03 = vfma(w, x0, a00), vfma(w, x1, a01), vfma(w, x2, a02), vfma(w, x3, a03)
                 w = vbcast(wf, wi + 1)
@@ -44,28 +45,28 @@ def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
                 p += 1
     vstore(buf, b0, a00)
     vstore(buf, b0 + 0 * nb + 1 * L, a01)
-    vstore(buf, b0 + 0 * nb + 2 * L, a02)
-    vstore(buf, b0 + 0 * nb + 3 * L, a03)
+    vstore(buf, b0 + 0 * nb + v2, a02)
+    vstore(buf, b0 + 0 * nb + v2 + L, a03)
     vstore(buf, b0 + 1 * nb + 0 * L, a10)
     vstore(buf, b0 + 1 * nb + 1 * L, a11)
-    vstore(buf, b0 + 1 * nb + 2 * L, a12)
-    vstore(buf, b0 + 1 * nb + 3 * L, a13)
+    vstore(buf, b0 + 1 * nb + v2, a12)
+    vstore(buf, b0 + 1 * nb + v2 + L, a13)
     vstore(buf, b0 + 2 * nb + 0 * L, a20)
     vstore(buf, b0 + 2 * nb + 1 * L, a21)
-    vstore(buf, b0 + 2 * nb + 2 * L, a22)
-    vstore(buf, b0 + 2 * nb + 3 * L, a23)
+    vstore(buf, b0 + 2 * nb + v2, a22)
+    vstore(buf, b0 + 2 * nb + v2 + L, a23)
     vstore(buf, b0 + 3 * nb + 0 * L, a30)
     vstore(buf, b0 + 3 * nb + 1 * L, a31)
-    vstore(buf, b0 + 3 * nb + 2 * L, a32)
-    vstore(buf, b0 + 3 * nb + 3 * L, a33)
+    vstore(buf, b0 + 3 * nb + v2, a32)
+    vstore(buf, b0 + 3 * nb + v2 + L, a33)
     vstore(buf, b0 + 4 * nb + 0 * L, a40)
     vstore(buf, b0 + 4 * nb + 1 * L, a41)
-    vstore(buf, b0 + 4 * nb + 2 * L, a42)
-    vstore(buf, b0 + 4 * nb + 3 * L, a43)
+    vstore(buf, b0 + 4 * nb + v2, a42)
+    vstore(buf, b0 + 4 * nb + v2 + L, a43)
     vstore(buf, b0 + 5 * nb + 0 * L, a50)
     vstore(buf, b0 + 5 * nb + 1 * L, a51)
-    vstore(buf, b0 + 5 * nb + 2 * L, a52)
-    vstore(buf, b0 + 5 * nb + 3 * L, a53)
+    vstore(buf, b0 + 5 * nb + v2, a52)
+    vstore(buf, b0 + 5 * nb + v2 + L, a53)
 
 
 @njit(cache=True, inline='always')

@@ -115,15 +115,28 @@ def _pack_rows(xf, xb, cs, C, m, xp, ps):
 
 
 @njit(cache=True)
-def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T):
-    """buf[o*nb + q] for o < cout, q < n: the convolution of the block whose first input element is xf[xb]."""
+def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T, ow):
+    """buf[o*nb + q] for o < cout, q < n: the convolution of the block whose first input element is xf[xb]. With
+    ``ow`` > 0 (rows of a fragment: positions r*W + i, i < ow, are wanted; the others are dropped) and ow a multiple
+    of half a tile, the tiles cover two rows' ow positions each and leave the dropped columns unwritten: n4's fc1
+    (ow = 32 of W = 34) computed 6 % of its positions for nothing."""
     nob = (cout + OB - 1) // OB
     wsz = C * k * k * OB
+    L = T // NV
+    rows = (n + k - 1) // W
+    pairs = ow > 0 and ow % (2 * L) == 0 and rows >= 2
     for j in range(nob):
         o0 = min(j * OB, cout - OB)
+        if pairs:
+            for r in range(0, rows, 2):
+                r = min(r, rows - 2)  # an odd last row: the pair moved back (the row before computed again)
+                for i in range(0, ow, 2 * L):
+                    q = r * W + i
+                    _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, W)
+            continue
         for q in range(0, n, T):
             q = min(q, n - T)
-            _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb)
+            _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, 2 * L)
 
 
 @pjit(cache=True)
@@ -146,7 +159,7 @@ def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep
     L = lanes(xf)
     for t in prange(T):
         nb = (oh // per_f + 1) * W
-        buf = np.empty(O * nb, x.dtype)
+        buf = np.zeros(O * nb, x.dtype)  # zeros: columns the row-pair tiles leave unwritten go through act and post
         zbuf = np.empty(K * nb if post else 1, x.dtype)
         ps = _packed_stride(nb + (k - 1) * W, L)
         xp = np.empty(C * ps, x.dtype)
@@ -157,7 +170,7 @@ def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep
             R = (j + 1) * oh // per_f - y0
             n = R * W - (k - 1)
             _pack_rows(xf, f * h * W + y0 * W, cs, C, (R + k - 1) * W, xp, ps)
-            _conv_block(xp, 0, W, k, C, ps, wf, O, buf, n, nb, NV * L)
+            _conv_block(xp, 0, W, k, C, ps, wf, O, buf, n, nb, NV * L, ow)
             for o in range(O):
                 _bias_act_row(buf[o * nb:o * nb + n], b[o], code, fast, n)
                 if post and not keep:
@@ -350,7 +363,7 @@ def conv_dx_tiles(gp, wf, k, lead, cols, dx):
         ps = _packed_stride(n + 2 * pad, L)
         gpk = np.empty(O * ps, dx.dtype)
         _pack_rows(gf, a + lead - pad, Ls, O, n + 2 * pad, gpk, ps)
-        _conv_block(gpk, 0, W, k, O, ps, wf, C, buf, n, nb, NV * L)
+        _conv_block(gpk, 0, W, k, O, ps, wf, C, buf, n, nb, NV * L, 0)
         for c in range(C):
             d = dxf[c * cs + a:c * cs + b]
             src = buf[c * nb:c * nb + n]

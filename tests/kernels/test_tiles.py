@@ -46,6 +46,8 @@ def _naive_layer(x, w, b, act, dy):
     (6, 6, 1, 2, 9, 7, "stanh"),      # the smallest tiled layer, k = 1 (no dropped columns)
     (48, 48, 5, 2, 27, 33, "tanh"),   # n4's layer width
     (7, 200, 3, 5, 12, 11, "relu"),   # fc1-like: 200 maps, short fragments
+    (8, 200, 3, 3, 13, 18, "tanh"),   # 16 = 2 vectors per row (float64): row-pair tiles, an odd last row
+    (9, 12, 3, 2, 12, 34, "relu"),    # 32 positions per row (n4's fc1 at 512 x 512): row-pair tiles
 ])
 @pytest.mark.parametrize("small_blocks", [False, True])
 def test_tiled_layer_matches_naive(cin, cout, k, F, h, w, act, small_blocks, monkeypatch):
@@ -101,11 +103,27 @@ def test_first_layer_forward_on_the_tiles_matches_naive(cin, cout, k, F, h, w):
     np.testing.assert_allclose(dx, dx_ref, rtol=0, atol=1e-11)
 
 
+def test_row_pair_tiles_give_the_flat_tiles_bits():
+    """float32, rows of 32 positions (row-pair tiles) against the same rows inside 33-position rows (flat tiles):
+    the same sums in the same order, so the same bits, with and without the fused output layer."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((12, 3, 15, 35)).astype(np.float32)
+    w, b = (rng.standard_normal((20, 12, 3, 3)) * 0.3).astype(np.float32), rng.standard_normal(20).astype(np.float32)
+    wp, bp = rng.standard_normal((2, 20, 1, 1)).astype(np.float32), rng.standard_normal(2).astype(np.float32)
+    narrow = np.ascontiguousarray(x[..., :34])
+    assert conv_forward(narrow, w, b, "tanh").shape[3] == 32 and conv._tiled(narrow, w)
+    np.testing.assert_array_equal(conv_forward(narrow, w, b, "tanh"), conv_forward(x, w, b, "tanh")[..., :32])
+    _, z_flat = conv_forward_post(x, w, b, "tanh", wp, bp, keep=False)
+    _, z_pair = conv_forward_post(narrow, w, b, "tanh", wp, bp, keep=False)
+    np.testing.assert_array_equal(z_pair, z_flat[..., :32])
+
+
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("need_dx", [True, False])
-def test_tiled_fused_output_layer_equals_naive_two_layers(act, need_dx):
+@pytest.mark.parametrize("w_in", [12, 18])  # 18: 16 positions per row (float64: 2 vectors), row-pair tiles
+def test_tiled_fused_output_layer_equals_naive_two_layers(act, need_dx, w_in):
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((9, 6, 10, 12))
+    x = rng.standard_normal((9, 6, 10, w_in))
     w, b = rng.standard_normal((20, 9, 3, 3)) * 0.3, rng.standard_normal(20)
     wp, bp = rng.standard_normal((3, 20, 1, 1)), rng.standard_normal(3)
     assert conv._tiled(x, w)
