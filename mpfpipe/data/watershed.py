@@ -69,21 +69,34 @@ def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
     return markers
 
 
-def section_instances(p: np.ndarray, *, threshold: float, seed_distance: int, merge_threshold: float,
-                      min_size: int, agglomeration: str = DEFAULTS["agglomeration"],
-                      merge_score: str = DEFAULTS["merge_score"], merge_quantile: int = DEFAULTS["merge_quantile"],
-                      smooth: float = DEFAULTS["smooth"]) -> np.ndarray:
-    """Object ids (int64, 1..n, raster order; 0 only where no cell pixel exists at all) of one section."""
+def fragments(p: np.ndarray, *, threshold: float, seed_distance: int, smooth: float = DEFAULTS["smooth"]):
+    """Steps 0-2 (the module doc) of one section: (the map used, its flooding levels, the watershed's object ids
+    int64 1..k; None when no pixel is cell)."""
     p = np.asarray(p, dtype=np.float32)
     if smooth > 0:
         p = ndimage.gaussian_filter(p, float(smooth))
     cells = p < threshold
     if not cells.any():
-        return np.zeros(p.shape, np.int64)
+        return p, None, None
     level = levels(p)
-    lab = flood(level, _seeds(cells, seed_distance))
+    return p, level, flood(level, _seeds(cells, seed_distance))
+
+
+def section_instances(p: np.ndarray, *, threshold: float, seed_distance: int, merge_threshold: float,
+                      min_size: int, agglomeration: str = DEFAULTS["agglomeration"],
+                      merge_score: str = DEFAULTS["merge_score"], merge_quantile: int = DEFAULTS["merge_quantile"],
+                      smooth: float = DEFAULTS["smooth"], merge_classifier: dict | None = None) -> np.ndarray:
+    """Object ids (int64, 1..n, raster order; 0 only where no cell pixel exists at all) of one section.
+    ``merge_classifier``: the fitted classifier (`merge_learn`) that merge_score "learned" needs."""
+    p, level, lab = fragments(p, threshold=threshold, seed_distance=seed_distance, smooth=smooth)
+    if lab is None:
+        return np.zeros(p.shape, np.int64)
+    clf = None
+    if merge_score == "learned":
+        from .merge_learn import classifier_array
+        clf = classifier_array(merge_classifier)
     lab = agglomerate(lab, p, merge_threshold, merge_quantile if merge_score == "quantile" else None,
-                      hierarchical=agglomeration == "hierarchical")
+                      hierarchical=agglomeration == "hierarchical", classifier=clf)
     if min_size > 1:
         sizes = np.bincount(lab.ravel())
         small = sizes < min_size
