@@ -12,6 +12,7 @@ One section (or a tile of it with its context margin):
    are shared out between their two sides;
 3. region merging by the boundary probability between two touching objects (over the 4-neighbour pixel pairs
    across it, each pair's mean): ``merge_score`` "mean", or "quantile": its ``merge_quantile``-th percentile
+   (or "learned": ``merge_classifier``'s probability that the two are different objects, `merge_learn`)
    (`agglomerate`). ``agglomeration`` "hierarchical" (waterz): the cheapest boundary first while it scores below
    ``merge_threshold``, the merged object's boundaries re-scored from the union of their pixels; "one-shot": every
    boundary of the watershed's objects scored once and all those below ``merge_threshold`` joined (one
@@ -31,7 +32,7 @@ from .flood import flood, levels, raster_ids
 
 # The parameters of the instance step, and their defaults as mpfpipe.options declares them (OPTIONS["instances"])
 SECTION = ("threshold", "seed_distance", "merge_threshold", "min_size", "agglomeration", "merge_score",
-           "merge_quantile", "smooth")  # those of one section (`section_instances`)
+           "merge_quantile", "smooth", "merge_classifier")  # those of one section (`section_instances`)
 PARAMS = (*SECTION, "link_slices", "link_overlap", "margin")
 DEFAULTS = {name: OPTIONS["instances"][name].default for name in PARAMS}
 
