@@ -13,6 +13,8 @@ from mpfpipe.data.merge_learn import (assignment, classifier_array, fit, fit_mer
 from mpfpipe.data.watershed import section_instances
 from mpfpipe.errors import DataError
 
+from cellgrid import cell_grid
+
 # A B B B     A|B: one pixel pair, mean (0 + 0.2) / 2 = 0.1          sizes A 1, B 3, C 4
 # C C C C     A|C: one pair, (0 + 0.4) / 2 = 0.2; B|C: three pairs, (0.2 + 1) / 2 = 0.6 each
 LAB = np.array([[1, 2, 2, 2],
@@ -90,22 +92,9 @@ def test_strict_epoch_records_the_popped_edges_and_makes_only_right_merges():
     assert np.allclose(x[1, [F["boundary_q5"], F["boundary_q25"]]], [12.5 / 64, 38.5 / 64])
 
 
-def _cells(seed: int):
-    """An EM-like section: a 6 x 6 grid of cells (truth ids) with 2-pixel membranes, its membrane probability
-    blurred and noisy (seeded), so that the watershed cuts some cells and the merging has to rejoin them."""
-    from scipy import ndimage
-    rng = np.random.default_rng(seed)
-    truth = np.zeros((96, 96), np.int64)
-    for i in range(6):
-        for j in range(6):
-            truth[16 * i + 1:16 * i + 15, 16 * j + 1:16 * j + 15] = 1 + 6 * i + j
-    p = ndimage.gaussian_filter((truth == 0).astype(np.float64), 1.0) + rng.normal(0, 0.15, truth.shape)
-    return np.clip(p, 0, 1).astype(np.float32), truth
-
-
 def test_fit_is_deterministic_and_its_numbers_are_the_fitted_regression():
     from sklearn.linear_model import LogisticRegression
-    sections = [_cells(s) for s in range(3)]
+    sections = [cell_grid(s) for s in range(3)]
     kw = dict(threshold=0.4, seed_distance=3)
     one = fit_merge_classifier([p for p, _ in sections], [t for _, t in sections], **kw)
     two = fit_merge_classifier([p for p, _ in sections], [t for _, t in sections], **kw)
@@ -124,7 +113,7 @@ def test_fit_is_deterministic_and_its_numbers_are_the_fitted_regression():
     mine = np.array([classify(row, clf) for row in x[:50]])
     assert np.allclose(mine, lr.predict_proba((x[:50] - c) / s)[:, 1], atol=1e-9)
     # and it segments: the learned merging joins cut cells back (fewer objects than without merging)
-    p, _ = _cells(7)
+    p, _ = cell_grid(7)
     learned = section_instances(p, **kw, merge_threshold=0.5, min_size=1, merge_score="learned", merge_classifier=one)
     none = section_instances(p, **kw, merge_threshold=0.0, min_size=1)
     assert 0 < learned.max() < none.max()
