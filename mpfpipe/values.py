@@ -295,3 +295,11 @@ def parse_voxel_size(value) -> tuple[float, float, float] | None:
     if len(sizes) != 3 or not all(math.isfinite(s) and s > 0 for s in sizes):
         raise ValueFormatError(f"voxel size {value!r}: give three positive Z,Y,X sizes, e.g. 50,4,4")
     return sizes
+
+
+def parse_merge_classifier(value):
+    """A learned merge score's classifier record (`mpfpipe.data.merge_learn.fit`), refused with one line when
+    malformed."""
+    from .data.merge_learn import classifier_array
+    classifier_array(value)
+    return value

@@ -211,3 +211,20 @@ def test_instance_parameters_travel_with_the_model_and_keep_its_identity(tmp_pat
     with pytest.raises(ModelFileError, match="seed_distance"):
         set_instances(path, {"seed_distance": 0})
     assert load_model(path).instances["merge_threshold"] == 0.3  # a refused write leaves the file as it was
+
+
+def test_a_learned_merge_score_travels_with_the_model(tmp_path, model):
+    from mpfpipe.data.agglomerate import FEATURES
+    from mpfpipe.model import set_instances
+    path = save_model(model, tmp_path / "m.safetensors")
+    n = len(FEATURES)
+    clf = {"kind": "logistic", "features": list(FEATURES), "centre": [0.5] * n, "scale": [0.25] * n,
+           "coef": [0.1 * k for k in range(n)], "bias": -1.5, "samples": 10, "different": 4}
+    set_instances(path, {"merge_score": "learned", "merge_threshold": 0.6, "merge_classifier": clf})
+    m = load_model(path)  # verified: the digest covers the classifier's numbers
+    assert m.instances["merge_classifier"] == clf and m.instances["merge_score"] == "learned"
+    assert read_metadata(path)["instances"]["merge_classifier"] == clf
+    with pytest.raises(ModelFileError, match="instance parameters: merge_classifier: merge_classifier is not a "
+                                             "logistic regression"):
+        set_instances(path, {"merge_score": "learned", "merge_classifier": {**clf, "coef": [1.0]}})
+    assert load_model(path).instances["merge_classifier"] == clf

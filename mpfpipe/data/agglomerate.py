@@ -26,12 +26,15 @@ import numpy as np
 from numba.typed import Dict, List
 
 BINS = 64  # histogram bins of the quantile score (waterz: 256); 1/64 is finer than the merge thresholds we tune
+MEAN, LEARNED = -1, -2  # the score's q when it is not a percentile
+QUANTILES = np.array([5, 25, 50, 75, 95])  # the boundary percentiles among the learned score's features
+FEATURES = ("boundary_mean", *(f"boundary_q{q}" for q in QUANTILES), "log_boundary_length", "log_min_size",
+            "log_max_size", "min_interior_mean", "max_interior_mean")
+N_FEATURES = len(FEATURES)
 
 
 @numba.njit(cache=True)
-def _score(e, sums, counts, hist, q):
-    if q < 0:
-        return sums[e] / counts[e]
+def _quantile(e, counts, hist, q):
     pivot = min(q * counts[e] // 100 + 1, counts[e])  # q = 100: the largest value (waterz runs past it)
     total = 0
     bins = hist.shape[1]
@@ -43,9 +46,55 @@ def _score(e, sums, counts, hist, q):
 
 
 @numba.njit(cache=True)
-def _merge(n, eu, ev, sums, counts, hist, q, threshold):
-    """Root of each node 0..n-1 after merging every edge cheaper than ``threshold``, cheapest first."""
+def _score(e, eu, ev, sums, counts, hist, nsize, nsum, q, clf):
+    """Edge e's score: the mean (q = MEAN), the q-th percentile (q >= 0) or the learned classifier's probability
+    that its two regions are different objects (q = LEARNED, `merge_learn`)."""
+    if q == MEAN:
+        return sums[e] / counts[e]
+    if q >= 0:
+        return _quantile(e, counts, hist, q)
+    x = np.empty(N_FEATURES)
+    features(e, eu, ev, sums, counts, hist, nsize, nsum, x)
+    return classify(x, clf)
+
+
+@numba.njit(cache=True)
+def features(e, eu, ev, sums, counts, hist, nsize, nsum, x):
+    """Edge e's features (`FEATURES`) into x: from statistics that add when regions merge (boundary sums, counts
+    and histograms; region sizes and probability sums), so they are exact at every step of the merging."""
+    x[0] = sums[e] / counts[e]
+    for j in range(QUANTILES.size):
+        x[1 + j] = _quantile(e, counts, hist, QUANTILES[j])
+    x[6] = np.log(counts[e])
+    a, b = eu[e], ev[e]
+    sa, sb = nsize[a], nsize[b]
+    ma, mb = nsum[a] / sa, nsum[b] / sb
+    x[7] = np.log(min(sa, sb))
+    x[8] = np.log(max(sa, sb))
+    x[9] = min(ma, mb)
+    x[10] = max(ma, mb)
+
+
+@numba.njit(cache=True)
+def classify(x, clf):
+    """The logistic regression ``clf`` (rows: centre, scale, coefficients of the features; bias in clf[3, 0]) of
+    the features x: 1 / (1 + exp(-(bias + sum_k coef_k (x_k - centre_k) / scale_k)))."""
+    z = clf[3, 0]
+    for k in range(x.size):
+        z += clf[2, k] * (x[k] - clf[0, k]) / clf[1, k]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@numba.njit(cache=True)
+def _merge(n, eu, ev, sums, counts, hist, nsize, nsum, q, clf, threshold, gt):
+    """(root of each node 0..n-1, recorded features, labels) after merging every edge cheaper than
+    ``threshold``, cheapest first. With ``gt`` (one ground-truth id per node, 0 = none; empty otherwise) it
+    learns instead, as GALA's ``Rag._learn_agglomerate`` in its 'strict' mode (see `merge_learn`): every edge
+    popped is recorded (its features, label 1 when the two regions' ground-truth ids differ), and merged only
+    when they agree; then the queue runs to its end."""
     m = eu.size
+    learning = gt.size > 0
+    rescore = learning or q == LEARNED  # node statistics changed: every edge of the merged region moves
     parent = np.arange(n)
     version = np.zeros(m, np.int64)
     deleted = np.zeros(m, np.bool_)
@@ -59,8 +108,11 @@ def _merge(n, eu, ev, sums, counts, hist, q, threshold):
         key[min(eu[e], ev[e]) * n + max(eu[e], ev[e])] = e
         adj[eu[e]].append(e)
         adj[ev[e]].append(e)
-        heap.append((_score(e, sums, counts, hist, q), np.int64(e), np.int64(0)))
+        heap.append((_score(e, eu, ev, sums, counts, hist, nsize, nsum, q, clf), np.int64(e), np.int64(0)))
     heapq.heapify(heap)
+    rec = np.empty((m + 16 if learning else 0, N_FEATURES))
+    labels = np.empty(rec.shape[0], np.int8)
+    k = 0
     while heap:
         s, e, ver = heap[0]
         if s >= threshold:
@@ -69,10 +121,27 @@ def _merge(n, eu, ev, sums, counts, hist, q, threshold):
         if deleted[e] or ver != version[e]:
             continue
         a, b = eu[e], ev[e]
+        if learning:
+            if gt[a] != 0 and gt[b] != 0:  # a region without truth (all membrane) teaches nothing
+                if k == rec.shape[0]:  # grow (a rejected edge is met again each time a side of it grows)
+                    rec2 = np.empty((2 * k, N_FEATURES))
+                    rec2[:k] = rec
+                    rec = rec2
+                    lab2 = np.empty(2 * k, np.int8)
+                    lab2[:k] = labels
+                    labels = lab2
+                features(e, eu, ev, sums, counts, hist, nsize, nsum, rec[k])
+                labels[k] = gt[a] != gt[b]
+                k += 1
+                if gt[a] != gt[b]:  # strict: a wrong merge is learned, not made
+                    continue
+            gt[a] = gt[b] = max(gt[a], gt[b])
         keep, gone = (a, b) if len(adj[a]) >= len(adj[b]) else (b, a)  # fold the smaller edge list
         deleted[e] = True
         del key[min(a, b) * n + max(a, b)]
         parent[gone] = keep
+        nsize[keep] += nsize[gone]
+        nsum[keep] += nsum[gone]
         for f in adj[gone]:
             if deleted[f]:
                 continue
@@ -83,24 +152,32 @@ def _merge(n, eu, ev, sums, counts, hist, q, threshold):
                 g = key[k2]
                 sums[g] += sums[f]
                 counts[g] += counts[f]
-                if q >= 0:
+                if hist.shape[0] == m:  # histograms kept (not for the mean)
                     hist[g] += hist[f]
                 deleted[f] = True
-                version[g] += 1
-                heapq.heappush(heap, (_score(g, sums, counts, hist, q), g, version[g]))
-            else:  # the neighbour of one only: the edge moves over, its score is unchanged
+                if not rescore:
+                    version[g] += 1
+                    heapq.heappush(heap, (_score(g, eu, ev, sums, counts, hist, nsize, nsum, q, clf), g,
+                                          version[g]))
+            else:  # the neighbour of one only: the edge moves over, its boundary statistics unchanged
                 if eu[f] == gone:
                     eu[f] = keep
                 else:
                     ev[f] = keep
                 key[k2] = f
                 adj[keep].append(f)
+        if rescore:
+            for f in adj[keep]:
+                if not deleted[f]:
+                    version[f] += 1
+                    heapq.heappush(heap, (_score(f, eu, ev, sums, counts, hist, nsize, nsum, q, clf), f,
+                                          version[f]))
     for i in range(n):  # path halving to the roots
         r = i
         while parent[r] != r:
             r = parent[r]
         parent[i] = r
-    return parent
+    return parent, rec[:k], labels[:k]
 
 
 def union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -137,31 +214,63 @@ def boundary_stats(lab: np.ndarray, p: np.ndarray, histograms: bool = False):
     return uniq // base, uniq % base, sums, counts, hist
 
 
+def region_stats(lab: np.ndarray, p: np.ndarray):
+    """(pixel count, probability sum) of every id 0..max of ``lab``: the regions' statistics of the learned
+    score, which add when regions merge."""
+    n = int(lab.max()) + 1
+    return (np.bincount(lab.ravel(), minlength=n).astype(np.int64),
+            np.bincount(lab.ravel(), weights=np.asarray(p, np.float64).ravel(), minlength=n))
+
+
 @numba.njit(cache=True)
-def _scores(sums, counts, hist, q):
-    out = np.empty(sums.size)
-    for e in range(sums.size):
-        out[e] = _score(e, sums, counts, hist, q)
+def edge_features(eu, ev, sums, counts, hist, nsize, nsum):
+    """The features (`FEATURES`) of every edge of the initial regions (one row each)."""
+    out = np.empty((eu.size, N_FEATURES))
+    for e in range(eu.size):
+        features(e, eu, ev, sums, counts, hist, nsize, nsum, out[e])
     return out
 
 
+@numba.njit(cache=True)
+def _scores(eu, ev, sums, counts, hist, nsize, nsum, q, clf):
+    out = np.empty(sums.size)
+    for e in range(sums.size):
+        out[e] = _score(e, eu, ev, sums, counts, hist, nsize, nsum, q, clf)
+    return out
+
+
+NO_CLASSIFIER = np.zeros((4, N_FEATURES))
+NO_TRUTH = np.zeros(0, np.int64)
+
+
+def graph(lab: np.ndarray, p: np.ndarray, histograms: bool = True):
+    """(a, b, sums, counts, hist, nsize, nsum): the region adjacency graph of ``lab`` with the statistics the
+    scores need (hist a (1, 1) placeholder without ``histograms``)."""
+    a, b, sums, counts, hist = boundary_stats(lab, p, histograms)
+    nsize, nsum = region_stats(lab, p)
+    return a, b, sums, counts, np.zeros((1, 1), np.int64) if hist is None else hist, nsize, nsum
+
+
 def agglomerate(lab: np.ndarray, p: np.ndarray, threshold: float, quantile: int | None = None,
-                hierarchical: bool = True) -> np.ndarray:
+                hierarchical: bool = True, classifier: np.ndarray | None = None) -> np.ndarray:
     """``lab`` (ids >= 0, 0 = none) with touching regions merged while their boundary score is below
-    ``threshold``. Score: the mean boundary probability (``quantile`` None) or its ``quantile``-th percentile.
-    ``hierarchical``: cheapest edge first, the merged regions' boundaries re-scored (waterz); else one-shot: every
-    edge of the initial regions scored once, all those below the threshold joined (connected components). Each
-    merged region keeps the smallest id of its fragments."""
-    a, b, sums, counts, hist = boundary_stats(lab, p, quantile is not None)
+    ``threshold``. Score: the mean boundary probability (``quantile`` None), its ``quantile``-th percentile, or
+    with ``classifier`` (`merge_learn.classifier_array`) the learned probability that the two regions are
+    different objects. ``hierarchical``: cheapest edge first, the merged regions' boundaries re-scored (waterz;
+    the learned score re-scores every boundary of the merged region, its sizes and interior changed); else
+    one-shot: every edge of the initial regions scored once, all those below the threshold joined (connected
+    components). Each merged region keeps the smallest id of its fragments."""
+    learned = classifier is not None
+    a, b, sums, counts, hist, nsize, nsum = graph(lab, p, learned or quantile is not None)
     n = int(lab.max()) + 1
     if not a.size:
         return lab
-    q = -1 if quantile is None else int(quantile)
-    hist = np.zeros((1, 1), np.int64) if hist is None else hist
+    q = LEARNED if learned else MEAN if quantile is None else int(quantile)
+    clf = np.asarray(classifier, np.float64) if learned else NO_CLASSIFIER
     if hierarchical:
-        root = _merge(n, a, b, sums, counts, hist, q, float(threshold))
+        root = _merge(n, a, b, sums, counts, hist, nsize, nsum, q, clf, float(threshold), NO_TRUTH)[0]
     else:
-        join = _scores(sums, counts, hist, q) < threshold
+        join = _scores(a, b, sums, counts, hist, nsize, nsum, q, clf) < threshold
         root = union(n, a[join], b[join])
     # the smallest fragment id of each merged region names it (roots depend on the merge order)
     low = np.full(n, n, np.int64)

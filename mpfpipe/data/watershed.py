@@ -12,6 +12,7 @@ One section (or a tile of it with its context margin):
    are shared out between their two sides;
 3. region merging by the boundary probability between two touching objects (over the 4-neighbour pixel pairs
    across it, each pair's mean): ``merge_score`` "mean", or "quantile": its ``merge_quantile``-th percentile
+   (or "learned": ``merge_classifier``'s probability that the two are different objects, `merge_learn`)
    (`agglomerate`). ``agglomeration`` "hierarchical" (waterz): the cheapest boundary first while it scores below
    ``merge_threshold``, the merged object's boundaries re-scored from the union of their pixels; "one-shot": every
    boundary of the watershed's objects scored once and all those below ``merge_threshold`` joined (one
@@ -31,7 +32,7 @@ from .flood import flood, levels, raster_ids
 
 # The parameters of the instance step, and their defaults as mpfpipe.options declares them (OPTIONS["instances"])
 SECTION = ("threshold", "seed_distance", "merge_threshold", "min_size", "agglomeration", "merge_score",
-           "merge_quantile", "smooth")  # those of one section (`section_instances`)
+           "merge_quantile", "smooth", "merge_classifier")  # those of one section (`section_instances`)
 PARAMS = (*SECTION, "link_slices", "link_overlap", "margin")
 DEFAULTS = {name: OPTIONS["instances"][name].default for name in PARAMS}
 
@@ -69,21 +70,34 @@ def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
     return markers
 
 
-def section_instances(p: np.ndarray, *, threshold: float, seed_distance: int, merge_threshold: float,
-                      min_size: int, agglomeration: str = DEFAULTS["agglomeration"],
-                      merge_score: str = DEFAULTS["merge_score"], merge_quantile: int = DEFAULTS["merge_quantile"],
-                      smooth: float = DEFAULTS["smooth"]) -> np.ndarray:
-    """Object ids (int64, 1..n, raster order; 0 only where no cell pixel exists at all) of one section."""
+def fragments(p: np.ndarray, *, threshold: float, seed_distance: int, smooth: float = DEFAULTS["smooth"]):
+    """Steps 0-2 (the module doc) of one section: (the map used, its flooding levels, the watershed's object ids
+    int64 1..k; None when no pixel is cell)."""
     p = np.asarray(p, dtype=np.float32)
     if smooth > 0:
         p = ndimage.gaussian_filter(p, float(smooth))
     cells = p < threshold
     if not cells.any():
-        return np.zeros(p.shape, np.int64)
+        return p, None, None
     level = levels(p)
-    lab = flood(level, _seeds(cells, seed_distance))
+    return p, level, flood(level, _seeds(cells, seed_distance))
+
+
+def section_instances(p: np.ndarray, *, threshold: float, seed_distance: int, merge_threshold: float,
+                      min_size: int, agglomeration: str = DEFAULTS["agglomeration"],
+                      merge_score: str = DEFAULTS["merge_score"], merge_quantile: int = DEFAULTS["merge_quantile"],
+                      smooth: float = DEFAULTS["smooth"], merge_classifier: dict | None = None) -> np.ndarray:
+    """Object ids (int64, 1..n, raster order; 0 only where no cell pixel exists at all) of one section.
+    ``merge_classifier``: the fitted classifier (`merge_learn`) that merge_score "learned" needs."""
+    p, level, lab = fragments(p, threshold=threshold, seed_distance=seed_distance, smooth=smooth)
+    if lab is None:
+        return np.zeros(p.shape, np.int64)
+    clf = None
+    if merge_score == "learned":
+        from .merge_learn import classifier_array
+        clf = classifier_array(merge_classifier)
     lab = agglomerate(lab, p, merge_threshold, merge_quantile if merge_score == "quantile" else None,
-                      hierarchical=agglomeration == "hierarchical")
+                      hierarchical=agglomeration == "hierarchical", classifier=clf)
     if min_size > 1:
         sizes = np.bincount(lab.ravel())
         small = sizes < min_size

@@ -118,7 +118,8 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
     subset; output: folder for report.json and overlays (``overlay_zNNNN.png``, NNNN the image's index);
     instances: also score the instance segmentation (``report["instances"]``, see `instances`); ``pred`` may then
     be an instance label stack alone, and the report holds only that section; tune_instances: choose the instance
-    parameters on the truth's val split (``report["instances_chosen"]``, `instances.choose_parameters`) and write
+    parameters on the truth's val split, among them the learned merge score fitted on its train split
+    (``report["instances_chosen"]``, `instances.choose_parameters`) and write
     them into the model the segmentation was made with (`model.set_instances`; its path in the report's
     ``model``), which ``segment --instances`` then reads."""
     check_options("evaluate", locals())
@@ -200,10 +201,12 @@ def evaluate(pred, truth, *, output=None, image=None, truth_positive=None, posit
         val = _parse_indices((T.splits or {}).get("val"))
         if not val:
             raise DataError("tune_instances needs a truth dataset with a val split to choose the parameters on")
-        chosen = {**choose_parameters(
-            [P.positive(i, positive) for i in val],
-            [official.truth_segments(T.labels[i], positive=positive, ignore_index=ignore_index) for i in val]),
-            "chosen_on": "val", "images": val}
+        def segs(idx):
+            return [official.truth_segments(T.labels[i], positive=positive, ignore_index=ignore_index) for i in idx]
+        train = _parse_indices((T.splits or {}).get("train"))
+        chosen = {**choose_parameters([P.positive(i, positive) for i in val], segs(val),
+                                      train=([P.positive(i, positive) for i in train], segs(train)) if train else None),
+                  "chosen_on": "val", "images": val}
         chosen.update(_write_instances(P.source, chosen, truth))
         report["instances_chosen"] = chosen
     if P.source:

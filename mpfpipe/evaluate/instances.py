@@ -155,25 +155,52 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
 # median scored below low quantiles, and smoothing the map did not help (mpfpipe.data.agglomerate)
 TUNE_GRID = {"threshold": (0.4, 0.5), "merge_threshold": (0.1, 0.15, 0.2, 0.3), "merge_quantile": (5, 25),
              "seed_distance": (5, 12)}
+# the learned score (a probability that two objects differ): its merge thresholds, for each threshold and seed
+# distance of TUNE_GRID (the classifier is fitted on the training sections' regions of those)
+LEARNED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | None = None) -> dict:
-    """The instance parameters of ``grid`` (others from ``base``, else the defaults) with the best official
-    V_rand after thinning (ties: V_info, then the first in grid order) of whole-section instances of the given
-    (validation) slices, as the detection threshold is chosen on the validation split."""
+def _candidates(grid: dict, fixed: dict, train) -> tuple[list, dict]:
+    """(the parameter sets to try: the grid's, then the learned score's; how the learned score fared)."""
     import itertools
+    names = list(grid)
+    out = [{**fixed, **dict(zip(names, values))} for values in itertools.product(*(grid[k] for k in names))]
+    if train is None:
+        return out, {"tried": False, "why": "no training sections to fit it on"}
+    from ..data.merge_learn import fit_merge_classifier
+    try:
+        import sklearn  # noqa: F401 - only to fit
+    except ImportError:
+        return out, {"tried": False, "why": "scikit-learn is not installed (pip install 'mpfpipe[learn]')"}
+    learned = []
+    for thr in grid.get("threshold", (fixed["threshold"],)):
+        for sd in grid.get("seed_distance", (fixed["seed_distance"],)):
+            try:
+                clf = fit_merge_classifier(*train, threshold=thr, seed_distance=sd, smooth=fixed["smooth"])
+            except DataError as exc:  # e.g. training sections without a wrong or a right merge to learn from
+                return out, {"tried": False, "why": str(exc)}
+            learned += [{**fixed, "threshold": thr, "seed_distance": sd, "merge_score": "learned",
+                         "merge_threshold": mt, "merge_classifier": clf} for mt in LEARNED_THRESHOLDS]
+    return out + learned, {"tried": True, "fitted_on": f"{len(train[0])} training section(s)"}
 
+
+def choose_parameters(prob_slices, truth_segs, *, grid=TUNE_GRID, base: dict | None = None, train=None) -> dict:
+    """The instance parameters with the best official V_rand after thinning (ties: V_info, then the first tried)
+    of whole-section instances of the given (validation) slices, as the detection threshold is chosen on the
+    validation split. Tried: ``grid`` (others from ``base``, else the defaults), then, given ``train`` (membrane
+    probabilities, truth objects of training sections), the learned merge score fitted on them
+    (`data.merge_learn`, GALA) at `LEARNED_THRESHOLDS`."""
     from ..data.watershed import DEFAULTS, SECTION, section_instances
     fixed = {k: v for k, v in {**DEFAULTS, **(base or {})}.items() if k in SECTION}
-    names = list(grid)
+    candidates, learned = _candidates(grid, fixed, train)
     best, tried = None, []
-    for values in itertools.product(*(grid[k] for k in names)):
-        p = {**fixed, **dict(zip(names, values))}
+    for p in candidates:
         inst = [section_instances(s, **p) for s in prob_slices]
         sc = official.instance_scores(inst, truth_segs)
-        tried.append({**dict(zip(names, values)), **sc})
+        tried.append({**{k: v for k, v in p.items() if k in (*grid, "merge_score")}, **sc})
         if best is None or (sc["v_rand_thinned"], sc["v_info_thinned"]) > (best[1]["v_rand_thinned"],
                                                                           best[1]["v_info_thinned"]):
             best = (p, sc)
     return {"parameters": best[0], "v_rand_thinned": best[1]["v_rand_thinned"],
-            "v_info_thinned": best[1]["v_info_thinned"], "n_slices": len(prob_slices), "grid": tried}
+            "v_info_thinned": best[1]["v_info_thinned"], "n_slices": len(prob_slices), "learned": learned,
+            "grid": tried}

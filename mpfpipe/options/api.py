@@ -2,11 +2,12 @@
 evaluate, and the distributed benchmark's measure."""
 from __future__ import annotations
 
-from ..values import (Any, Choice, Flag, Float, Int, Parsed, parse_block, parse_duration, parse_sections, parse_size,
-                      parse_split, parse_voxel_size, SPACE_UNITS)
+from ..values import (Any, Choice, Flag, Float, Int, Parsed, parse_block, parse_duration, parse_merge_classifier,
+                      parse_sections, parse_size, parse_split, parse_voxel_size, SPACE_UNITS)
 from .declare import _FILE, _LOCAL, _SCHEDULER, DTYPES, OPTIMIZERS, Option, _opts
 
 _SPLIT = Parsed(parse_split, "train,val[,test] fractions")
+MERGE_SCORES = ("mean", "quantile", "learned")  # the instance step's boundary scores (mpfpipe.data.agglomerate)
 # mpfpipe.train.train: what to learn, where to run, what to write
 _TRAIN = _opts(
     # what to learn
@@ -118,8 +119,9 @@ _SEGMENT = _opts(
     instance_agglomeration=Option(Choice(("hierarchical", "one-shot"), optional=True), None, "Instances: region "
                                   "merging, lowest boundary first with re-scoring, or all at once [hierarchical].",
                                   api=False, workflow=False),
-    instance_merge_score=Option(Choice(("mean", "quantile"), optional=True), None, "Instances: a boundary's score, "
-                                "the mean or a percentile of its membrane probability [quantile].", api=False,
+    instance_merge_score=Option(Choice(MERGE_SCORES, optional=True), None, "Instances: a boundary's score, the mean "
+                                "or a percentile of its membrane probability, or 'learned': the model's merge "
+                                "classifier (fitted by evaluate --tune-instances) [quantile].", api=False,
                                 workflow=False),
     instance_merge_quantile=Option(Int(0, 100, optional=True), None, "Instances: the percentile that scores a "
                                    "boundary [5].", api=False, workflow=False),
@@ -148,8 +150,12 @@ _INSTANCES = _opts(
                          "joins the lowest-scoring boundary first and re-scores the merged object's boundaries "
                          "(waterz); 'one-shot' scores the watershed's boundaries once and joins all below the "
                          "threshold."),
-    merge_score=Option(Choice(("mean", "quantile")), "quantile", "The score of a boundary: the mean of its membrane "
-                       "probability, or its merge_quantile-th percentile."),
+    merge_score=Option(Choice(MERGE_SCORES), "quantile", "The score of a boundary: the mean of its membrane "
+                       "probability, its merge_quantile-th percentile, or 'learned': merge_classifier's probability "
+                       "that the two objects are different (mpfpipe.data.merge_learn)."),
+    merge_classifier=Option(Parsed(parse_merge_classifier, "a fitted merge classifier (numbers)"), None,
+                            "merge_score 'learned': the fitted classifier, as `evaluate --tune-instances` writes it "
+                            "into the model.", flag=""),
     merge_quantile=Option(Int(0, 100), 5, "The percentile of the boundary probability that scores it (merge_score "
                           "quantile; 50 = the median)."),
     smooth=Option(Float(0), 0.0, "Gaussian sigma in pixels applied to the membrane probability first (0 = none)."),
@@ -231,8 +237,9 @@ TABLES: dict[str, dict] = {
                          "label stack): adapted Rand error, VOI split / merge, CREMI score and the ISBI thinned "
                          "scores, in report['instances']. TRUTH: an instance label stack (TIFF / Zarr / "
                          "FILE.h5:DATASET) or a class-label dataset."),
-        tune_instances=Option(Flag(), False, "Choose the instance parameters (merge threshold, seed distance) on the "
-                              "TRUTH dataset's val split by the official thinned V_rand, in "
+        tune_instances=Option(Flag(), False, "Choose the instance parameters (merge score and threshold, seed "
+                              "distance; the learned merge score is fitted on the train split) on the TRUTH "
+                              "dataset's val split by the official thinned V_rand, in "
                               "report['instances_chosen'], and write them into the model PRED was made with, "
                               "which `segment --instances` then uses."),
     ),

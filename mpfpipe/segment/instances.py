@@ -86,7 +86,15 @@ def _params(meta: dict, given: dict) -> dict:
             from_model = {"agglomeration": "one-shot", "merge_score": "mean", **from_model}
     out = {**DEFAULTS, **from_model, **{k: v for k, v in given.items() if v is not None}}
     check("instances", out, where="instances: ")
+    require_classifier(out)
     return out
+
+
+def require_classifier(p: dict) -> None:
+    """merge_score 'learned' without a fitted classifier: refused here, before any block runs (one line)."""
+    if p.get("merge_score") == "learned":
+        from ..data.merge_learn import classifier_array
+        classifier_array(p.get("merge_classifier"))
 
 
 def _membrane_class(meta: dict, positive, what: str = "the segmentation") -> int:
@@ -184,8 +192,8 @@ def _run_tasks(client, calls: list, desc: str, progress: bool, result: InstanceR
 
 @_lock.locked("output", "segmentation")
 def label_instances(output, *, threshold=None, seed_distance=None, merge_threshold=None, min_size=None,
-                    agglomeration=None, merge_score=None, merge_quantile=None, smooth=None, link_slices=None,
-                    link_overlap=None, margin=None, positive=None, block=None,
+                    agglomeration=None, merge_score=None, merge_quantile=None, smooth=None, merge_classifier=None,
+                    link_slices=None, link_overlap=None, margin=None, positive=None, block=None,
                     workers: int | None = None, threads: int | None = None, scheduler: str | None = None,
                     overwrite: bool = False, progress: bool = True) -> InstanceResult:
     """Write ``labels/instances`` into the complete segmentation ``output`` (see the module doc). Parameters
@@ -204,7 +212,8 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
     pos = _membrane_class(meta, positive)
     p = _params(meta, {"threshold": threshold, "seed_distance": seed_distance, "merge_threshold": merge_threshold,
                        "min_size": min_size, "agglomeration": agglomeration, "merge_score": merge_score,
-                       "merge_quantile": merge_quantile, "smooth": smooth, "link_slices": link_slices,
+                       "merge_quantile": merge_quantile, "smooth": smooth, "merge_classifier": merge_classifier,
+                       "link_slices": link_slices,
                        "link_overlap": link_overlap, "margin": margin})
     shape = tuple(meta["input"]["shape"])
     blk = tuple(int(b) for b in (block or meta["block"]))
@@ -330,6 +339,9 @@ def segment_and_label(model, input, output, *, instance_options: dict, overwrite
     from ..options import check
     # bad instance options or a model without a membrane class fail now, not after the whole segmentation
     check("instances", {k: v for k, v in instance_options.items() if v is not None}, where="instances: ")
+    from_model = read_metadata(model).get("instances") or {}
+    require_classifier({**{k: from_model.get(k) for k in ("merge_score", "merge_classifier")},
+                        **{k: v for k, v in instance_options.items() if v is not None}})
     _membrane_class({"class_names": read_metadata(model).get("class_names") or [],
                      "settings": {"positive": segment_kwargs.get("positive", 1)}}, instance_options.get("positive"),
                     what=f"model {model}")

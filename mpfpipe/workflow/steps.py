@@ -160,6 +160,8 @@ def _run_evaluate(step: Step, ctx) -> dict:
     except DataError as e:
         raise DataError(f"{step.label}: {e}") from None
     (overlay_dir / "report.json").unlink(missing_ok=True)
+    relabelled = _instances_as_chosen(step, ctx, rep, o) if "instances_chosen" in rep and "instances" in rep \
+        else None
     files = rep.get("overlays", [])
     if not want_detection:
         rep.pop("detection", None)
@@ -188,7 +190,32 @@ def _run_evaluate(step: Step, ctx) -> dict:
         out["instances"] = {k: v for k, v in rep["instances"].items() if k != "definitions"}
     if "instances_chosen" in rep:
         out["instances_chosen"] = {k: v for k, v in rep["instances_chosen"].items() if k != "grid"}
+    if relabelled is not None:
+        out["instances_relabelled"] = relabelled
     return out
+
+
+def _instances_as_chosen(step: Step, ctx, rep: dict, o: dict) -> dict | None:
+    """evaluate scored the labels/instances the segment step made with the model's parameters of then, and then
+    chose (maybe other) parameters on val and wrote them into the model: the instance step runs again with them
+    (`label_instances`, its parameters from the model) and ``rep["instances"]`` is replaced by their scores, so
+    that the report's instances are those of the chosen parameters. None when they were made with them already;
+    else what the instance step did (objects, seconds)."""
+    from ..evaluate.instances import load_pred_instances, score_instances
+    from ..segment import instance_store
+    from ..segment.instances import label_instances
+    pred = str(step.inputs["pred"])
+    made = (instance_store.labels_state(pred) or {}).get("settings") or {}
+    chosen = rep["instances_chosen"]["parameters"]
+    if all(made.get(k) == v for k, v in chosen.items()):
+        return None
+    res = label_instances(pred, scheduler=ctx.scheduler, workers=ctx.workers if ctx.scheduler is None else None,
+                          progress=ctx.progress, overwrite=True)
+    ctx.say(res.summary())
+    rep["instances"] = score_instances(load_pred_instances(pred), str(step.inputs["truth"]),
+                                       truth_positive=o.get("truth_positive"), positive=rep.get("positive_class", 1),
+                                       ignore_index=o.get("ignore_index", 255), indices=rep["images"]["indices"])
+    return {"n_objects": res.n_objects, "seconds": res.seconds, "blocks": res.blocks}
 
 
 def _write_detection(step: Step, rep: dict, d: dict) -> str:

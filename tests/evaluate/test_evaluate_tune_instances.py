@@ -98,3 +98,30 @@ def test_parameters_chosen_before_hierarchical_merging_keep_their_meaning(segmen
          "--instances")
     used = instance_store.labels_state(tmp_path / "a.ome.zarr")["settings"]
     assert (used["agglomeration"], used["merge_score"], used["merge_threshold"]) == ("one-shot", "mean", 0.3)
+
+
+def test_the_learned_score_is_fitted_on_train_and_competes_on_val():
+    """choose_parameters with training sections: the percentile grid, then the learned score (fitted on them at
+    each threshold and seed distance) at every LEARNED_THRESHOLDS; the best official V_rand on val wins, and a
+    learned winner carries its classifier (the numbers segment then uses)."""
+    from cellgrid import cell_grid
+    from mpfpipe.evaluate.instances import LEARNED_THRESHOLDS, TUNE_GRID, choose_parameters
+    from mpfpipe.evaluate import official
+    (vp, vt), (tp, tt) = cell_grid(10), cell_grid(11)
+    grid = {"threshold": (0.4,), "merge_threshold": (0.1, 0.3), "merge_quantile": (5,), "seed_distance": (3, 12)}
+    got = choose_parameters([vp], [vt], grid=grid, train=([tp], [tt]))
+    assert got["learned"] == {"tried": True, "fitted_on": "1 training section(s)"}
+    rows = got["grid"]
+    assert len(rows) == 4 + 2 * len(LEARNED_THRESHOLDS)
+    assert [r["merge_score"] for r in rows] == ["quantile"] * 4 + ["learned"] * 10
+    best = max(rows, key=lambda r: (r["v_rand_thinned"], r["v_info_thinned"]))
+    assert got["v_rand_thinned"] == best["v_rand_thinned"]
+    p = got["parameters"]
+    assert (p["merge_classifier"] is not None) == (p["merge_score"] == "learned")
+    # the score reported is that of the parameters returned
+    from mpfpipe.data.watershed import section_instances
+    assert official.instance_scores([section_instances(vp, **p)], [vt])["v_rand_thinned"] == got["v_rand_thinned"]
+    # without training sections: the grid alone, and why
+    alone = choose_parameters([vp], [vt], grid=grid)
+    assert len(alone["grid"]) == 4 and alone["learned"]["tried"] is False
+    assert set(TUNE_GRID) == set(grid)

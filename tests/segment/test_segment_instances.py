@@ -93,6 +93,26 @@ def test_objects_crossing_faces_and_corners_are_not_cut_for_any_block_size(cells
     assert s["voi_split"] == pytest.approx(1.0, abs=1e-12) and s["voi_merge"] < 0.02
 
 
+def test_the_learned_merge_score_is_block_exact_and_the_same_on_any_worker_count(cells, tmp_path):
+    from mpfpipe.data.merge_learn import fit_merge_classifier
+    probs, truth = cells
+    train_p, train_t = _cells(seed=1)  # another cell map to learn from (GALA's epochs on its sections)
+    clf = fit_merge_classifier(list(train_p), list(train_t), threshold=0.4, seed_distance=12)
+    learned = {"merge_score": "learned", "merge_classifier": clf, "merge_threshold": 0.5}
+    results = {}
+    for block, workers in [((1, 96, 96), 0), ((1, 32, 32), 0), ((1, 32, 32), 2)]:
+        out = _segmentation(tmp_path / f"l{block[1]}w{workers}.ome.zarr", probs, (1, 32, 32))
+        label_instances(out, block=block, workers=workers, progress=False, **learned)
+        results[block, workers] = _ids(out)
+        settings = zarr.open_group(str(out), mode="r")["labels/instances"].attrs["mpfpipe"]["settings"]
+        assert settings["merge_classifier"] == clf
+    assert np.array_equal(results[(1, 32, 32), 0], results[(1, 32, 32), 2])
+    split, merge = instance_metrics.voi(results[(1, 32, 32), 0], results[(1, 96, 96), 0])
+    assert split + merge == 0.0
+    for z in range(2):  # and it segments the cells (per section: they are not linked)
+        assert instance_metrics.scores(results[(1, 96, 96), 0][z], truth[z])["arand"] < 0.005
+
+
 def test_link_slices_joins_objects_through_sections_and_z_blocks(cells, tmp_path):
     probs, truth = cells
     out = _segmentation(tmp_path / "z.ome.zarr", probs, (1, 32, 32))
@@ -183,6 +203,10 @@ def test_bad_inputs_give_one_clear_error(cells, tmp_path):
         label_instances(two, threshold=1.5, workers=0, progress=False)
     with pytest.raises(OptionError, match="merge_threshold"):
         label_instances(two, merge_threshold=-0.1, workers=0, progress=False)
+    with pytest.raises(DataError, match="merge_score 'learned' needs a fitted merge classifier"):
+        label_instances(two, merge_score="learned", workers=0, progress=False)
+    with pytest.raises(OptionError, match="merge_classifier: merge_classifier is not a logistic regression"):
+        label_instances(two, merge_score="learned", merge_classifier={"kind": "forest"}, workers=0, progress=False)
     root = zarr.open_group(str(two), mode="r+")
     root.attrs["mpfpipe"] = {**root.attrs["mpfpipe"], "complete": False}
     with pytest.raises(DataError, match="unfinished segmentation"):
@@ -279,11 +303,13 @@ def test_segment_instances_refuses_a_model_without_the_membrane_class_before_seg
     zarr.save_array(str(tmp_path / "v.zarr"), np.zeros((1, 40, 40), np.uint8))
     for extra, message in [(["--positive", "5"], f"error: membrane class 5 is not one of the 3 classes of model "
                                                  f"{model} (bg, membrane, mito)"),
-                           (["--instance-merge-threshold", "1.2"], "--instance-merge-threshold")]:
+                           (["--instance-merge-threshold", "1.2"], "--instance-merge-threshold"),
+                           (["--instance-merge-score", "learned"], "error: merge_score 'learned' needs a fitted "
+                                                                    "merge classifier")]:
         with pytest.raises(SystemExit) as exc:
             main(["segment", str(model), str(tmp_path / "v.zarr"), str(tmp_path / "o.ome.zarr"), "--instances",
                   "--workers", "0", "--quiet", *extra])
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-        assert exc.value.code == (1 if extra[0] == "--positive" else 2)
+        assert exc.value.code == (2 if extra[0] == "--instance-merge-threshold" else 1)
         assert not (tmp_path / "o.ome.zarr").exists()  # refused before anything was segmented

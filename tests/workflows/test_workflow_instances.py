@@ -43,11 +43,19 @@ def test_workflow_segments_instances_and_reports_them_side_by_side(tmp_path, cap
     seg = next(s for s in summary["steps"] if s["kind"] == "segment")["result"]
     assert seg["instances"]["n_objects"] > 0
     chosen = report["instances_chosen"]
-    assert chosen["chosen_on"] == "val" and chosen["images"] == [1] and len(chosen["grid"]) == 32
+    # the quantile grid (32), then the learned score fitted on the train split: 4 fragment settings x 5 thresholds
+    learned = 20 if chosen["learned"]["tried"] else 0
+    assert chosen["chosen_on"] == "val" and chosen["images"] == [1] and len(chosen["grid"]) == 32 + learned
     assert chosen["v_rand_thinned"] == max(g["v_rand_thinned"] for g in chosen["grid"])
     from mpfpipe.model import load_model  # written into the model trained here, for segment --instances
     tuned = load_model(chosen["model"]).instances
     assert {k: tuned[k] for k in chosen["parameters"]} == chosen["parameters"]
     assert chosen["model"] == next(s for s in summary["steps"] if s["kind"] == "train")["result"]["model"]
+    # the instances scored are those of the chosen parameters: made again with them when the segment step's differ
+    from mpfpipe.segment import instance_store
+    made = instance_store.labels_state(seg["output"])["settings"]
+    assert {k: made[k] for k in chosen["parameters"]} == chosen["parameters"]
+    ev = next(s for s in summary["steps"] if s["kind"] == "evaluate")["result"]
+    assert ev["instances_relabelled"]["n_objects"] > 0  # the step's min_size 10 is not the chosen one
     md = (run / "summary.md").read_text()
     assert "thinned V_rand" in md and "instances: thinned V_rand" in md
