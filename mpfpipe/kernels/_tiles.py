@@ -125,18 +125,17 @@ def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T, ow):
     L = T // NV
     rows = (n + k - 1) // W
     pairs = ow > 0 and ow % (2 * L) == 0 and rows >= 2
+    per_row = ow // (2 * L)
+    ntiles = ((rows + 1) // 2) * per_row if pairs else (n + T - 1) // T
+    v2 = W if pairs else 2 * L
     for j in range(nob):
         o0 = min(j * OB, cout - OB)
-        if pairs:
-            for r in range(0, rows, 2):
-                r = min(r, rows - 2)  # an odd last row: the pair moved back (the row before computed again)
-                for i in range(0, ow, 2 * L):
-                    q = r * W + i
-                    _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, W)
-            continue
-        for q in range(0, n, T):
-            q = min(q, n - T)
-            _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, 2 * L)
+        for t in range(ntiles):  # one call site: the tile is inlined once (compile time)
+            if pairs:  # an odd last row: its pair moved back (the row before computed again, the same bits)
+                q = min(2 * (t // per_row), rows - 2) * W + (t % per_row) * 2 * L
+            else:
+                q = min(t * T, n - T)
+            _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, v2)
 
 
 @pjit(cache=True)
