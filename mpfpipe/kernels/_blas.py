@@ -18,7 +18,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import get_cython_function_address, intrinsic
+from numba.extending import get_cython_function_address, intrinsic, overload
 
 from ._rgemm import rgemm
 
@@ -61,6 +61,17 @@ _dgemm = types.ExternalFunction("mpfpipe_dgemm", types.void(*([_P] * 13)))
 _N, _T = ord("N"), ord("T")
 
 
+def _flat(a):
+    """A C-contiguous array as 1D (a view), any other as it is: see `gemm`."""
+
+
+@overload(_flat)
+def _flat_impl(a):
+    if isinstance(a, types.Array) and a.layout == "C":
+        return lambda a: a.reshape(a.size)
+    return lambda a: a
+
+
 @njit(cache=True)
 def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """Row-major C = alpha op(A) op(B) + beta C, C (m, n), op(A) (m, k), op(B) (k, n); op(X) = X.T if trans_X.
@@ -69,7 +80,11 @@ def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     elements (A is (m, k) with stride lda, or (k, m) if trans_a). All three share one dtype, float32 or float64.
     Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the Fortran call swaps the operands."""
     if _reproducible():
-        rgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        # one build of rgemm per dtype, not one per caller: flat arrays, and no literal arguments (callers pass
+        # constants such as a block width, which Numba would otherwise compile a variant of rgemm for); each
+        # variant cost about a second of compiling in every fresh worker
+        rgemm(trans_a != 0, trans_b != 0, m + 0, n + 0, k + 0, alpha * 1.0, _flat(a), lda + 0, _flat(b), ldb + 0,
+              beta * 1.0, _flat(c), ldc + 0)
         return
     ch = np.empty(2, np.uint8)
     ch[0] = _T if trans_b else _N
