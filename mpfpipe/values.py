@@ -298,8 +298,19 @@ def parse_voxel_size(value) -> tuple[float, float, float] | None:
 
 
 def parse_merge_classifier(value):
-    """A learned merge score's classifier record (`mpfpipe.data.merge_learn.fit`), refused with one line when
-    malformed."""
-    from .data.merge_learn import classifier_array
-    classifier_array(value)
+    """A learned merge score's classifier record (`mpfpipe.data.merge_learn.fit`): a logistic regression, with
+    centre, scale (> 0) and coef finite and one per feature, and a finite bias; refused with one line when
+    malformed. (Its feature names are checked against the merging code's where it is used,
+    `data.agglomerate.classifier_array`: the data layer is above this one.)"""
+    try:
+        n = len(list(value["features"]))
+        rows = [np.asarray(value[k], np.float64) for k in ("centre", "scale", "coef")]
+        ok = (value.get("kind") == "logistic" and all(r.shape == (n,) and np.isfinite(r).all() for r in rows)
+              and bool((rows[1] > 0).all()) and math.isfinite(float(value["bias"])))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueFormatError("merge_classifier is not a logistic regression (kind 'logistic'; centre, scale > 0 "
+                               "and coef finite, one per feature; a finite bias): refit it with `mpfpipe evaluate "
+                               "--tune-instances`")
     return value

@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from numba.typed import Dict, List
 
+from ..errors import DataError
+
 BINS = 64  # histogram bins of the quantile score (waterz: 256); 1/64 is finer than the merge thresholds we tune
 MEAN, LEARNED = -1, -2  # the score's q when it is not a percentile
 QUANTILES = np.array([5, 25, 50, 75, 95])  # the boundary percentiles among the learned score's features
@@ -243,6 +245,24 @@ NO_CLASSIFIER = np.zeros((4, N_FEATURES))
 NO_TRUTH = np.zeros(0, np.int64)
 
 
+def classifier_array(record) -> np.ndarray:
+    """The (4, features) array `agglomerate.classify` evaluates (rows centre, scale, coef; bias at [3, 0]) of a
+    classifier record (`merge_learn.fit`); a missing or malformed one is refused with one line."""
+    if record is None:
+        raise DataError("merge_score 'learned' needs a fitted merge classifier (merge_classifier): choose the "
+                        "instance parameters with `mpfpipe evaluate --tune-instances` first")
+    try:
+        ok = record.get("kind") == "logistic" and list(record.get("features")) == list(FEATURES)
+        out = np.array([record["centre"], record["scale"], record["coef"],
+                        [record["bias"]] + [0.0] * (N_FEATURES - 1)], np.float64)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        ok, out = False, NO_CLASSIFIER
+    if not ok or out.shape != (4, N_FEATURES) or not np.isfinite(out).all() or (out[1] <= 0).any():
+        raise DataError(f"merge_classifier is not a logistic regression of the features {', '.join(FEATURES)} "
+                        "(centre, scale > 0, coef: finite numbers, one per feature; bias)")
+    return out
+
+
 def graph(lab: np.ndarray, p: np.ndarray, histograms: bool = True):
     """(a, b, sums, counts, hist, nsize, nsum): the region adjacency graph of ``lab`` with the statistics the
     scores need (hist a (1, 1) placeholder without ``histograms``)."""
@@ -255,7 +275,7 @@ def agglomerate(lab: np.ndarray, p: np.ndarray, threshold: float, quantile: int 
                 hierarchical: bool = True, classifier: np.ndarray | None = None) -> np.ndarray:
     """``lab`` (ids >= 0, 0 = none) with touching regions merged while their boundary score is below
     ``threshold``. Score: the mean boundary probability (``quantile`` None), its ``quantile``-th percentile, or
-    with ``classifier`` (`merge_learn.classifier_array`) the learned probability that the two regions are
+    with ``classifier`` (`classifier_array`) the learned probability that the two regions are
     different objects. ``hierarchical``: cheapest edge first, the merged regions' boundaries re-scored (waterz;
     the learned score re-scores every boundary of the merged region, its sizes and interior changed); else
     one-shot: every edge of the initial regions scored once, all those below the threshold joined (connected

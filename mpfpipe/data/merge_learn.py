@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .agglomerate import FEATURES, LEARNED, N_FEATURES, NO_CLASSIFIER, _merge, edge_features, graph
+from .agglomerate import FEATURES, LEARNED, N_FEATURES, _merge, classifier_array, edge_features, graph
 
 EPOCHS = 2  # GALA's min_num_epochs: the flat epoch and one active epoch
 
@@ -83,24 +83,6 @@ def fit(x: np.ndarray, y: np.ndarray) -> dict:
     return {"kind": "logistic", "features": list(FEATURES), "centre": centre.tolist(), "scale": scale.tolist(),
             "coef": lr.coef_[0].tolist(), "bias": float(lr.intercept_[0]), "samples": int(len(y)),
             "different": int(np.sum(y))}
-
-
-def classifier_array(record) -> np.ndarray:
-    """The (4, features) array `agglomerate.classify` evaluates (rows centre, scale, coef; bias at [3, 0]) of a
-    classifier record (`fit`); a missing or malformed one is refused with one line."""
-    if record is None:
-        raise DataError("merge_score 'learned' needs a fitted merge classifier (merge_classifier): choose the "
-                        "instance parameters with `mpfpipe evaluate --tune-instances` first")
-    try:
-        ok = record.get("kind") == "logistic" and list(record.get("features")) == list(FEATURES)
-        out = np.array([record["centre"], record["scale"], record["coef"],
-                        [record["bias"]] + [0.0] * (N_FEATURES - 1)], np.float64)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        ok, out = False, NO_CLASSIFIER
-    if not ok or out.shape != (4, N_FEATURES) or not np.isfinite(out).all() or (out[1] <= 0).any():
-        raise DataError(f"merge_classifier is not a logistic regression of the features {', '.join(FEATURES)} "
-                        "(centre, scale > 0, coef: finite numbers, one per feature; bias)")
-    return out
 
 
 def learning_data(sections: list, epochs: int = EPOCHS):

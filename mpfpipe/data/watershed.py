@@ -94,7 +94,7 @@ def section_instances(p: np.ndarray, *, threshold: float, seed_distance: int, me
         return np.zeros(p.shape, np.int64)
     clf = None
     if merge_score == "learned":
-        from .merge_learn import classifier_array
+        from .agglomerate import classifier_array
         clf = classifier_array(merge_classifier)
     lab = agglomerate(lab, p, merge_threshold, merge_quantile if merge_score == "quantile" else None,
                       hierarchical=agglomeration == "hierarchical", classifier=clf)

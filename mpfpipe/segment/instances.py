@@ -93,7 +93,7 @@ def _params(meta: dict, given: dict) -> dict:
 def require_classifier(p: dict) -> None:
     """merge_score 'learned' without a fitted classifier: refused here, before any block runs (one line)."""
     if p.get("merge_score") == "learned":
-        from ..data.merge_learn import classifier_array
+        from ..data.agglomerate import classifier_array
         classifier_array(p.get("merge_classifier"))
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mpfpipe.data.agglomerate import FEATURES, N_FEATURES, agglomerate, edge_features, graph
-from mpfpipe.data.merge_learn import (assignment, classifier_array, fit, fit_merge_classifier, learning_data,
+from mpfpipe.data.agglomerate import classifier_array
+from mpfpipe.data.merge_learn import (assignment, fit, fit_merge_classifier, learning_data,
                                       section_samples)
 from mpfpipe.data.watershed import section_instances
 from mpfpipe.errors import DataError
