@@ -263,11 +263,16 @@ def classifier_array(record) -> np.ndarray:
     return out
 
 
-def graph(lab: np.ndarray, p: np.ndarray, histograms: bool = True):
+def graph(lab: np.ndarray, p: np.ndarray, histograms: bool = True, regions: bool = True):
     """(a, b, sums, counts, hist, nsize, nsum): the region adjacency graph of ``lab`` with the statistics the
-    scores need (hist a (1, 1) placeholder without ``histograms``)."""
+    scores need (hist a (1, 1) placeholder without ``histograms``; without ``regions``, zero region statistics:
+    only the learned score reads them, and counting them took ~0.1 s of a 2048 x 2048 section's 1.1 s)."""
     a, b, sums, counts, hist = boundary_stats(lab, p, histograms)
-    nsize, nsum = region_stats(lab, p)
+    if regions:
+        nsize, nsum = region_stats(lab, p)
+    else:
+        n = int(lab.max()) + 1
+        nsize, nsum = np.zeros(n, np.int64), np.zeros(n)
     return a, b, sums, counts, np.zeros((1, 1), np.int64) if hist is None else hist, nsize, nsum
 
 
@@ -281,7 +286,7 @@ def agglomerate(lab: np.ndarray, p: np.ndarray, threshold: float, quantile: int 
     one-shot: every edge of the initial regions scored once, all those below the threshold joined (connected
     components). Each merged region keeps the smallest id of its fragments."""
     learned = classifier is not None
-    a, b, sums, counts, hist, nsize, nsum = graph(lab, p, learned or quantile is not None)
+    a, b, sums, counts, hist, nsize, nsum = graph(lab, p, learned or quantile is not None, learned)
     n = int(lab.max()) + 1
     if not a.size:
         return lab
