@@ -48,9 +48,10 @@ def tile_positions(dtype) -> int:
     return NV * 64 // np.dtype(dtype).itemsize
 
 
-def rows_per_block(w: int, k: int, dtype) -> int:
-    """Output rows of a forward block: about BLOCK_COLS positions, and never fewer than one tile."""
-    return max(BLOCK_COLS // w, -(-(tile_positions(dtype) + k - 1) // w), 1)
+def rows_per_block(w: int, k: int, dtype, cols: int | None = None) -> int:
+    """Output rows of a forward block: about ``cols`` (default BLOCK_COLS) positions, and never fewer than one
+    tile."""
+    return max((cols or BLOCK_COLS) // w, -(-(tile_positions(dtype) + k - 1) // w), 1)
 
 
 def span(dtype) -> int:

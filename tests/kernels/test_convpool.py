@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import naive
+import mpfpipe.kernels._conv as conv
 from mpfpipe import network
 from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_logits
@@ -15,7 +16,7 @@ from mpfpipe.params import init_params
 
 # (C, F, h, w, Cout, k, p, dense): a first layer (one map, one fragment: split into chunks across threads), n4's
 # conv2 shape in small, p = 3 with channel counts off the tile, patch-mode pools (one offset), fragments whose
-# chunks are too short for a tile (one chunk per fragment), and a block size that leaves carried rows at every block
+# chunks are too short for a tile (one chunk per fragment), and row-pair tiles
 SHAPES = [(1, 1, 70, 70, 48, 4, 2, True), (48, 4, 41, 43, 48, 5, 2, True), (8, 9, 34, 31, 10, 3, 3, True),
           (6, 5, 37, 45, 7, 2, 2, False), (3, 3, 26, 26, 6, 3, 3, False), (7, 3, 13, 71, 9, 3, 2, True),
           (6, 1, 299, 41, 6, 4, 3, True), (8, 2, 36, 34, 7, 3, 2, False)]  # last: row-pair tiles (32 per row)
@@ -28,7 +29,10 @@ def _apart(x, w, b, act, p, dense):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_conv_pool_equals_the_two_kernels_bit_for_bit(shape, dtype):
+@pytest.mark.parametrize("small_blocks", [False, True])
+def test_fused_conv_pool_equals_the_two_kernels_bit_for_bit(shape, dtype, small_blocks, monkeypatch):
+    if small_blocks:  # blocks of one tile's rows: many blocks per chunk, rows carried at every block
+        monkeypatch.setattr(conv, "POOL_BLOCK_COLS", 40)  # read by the Python wrapper, not the kernel
     C, F, h, w, O, k, p, dense = shape
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal((C, F, h, w)).astype(dtype)
