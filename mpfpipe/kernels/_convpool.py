@@ -13,15 +13,15 @@ overlap by p - 1 rows, computed twice (so that the chunks are independent): with
 every thread gets the same number of chunks.
 
 Exactness. Every convolution output is the same sum in the same order as in `_tiles.conv_fwd_tiles`, whichever
-block or chunk computes it, and the window max is `_pool`'s row pass (strict >): the result is bit for bit the one
-of `conv_forward` then `pool_forward` (tests/kernels/test_convpool.py).
+block or chunk computes it, and the window max is `_pool`'s own row (`_pool._max_only_row_out`): the result is bit
+for bit the one of `conv_forward` then `pool_forward` (tests/kernels/test_convpool.py).
 """
 import numpy as np
 from numba import njit, prange
 
 from ._act import _bias_act_row
 from ._par import pjit
-from ._pool import _deal, _window_max_only_row
+from ._pool import _max_only_row_out
 from ._simd import lanes
 from ._tiles import NV, _conv_block, _pack_rows, _packed_stride
 
@@ -47,26 +47,6 @@ def _max_block_rows(nchunks, cpf, S, p, oh, rows):
     return most
 
 
-@njit(cache=True, inline="always")
-def _pool2_row(r0, r1, d0, d1, n):
-    """d0[j], d1[j] = the max of the 2 x 2 windows at columns 2j and 2j + 1 of rows r0, r1 (MPF p = 2's two column
-    offsets of one window row): `_pool._window_max_only_row` then `_pool._deal` in one pass, with the same strict
-    comparisons in the same order (rows first, then columns), so the same values, NaN included."""
-    for j in range(n):
-        x = 2 * j
-        c0 = r0[x]
-        v = r1[x]
-        c0 = v if v > c0 else c0
-        c1 = r0[x + 1]
-        v = r1[x + 1]
-        c1 = v if v > c1 else c1
-        c2 = r0[x + 2]
-        v = r1[x + 2]
-        c2 = v if v > c2 else c2
-        d0[j] = c1 if c1 > c0 else c0
-        d1[j] = c2 if c2 > c1 else c1
-
-
 @njit(cache=True)
 def _pool_rows(buf, nb, base, nrows, W, O, s_lo, s_hi, p, noff, m, n, y, g0, col, best):
     """Pool the windows with start rows s in [s_lo, s_hi) from buf, which holds convolution rows [base, base +
@@ -77,19 +57,8 @@ def _pool_rows(buf, nb, base, nrows, W, O, s_lo, s_hi, p, noff, m, n, y, g0, col
         for s in range(s_lo, s_hi):
             a = s % p
             i = s // p
-            if a >= noff or i >= m:
-                continue
-            if p == 2 and noff == 2:  # n4's pools: one pass, the same comparisons as the general path
-                _pool2_row(xs[s - base], xs[s - base + 1], y[o, g0 + 2 * a, i], y[o, g0 + 2 * a + 1, i], n)
-                continue
-            _window_max_only_row(xs, s - base, p, L, col, best)
-            if _deal(best, y, o, g0 + a * noff, i, noff, n):
-                continue
-            for b in range(noff):
-                yr = y[o, g0 + a * noff + b, i]
-                bs = best[b:b + n * p:p]
-                for j in range(n):
-                    yr[j] = bs[j]
+            if a < noff and i < m:
+                _max_only_row_out(xs, s - base, p, noff, L, col, best, y, o, g0 + a * noff, i, n)
 
 
 @pjit(cache=True)
