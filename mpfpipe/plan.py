@@ -42,21 +42,30 @@ def body_end(net: Net) -> int:
 def kernel_families(net: Net) -> set[str]:
     """The kernel families (`warmup.JOBS`) the net's forward and backward passes call: per conv of the body the
     direct kernels or the tap GEMMs (fragments shorter than a tile, e.g. patch mode) and, with 6+ maps in and out,
-    the register tiles; inference's conv + pool (a 2D conv of 6+ maps before a pool); the fused pair; the head;
-    pooling and activations always; z pooling for 3D pools. A 3D conv runs on the 2D kernels with C_in * kz input
+    the register tiles, and a direct conv's input gradient only past the first layer; inference's conv + pool (a
+    2D conv of 6+ maps before a pool), else inference's own pool; the fused pair; the head; training's pooling and
+    activations always; z pooling for 3D pools. A 3D conv runs on the 2D kernels with C_in * kz input
     channels (`network3`)."""
     need = {"pool", "act"}
     body = net.ops[:body_end(net)]
     for pos, op in enumerate(body):
         if isinstance(op, ConvOp):
-            need.add("direct" if use_direct(op.cin * op.kz, op.cout, op.k) else "taps")
+            direct = use_direct(op.cin * op.kz, op.cout, op.k)
+            need.add("direct" if direct else "taps")
+            if direct and pos > 0:
+                need.add("direct_dx")  # only a conv past the first layer passes a gradient on
             if op.cin * op.kz >= TILE_MIN_MAPS and op.cout >= TILE_MIN_MAPS:
                 need.add("tiles")
             pooled = pos + 1 < len(body) and not isinstance(body[pos + 1], ConvOp)
             if net.ndim == 2 and pooled and op.cout >= TILE_MIN_MAPS:
                 need.add("convpool")  # inference's conv + pool (`network._forward`)
-        elif op.pz > 1:
-            need.add("zpool")
+        else:
+            fused = net.ndim == 2 and pos > 0 and isinstance(body[pos - 1], ConvOp) and body[pos - 1].cout >= \
+                TILE_MIN_MAPS
+            if not fused:
+                need.add("poolfwd")  # inference's own pool
+            if op.pz > 1:
+                need.add("zpool")
     if fused_output(net):
         need.add("post")
     if head_start(net) < len(net.ops):

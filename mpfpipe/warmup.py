@@ -1,13 +1,15 @@
 """Compile the engine's kernels once per machine, not once per process.
 
 Every kernel is an ``@njit(cache=True)`` function: the first process that calls it compiles it (all that a steel
-training step needs: ~9 s of one core of the development VM for the serial builds, ~20 s for the parallel ones,
-see below) and writes Numba's on-disk cache; later
+training step needs: ~16 s of one core of the development VM for the serial builds, about twice that for the
+parallel ones, see below) and writes Numba's on-disk cache; later
 processes load it in well under a second. Without care, every worker process of a fresh install or a new
 node compiles the same kernels at the same time. Here the kernels are grouped into *jobs* (a kernel family and
-a dtype: direct convolution, tap GEMMs, fused output layer, head, pooling, activations and loss), each compiled by
-calling the public kernel wrappers on tiny arrays, and each guarded by its own lock file and done marker in the
-cache folder:
+a dtype: direct convolution and its input gradient, tap GEMMs, register tiles, inference's conv + pool and its
+plain pool, fused output layer, head, training's pooling, activations and loss), each compiled by calling the
+public kernel wrappers on tiny arrays, and each guarded by its own lock file and done marker in the cache folder. A
+process warms only the jobs its net calls (`jobs_for`: n3 / n4 need neither a direct input gradient nor a plain
+inference pool):
 
 - a process that finds a job's marker skips it (Numba loads the kernels from its cache when they are called);
 - otherwise it takes the job's lock without waiting, compiles, writes the marker; a job whose lock another
@@ -39,17 +41,23 @@ DTYPES = ("float32", "float64")
 _WARM = set()  # (net ops, dtype) this process has made sure of
 
 
-def _conv_job(dt, cin, cout, act, size=12):
+def _conv_job(dt, cin, cout, act, size=12, need_dx=(True, False)):
     from .kernels import conv_backward, conv_forward
     x = np.ones((cin, 2, size, size), dt)
     w = np.full((cout, cin, 3, 3), 0.01, dt)
     y = conv_forward(x, w, np.zeros(cout, dt), act)
-    for need_dx in (True, False):
-        conv_backward(x, w, y, np.ones_like(y), act, need_dx)
+    for dx in need_dx:
+        conv_backward(x, w, y, np.ones_like(y), act, dx)
 
 
 def _job_direct(dt):
-    _conv_job(dt, 1, 4, "tanh")  # C_in * C_out <= DIRECT_MAX: the direct kernels
+    _conv_job(dt, 1, 4, "tanh", need_dx=(False,))  # C_in * C_out <= DIRECT_MAX: the direct kernels, as a first
+    # layer (no input gradient): every preset's case
+
+
+def _job_direct_dx(dt):
+    from .kernels import conv_direct_dinput  # a direct conv past the first layer (the rest: `_job_direct`)
+    conv_direct_dinput(np.ones((4, 2, 10, 10), dt), np.full((4, 1, 3, 3), 0.01, dt), np.zeros((1, 2, 12, 12), dt))
 
 
 def _job_taps(dt):
@@ -94,7 +102,12 @@ def _job_pool(dt):
         x = np.arange(2 * 1 * h * h, dtype=dt).reshape(2, 1, h, h)
         y, idx = pool_forward(x, 2, dense)
         pool_backward(np.ones_like(y), idx, 2, dense, x.shape)
-        pool_forward(x, 2, dense, need_idx=False)
+
+
+def _job_poolfwd(dt):
+    from .kernels import pool_forward
+    for dense, h in ((True, 9), (False, 8)):  # inference's pool where no conv + pool fuses it
+        pool_forward(np.arange(2 * 1 * h * h, dtype=dt).reshape(2, 1, h, h), 2, dense, need_idx=False)
 
 
 def _job_zpool(dt):
@@ -118,10 +131,12 @@ def _job_act(dt):
             xent(np.zeros((2, 4, 4), dt), np.zeros((4, 4), lab_dtype), grad=grad)
 
 
-# Longest first (serial builds, one core of the development VM: head 5.7 s, taps 5.2, tiles 4.4, direct 3.6, pool
-# 2.3, convpool 2.1, the others about 1 s or less): processes that share the jobs out then finish closer together.
-JOBS = {"head": _job_head, "taps": _job_taps, "tiles": _job_tiles, "direct": _job_direct, "pool": _job_pool,
-        "convpool": _job_convpool, "post": _job_post, "zpool": _job_zpool, "act": _job_act}
+# Longest first (serial builds, two processes sharing a fresh cache on the 2-core development VM: tiles 4.1 s,
+# head 3.6, taps 2.9, convpool 2.4, pool 1.6, direct 1.6, direct_dx 1.0, post 0.8, act 0.7): processes that share
+# the jobs out then finish closer together.
+JOBS = {"tiles": _job_tiles, "head": _job_head, "taps": _job_taps, "convpool": _job_convpool, "pool": _job_pool,
+        "direct": _job_direct, "direct_dx": _job_direct_dx, "post": _job_post, "poolfwd": _job_poolfwd,
+        "zpool": _job_zpool, "act": _job_act}
 
 
 def jobs_for(net) -> list[str]:

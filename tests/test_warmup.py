@@ -51,12 +51,52 @@ print(json.dumps({"misses": miss, "hits": hits}))
 """
 
 
+NET_MISSES = r"""
+import json, sys, numpy as np
+from numba.core import event
+from mpfpipe.arch import load_net
+from mpfpipe.fragment import dense_forward, dense_loss_grad
+from mpfpipe.kernels._par import variant
+from mpfpipe.params import init_params
+from mpfpipe.warmup import jobs_for, warmup
+net = load_net(sys.argv[1])
+compiled = []
+class Spy(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+    def on_end(self, ev):
+        pass
+with variant("serial"):
+    warmup(("float32",), jobs_for(net), ("serial",))
+    event.register("numba:compile", Spy())
+    p = init_params(net, 0, np.float32)
+    for size in json.loads(sys.argv[2]):
+        img = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
+        dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32)
+        dense_forward(net, p, img, dtype=np.float32)
+print(json.dumps(sorted(set(compiled))))
+"""
+
+
 def test_jobs_for_the_presets():
-    """Longest jobs first, so that processes sharing them out finish closer together."""
-    assert jobs_for(load_net("steel")) == ["head", "tiles", "direct", "pool", "convpool", "act"]
-    assert jobs_for(load_net("n4")) == ["taps", "tiles", "direct", "pool", "convpool", "post", "act"]
-    assert jobs_for(load_net("n337")) == ["taps", "tiles", "pool", "zpool", "act"]  # conv1: 3 z-slabs x 80 maps
-    assert jobs_for(load_net("aniso")) == ["head", "taps", "tiles", "direct", "pool", "zpool", "act"]
+    """Longest jobs first, so that processes sharing them out finish closer together; only what the net calls
+    (steel: no tap GEMMs; n3 / n4: no direct input gradient, every pool fused with its conv in inference)."""
+    assert jobs_for(load_net("steel")) == ["tiles", "head", "convpool", "pool", "direct", "direct_dx", "act"]
+    assert jobs_for(load_net("n4")) == ["tiles", "taps", "convpool", "pool", "direct", "post", "act"]
+    assert jobs_for(load_net("n337")) == ["tiles", "taps", "pool", "poolfwd", "zpool", "act"]  # conv1: 3 z-slabs
+    assert jobs_for(load_net("aniso")) == ["tiles", "head", "taps", "pool", "direct", "poolfwd", "zpool", "act"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,sizes", [("steel", [[128, 128], [60, 137]]), ("n4", [[64, 60]])])
+def test_a_nets_own_jobs_cover_its_training_and_inference(tmp_path, name, sizes):
+    """A training run warms only `jobs_for(net)` (a fresh cache): its steps and inference must then compile
+    nothing more."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "MPFPIPE_NO_REEXEC": "1"}
+    run = subprocess.run([sys.executable, "-c", NET_MISSES, name, json.dumps(sizes)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from threadpoolctl import ThreadpoolController
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward_post, conv_pool_forward, use_direct
 from ._blas import reproducible_active, set_reproducible
+from ._direct import conv_direct_dinput  # on its own for the warm-up (`warmup._job_direct_dx`)
 from ._par import VARIANTS, current_variant, variant
 from ._stitch import stitch, stitch3, unstitch, unstitch3
 from ._xent import xent_pass
@@ -31,5 +32,5 @@ def single_threaded_blas():
 __all__ = ["single_threaded_blas", "TILE_MIN_MAPS", "reproducible_active", "set_reproducible", "VARIANTS",
            "current_variant", "variant", "stitch", "unstitch", "stitch3", "unstitch3", "xent_pass",
            "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
-           "conv_backward_post", "conv_forward", "conv_forward_post", "conv_pool_forward", "forward_head",
-           "pool_backward", "pool_forward", "use_direct", "zpool_backward", "zpool_forward"]
+           "conv_backward_post", "conv_direct_dinput", "conv_forward", "conv_forward_post", "conv_pool_forward",
+           "forward_head", "pool_backward", "pool_forward", "use_direct", "zpool_backward", "zpool_forward"]

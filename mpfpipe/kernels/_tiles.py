@@ -363,7 +363,8 @@ def conv_dx_tiles(gp, wf, k, lead, cols, dx):
         ps = _packed_stride(n + 2 * pad, L)
         gpk = np.empty(O * ps, dx.dtype)
         _pack_rows(gf, a + lead - pad, Ls, O, n + 2 * pad, gpk, ps)
-        _conv_block(gpk, 0, W, k, O, ps, wf, C, buf, n, nb, NV * L, 0)
+        # ow = 0 (flat tiles) as a run-time int: a literal 0 made Numba build and inline a second variant
+        _conv_block(gpk, 0, W, k, O, ps, wf, C, buf, n, nb, NV * L, n - n)
         for c in range(C):
             d = dxf[c * cs + a:c * cs + b]
             src = buf[c * nb:c * nb + n]

@@ -56,14 +56,30 @@ def reproducible():
     _blas.set_reproducible(old)
 
 
-def test_gemm_switches_to_rgemm_at_run_time(reproducible):
+@njit
+def _gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    _blas.gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)  # an intrinsic: callable from kernels only
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_switches_to_rgemm_at_run_time(reproducible, dtype):
     rng = np.random.default_rng(3)
-    A, B = rng.standard_normal((6, 300)).astype(np.float32), rng.standard_normal((9, 300)).astype(np.float32)
-    fixed = np.empty((6, 9), np.float32)
+    A, B = rng.standard_normal((6, 300)).astype(dtype), rng.standard_normal((9, 300)).astype(dtype)
+    fixed = np.empty((6, 9), dtype)
     rgemm(False, True, 6, 9, 300, 1.0, A, 300, B, 300, 0.0, fixed, 9)
     got = np.empty_like(fixed)
-    _blas.gemm(False, True, 6, 9, 300, 1.0, A, 300, B, 300, 0.0, got, 9)
+    _gemm(False, True, 6, 9, 300, 1.0, A, 300, B, 300, 0.0, got, 9)
     assert np.array_equal(got, fixed)
+    _blas.set_reproducible(False)  # the same compiled kernel, back on BLAS: the same product, in BLAS's order
+    _gemm(False, True, 6, 9, 300, 1.0, A, 300, B, 300, 0.0, got, 9)
+    np.testing.assert_allclose(got, fixed, rtol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+def test_gemm_in_reproducible_mode_refuses_what_rgemm_does_not_implement(reproducible):
+    a = np.ones((2, 2))
+    for ta, tb, alpha, beta in ((False, False, 0.5, 0.0), (False, False, 1.0, 2.0), (True, True, 1.0, 0.0)):
+        with pytest.raises(ValueError, match="reproducible gemm"):
+            _gemm(ta, tb, 2, 2, 2, alpha, a, 2, a, 2, beta, a.copy(), 2)
 
 
 def test_full_size_steel_in_reproducible_mode_equals_the_naive_patch_net(reproducible):
