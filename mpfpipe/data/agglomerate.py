@@ -88,6 +88,20 @@ def classify(x, clf):
 
 
 @numba.njit(cache=True)
+def _grown(rec, labels, k):
+    """rec and labels with room for 2k rows, their first k kept. Element loops, not slice assignments: an array
+    assigned to a slice brings in Numba's shape-mismatch error, whose message formatting took 5 of the 7 s that
+    `_merge` took to compile at first use."""
+    rec2 = np.empty((2 * k, rec.shape[1]))
+    lab2 = np.empty(2 * k, np.int8)
+    for i in range(k):
+        lab2[i] = labels[i]
+        for j in range(rec.shape[1]):
+            rec2[i, j] = rec[i, j]
+    return rec2, lab2
+
+
+@numba.njit(cache=True)
 def _merge(n, eu, ev, sums, counts, hist, nsize, nsum, q, clf, threshold, gt):
     """(root of each node 0..n-1, recorded features, labels) after merging every edge cheaper than
     ``threshold``, cheapest first. With ``gt`` (one ground-truth id per node, 0 = none; empty otherwise) it
@@ -126,12 +140,7 @@ def _merge(n, eu, ev, sums, counts, hist, nsize, nsum, q, clf, threshold, gt):
         if learning:
             if gt[a] != 0 and gt[b] != 0:  # a region without truth (all membrane) teaches nothing
                 if k == rec.shape[0]:  # grow (a rejected edge is met again each time a side of it grows)
-                    rec2 = np.empty((2 * k, N_FEATURES))
-                    rec2[:k] = rec
-                    rec = rec2
-                    lab2 = np.empty(2 * k, np.int8)
-                    lab2[:k] = labels
-                    labels = lab2
+                    rec, labels = _grown(rec, labels, k)
                 features(e, eu, ev, sums, counts, hist, nsize, nsum, rec[k])
                 labels[k] = gt[a] != gt[b]
                 k += 1
@@ -155,7 +164,8 @@ def _merge(n, eu, ev, sums, counts, hist, nsize, nsum, q, clf, threshold, gt):
                 sums[g] += sums[f]
                 counts[g] += counts[f]
                 if hist.shape[0] == m:  # histograms kept (not for the mean)
-                    hist[g] += hist[f]
+                    for j in range(hist.shape[1]):  # element loops here: see `_grown`
+                        hist[g, j] += hist[f, j]
                 deleted[f] = True
                 if not rescore:
                     version[g] += 1
