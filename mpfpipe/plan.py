@@ -39,6 +39,13 @@ def body_end(net: Net) -> int:
     return len(net.ops) - 2 if fused_output(net) else head_start(net)
 
 
+def _pool_fused(net: Net, body, pos: int) -> bool:
+    """Whether inference fuses the conv at body[pos] with the pool after it: a 2D conv of 6+ maps before a pool."""
+    op = body[pos]
+    return net.ndim == 2 and isinstance(op, ConvOp) and op.cout >= TILE_MIN_MAPS and pos + 1 < len(body) and \
+        not isinstance(body[pos + 1], ConvOp)
+
+
 def kernel_families(net: Net) -> set[str]:
     """The kernel families (`warmup.JOBS`) the net's forward and backward passes call: per conv of the body the
     direct kernels or the tap GEMMs (fragments shorter than a tile, e.g. patch mode) and, with 6+ maps in and out,
@@ -56,13 +63,10 @@ def kernel_families(net: Net) -> set[str]:
                 need.add("direct_dx")  # only a conv past the first layer passes a gradient on
             if op.cin * op.kz >= TILE_MIN_MAPS and op.cout >= TILE_MIN_MAPS:
                 need.add("tiles")
-            pooled = pos + 1 < len(body) and not isinstance(body[pos + 1], ConvOp)
-            if net.ndim == 2 and pooled and op.cout >= TILE_MIN_MAPS:
+            if _pool_fused(net, body, pos):
                 need.add("convpool")  # inference's conv + pool (`network._forward`)
         else:
-            fused = net.ndim == 2 and pos > 0 and isinstance(body[pos - 1], ConvOp) and body[pos - 1].cout >= \
-                TILE_MIN_MAPS
-            if not fused:
+            if not (pos > 0 and _pool_fused(net, body, pos - 1)):
                 need.add("poolfwd")  # inference's own pool
             if op.pz > 1:
                 need.add("zpool")

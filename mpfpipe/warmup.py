@@ -51,8 +51,8 @@ def _conv_job(dt, cin, cout, act, size=12, need_dx=(True, False)):
 
 
 def _job_direct(dt):
-    _conv_job(dt, 1, 4, "tanh", need_dx=(False,))  # C_in * C_out <= DIRECT_MAX: the direct kernels, as a first
-    # layer (no input gradient): every preset's case
+    # C_in * C_out <= DIRECT_MAX: the direct kernels of a first layer (no input gradient), every preset's case
+    _conv_job(dt, 1, 4, "tanh", need_dx=(False,))
 
 
 def _job_direct_dx(dt):

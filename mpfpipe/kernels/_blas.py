@@ -15,8 +15,7 @@ on, and never into the kernels.
 
 Compile time: `gemm` is an intrinsic, a few instructions in its caller, and rgemm is not linked in. As a jitted
 function calling rgemm, each caller's literal arguments made a build of gemm, and Numba re-optimised rgemm's
-unrolled loops inside every kernel that can reach it: a steel training run's kernels took 12.1-12.6 s to compile
-on two fresh workers, 8.2-8.4 s after these two changes (with the warm-up's jobs split and ordered, `warmup`).
+unrolled loops inside every kernel that can reach it (README, "first use": the figures before and after).
 """
 import ctypes
 import os
@@ -93,7 +92,7 @@ def _reproducible(typingctx):
     return types.boolean(), lambda context, builder, sig, args: _flag(builder)
 
 
-def _rgemm_call(context, builder, dt, flags, ints, ptrs, beta):
+def _rgemm_call(builder, dt, flags, ints, ptrs, beta):
     """Call the bound fixed-order entry point of dtype ``dt`` (`_RGEMM`)."""
     i64, ptr = ir.IntType(64), ptrs[0].type
     fnty = ir.FunctionType(ir.VoidType(), [i64] * 5 + [ptr, i64, ptr, i64, ir.DoubleType(), ptr, i64])
@@ -108,10 +107,13 @@ def _rgemm_call(context, builder, dt, flags, ints, ptrs, beta):
 
 
 def _blas_call(context, builder, dt, flags, ints, ptrs, alpha, beta):
-    """Fortran sgemm / dgemm, every argument by pointer: row-major C = op(A) op(B) is column-major
-    C^T = op(B)^T op(A)^T, so the operands swap. The argument slots sit in the function's entry block."""
+    """Fortran sgemm / dgemm, every argument by pointer (alpha and beta as doubles, passed in dt): row-major
+    C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so the operands swap. The argument slots sit in the
+    function's entry block."""
     i8, i32 = ir.IntType(8), ir.IntType(32)
     ft = context.get_value_type(dt)
+    if dt == types.float32:
+        alpha, beta = builder.fptrunc(alpha, ft), builder.fptrunc(beta, ft)
 
     def slot(ty, value):
         p = cgutils.alloca_once(builder, ty)
@@ -156,10 +158,8 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, l
                 with builder.if_then(builder.or_(bad, builder.and_(*flags)), likely=False):
                     context.call_conv.return_user_exc(builder, ValueError, (
                         "reproducible gemm: alpha = 1, beta 0 or 1, and not both operands transposed",))
-                _rgemm_call(context, builder, dt, flags, ints, ptrs, beta)
+                _rgemm_call(builder, dt, flags, ints, ptrs, beta)
             with blas:
-                ft = context.get_value_type(dt)
-                cast = (lambda v: builder.fptrunc(v, ft)) if dt == types.float32 else (lambda v: v)
-                _blas_call(context, builder, dt, flags, ints, ptrs, cast(alpha), cast(beta))
+                _blas_call(context, builder, dt, flags, ints, ptrs, alpha, beta)
         return context.get_dummy_value()
     return sig, codegen
