@@ -11,12 +11,19 @@ Per net and image size, one JSON line per phase with the median seconds of
 and the ratios ``engine_over_onnxruntime`` / ``engine_over_torch`` (below 1: the engine is faster), the job's
 useful GFLOP, the engine's GFLOP/s and its share of the same-run float32 matmul peak (`bench.matmul_peak`).
 A peer that is not installed is reported as absent with the reason, never as a number.
+
+``rounds``: the three runtimes are timed in turn, ``rounds`` times, the order rotating each round so that none
+always runs first. A shared or throttled machine drifts over minutes, and medians taken in different minutes then
+give ratios that swing (steel 137x60 training: 0.31 and 0.49 of PyTorch in two runs of one session). So each
+ratio is the median of the per-round ratios, each of one round's times (seconds apart); ``*_s`` are the medians
+over rounds, ``per_round`` holds each round's times and ``*_range`` the smallest and largest per-round ratio.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +37,8 @@ from .engine import matmul_peak, run_isolated
 from .export import median_time
 
 
-def _onnxruntime(net, params, size, threads, repeat, work: Path):
+def _onnxruntime(net, params, size, threads, work: Path):
+    """(a callable running one inference of the exported graph on ``threads`` intra-op threads, or None; note)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -44,7 +52,7 @@ def _onnxruntime(net, params, size, threads, repeat, work: Path):
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(work / "m.onnx"), opts, providers=["CPUExecutionProvider"])
     raw = np.random.default_rng(0).integers(0, 256, size=(1, net.in_channels, *size)).astype(np.float32)
-    return median_time(lambda: sess.run(None, {"raw": raw}), repeat), f"onnxruntime {ort.__version__}"
+    return (lambda: sess.run(None, {"raw": raw})), f"onnxruntime {ort.__version__}"
 
 
 def _torch(net, params, size, threads, repeat, phases, torch_python, work: Path):
@@ -71,7 +79,7 @@ def _torch(net, params, size, threads, repeat, phases, torch_python, work: Path)
 
 
 def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train"), repeat: int = 5,
-        threads: int | None = None, torch_python: str | None = None, emit=None) -> list[dict]:
+        threads: int | None = None, torch_python: str | None = None, rounds: int = 3, emit=None) -> list[dict]:
     """Run the side-by-side comparison; returns (and emits, if given a callable) one dict per line. The thread
     count is set for the run only: this process's Numba threads (the peak is measured on as many BLAS threads) and
     MPFPIPE_THREADS, which the engine's cases in child processes read (`apply_thread_limit`)."""
@@ -81,7 +89,7 @@ def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train
     os.environ["MPFPIPE_THREADS"] = str(threads)
     numba.set_num_threads(threads)
     try:
-        return _run(nets, sizes, phases, repeat, threads, torch_python, emit)
+        return _run(nets, sizes, phases, repeat, threads, torch_python, rounds, emit)
     finally:
         numba.set_num_threads(old_threads)
         if old_env is None:
@@ -90,7 +98,45 @@ def run(nets=("n4", "n3", "steel"), sizes=((512, 512),), phases=("infer", "train
             os.environ["MPFPIPE_THREADS"] = old_env
 
 
-def _run(nets, sizes, phases, repeat, threads, torch_python, emit) -> list[dict]:
+_RUNTIMES = ("engine", "onnxruntime", "torch")
+
+
+def _rounds(name, net, params, size, phases, repeat, threads, torch_python, rounds, work) -> tuple[list, dict]:
+    """(per round, per phase: {runtime: seconds or None}; {runtime: note}), the runtimes in rotating order."""
+    ort_fn, notes = None, {}
+    if "infer" in phases:
+        ort_fn, notes["onnxruntime"] = _onnxruntime(net, params, size, threads, work)
+    per = []
+    for r in range(rounds):
+        times = {phase: {} for phase in phases}
+        for who in _RUNTIMES[r % 3:] + _RUNTIMES[:r % 3]:
+            if who == "engine":
+                for phase in phases:
+                    times[phase]["engine"] = run_isolated(name, size, "mpf", phase, repeat, 256)["seconds"]
+            elif who == "onnxruntime" and "infer" in phases:
+                times["infer"]["onnxruntime"] = median_time(ort_fn, repeat) if ort_fn else None
+            elif who == "torch":
+                res, notes["torch"] = _torch(net, params, size, threads, repeat, phases, torch_python, work)
+                for phase in phases:
+                    times[phase]["torch"] = res.get(f"{phase}_s")
+        per.append(times)
+    return per, notes
+
+
+def _ratios(rec: dict, per_phase: list, peer: str) -> None:
+    """``rec``'s ``{peer}_s`` (median over rounds), ``engine_over_{peer}`` (median of the per-round ratios) and
+    its range; None where the peer is absent."""
+    t = [p[peer] for p in per_phase]
+    if any(x is None for x in t):
+        rec[f"{peer}_s"] = rec[f"engine_over_{peer}"] = None
+        return
+    ratios = [p["engine"] / p[peer] for p in per_phase]
+    rec[f"{peer}_s"] = round(statistics.median(t), 6)
+    rec[f"engine_over_{peer}"] = round(statistics.median(ratios), 3)
+    rec[f"engine_over_{peer}_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+
+
+def _run(nets, sizes, phases, repeat, threads, torch_python, rounds, emit) -> list[dict]:
     from ..params import init_params
     peak = matmul_peak()
     results = [peak]
@@ -102,27 +148,24 @@ def _run(nets, sizes, phases, repeat, threads, torch_python, emit) -> list[dict]
         for size in sizes:
             work = Path(tempfile.mkdtemp(prefix="mpfpipe-peers-"))
             try:
-                ort_s, ort_note = _onnxruntime(net, params, size, threads, repeat, work) if "infer" in phases \
-                    else (None, None)
-                torch_res, torch_note = _torch(net, params, size, threads, repeat, phases, torch_python, work)
-                for phase in phases:
-                    eng = run_isolated(name, size, "mpf", phase, repeat, 256)
-                    gflop = flops(net, True, size, phase) / 1e9
-                    rec = {"case": "peers", "net": net.name, "size": "x".join(map(str, size)), "phase": phase,
-                           "threads": threads, "engine_s": eng["seconds"], "gflop": round(gflop, 3),
-                           "engine_gflops": round(gflop / eng["seconds"], 2), "peak_gflops": peak["gflops"],
-                           "engine_share_of_peak": round(gflop / eng["seconds"] / peak["gflops"], 4)}
-                    if phase == "infer":
-                        rec["onnxruntime_s"] = round(ort_s, 6) if ort_s is not None else None
-                        rec["engine_over_onnxruntime"] = round(eng["seconds"] / ort_s, 3) if ort_s else None
-                        rec["onnxruntime"] = ort_note
-                    t = torch_res.get(f"{phase}_s")
-                    rec["torch_s"] = round(t, 6) if t is not None else None
-                    rec["engine_over_torch"] = round(eng["seconds"] / t, 3) if t else None
-                    rec["torch"] = torch_note
-                    results.append(rec)
-                    if emit:
-                        emit(rec)
+                per, notes = _rounds(name, net, params, size, phases, repeat, threads, torch_python, rounds, work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+            for phase in phases:
+                rows = [p[phase] for p in per]
+                eng = statistics.median(p["engine"] for p in rows)
+                gflop = flops(net, True, size, phase) / 1e9
+                rec = {"case": "peers", "net": net.name, "size": "x".join(map(str, size)), "phase": phase,
+                       "threads": threads, "rounds": rounds, "engine_s": round(eng, 6), "gflop": round(gflop, 3),
+                       "engine_gflops": round(gflop / eng, 2), "peak_gflops": peak["gflops"],
+                       "engine_share_of_peak": round(gflop / eng / peak["gflops"], 4)}
+                if phase == "infer":
+                    _ratios(rec, rows, "onnxruntime")
+                    rec["onnxruntime"] = notes["onnxruntime"]
+                _ratios(rec, rows, "torch")
+                rec["torch"] = notes["torch"]
+                rec["per_round"] = [{k: (round(v, 6) if v is not None else None) for k, v in p.items()} for p in rows]
+                results.append(rec)
+                if emit:
+                    emit(rec)
     return results

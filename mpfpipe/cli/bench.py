@@ -179,7 +179,7 @@ def export_cmd(net, size, slices, repeat, threads, cluster):
 @bench.command("peers")
 @config_option
 @cli_options("bench peers", sizes={"callback": _sizes})
-def peers_cmd(nets, sizes, phases, repeat, threads, torch_python):
+def peers_cmd(nets, sizes, phases, repeat, threads, torch_python, rounds):
     """The engine beside onnxruntime on `mpfpipe export`'s graph of the same model and PyTorch's dilated dense job
     (from a Python that has torch), same nets, sizes and threads, with the same-run matmul peak: one JSON line per
     net, size and phase with the times and ratios, e.g.
@@ -189,7 +189,8 @@ def peers_cmd(nets, sizes, phases, repeat, threads, torch_python):
     _load_nets(nets)
     _match_sizes(nets or ["n4", "n3", "steel"], sizes)
     run(nets=list(nets) or ["n4", "n3", "steel"], sizes=list(sizes) or [(512, 512)],
-        phases=phases or ("infer", "train"), repeat=repeat, threads=threads, torch_python=torch_python, emit=_emit)
+        phases=phases or ("infer", "train"), repeat=repeat, threads=threads, torch_python=torch_python,
+        rounds=rounds, emit=_emit)
 
 
 @bench.command("costmodel")

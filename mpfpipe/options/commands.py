@@ -154,6 +154,8 @@ TABLES: dict[str, dict] = {
                        "[default: Numba's]."),
         torch_python=Option(Any("a Python"), None, "A Python that has torch (default: this one, if it has).",
                             cli=(("type", "existing-file"),)),
+        rounds=Option(Int(1), 3, "Rounds of timing the engine and its peers in turn (rotating order); ratios are "
+                      "the medians of the per-round ratios."),
     ),
     "bench costmodel": _cli(
         workers=Option(Any("worker counts"), "2,4,8,16,32", "Comma-separated worker counts of the simulated grid."),

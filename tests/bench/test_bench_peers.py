@@ -23,32 +23,43 @@ def _torch_python():
 
 def test_bench_peers_runs_the_engine_onnxruntime_and_torch_side_by_side(tmp_path):
     """The quick form of `mpfpipe bench --peers`: every line names its job, the engine's and onnxruntime's times are
-    measured numbers, the ratios are theirs, and a peer that is absent is reported as absent with its reason."""
+    measured numbers, each ratio is the median of its rounds' own ratios (times of one round, not of different
+    minutes), and a peer that is absent is reported as absent with its reason."""
+    import statistics
     torch_python = _torch_python()
-    args = ["bench", "--peers", "--net", "steel", "--size", "40x36", "--repeat", "1", "--threads", "1"]
+    args = ["bench", "--peers", "--net", "steel", "--size", "40x36", "--repeat", "1", "--threads", "1",
+            "--rounds", "3"]
     res = CliRunner().invoke(cli, args + (["--torch-python", torch_python] if torch_python else []))
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.output.strip().splitlines()]
     assert rows[0]["case"] == "matmul_peak" and rows[0]["gflops"] > 0
     peers = rows[1:]
-    assert [(r["net"], r["size"], r["phase"], r["threads"]) for r in peers] == [
-        ("steel", "40x36", "infer", 1), ("steel", "40x36", "train", 1)]
+    assert [(r["net"], r["size"], r["phase"], r["threads"], r["rounds"]) for r in peers] == [
+        ("steel", "40x36", "infer", 1, 3), ("steel", "40x36", "train", 1, 3)]
     net = preset("steel")
     for r in peers:
-        assert r["engine_s"] > 0
+        assert len(r["per_round"]) == 3 and all(p["engine"] > 0 for p in r["per_round"])
+        assert r["engine_s"] == pytest.approx(statistics.median(p["engine"] for p in r["per_round"]), abs=1e-6)
         assert r["gflop"] == pytest.approx(flops(net, True, (40, 36), r["phase"]) / 1e9, abs=5e-4)
         share = flops(net, True, (40, 36), r["phase"]) / 1e9 / r["engine_s"] / rows[0]["gflops"]
         assert r["engine_share_of_peak"] == pytest.approx(share, rel=0.01, abs=1e-4)
-        if torch_python:
-            assert r["torch_s"] > 0 and r["engine_over_torch"] == pytest.approx(r["engine_s"] / r["torch_s"],
-                                                                                rel=0.01)
-        else:
-            assert r["torch_s"] is None and r["engine_over_torch"] is None and "not importable" in r["torch"]
+        peers_here = ["torch"] + (["onnxruntime"] if r["phase"] == "infer" else [])
+        for peer in peers_here:
+            if peer == "torch" and not torch_python:
+                assert r["torch_s"] is None and r["engine_over_torch"] is None and "not importable" in r["torch"]
+                continue
+            ratios = sorted(p["engine"] / p[peer] for p in r["per_round"])
+            assert r[f"{peer}_s"] == pytest.approx(statistics.median(p[peer] for p in r["per_round"]), abs=1e-6)
+            assert r[f"engine_over_{peer}"] == pytest.approx(ratios[1], rel=0.01)
+            assert r[f"engine_over_{peer}_range"] == pytest.approx([ratios[0], ratios[2]], rel=0.01)
+        if r["phase"] == "train":
+            assert "onnxruntime_s" not in r
     infer = peers[0]
     assert infer["onnxruntime_s"] > 0 and infer["onnxruntime"].startswith("onnxruntime ")
-    assert infer["engine_over_onnxruntime"] == pytest.approx(infer["engine_s"] / infer["onnxruntime_s"], rel=0.01)
     bad = CliRunner().invoke(cli, ["bench", "peers", "--torch-python", str(tmp_path)])  # a folder, not a Python
     assert bad.exit_code == 2
+    bad = CliRunner().invoke(cli, ["bench", "peers", "--rounds", "0"])
+    assert bad.exit_code == 2 and "rounds" in bad.output
 
 
 def test_bench_peers_on_a_3d_net_runs_onnxruntime_on_the_3d_export_and_torch_conv3d(tmp_path):
@@ -58,7 +69,8 @@ def test_bench_peers_on_a_3d_net_runs_onnxruntime_on_the_3d_export_and_torch_con
     net_file.write_text("layers:\n  - {type: conv, k: [2, 3, 3], maps: 6}\n  - {type: pool, p: [2, 2, 2]}\n"
                         "  - {type: conv, k: [1, 2, 2], maps: 6}\n  - {type: fc, n: 2}\n")
     torch_python = _torch_python()
-    args = ["bench", "peers", "--net", str(net_file), "--size", "4x20x18", "--repeat", "1", "--threads", "1"]
+    args = ["bench", "peers", "--net", str(net_file), "--size", "4x20x18", "--repeat", "1", "--threads", "1",
+            "--rounds", "1"]
     res = CliRunner().invoke(cli, args + (["--torch-python", torch_python] if torch_python else []))
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.output.strip().splitlines()][1:]
