@@ -48,10 +48,23 @@ def boundary_means(lab: np.ndarray, p: np.ndarray):
     return a, b, sums / np.maximum(counts, 1)
 
 
+def _squared_distance(cells: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of each cell pixel to the nearest non-cell pixel: the seeds' depth map. Only its
+    order matters (the maxima, deepest first), which squaring keeps. seung-lab's ``edt`` (Felzenszwalb &
+    Huttenlocher's separable transform) gives scipy.ndimage.distance_transform_edt's values squared exactly (whole
+    numbers in float32, exact to 2^24, i.e. distances of 4096 pixels) at a quarter of its time, which had been a
+    fifth of the instance step's block time. A section without a non-cell pixel has no finite distance there
+    (``edt``: inf everywhere); scipy's transform, used for it, measures from a virtual point outside the image."""
+    if cells.all():
+        return ndimage.distance_transform_edt(cells) ** 2
+    import edt
+    return edt.edtsq(np.ascontiguousarray(cells), black_border=False, parallel=1)
+
+
 def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
     from skimage.feature import peak_local_max
     comp, n = ndimage.label(cells)
-    dist = ndimage.distance_transform_edt(cells)
+    dist = _squared_distance(cells)
     # one search over the whole section (scikit-image's per-component search loops over every component): a
     # component whose maximum lies within seed_distance of a deeper one elsewhere gets its deepest pixel below
     peaks = peak_local_max(dist, min_distance=max(1, int(seed_distance)), exclude_border=False)

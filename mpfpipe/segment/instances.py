@@ -284,7 +284,10 @@ def label_instances(output, *, threshold=None, seed_distance=None, merge_thresho
 
 
 def _fragment_calls(out: str, p: dict, pos: int, blocks: list, grid, result: InstanceResult) -> list:
-    """Pass 1's tasks of the blocks without a done marker and their file (the others count as skipped)."""
+    """Pass 1's tasks of the blocks without a done marker and their file (the others count as skipped), with
+    this run's id (their chunk cache's key)."""
+    import uuid
+    run = uuid.uuid4().hex
     by_index = {b.index: b for b in blocks}
     done = store.read_done(out, f"{store.WORK}/done_fragments")
     calls = []
@@ -299,7 +302,7 @@ def _fragment_calls(out: str, p: dict, pos: int, blocks: list, grid, result: Ins
                 i[axis] += step
                 if 0 <= i[axis] < grid[axis]:
                     nbs[(side, axis)] = by_index[tuple(i)]
-        calls.append((fragment_task, (out, p, pos, b, nbs), b.index))
+        calls.append((fragment_task, (out, p, pos, b, nbs, run), b.index))
     return calls
 
 
