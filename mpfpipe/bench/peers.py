@@ -9,7 +9,8 @@ Per net and image size, one JSON line per phase with the median seconds of
 - ``torch_s``: PyTorch's dilated dense forward, and forward + backward for a training step (`_torch_dense`), run by
   ``torch_python`` (a Python with torch; torch is never a dependency of mpfpipe);
 and the ratios ``engine_over_onnxruntime`` / ``engine_over_torch`` (below 1: the engine is faster), the job's
-useful GFLOP, the engine's GFLOP/s and its share of the same-run float32 matmul peak (`bench.matmul_peak`).
+useful GFLOP, the engine's GFLOP/s and its share of the same-run float32 matmul peak (`bench.matmul_peak`, numpy's
+BLAS) and of the cores' FMA peak (`bench._fma`: BLAS kernels are not equally tuned for every CPU).
 A peer that is not installed is reported as absent with the reason, never as a number.
 
 ``rounds``: the three runtimes are timed in turn, ``rounds`` times, the order rotating each round so that none
@@ -33,6 +34,7 @@ import numpy as np
 
 from ..arch import ConvOp, load_net
 from ..cost import flops
+from ._fma import fma_peak
 from .engine import matmul_peak, run_isolated
 from .export import median_time
 
@@ -138,10 +140,11 @@ def _ratios(rec: dict, per_phase: list, peer: str) -> None:
 
 def _run(nets, sizes, phases, repeat, threads, torch_python, rounds, emit) -> list[dict]:
     from ..params import init_params
-    peak = matmul_peak()
-    results = [peak]
+    peak, fma = matmul_peak(), fma_peak(threads)
+    results = [peak, fma]
     if emit:
         emit(peak)
+        emit(fma)
     for name in nets:
         net = load_net(name)
         params = init_params(net, 0, np.float32)
@@ -158,7 +161,9 @@ def _run(nets, sizes, phases, repeat, threads, torch_python, rounds, emit) -> li
                 rec = {"case": "peers", "net": net.name, "size": "x".join(map(str, size)), "phase": phase,
                        "threads": threads, "rounds": rounds, "engine_s": round(eng, 6), "gflop": round(gflop, 3),
                        "engine_gflops": round(gflop / eng, 2), "peak_gflops": peak["gflops"],
-                       "engine_share_of_peak": round(gflop / eng / peak["gflops"], 4)}
+                       "engine_share_of_peak": round(gflop / eng / peak["gflops"], 4),
+                       "fma_peak_gflops": fma["gflops"],
+                       "engine_share_of_fma_peak": round(gflop / eng / fma["gflops"], 4)}
                 if phase == "infer":
                     _ratios(rec, rows, "onnxruntime")
                     rec["onnxruntime"] = notes["onnxruntime"]

@@ -33,7 +33,8 @@ def test_bench_peers_runs_the_engine_onnxruntime_and_torch_side_by_side(tmp_path
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.output.strip().splitlines()]
     assert rows[0]["case"] == "matmul_peak" and rows[0]["gflops"] > 0
-    peers = rows[1:]
+    assert rows[1]["case"] == "fma_peak" and rows[1]["threads"] == 1 and rows[1]["gflops"] > 0
+    peers = rows[2:]
     assert [(r["net"], r["size"], r["phase"], r["threads"], r["rounds"]) for r in peers] == [
         ("steel", "40x36", "infer", 1, 3), ("steel", "40x36", "train", 1, 3)]
     net = preset("steel")
@@ -43,6 +44,9 @@ def test_bench_peers_runs_the_engine_onnxruntime_and_torch_side_by_side(tmp_path
         assert r["gflop"] == pytest.approx(flops(net, True, (40, 36), r["phase"]) / 1e9, abs=5e-4)
         share = flops(net, True, (40, 36), r["phase"]) / 1e9 / r["engine_s"] / rows[0]["gflops"]
         assert r["engine_share_of_peak"] == pytest.approx(share, rel=0.01, abs=1e-4)
+        assert r["fma_peak_gflops"] == rows[1]["gflops"]
+        assert r["engine_share_of_fma_peak"] == pytest.approx(share * rows[0]["gflops"] / rows[1]["gflops"], rel=0.01,
+                                                              abs=1e-4)
         peers_here = ["torch"] + (["onnxruntime"] if r["phase"] == "infer" else [])
         for peer in peers_here:
             if peer == "torch" and not torch_python:
@@ -73,7 +77,7 @@ def test_bench_peers_on_a_3d_net_runs_onnxruntime_on_the_3d_export_and_torch_con
             "--rounds", "1"]
     res = CliRunner().invoke(cli, args + (["--torch-python", torch_python] if torch_python else []))
     assert res.exit_code == 0, res.output
-    rows = [json.loads(line) for line in res.output.strip().splitlines()][1:]
+    rows = [json.loads(line) for line in res.output.strip().splitlines()][2:]
     assert [(r["size"], r["phase"]) for r in rows] == [("4x20x18", "infer"), ("4x20x18", "train")]
     from mpfpipe.arch import load_net
     net = load_net(str(net_file))
@@ -84,3 +88,14 @@ def test_bench_peers_on_a_3d_net_runs_onnxruntime_on_the_3d_export_and_torch_con
     assert rows[0]["onnxruntime_s"] > 0 and rows[0]["onnxruntime"].startswith("onnxruntime ")
     bad = CliRunner().invoke(cli, ["bench", "peers", "--net", str(net_file), "--size", "20x18"])
     assert bad.exit_code == 2 and "is 3D: give ZxYxX sizes" in bad.output
+
+
+def test_fma_peak_counts_the_flops_it_runs():
+    """`fma_peak`: the GFLOP/s are the loop's own count (threads x iterations x 12 chains x 16 float32 lanes x 2
+    flops) over its median time, for 1 and 2 threads."""
+    from mpfpipe.bench import _fma
+    for threads in (1, 2):
+        r = _fma.fma_peak(threads, seconds=0.02, repeat=3)
+        assert r["case"] == "fma_peak" and r["threads"] == threads and r["iterations"] >= 1000
+        flop = threads * r["iterations"] * 12 * 16 * 2
+        assert r["gflops"] == pytest.approx(flop / r["seconds"] / 1e9, rel=1e-3)
