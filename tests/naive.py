@@ -329,3 +329,28 @@ def assert_dense_equals_patch_net3(net, size, seed, labelled=1.0, act_scale=2.0)
     for key in grads:
         np.testing.assert_allclose(got_t[key], grads[key], rtol=0, atol=1e-9 * scale, err_msg=key)
     return got
+
+
+def priority_flood(level, markers):
+    """Seeded watershed by a heap, as `mpfpipe.data.flood` specifies it: every labelled pixel queued in raster
+    order at its level; the lowest level popped first, ties first in, first out (the heap's key is (level, order
+    of queueing)); a popped pixel labels its unlabelled 4-neighbours (up, left, right, down) and queues them."""
+    import heapq
+    lab = np.array(markers, dtype=np.int64)
+    h, w = lab.shape
+    heap, count = [], 0
+    for y in range(h):
+        for x in range(w):
+            if lab[y, x] != 0:
+                heap.append((int(level[y, x]), count, y, x))
+                count += 1
+    heapq.heapify(heap)
+    while heap:
+        _, _, y, x = heapq.heappop(heap)
+        for dy, dx in ((-1, 0), (0, -1), (0, 1), (1, 0)):
+            j, i = y + dy, x + dx
+            if 0 <= j < h and 0 <= i < w and lab[j, i] == 0:
+                lab[j, i] = lab[y, x]
+                heapq.heappush(heap, (int(level[j, i]), count, j, i))
+                count += 1
+    return lab

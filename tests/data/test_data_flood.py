@@ -1,6 +1,7 @@
 """The bucket-queue watershed (data.flood) against scikit-image's watershed, the peer it follows, and by hand."""
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 from skimage.segmentation import watershed
@@ -46,3 +47,15 @@ def test_raster_ids_by_hand():
     assert n == 3 and lut[lab].tolist() == [[0, 1, 1], [2, 0, 3], [1, 2, 0]]
     lut, n = raster_ids(lab, start=10)
     assert n == 3 and lut[[0, 3, 7, 9, 5]].tolist() == [0, 12, 11, 13, 0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_same_labels_as_a_heap_flood_with_many_ties(seed):
+    """Against tests/naive.py's heap flood (ties first in, first out): few levels (most pixels tie), sparse and
+    dense markers, odd shapes down to one row or column."""
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        level = rng.integers(0, int(rng.integers(1, 12)), (h, w)).astype(np.uint16)
+        markers = np.where(rng.random((h, w)) < rng.choice([0.01, 0.1, 0.6]), rng.integers(1, 7, (h, w)), 0)
+        assert np.array_equal(flood(level, markers), naive.priority_flood(level, markers)), (h, w)
