@@ -87,3 +87,26 @@ def test_a_local_run_of_a_failing_task_reports_it_like_dask():
         res = [r for _, r in local.completed([bad, later])]
     assert [type(r).__name__ for r in res] == ["ValueError", "ValueError"]
     assert not isinstance(res[0], MpfError)
+
+
+def test_a_shared_runner_serves_every_task_runner_of_the_same_arguments_inside_it():
+    """`shared_runner`: inside it, task_runner with the same arguments is the same runner on the same worker
+    processes (one cluster start for segment --instances' two steps), one with other arguments starts its own;
+    after the block the cluster is closed and task_runner starts a new one again."""
+    from mpfpipe.cluster import shared_runner
+    with shared_runner(1, 1) as shared:
+        first = _worker_pid(shared)
+        with task_runner(1, 1) as inner:
+            assert inner is shared and _worker_pid(inner) == first
+        with task_runner(1, 1) as again:  # the first inner block did not close it
+            assert again is shared and _worker_pid(again) == first
+        with task_runner(workers=0) as other:
+            assert other is not shared and other.local
+    assert shared.client.status == "closed"
+    with task_runner(1, 1) as fresh:
+        assert fresh is not shared and _worker_pid(fresh) != first
+
+
+def _worker_pid(runner):
+    task = runner.submit(_pid, 0, key=f"pid-{id(runner)}-{os.urandom(4).hex()}")
+    return [r for _, r in runner.completed([task])][0]

@@ -17,7 +17,8 @@ the done markers included). Records:
   ``segment`` record also has the wall time of the forward passes and of the reads and writes beside them, and
   the load average (1, 5, 15 min) at its end;
 - with ``instances``, the instance step (`mpfpipe.segment.instances.label_instances`, as ``segment --instances``
-  runs it: same workers and threads, its own cluster start included) on each output with the pyramid: each such
+  runs it: same workers and threads, on the cluster segment started, kept open for it) on each output with the
+  pyramid (segment's time still includes the cluster start; CPU times include the live workers'): each such
   ``segment`` record gets ``instances_seconds``, ``instances_cpu_seconds`` and ``instances_objects``, the summary
   their medians and ``instances_share`` (instance seconds / segment's seconds with the pyramid) and
   ``instances_cpu_share``. Its cost depends on the probabilities: random weights give noise, so pass a trained
@@ -29,6 +30,7 @@ The engine is timed before and after the segment runs and the medians taken, sin
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -65,11 +67,13 @@ def engine_rate(net_name: str, size, threads: int, repeat: int) -> dict:
             "cpu_seconds_per_voxel": min(cases[t]["cpu_seconds"] for t in cases) / (H * W)}
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the LocalCluster's workers, once closed)."""
+def _cpu_seconds(client=None) -> float:
+    """CPU time of this process and of its finished children (the LocalCluster's workers, once closed), plus that
+    of the live workers of ``client`` (a cluster kept open across steps: `cluster.shared_runner`)."""
     import resource
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+    live = sum(client.run(time.process_time).values()) if client is not None else 0.0
+    return live + sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                          resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def read_rate(volume, block, halo, repeat: int = 1) -> dict:
@@ -111,13 +115,14 @@ def _copy(volume, workdir: Path):
     return open_volume(f"{dst}:raw")
 
 
-def _instances(dst: Path, workers: int, threads: int) -> dict:
-    """The instance step on the segmentation ``dst``: its wall and CPU seconds and its number of objects."""
+def _instances(dst: Path, workers: int, threads: int, client=None) -> dict:
+    """The instance step on the segmentation ``dst`` (on the open cluster of ``client``, if given): its wall and
+    CPU seconds and its number of objects."""
     from ..segment.instances import label_instances
-    t0, c0 = time.perf_counter(), _cpu_seconds()
+    t0, c0 = time.perf_counter(), _cpu_seconds(client)
     res = label_instances(dst, workers=workers, threads=threads, progress=False)
     return {"instances_seconds": round(time.perf_counter() - t0, 3),
-            "instances_cpu_seconds": round(_cpu_seconds() - c0, 2), "instances_objects": res.n_objects,
+            "instances_cpu_seconds": round(_cpu_seconds(client) - c0, 2), "instances_objects": res.n_objects,
             "instances_cpu_by_pass": {k: round(v, 2) for k, v in res.cpu_seconds.items()}}
 
 
@@ -158,7 +163,7 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
     """Run the segment benchmark (see the module doc) with a ``net_name`` net of random weights (the speed does
     not depend on them) or the ``model`` file; returns (and emits) the records. Outputs go to a temporary folder
     in ``workdir``."""
-    from ..cluster import choose_layout
+    from ..cluster import choose_layout, shared_runner
     from ..segment.pyramid import auto_levels
     from ..segment.run import DEFAULT_BLOCK, segment
     from ..data.volume import open_volume
@@ -187,13 +192,16 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
         for i in range(repeat):
             for lv in runs:
                 dst = tmp / f"seg-{lv}-{i}.ome.zarr"
+                both = instances and lv == levels  # then as `segment --instances`: both steps on one cluster
                 t0, c0 = time.perf_counter(), _cpu_seconds()
-                res = segment(model, volume, dst, block=block, workers=workers, threads=threads, progress=False,
-                              levels=lv)
-                wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+                with shared_runner(workers, threads) if both else contextlib.nullcontext() as runner:
+                    client = runner.client if both else None
+                    res = segment(model, volume, dst, block=block, workers=workers, threads=threads,
+                                  progress=False, levels=lv)
+                    wall, cpu = time.perf_counter() - t0, _cpu_seconds(client) - c0
+                    timed = _instances(dst, workers, threads, client) if both else {}
                 runs[lv].append((wall, res))
                 cpus[lv].append(cpu)
-                timed = _instances(dst, workers, threads) if instances and lv == levels else {}
                 out({"case": "segment", "volume": list(volume.shape), "block": list(block), "workers": workers,
                      "threads": threads, "levels": lv, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 2),
                      "voxels_per_s": round(res.voxels / wall, 1), "block_cpu_seconds": round(res.cpu_seconds, 2),

@@ -349,16 +349,18 @@ def segment_and_label(model, input, output, *, instance_options: dict, overwrite
                      "settings": {"positive": segment_kwargs.get("positive", 1)}}, instance_options.get("positive"),
                     what=f"model {model}")
     cluster = {k: segment_kwargs.get(k) for k in ("workers", "threads", "scheduler")}
-    try:
-        seg = segment(model, input, output, overwrite=overwrite, **segment_kwargs)
-    except OutputExistsError:
-        state = output_state(output) or {}
-        # the same model: also once `evaluate --tune-instances` wrote its instance parameters into it
-        same = (state.get("complete") and same_model(state.get("model") or {}, model)
-                and (state.get("settings") or {}).get("input") == open_volume(input).path)
-        if not same:
-            raise
-        seg = None  # the probabilities are there: only the instance step runs (again only with --overwrite)
-    inst = label_instances(output, **instance_options, **cluster, overwrite=overwrite,
-                           progress=segment_kwargs.get("progress", True))
+    from ..cluster import shared_runner
+    with shared_runner(**cluster):  # both steps on one cluster
+        try:
+            seg = segment(model, input, output, overwrite=overwrite, **segment_kwargs)
+        except OutputExistsError:
+            state = output_state(output) or {}
+            # the same model: also once `evaluate --tune-instances` wrote its instance parameters into it
+            same = (state.get("complete") and same_model(state.get("model") or {}, model)
+                    and (state.get("settings") or {}).get("input") == open_volume(input).path)
+            if not same:
+                raise
+            seg = None  # the probabilities are there: only the instance step runs (again only with --overwrite)
+        inst = label_instances(output, **instance_options, **cluster, overwrite=overwrite,
+                               progress=segment_kwargs.get("progress", True))
     return seg, inst
