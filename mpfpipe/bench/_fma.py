@@ -1,8 +1,8 @@
 """The machine's float32 fused multiply-add peak: what the cores can do, beside what numpy's BLAS does.
 
 Why. `matmul_peak` is numpy's BLAS at its best shape, and BLAS libraries are not equally tuned for every CPU: on
-an AMD EPYC (Zen 4) core, OpenBLAS's kernel (SkylakeX) reached 175-188 GFLOP/s on two cores while this loop reached
-229 and onnxruntime's convolutions about 216. A share of the BLAS peak then overstates how close a runtime is to
+an AMD EPYC (Zen 4) VM, OpenBLAS's kernel (SkylakeX) reached 175-195 GFLOP/s on two cores while this loop reached
+218-227 and onnxruntime's convolutions about 216. A share of the BLAS peak then overstates how close a runtime is to
 the machine; the share of this peak does not.
 
 Each thread runs 12 independent chains of 64-byte vector FMAs (`kernels._simd`: one AVX-512 register, two AVX2
