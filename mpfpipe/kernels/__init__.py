@@ -13,6 +13,7 @@ from ._conv import conv_backward, conv_backward_post, conv_forward, conv_forward
 from ._blas import reproducible_active, set_reproducible
 from ._direct import conv_direct_dinput  # on its own for the warm-up (`warmup._job_direct_dx`)
 from ._par import VARIANTS, current_variant, variant
+from ._peak import CHAINS as FMA_CHAINS, FLOAT32_LANES, fma_chains  # the FMA peak loop (bench)
 from ._stitch import stitch, stitch3, unstitch, unstitch3
 from ._xent import xent_pass
 from ._tiles import OB as TILE_MIN_MAPS  # layers with this many maps in and out can run on the register tiles
@@ -29,7 +30,8 @@ def single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas")
 
 
-__all__ = ["single_threaded_blas", "TILE_MIN_MAPS", "reproducible_active", "set_reproducible", "VARIANTS",
+__all__ = ["single_threaded_blas", "FMA_CHAINS", "FLOAT32_LANES", "fma_chains",
+           "TILE_MIN_MAPS", "reproducible_active", "set_reproducible", "VARIANTS",
            "current_variant", "variant", "stitch", "unstitch", "stitch3", "unstitch3", "xent_pass",
            "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
            "conv_backward_post", "conv_direct_dinput", "conv_forward", "conv_forward_post", "conv_pool_forward",
