@@ -25,6 +25,7 @@ import numba
 import numpy as np
 from numba.typed import Dict, List
 
+from .. import _kernel_cache  # noqa: F401 - cache entries stamped with all kernel sources
 from ..errors import DataError
 
 BINS = 64  # histogram bins of the quantile score (waterz: 256); 1/64 is finer than the merge thresholds we tune

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .. import _kernel_cache  # noqa: F401 - cache entries stamped with all kernel sources
+
 LEVELS = 4096
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .. import _kernel_cache  # noqa: F401 - cache entries stamped with all kernel sources
+
 INIT, MASK, INQUEUE, WSHED = -1, -2, -3, 0
 
 

@@ -5,6 +5,7 @@ convolution is one GEMM per kernel tap, ``W[:, :, ky, kx] (Cout, C) @ x shifted 
 output's ``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
 Volume nets run on the same kernels (`mpfpipe.network3`), plus the z pooling of `_zpool` and the 3D stitch.
 """
+from .. import _kernel_cache  # noqa: F401 - first: every kernel's cache entry stamped with all their sources
 import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS our kernels call (_blas), so it can be limited
 from threadpoolctl import ThreadpoolController
 
