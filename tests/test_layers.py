@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "mpfpipe"
 
 # (layer, the module prefixes in it); a module belongs to the layer of its longest matching prefix
 LAYERS = [
-    ("kernels", ["mpfpipe.kernels"]),
+    ("kernels", ["mpfpipe.kernels", "mpfpipe._kernel_cache"]),
     ("engine", ["mpfpipe", "mpfpipe.errors", "mpfpipe.options", "mpfpipe.values", "mpfpipe._json", "mpfpipe._runtime",
                 "mpfpipe._stop", "mpfpipe._env", "mpfpipe._reproducible", "mpfpipe._lock", "mpfpipe._safety",
                 "mpfpipe._integrity", "mpfpipe._worker_init",

@@ -91,8 +91,8 @@ def test_resume_with_other_options_is_refused(isbi_crops, small_net, cluster2, t
 
 
 def test_driver_killed_then_resumed(isbi_crops, small_net, cluster2, tmp_path):
-    """SIGKILL the driver process (CLI, joined to the running cluster) after two steps; --resume finishes the
-    run with the undisturbed run's parameters."""
+    """SIGKILL the driver process (CLI, joined to the running cluster) after three logged steps; --resume finishes
+    the run with the undisturbed run's parameters."""
     epochs = 8
     common = dict(optimizer="lbfgs", epochs=epochs, seed=4)
     ref = train(isbi_crops, small_net, out=tmp_path / "ref.safetensors", client=cluster2.client, progress=False,
@@ -106,7 +106,9 @@ def test_driver_killed_then_resumed(isbi_crops, small_net, cluster2, tmp_path):
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            if log.exists() and len(log.read_text().splitlines()) >= 2:
+            # step k's log line follows the start of its checkpoint's background write, which waits for step
+            # k-1's: three lines, so step 2's checkpoint is on disk (two lines left it in flight now and then)
+            if log.exists() and len(log.read_text().splitlines()) >= 3:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()
