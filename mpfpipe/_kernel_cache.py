@@ -1,6 +1,7 @@
 """Numba's on-disk cache, kept fresh across mpfpipe's modules.
 
-Why. Numba stamps a cached function with its own source file's mtime and size only, but a kernel inlines the
+Why. Numba stamps a cached function with its own source file only (numba 0.60: its mtime and size; 0.68: a hash
+of its content), but a kernel inlines the
 functions it calls from other modules (`kernels._blas.gemm` into `_taps`' kernels, `_regtile`'s tiles into
 `_tiles`). After a change to a callee's file alone, as a ``git pull`` into an editable install makes, the caller's
 cache entry stays "fresh" and runs the old callee. This was seen: cached `_taps` kernels built against an earlier
@@ -9,7 +10,6 @@ cache entry stays "fresh" and runs the old callee. This was seen: cached `_taps`
 How. A cache locator placed first in Numba's list, for mpfpipe's files only: it finds the path and name as Numba's
 own locators would (it wraps the one Numba would pick) and adds to the source stamp a hash of every mpfpipe module
 that uses Numba. Any change to any of them then makes every mpfpipe cache entry stale, and Numba rebuilds it.
-A release install is not affected either way (pip rewrites every file).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The machine's float32 fused multiply-add peak: what the cores can do, beside what numpy's BLAS does.
 
 Why. `matmul_peak` is numpy's BLAS at its best shape, and BLAS libraries are not equally tuned for every CPU: on
-an AMD EPYC (Zen 4) VM, OpenBLAS's kernel (SkylakeX) reached 175-195 GFLOP/s on two cores while this loop reached
+an AMD EPYC (Zen 4) VM, OpenBLAS's kernel (SkylakeX) reached 174-195 GFLOP/s on two cores while this loop reached
 218-227 and onnxruntime's convolutions about 216. A share of the BLAS peak then overstates how close a runtime is to
 the machine; the share of this peak does not.
 
@@ -9,12 +9,12 @@ The loop is `kernels._peak`'s: 12 independent chains of vector FMAs per thread, 
 """
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
 
 from ..kernels import FMA_CHAINS, FLOAT32_LANES, fma_chains
+from .export import median_time
 
 
 def fma_peak(threads: int, seconds: float = 0.3, repeat: int = 5) -> dict:
@@ -29,13 +29,8 @@ def fma_peak(threads: int, seconds: float = 0.3, repeat: int = 5) -> dict:
         t0 = time.perf_counter()
         fma_chains(a, 1_000_000)
         n = max(1000, int(1_000_000 * seconds / max(time.perf_counter() - t0, 1e-6)))
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fma_chains(a, n)
-            times.append(time.perf_counter() - t0)
+        s = median_time(lambda: fma_chains(a, n), repeat)
     finally:
         numba.set_num_threads(old)
-    s = statistics.median(times)
     return {"case": "fma_peak", "threads": threads, "iterations": n, "seconds": round(s, 6),
             "gflops": round(threads * n * FMA_CHAINS * L * 2 / s / 1e9, 2)}

@@ -44,7 +44,7 @@ def _read_class(probs, pos: int, region: tuple, run: str) -> np.ndarray:
     """float32 ``probs[pos][region]`` (``region``: slices of the axes after the class axis) assembled from whole
     chunks, through `_CHUNKS`. Keyed by ``run``, one instance step: the segmentation it reads is complete and
     nothing writes it meanwhile, so a cached chunk cannot be stale; another step's chunks are dropped."""
-    if any(key[0] != run for key in _CHUNKS):
+    if _CHUNKS and next(iter(_CHUNKS))[0] != run:  # every key is of one run
         _CHUNKS.clear()
     cs, shape = probs.chunks[1:], probs.shape[1:]
     out = np.empty([r.stop - r.start for r in region], np.float32)
