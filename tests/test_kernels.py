@@ -239,6 +239,35 @@ def test_fused_output_layer_equals_two_separate_layers(act, need_dx, monkeypatch
         assert dx is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_p2_inference_pooling_on_whole_vectors_equals_its_rule(dtype):
+    """MPF p = 2 inference rows wide enough for the vector path (`_pool._pool2_row`: 2 whole vectors of outputs
+    and a scalar tail). With ties and no NaN: the arg-max path's values bit for bit, and a numpy max. With NaNs in
+    either row, at even and odd columns and in the tail: its rule computed in numpy (row maxima first, then
+    columns, each ``a if a > b else b``)."""
+    lanes = 64 // np.dtype(dtype).itemsize
+    n = 2 * lanes + 5
+    rng = np.random.default_rng(7)
+    x = (np.round(rng.standard_normal((2, 3, 2 * 6 + 1, 2 * n + 1)) * 2) / 2).astype(dtype)
+    y_idx, _ = pool_forward(x, 2, True)
+    y, _ = pool_forward(x, 2, True, need_idx=False)
+    assert y.shape[3] == n
+    np.testing.assert_array_equal(y, y_idx)
+    win = np.stack([x[:, :, a:a + 12, b:b + 2 * n] for a in range(2) for b in range(2)], axis=2)
+    want = win.reshape(2, 3, 4, 6, 2, n, 2).max(axis=(4, 6)).reshape(y.shape)
+    np.testing.assert_array_equal(y, want)
+    for c, f, r, col in [(0, 0, 0, 0), (0, 0, 1, 3), (0, 1, 4, 2 * lanes), (1, 2, 7, 2 * n - 1), (1, 0, 2, 2 * n),
+                         (1, 1, 9, 2 * lanes + 1), (1, 1, 10, 2 * lanes + 1)]:
+        x[c, f, r, col] = np.nan
+    y, _ = pool_forward(x, 2, True, need_idx=False)
+    for a in range(2):
+        r0, r1 = x[:, :, a:a + 12:2], x[:, :, a + 1:a + 13:2]
+        colmax = np.where(r1 > r0, r1, r0)
+        e = np.where(colmax[..., 1:] > colmax[..., :-1], colmax[..., 1:], colmax[..., :-1])
+        for b in range(2):
+            np.testing.assert_array_equal(y.reshape(2, 3, 2, 2, 6, n)[:, :, a, b], e[..., b:b + 2 * n:2])
+
+
 @pytest.mark.parametrize("p,dense", [(2, True), (3, True), (4, True), (2, False), (3, False)])  # 2, 3: de-interleaved
 def test_inference_pooling_without_argmax_gives_the_same_values(p, dense):
     """pool_forward(need_idx=False), the inference path, against the arg-max path and a numpy max over windows,

@@ -118,6 +118,36 @@ def vadd(typingctx, a, b):
     return a(a, b), codegen
 
 
+@intrinsic
+def vmaxgt(typingctx, a, b):
+    """a where a > b, else b, lane by lane: the scalar ``a if a > b else b`` (an ordered compare, so a NaN in a
+    keeps b and a NaN in b stays), the same bits as that scalar rule on every instruction set."""
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+    return a(a, b), codegen
+
+
+def _every_other(a, first):
+    """(signature, codegen) of lanes first, first + 2, ... of the 2*lanes values of two vectors of a's type."""
+    def codegen(context, builder, sig, args):
+        n = sig.args[0].lanes
+        idx = ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(first, 2 * n, 2)))
+        return builder.shuffle_vector(args[0], args[1], idx)
+    return a(a, a), codegen
+
+
+@intrinsic
+def veven(typingctx, a, b):
+    """Lanes 0, 2, 4, ... of the 2*lanes values a then b (de-interleaving: a shuffle, no arithmetic)."""
+    return _every_other(a, 0)
+
+
+@intrinsic
+def vodd(typingctx, a, b):
+    """Lanes 1, 3, 5, ... of the 2*lanes values a then b."""
+    return _every_other(a, 1)
+
+
 _F64 = _VEC[types.float64]
 
 
