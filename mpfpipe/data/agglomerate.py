@@ -36,7 +36,7 @@ FEATURES = ("boundary_mean", *(f"boundary_q{q}" for q in QUANTILES), "log_bounda
 N_FEATURES = len(FEATURES)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _quantile(e, counts, hist, q):
     pivot = min(q * counts[e] // 100 + 1, counts[e])  # q = 100: the largest value (waterz runs past it)
     total = 0
@@ -48,7 +48,7 @@ def _quantile(e, counts, hist, q):
     return (bins - 0.5) / bins
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _score(e, eu, ev, sums, counts, hist, nsize, nsum, q, clf):
     """Edge e's score: the mean (q = MEAN), the q-th percentile (q >= 0) or the learned classifier's probability
     that its two regions are different objects (q = LEARNED, `merge_learn`)."""
@@ -61,7 +61,7 @@ def _score(e, eu, ev, sums, counts, hist, nsize, nsum, q, clf):
     return classify(x, clf)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def features(e, eu, ev, sums, counts, hist, nsize, nsum, x):
     """Edge e's features (`FEATURES`) into x: from statistics that add when regions merge (boundary sums, counts
     and histograms; region sizes and probability sums), so they are exact at every step of the merging."""
@@ -78,7 +78,7 @@ def features(e, eu, ev, sums, counts, hist, nsize, nsum, x):
     x[10] = max(ma, mb)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def classify(x, clf):
     """The logistic regression ``clf`` (rows: centre, scale, coefficients of the features; bias in clf[3, 0]) of
     the features x: 1 / (1 + exp(-(bias + sum_k coef_k (x_k - centre_k) / scale_k)))."""
@@ -88,7 +88,7 @@ def classify(x, clf):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _grown(rec, labels, k):
     """rec and labels with room for 2k rows, their first k kept. Element loops, not slice assignments: an array
     assigned to a slice brings in Numba's shape-mismatch error, whose message formatting took 5 of the 7 s that
@@ -102,7 +102,7 @@ def _grown(rec, labels, k):
     return rec2, lab2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _merge(n, eu, ev, sums, counts, hist, nsize, nsum, q, clf, threshold, gt):
     """(root of each node 0..n-1, recorded features, labels) after merging every edge cheaper than
     ``threshold``, cheapest first. With ``gt`` (one ground-truth id per node, 0 = none; empty otherwise) it
@@ -235,7 +235,7 @@ def region_stats(lab: np.ndarray, p: np.ndarray):
             np.bincount(lab.ravel(), weights=np.asarray(p, np.float64).ravel(), minlength=n))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def edge_features(eu, ev, sums, counts, hist, nsize, nsum):
     """The features (`FEATURES`) of every edge of the initial regions (one row each)."""
     out = np.empty((eu.size, N_FEATURES))
@@ -244,7 +244,7 @@ def edge_features(eu, ev, sums, counts, hist, nsize, nsum):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _scores(eu, ev, sums, counts, hist, nsize, nsum, q, clf):
     out = np.empty(sums.size)
     for e in range(sums.size):

@@ -19,7 +19,7 @@ from .. import _kernel_cache  # noqa: F401 - cache entries stamped with all kern
 LEVELS = 4096
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _flood(lv, out, w, q):
     """Flood ``out`` (flat, rows of ``w`` with a 1-pixel frame of -1 all round: never flooded, so neighbours need
     no bounds checks and pixel indices no division) in place at the levels ``lv`` (flat, same layout).
@@ -80,7 +80,7 @@ def flood(level: np.ndarray, markers: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(lab[1:-1, 1:-1])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _first_seen(flat, size):
     lut = np.zeros(size, np.int64)
     k = 0

@@ -23,7 +23,7 @@ from .. import _kernel_cache  # noqa: F401 - cache entries stamped with all kern
 INIT, MASK, INQUEUE, WSHED = -1, -2, -3, 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _flood(values, order, size1, size2):  # values / order over the flat index k = x * size2 + y
     n = values.size
     lab = np.full(n, INIT, np.int64)

@@ -4,6 +4,11 @@ Tensors are channel-major, ``(C, F, h, w)``: channel, fragment (or patch), row, 
 convolution is one GEMM per kernel tap, ``W[:, :, ky, kx] (Cout, C) @ x shifted (C, n)``, whose result is already the
 output's ``(Cout, F*h*w)`` view, and MPF pooling turns ``(C, F, h, w)`` into ``(C, F*p*p, m, n)`` without transposes.
 Volume nets run on the same kernels (`mpfpipe.network3`), plus the z pooling of `_zpool` and the 3D stitch.
+
+Every kernel called from Python is compiled with ``nogil=True``: it touches no Python object, so it need not hold
+the GIL, and a held GIL would stop the other threads of its process for a whole kernel (n4's conv2: ~0.2 s on a
+512x512 slice). A segmentation worker reads the next block and writes the last one on a helper thread (Zarr's
+Python code) and runs Dask's event loop (heartbeats) beside the task: they now run while a kernel does.
 """
 from .. import _kernel_cache  # noqa: F401 - first: every kernel's cache entry stamped with all their sources
 import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS our kernels call (_blas), so it can be limited

@@ -25,7 +25,7 @@ _Q0, _Q1, _Q2, _Q3 = (np.float32(v) for v in _TANH_Q)
 _INV_C = np.float32(1.0) / _TANH_C
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _act_row(r, code, fast, n):
     """r[:n] = act(r[:n]) in place, one row (code as ACT_CODES; fast: the float32 tanh approximation above). The
     code dispatch is outside the loops and division follows numpy's error model (no ZeroDivisionError check; q >= 1
@@ -54,7 +54,7 @@ def _act_row(r, code, fast, n):
             r[i] = _A * np.tanh(_B * r[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bias_act_row(r, bias, code, fast, n):
     """r[:n] = act(r[:n] + bias) in place, one row: the bias pass, then `_act_row` while the row is in cache
     (serial: for use inside other kernels' parallel loops)."""
@@ -63,7 +63,7 @@ def _bias_act_row(r, bias, code, fast, n):
     _act_row(r, code, fast, n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _act_grad_row(g, a, code, n):
     """g *= f'(x), written with the output a = f(x) (tanh' = 1 - a^2, stanh' = B/A (A^2 - a^2), relu' = a > 0)."""
     for i in range(n):
@@ -77,7 +77,7 @@ def _act_grad_row(g, a, code, n):
                 g[i] = 0.0 * g[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _act_grad_rows(g, a, code, rows, n):
     """`_act_grad_row` over rows (serial: for use inside other kernels' parallel loops)."""
     for o in range(rows):

@@ -36,7 +36,7 @@ def _chunk(c, cpf, S, p, oh):
     return f, s0, s1, s0, min(s1 + p - 1, oh)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _max_block_rows(nchunks, cpf, S, p, oh, rows):
     """The most rows any block of any chunk has (a chunk's rows are split into max(1, len // rows) even blocks)."""
     most = 1
@@ -47,7 +47,7 @@ def _max_block_rows(nchunks, cpf, S, p, oh, rows):
     return most
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pool_rows(buf, nb, base, nrows, W, O, s_lo, s_hi, p, noff, m, n, y, g0, col, best):
     """Pool the windows with start rows s in [s_lo, s_hi) from buf, which holds convolution rows [base, base +
     nrows) of every output map o at buf[o*nb + (row - base)*W + column]."""

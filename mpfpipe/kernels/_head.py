@@ -31,7 +31,7 @@ BLOCK = 512  # pixels per block: a 100-map hidden block is 200 KiB in float32 (L
 SLABS = 16
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dense(w, b, code, fast, src, dst, n):
     """dst[o, :n] = act(b[o] + sum_c w[o, c] * src[c, :n]): one GEMM on the block (rows BLOCK apart), then bias
     and activation row by row while the block is in cache."""
@@ -41,7 +41,7 @@ def _dense(w, b, code, fast, src, dst, n):
         _bias_act_row(dst[o], b[o], code, fast, n)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def row_sum(r, n):
     """sum(r[:n]) in float64 (r contiguous), with 4 x 8 explicit float64 lanes (`_simd`): independent partial sums
     run at vector speed (a plain loop is one chain of dependent adds, ~4 cycles each: steel's fc1 weight-and-bias
@@ -64,7 +64,7 @@ def row_sum(r, n):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accumulate_dw(g, a, part, dw, db, n):
     """dw[o, c] += sum_i g[o, i] a[c, i] (a GEMM into the float32 ``part``, then float64); db[o] += sum_i g[o, i]."""
     cout, cin = dw.shape
@@ -75,7 +75,7 @@ def _accumulate_dw(g, a, part, dw, db, n):
             dw[o, c] += part[o * cin + c]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _offsets(dims):
     L = dims.shape[0] - 1
     woff = np.zeros(L + 1, np.int64)
@@ -89,7 +89,7 @@ def _offsets(dims):
     return woff, boff, aoff
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _block_forward(x2, i0, n, dims, wflat, bflat, codes, fast, woff, boff, aoff, abuf):
     """Load pixels i0:i0+n of x2 (C, N) into activation slot 0 and run every layer; slot l holds layer l's output."""
     C = dims[0]

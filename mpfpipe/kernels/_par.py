@@ -71,5 +71,7 @@ class Twin:
 
 
 def pjit(**opts):
-    """Decorator for a kernel with a ``prange`` loop: `Twin` (``opts`` as for ``njit``, e.g. cache, fastmath)."""
+    """Decorator for a kernel with a ``prange`` loop: `Twin` (``opts`` as for ``njit``, e.g. cache, fastmath;
+    ``nogil`` defaults to True, as for every mpfpipe kernel: see `mpfpipe.kernels`)."""
+    opts.setdefault("nogil", True)
     return lambda f: Twin(f, **opts)

@@ -9,7 +9,7 @@ CHAINS = 12
 FLOAT32_LANES = BYTES // 4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _chains(a, n):
     x, w = vload(a, 0), vbcast(a, 1)
     c0, c1, c2, c3, c4, c5 = vzero(a), vzero(a), vzero(a), vzero(a), vzero(a), vzero(a)
@@ -23,7 +23,7 @@ def _chains(a, n):
         vstore(a, (i + 1) * L, c)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def fma_chains(a, n):
     """``n`` rounds of the `CHAINS` FMA chains on each row of ``a`` (float32, one row per thread, at least
     (CHAINS + 1) * FLOAT32_LANES wide), the rows in parallel."""

@@ -14,7 +14,7 @@ from ._par import pjit
 from ._simd import lanes, vload, vmaxgt, veven, vodd, vstore
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_max_row(xs, y0, p, L, best, arg):
     """best[x], arg[x] = the max and its first position (row-major, strict >) in the p x p window of xs at (y0, x),
     for every x < L: contiguous row passes that LLVM vectorises (selects, no branches). The MPF offsets then read
@@ -86,7 +86,7 @@ def _pool_fwd(x, p, noff, y, idx):
                         ir[j] = ia[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_max_only_row(xs, y0, p, L, col, best):
     """best[x] = the max of the p x p window of xs at (y0, x) for x < L: `_window_max_row` without the arg-max, for
     inference (no backward pass): max of the p rows first (into ``col``, L + p - 1 long), then of p neighbouring

@@ -22,7 +22,7 @@ def _put(c, q, acc, beta):
     vstore(c, q, acc)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rgemm_nb(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """C (m, n) = op(A) (m, k) B (k, n) + beta C, row-major with leading dimensions."""
     L = lanes(c)
@@ -66,7 +66,7 @@ def _dot_tail(a, ia, b, jb, p, k, s):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rgemm_bt(m, n, k, a, lda, b, ldb, beta, c, ldc):
     """C (m, n) = A (m, k) B^T + beta C, B (n, k): dot products of rows, contiguous along k."""
     L = lanes(c)
@@ -100,7 +100,7 @@ def _rgemm_bt(m, n, k, a, lda, b, ldb, beta, c, ldc):
                 j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """`_blas.gemm` in a fixed summation order (alpha must be 1, beta 0 or 1, not both transposed)."""
     if alpha != 1.0 or (beta != 0.0 and beta != 1.0) or (trans_a and trans_b):

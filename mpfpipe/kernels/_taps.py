@@ -34,7 +34,7 @@ def rows_per_block(w: int) -> int:
     return max(1, TAP_COLS // w)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _widen(src, f, y0, R, ow, w, n, dst):
     """dst[:rows * n] = rows y0:y0+R of fragment f of src (rows, F, oh, ow) laid out wide (row stride w, block
     stride n), zeros in the dropped columns."""
@@ -49,7 +49,7 @@ def _widen(src, f, y0, R, ow, w, n, dst):
                     dst[o * n + r * w + i] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _narrow(src, bias, f, y0, R, ow, w, n, dst):
     """Rows y0:y0+R of fragment f of dst (rows, F, oh, ow) = the wide block src + bias[row]."""
     for o in range(dst.shape[0]):

@@ -115,7 +115,7 @@ def _pack_rows(xf, xb, cs, C, m, xp, ps):
             d[i] = s[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T, ow):
     """buf[o*nb + q] for o < cout, q < n: the convolution of the block whose first input element is xf[xb]. With
     ``ow`` > 0 (rows of a fragment: positions r*W + i, i < ow, are wanted; the others are dropped) and ow a multiple
@@ -278,7 +278,7 @@ def post_grad(dz, y, wp, code, h, W, lead, gp, dbparts, dwpparts, dbpparts):
                     d[lead + F * h * W:] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dw_block(gf, gb, gs, xf, xb, cs, W, k, O, C, n, lb, dst):
     """dst (k*k, O, C) float64 += the weight gradient of positions [0, n) of one block: gf[gb + o*gs + p] times
     xf[xb + c*cs + p + ky*W + kx]. Per 4 x 6 channel tile, chunks of DW_CHUNK vectors (their g and x rows stay in

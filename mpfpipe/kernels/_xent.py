@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def xent_pass(z, lab, ignore, w, grad, closs, ccount, cerr, d):
     """z (K, N) logits, lab (N,) integer labels. Accumulates into closs (K,) float64 the -log p(label) (computed
     in float64), into ccount / cerr (K,) int64 the pixels and the misclassified ones (arg-max = first maximum, as
