@@ -117,7 +117,7 @@ def _pool2_row(r0, r1, d0, d1, n):
     else col[x]), so d0[j] = e[2j] and d1[j] = e[2j + 1]: the same strict comparisons in the same order as
     `_window_max_only_row` then `_deal` (rows first, then columns), so the same values, NaN included. Whole vectors
     of outputs take 8 loads, 6 selects and 2 de-interleaving shuffles (`_simd`); left to LLVM, the stride-2 reads
-    stayed scalar, and the pool was 5-7 % of n4's conv + pool layers (one thread: conv4 15 of 228 ms)."""
+    stayed scalar, and the pool was 3-6 % of n4's conv + pool layers (one thread: conv4 14.7 of 228 ms)."""
     L = lanes(r0)
     nv = n // L
     for v in range(nv):
