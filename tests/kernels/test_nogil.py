@@ -15,12 +15,12 @@ def _kernels():
             continue  # the CLI, and a script that runs under another Python (with torch)
         mod = importlib.import_module(info.name)
         for name, obj in vars(mod).items():
-            if getattr(obj, "__module__", None) != mod.__name__ and not isinstance(obj, Twin):
-                continue
+            if getattr(obj, "__module__", None) != mod.__name__:
+                continue  # imported: found in the module that defines it
             if isinstance(obj, Twin):
                 yield f"{info.name}.{name}", obj.serial
                 yield f"{info.name}.{name} (parallel)", obj.parallel
-            elif isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == mod.__name__:
+            elif isinstance(obj, CPUDispatcher):
                 yield f"{info.name}.{name}", obj
 
 
