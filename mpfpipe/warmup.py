@@ -25,7 +25,8 @@ workers may run any number of threads.
 Markers are named after what Numba's cache depends on -- Numba's version, the CPU, and each kernel source file's
 modification time and size -- so a new install, an upgrade or another CPU compiles again instead of trusting a
 stale marker. `ensure_warm` runs before a process's first kernel call; ``mpfpipe warmup`` does it ahead of time
-(deploy/'s Dockerfile runs it, so containers start with a warm cache).
+(deploy/'s Dockerfile runs it, so containers start with a warm cache). Layers above the engine bring jobs of their
+own the same way (a ``registry`` of them): the instance step's flooding and merging, `mpfpipe.data.warm`.
 """
 from __future__ import annotations
 
@@ -176,6 +177,9 @@ def _stamp() -> str:
     for src in sorted([*(here / "kernels").glob("*.py"), here / "loss.py"]):
         st = src.stat()
         parts.append(f"{src.name}:{st.st_mtime_ns}:{st.st_size}")
+    # every cache entry is stale once any Numba-using module changes (`_kernel_cache`), the instance step's too
+    from ._kernel_cache import sources_hash
+    parts.append(sources_hash())
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -183,9 +187,10 @@ def _marker(root: Path, stamp: str, job: str, dtype: str, variant: str) -> Path:
     return root / f"{job}-{dtype}-{variant}-{stamp}.done"
 
 
-def warmup(dtypes=("float32",), jobs=None, variants=None) -> dict:
+def warmup(dtypes=("float32",), jobs=None, variants=None, registry=None) -> dict:
     """Make sure every kernel job of ``dtypes`` is compiled into the cache for ``variants`` ("serial",
     "parallel"; default: the one this process runs), sharing the work with any other process doing the same.
+    ``registry``: {job name: function of a dtype} to take the jobs from (default `JOBS`, the engine's).
     Returns {"compiled": [jobs this process compiled], "ready": [jobs found compiled, by an earlier or a
     concurrent process], "seconds": s, "cache": folder}; a job is named job-dtype-variant."""
     from ._runtime import apply_thread_limit
@@ -202,7 +207,8 @@ def warmup(dtypes=("float32",), jobs=None, variants=None) -> dict:
         if v not in VARIANTS:
             raise ValueError(f"warmup variant {v!r}: choose from {', '.join(VARIANTS)}")
     root, stamp = cache_root(), _stamp()
-    pending = [(j, d, v) for v in variants for d in dtypes for j in (jobs or JOBS)]
+    registry = JOBS if registry is None else registry
+    pending = [(j, d, v) for v in variants for d in dtypes for j in (jobs or registry)]
     done = {"compiled": [], "ready": []}
     while pending:
         for job, d, v in list(pending):
@@ -219,7 +225,7 @@ def warmup(dtypes=("float32",), jobs=None, variants=None) -> dict:
                 try:
                     if not marker.exists():
                         with single_threaded_blas(), variant(v):
-                            JOBS[job](np.dtype(d))
+                            registry[job](np.dtype(d))
                         tmp = marker.with_suffix(f".{os.getpid()}.tmp")
                         tmp.write_text(f"pid {os.getpid()}\n")
                         os.replace(tmp, marker)
@@ -255,11 +261,11 @@ def ensure_warm(net, dtype) -> None:
     _WARM.add(key)
 
 
-def _warm_task(net, dtype):
+def _warm_task(jobs, dtype, registry=None):
     from ._runtime import apply_thread_limit
     apply_thread_limit()
     try:
-        return warmup((np.dtype(dtype).name,), jobs_for(net))
+        return warmup((np.dtype(dtype).name,), jobs, registry=registry)
     except OSError:  # no writable cache folder (a read-only image): the kernels compile on first use instead
         return {"compiled": [], "ready": [], "seconds": 0.0, "cache": None}
 
@@ -267,9 +273,17 @@ def _warm_task(net, dtype):
 def warm_workers(client, net, dtype) -> dict:
     """Run `warmup` for ``net``'s jobs on every worker of ``client`` at once (they share the compiling out);
     returns {"workers": n, "compiled": [jobs compiled anywhere], "seconds": wall seconds}."""
+    return warm_on(client, jobs_for(net), dtype)
+
+
+def warm_on(client, jobs, dtype, registry=None) -> dict:
+    """`warm_workers` of any ``jobs`` (of ``registry``, default `JOBS`); in this process when ``client`` is None."""
     t0 = time.perf_counter()
+    if client is None:
+        res = _warm_task(jobs, dtype, registry)
+        return {"workers": 0, "compiled": res["compiled"], "seconds": time.perf_counter() - t0}
     addrs = sorted(client.scheduler_info(n_workers=-1)["workers"])
-    futs = [client.submit(_warm_task, net, dtype, workers=[a], allow_other_workers=False, pure=False,
+    futs = [client.submit(_warm_task, jobs, dtype, registry, workers=[a], allow_other_workers=False, pure=False,
                           key=f"mpf-warmup-{os.getpid()}-{time.time_ns()}-{k}") for k, a in enumerate(addrs)]
     results = client.gather(futs)
     return {"workers": len(addrs), "compiled": sorted({j for r in results for j in r["compiled"]}),

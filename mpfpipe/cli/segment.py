@@ -28,7 +28,8 @@ def _block(ctx, param, value):
 def segment(model, input, output, block, workers, threads, scheduler, overwrite, quantize, threshold, positive,
             levels, tta, detect_threshold, include, exclude, instances, instance_threshold, instance_seed_distance,
             instance_merge_threshold, instance_agglomeration, instance_merge_score, instance_merge_quantile,
-            instance_smooth, instance_min_size, instance_margin, link_slices, instance_link_overlap, as_json, quiet):
+            instance_smooth, instance_min_size, instance_margin, instance_block, link_slices, instance_link_overlap,
+            as_json, quiet):
     """Segment INPUT (Zarr array, OME-Zarr image, mpfpipe dataset, TIFF stack or HDF5 dataset FILE.h5:DATASET,
     e.g. sample_A.h5:volumes/raw, read blockwise) with MODEL into OUTPUT, an OME-Zarr 0.5 image of class
     probabilities with the segmentation under labels/, both with a multiscale pyramid. Blocks already done in an
@@ -53,7 +54,8 @@ def segment(model, input, output, block, workers, threads, scheduler, overwrite,
                 "merge_threshold": instance_merge_threshold, "agglomeration": instance_agglomeration,
                 "merge_score": instance_merge_score, "merge_quantile": instance_merge_quantile,
                 "smooth": instance_smooth, "min_size": instance_min_size,
-                "margin": instance_margin, "link_slices": link_slices or None, "link_overlap": instance_link_overlap}
+                "margin": instance_margin, "block": instance_block, "link_slices": link_slices or None,
+                "link_overlap": instance_link_overlap}
         try:
             seg, inst = segment_and_label(model, input, output, instance_options=opts, overwrite=overwrite, **kwargs)
         except KeyboardInterrupt:

@@ -6,7 +6,8 @@ One section (or a tile of it with its context margin):
 
 0. with ``smooth`` > 0, p is smoothed first (Gaussian of that sigma in pixels) and the smoothed map used below;
 1. cell region = ``p < threshold``; seeds = the maxima of its Euclidean distance transform at least
-   ``seed_distance`` pixels apart, one region per seed (plus one seed for a cell component without a maximum);
+   ``seed_distance`` pixels apart (scikit-image's ``peak_local_max``, as `peaks` computes it), one region per
+   seed (plus one seed for a cell component without a maximum);
 2. seeded watershed of ``p`` (at 4096 levels) from the seeds (`flood`, scikit-image's priority flood on a bucket
    queue), filling the whole section: every pixel belongs to the object whose seed floods it first, membranes
    are shared out between their two sides;
@@ -29,6 +30,7 @@ from scipy import ndimage
 from ..options import OPTIONS
 from .agglomerate import agglomerate, boundary_stats, union  # noqa: F401 - union: for segment.instances
 from .flood import flood, levels, raster_ids
+from .peaks import peak_local_max
 
 # The parameters of the instance step, and their defaults as mpfpipe.options declares them (OPTIONS["instances"])
 SECTION = ("threshold", "seed_distance", "merge_threshold", "min_size", "agglomeration", "merge_score",
@@ -62,12 +64,11 @@ def _squared_distance(cells: np.ndarray) -> np.ndarray:
 
 
 def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
-    from skimage.feature import peak_local_max
     comp, n = ndimage.label(cells)
     dist = _squared_distance(cells)
     # one search over the whole section (scikit-image's per-component search loops over every component): a
     # component whose maximum lies within seed_distance of a deeper one elsewhere gets its deepest pixel below
-    peaks = peak_local_max(dist, min_distance=max(1, int(seed_distance)), exclude_border=False)
+    peaks = peak_local_max(dist, max(1, int(seed_distance)))
     peaks = peaks[cells[tuple(peaks.T)]] if len(peaks) else peaks
     markers = np.zeros(cells.shape, np.int64)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
@@ -75,7 +76,9 @@ def _seeds(cells: np.ndarray, seed_distance: int) -> np.ndarray:
     if missing.size:  # a cell component without a maximum (a plateau peak_local_max left out): its deepest pixel
         # (scipy's maximum_position sorts the whole section, and breaks ties as its unstable sort falls: here
         # only their pixels are sorted, deepest first, ties by raster order)
-        idx = np.flatnonzero(np.isin(comp, missing))
+        is_missing = np.zeros(n + 1, bool)  # a lookup: np.isin sorted the whole section
+        is_missing[missing] = True
+        idx = np.flatnonzero(is_missing[comp])
         order = idx[np.lexsort((-dist.ravel()[idx], comp.ravel()[idx]))]
         keys = comp.ravel()[order]
         first = order[np.r_[True, keys[1:] != keys[:-1]]]  # one per component, in the order of missing

@@ -131,6 +131,9 @@ _SEGMENT = _opts(
                              "section) are absorbed by their neighbours [30].", api=False, workflow=False),
     instance_margin=Option(Int(1, optional=True), None, "Instances: context margin in pixels around each block "
                            "[32].", api=False, workflow=False),
+    instance_block=Option(Parsed(parse_block, "Z,Y,X (or Y,X) block sizes", optional=True), None,
+                          "Instances: block Z,Y,X of the instance step [the segmentation's block, y and x each "
+                          "times the smallest whole number that reaches 1024].", api=False, workflow=False),
     link_slices=Option(Flag(optional=True), None, "Instances: link the objects of consecutive sections into 3-D "
                        "objects by overlap.", api=False, workflow=False),
     instance_link_overlap=Option(Float(0, 1, optional=True), None, "Instances with --link-slices: the overlap "
@@ -163,6 +166,10 @@ _INSTANCES = _opts(
     link_slices=Option(Choice((False, True)), False, "Link the objects of consecutive sections by overlap."),
     link_overlap=Option(Float(0, 1), 0.5, "The overlap (fraction of the smaller object) that links."),
     margin=Option(Int(1), 32, "Context margin in pixels around each block."),
+    block=Option(Parsed(parse_block, "Z,Y,X (or Y,X) block sizes", optional=True), None,
+                 "Block Z,Y,X of the instance step (default: the segmentation's, y and x each times the smallest "
+                 "whole number that reaches 1024: the context margin then adds at most 13 % to a block's pixels).",
+                 workflow=False),
     workers=Option(Int(0, optional=True), None, "Local worker processes.", workflow=False),
     threads=Option(Int(1, optional=True), None, "Kernel threads per worker.", workflow=False),
 )

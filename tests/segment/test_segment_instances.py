@@ -19,9 +19,35 @@ from mpfpipe.evaluate import instance_metrics
 from mpfpipe.options import OptionError
 from mpfpipe.segment import omezarr
 from mpfpipe.segment.blocks import block_grid
-from mpfpipe.segment.instances import label_instances
+from mpfpipe.segment import instances as instances_module
+from mpfpipe.segment.instances import default_block, label_instances
 from mpfpipe.segment.pyramid import compute_level_block, level_blocks
 from mpfpipe.data.volume import open_volume
+
+
+@pytest.fixture(autouse=True)
+def segmentation_sized_blocks(monkeypatch):
+    """These tests cut their 96 x 96 sections at the segmentation's 16- and 32-pixel blocks, to have faces and
+    corners to cross: the default instance block (`default_block`, at least 1024 pixels a side) would be one
+    block. ``test_default_block_is_whole_segmentation_blocks_of_at_least_1024`` tests the default itself."""
+    monkeypatch.setattr(instances_module, "MIN_BLOCK_SIDE", 1)
+
+
+def test_default_block_is_whole_segmentation_blocks_of_at_least_1024(cells, tmp_path, monkeypatch):
+    monkeypatch.setattr(instances_module, "MIN_BLOCK_SIDE", 1024)
+    assert default_block((1, 512, 512)) == (1, 1024, 1024)
+    assert default_block([2, 300, 1024]) == (2, 1200, 1024)
+    assert default_block((1, 2048, 1000)) == (1, 2048, 2000)
+    assert default_block((1, 1, 1025)) == (1, 1024, 1025)
+    assert default_block((1, 32)) == (1, 32)  # malformed: left for label_instances to refuse with its message
+    probs, _ = cells
+    out = _segmentation(tmp_path / "o.ome.zarr", probs, (1, 32, 32))
+    res = label_instances(out, workers=0, progress=False)
+    assert res.blocks == 2  # one per section: 1024 x 1024 covers the 96 x 96 section
+    assert zarr.open_group(str(out), mode="r")["labels/instances/0"].chunks == (1, 96, 96)
+    monkeypatch.setattr(instances_module, "MIN_BLOCK_SIDE", 1)
+    again = label_instances(out, workers=0, progress=False, overwrite=True)
+    assert again.blocks == 18 and again.n_objects == res.n_objects
 
 
 def _cells(shape=(2, 96, 96), seed=0, width=1.2):
@@ -167,10 +193,10 @@ def test_same_ids_on_any_worker_count_and_pyramid_and_ome_metadata(cells, tmp_pa
 def test_kill_and_resume_gives_identical_ids(cells, tmp_path):
     probs, _ = cells
     ref = _segmentation(tmp_path / "ref.ome.zarr", probs, (1, 16, 16))
-    label_instances(ref, workers=0, progress=False)
+    label_instances(ref, block=(1, 16, 16), workers=0, progress=False)
     out = _segmentation(tmp_path / "killed.ome.zarr", probs, (1, 16, 16))
     code = (f"from mpfpipe.segment.instances import label_instances; "
-            f"label_instances({str(out)!r}, workers=0, progress=False)")
+            f"label_instances({str(out)!r}, block=(1, 16, 16), workers=0, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     blocks = out / "instances_work" / "blocks"
@@ -185,7 +211,7 @@ def test_kill_and_resume_gives_identical_ids(cells, tmp_path):
         proc.wait()
     done = len(list(blocks.glob("*.npz")))
     assert 0 < done < 72, "the run was not killed mid-way"
-    res = label_instances(out, workers=0, progress=False)
+    res = label_instances(out, block=(1, 16, 16), workers=0, progress=False)
     assert res.skipped >= done - 1 and res.skipped + res.done == 72
     for lv in range(2):
         assert np.array_equal(_ids(out, lv), _ids(ref, lv))
@@ -203,6 +229,8 @@ def test_bad_inputs_give_one_clear_error(cells, tmp_path):
         label_instances(two, threshold=1.5, workers=0, progress=False)
     with pytest.raises(OptionError, match="merge_threshold"):
         label_instances(two, merge_threshold=-0.1, workers=0, progress=False)
+    with pytest.raises(DataError, match=r"instance block '1,0,32': give Z,Y,X \(or Y,X\) positive block sizes"):
+        label_instances(two, block="1,0,32", workers=0, progress=False)
     with pytest.raises(DataError, match="merge_score 'learned' needs a fitted merge classifier"):
         label_instances(two, merge_score="learned", workers=0, progress=False)
     with pytest.raises(OptionError, match="merge_classifier: merge_classifier is not a logistic regression"):
@@ -224,7 +252,8 @@ def test_cli_segment_instances_then_evaluate(tmp_path, capsys):
     probs, truth = _cells((2, 64, 64))
     zarr.save_array(str(tmp_path / "v.zarr"), (probs * 255).astype(np.uint8))
     args = ["segment", str(tmp_path / "m.safetensors"), str(tmp_path / "v.zarr"), str(tmp_path / "o.ome.zarr"),
-            "--block", "1,32,32", "--workers", "0", "--quiet", "--instances", "--instance-min-size", "10"]
+            "--block", "1,32,32", "--workers", "0", "--quiet", "--instances", "--instance-min-size", "10",
+            "--instance-block", "16x16"]
     with pytest.raises(SystemExit) as exc:
         main(["segment", *args[1:4], "--instances", "--instance-threshold", "1.5"])
     err = capsys.readouterr().err
@@ -232,7 +261,7 @@ def test_cli_segment_instances_then_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
     out = capsys.readouterr().out
-    assert exc.value.code == 0 and "labels/instances" in out, out
+    assert exc.value.code == 0 and "labels/instances" in out and "; 32 blocks:" in out, out  # 2 x 4 x 4
     assert _ids(tmp_path / "o.ome.zarr").shape == (2, 64, 64)
     import tifffile
     tifffile.imwrite(tmp_path / "truth.tif", truth.astype(np.uint32))
