@@ -261,11 +261,11 @@ def ensure_warm(net, dtype) -> None:
     _WARM.add(key)
 
 
-def _warm_task(jobs, dtype, registry=None):
+def _warm_task(jobs, dtype, registry=None, variants=None):
     from ._runtime import apply_thread_limit
     apply_thread_limit()
     try:
-        return warmup((np.dtype(dtype).name,), jobs, registry=registry)
+        return warmup((np.dtype(dtype).name,), jobs, variants, registry)
     except OSError:  # no writable cache folder (a read-only image): the kernels compile on first use instead
         return {"compiled": [], "ready": [], "seconds": 0.0, "cache": None}
 
@@ -276,15 +276,17 @@ def warm_workers(client, net, dtype) -> dict:
     return warm_on(client, jobs_for(net), dtype)
 
 
-def warm_on(client, jobs, dtype, registry=None) -> dict:
-    """`warm_workers` of any ``jobs`` (of ``registry``, default `JOBS`); in this process when ``client`` is None."""
+def warm_on(client, jobs, dtype, registry=None, variants=None) -> dict:
+    """`warm_workers` of any ``jobs`` (of ``registry``, default `JOBS`; ``variants`` as `warmup`'s); in this
+    process when ``client`` is None."""
     t0 = time.perf_counter()
     if client is None:
-        res = _warm_task(jobs, dtype, registry)
+        res = _warm_task(jobs, dtype, registry, variants)
         return {"workers": 0, "compiled": res["compiled"], "seconds": time.perf_counter() - t0}
     addrs = sorted(client.scheduler_info(n_workers=-1)["workers"])
-    futs = [client.submit(_warm_task, jobs, dtype, registry, workers=[a], allow_other_workers=False, pure=False,
-                          key=f"mpf-warmup-{os.getpid()}-{time.time_ns()}-{k}") for k, a in enumerate(addrs)]
+    futs = [client.submit(_warm_task, jobs, dtype, registry, variants, workers=[a], allow_other_workers=False,
+                          pure=False, key=f"mpf-warmup-{os.getpid()}-{time.time_ns()}-{k}")
+            for k, a in enumerate(addrs)]
     results = client.gather(futs)
     return {"workers": len(addrs), "compiled": sorted({j for r in results for j in r["compiled"]}),
             "seconds": time.perf_counter() - t0}

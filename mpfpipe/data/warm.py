@@ -4,7 +4,8 @@ After an install, or any change to a Numba-using module (`_kernel_cache` then ma
 instance step's first blocks compiled the flooding and merging kernels in every worker at the same time: ~10 s of
 each worker on the development VM, a third of the step on a 20 x 2048^2 volume. `warm_instance_workers` runs
 these jobs under `warmup`'s locks and markers before the step's first block; ``mpfpipe warmup`` runs them too.
-The kernels take no dtype of the net: each job ignores the one it is given.
+The kernels take no dtype of the net and have no parallel twins: each job ignores the dtype it is given, and is
+warmed as the "serial" variant only.
 """
 from __future__ import annotations
 
@@ -48,4 +49,5 @@ INSTANCE_JOBS = {"merge": merge_job, "flood": flood_job}  # the longer first
 
 def warm_instance_workers(client) -> dict:
     """`warmup.warm_on` of `INSTANCE_JOBS` on every worker of ``client`` (in this process when None)."""
-    return warm_on(client, list(INSTANCE_JOBS), "float32", INSTANCE_JOBS)
+    # one variant whatever the workers' threads: these kernels have no parallel twins
+    return warm_on(client, list(INSTANCE_JOBS), "float32", INSTANCE_JOBS, ("serial",))
