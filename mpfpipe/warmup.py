@@ -22,11 +22,12 @@ running one thread calls (the default cluster: one thread per worker, about 2.5 
 ``parallel=True`` twins. A process warms the variant it will run; ``mpfpipe warmup`` warms both, for images whose
 workers may run any number of threads.
 
-Markers are named after what Numba's cache depends on -- Numba's version, the CPU, and each kernel source file's
-modification time and size -- so a new install, an upgrade or another CPU compiles again instead of trusting a
-stale marker. `ensure_warm` runs before a process's first kernel call; ``mpfpipe warmup`` does it ahead of time
-(deploy/'s Dockerfile runs it, so containers start with a warm cache). Layers above the engine bring jobs of their
-own the same way (a ``registry`` of them): the instance step's flooding and merging, `mpfpipe.data.warm`.
+Markers are named after what Numba's cache depends on -- Numba's version, the CPU, each kernel source file's
+modification time and size, and `_kernel_cache`'s hash of every Numba-using module -- so a new install, an upgrade
+or another CPU compiles again instead of trusting a stale marker. `ensure_warm` runs before a process's first
+kernel call; ``mpfpipe warmup`` does it ahead of time (deploy/'s Dockerfile runs it, so containers start with a
+warm cache). Layers above the engine bring jobs of their own the same way (a ``registry`` of them): the instance
+step's flooding and merging, `mpfpipe.data.warm`.
 """
 from __future__ import annotations
 

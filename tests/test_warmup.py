@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from compile_spy import SPY
 
 from mpfpipe.arch import load_net
 from mpfpipe.data.warm import INSTANCE_JOBS
@@ -52,21 +53,14 @@ print(json.dumps({"misses": miss, "hits": hits}))
 """
 
 
-NET_MISSES = r"""
+NET_MISSES = SPY + r"""
 import json, sys, numpy as np
-from numba.core import event
 from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_forward, dense_loss_grad
 from mpfpipe.kernels._par import variant
 from mpfpipe.params import init_params
 from mpfpipe.warmup import jobs_for, warmup
 net = load_net(sys.argv[1])
-compiled = []
-class Spy(event.Listener):
-    def on_start(self, ev):
-        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, ev):
-        pass
 with variant("serial"):
     warmup(("float32",), jobs_for(net), ("serial",))
     event.register("numba:compile", Spy())

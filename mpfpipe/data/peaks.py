@@ -9,7 +9,8 @@ scikit-image 0.26 (``feature/peak.py``, ``_shared/coord.py``), for a 2-D image w
 3. with ``d > 1``, ``ensure_spacing``: walking that order, a candidate is dropped when it lies at a Chebyshev
    distance below ``d`` from a candidate already kept (its batches and k-d tree give this greedy result).
 
-Step 3 took a k-d tree query and a Python loop over the kept points (a tenth of an ISBI block's instance time).
+Step 3 took a k-d tree query and a Python loop over the kept points (profiled: 3.0 ms of the 36 ms that one
+576 x 576 ISBI block spends in `section_instances`).
 Here it is a grid of ``d x d`` cells: two kept peaks are at least ``d`` apart, so a cell holds at most one, and
 a candidate need only look at the 3 x 3 cells around its own.
 """

@@ -1,8 +1,8 @@
 """The instance step's kernels as `mpfpipe.warmup` jobs: compiled once per machine, not by every worker at once.
 
 After an install, or any change to a Numba-using module (`_kernel_cache` then makes every cache entry stale), the
-instance step's first blocks compiled the flooding and merging kernels in every worker at the same time: ~10 s of
-each worker on the development VM, a third of the step on a 20 x 2048^2 volume. `warm_instance_workers` runs
+instance step's first blocks compiled the flooding and merging kernels in every worker at the same time (README:
+30.3 s for the step on a 20 x 2048^2 volume in such a run, against 18.8 s warm). `warm_instance_workers` runs
 these jobs under `warmup`'s locks and markers before the step's first block; ``mpfpipe warmup`` runs them too.
 The kernels take no dtype of the net and have no parallel twins: each job ignores the dtype it is given, and is
 warmed as the "serial" variant only.

@@ -7,19 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from compile_spy import SPY
 
 
-INSTANCE_MISSES = r"""
+INSTANCE_MISSES = SPY + r"""
 import json, numpy as np
-from numba.core import event
 from mpfpipe.data.warm import warm_instance_workers
 done = warm_instance_workers(None)  # as label_instances calls it without a cluster
-compiled = []
-class Spy(event.Listener):
-    def on_start(self, ev):
-        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-    def on_end(self, ev):
-        pass
 event.register("numba:compile", Spy())
 from mpfpipe.data.agglomerate import N_FEATURES, agglomerate
 from mpfpipe.data.watershed import section_instances
