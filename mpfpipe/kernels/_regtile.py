@@ -2,9 +2,10 @@
 registers (a loop over an array of accumulators would keep them in memory).
 
 - `_fwd_tile`: 6 output maps x 4 vectors of positions of a convolution (forward, and the input gradient);
+- `_fwd_tile1` and `_fwd_tile4`: the same for a block's last vector(s) and a layer's last 4 maps;
 - `_dw_tile`: 4 x 6 (output x input maps) lane partial sums of a weight gradient over a run of positions.
 
-Both are inlined into their callers (`_tiles._conv_block`, `_tiles._dw_block`).
+All are inlined into their callers (`_tiles._conv_block`, `_tiles._dw_block`).
 """
 from numba import njit
 
@@ -67,6 +68,73 @@ def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
     vstore(buf, b0 + 5 * nb + 1 * L, a51)
     vstore(buf, b0 + 5 * nb + v2, a52)
     vstore(buf, b0 + 5 * nb + v2 + L, a53)
+
+
+@njit(cache=True, inline='always')
+def _fwd_tile1(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
+    """`_fwd_tile` for one vector of positions (6 maps x 1 vector): a block's last few positions, which a whole
+    4-vector tile moved back would mostly recompute (n3's fc1: 1933 positions a fragment, 31 tiles of 64 covered
+    1984; with this tile 1936). The same sums in the same order, so the same bits."""
+    a0, a1, a2, a3, a4, a5 = vzero(xf), vzero(xf), vzero(xf), vzero(xf), vzero(xf), vzero(xf)
+    for c in range(C):
+        for ky in range(k):
+            p = xb + c * cs + ky * W
+            for kx in range(k):
+                x0 = vload(xf, p)
+                a0, a1 = vfma(vbcast(wf, wi), x0, a0), vfma(vbcast(wf, wi + 1), x0, a1)
+                a2, a3 = vfma(vbcast(wf, wi + 2), x0, a2), vfma(vbcast(wf, wi + 3), x0, a3)
+                a4, a5 = vfma(vbcast(wf, wi + 4), x0, a4), vfma(vbcast(wf, wi + 5), x0, a5)
+                wi += 6
+                p += 1
+    vstore(buf, b0, a0)
+    vstore(buf, b0 + nb, a1)
+    vstore(buf, b0 + 2 * nb, a2)
+    vstore(buf, b0 + 3 * nb, a3)
+    vstore(buf, b0 + 4 * nb, a4)
+    vstore(buf, b0 + 5 * nb, a5)
+
+
+@njit(cache=True, inline='always')
+def _fwd_tile4(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
+    """`_fwd_tile` for 4 maps (4 maps x 4 vectors), the weights read from a 6-map packed block (stride 6 from wi):
+    the last maps of a layer whose map count is not a multiple of 6, which a whole tile moved back would partly
+    recompute (n3's fc1: 100 maps computed as 102)."""
+    L = lanes(xf)
+    a00, a01, a02, a03 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
+    a10, a11, a12, a13 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
+    a20, a21, a22, a23 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
+    a30, a31, a32, a33 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
+    for c in range(C):
+        for ky in range(k):
+            p = xb + c * cs + ky * W
+            for kx in range(k):
+                x0, x1, x2, x3 = vload(xf, p), vload(xf, p + L), vload(xf, p + v2), vload(xf, p + v2 + L)
+                w = vbcast(wf, wi + 0)
+                a00, a01, a02, a03 = vfma(w, x0, a00), vfma(w, x1, a01), vfma(w, x2, a02), vfma(w, x3, a03)
+                w = vbcast(wf, wi + 1)
+                a10, a11, a12, a13 = vfma(w, x0, a10), vfma(w, x1, a11), vfma(w, x2, a12), vfma(w, x3, a13)
+                w = vbcast(wf, wi + 2)
+                a20, a21, a22, a23 = vfma(w, x0, a20), vfma(w, x1, a21), vfma(w, x2, a22), vfma(w, x3, a23)
+                w = vbcast(wf, wi + 3)
+                a30, a31, a32, a33 = vfma(w, x0, a30), vfma(w, x1, a31), vfma(w, x2, a32), vfma(w, x3, a33)
+                wi += 6
+                p += 1
+    vstore(buf, b0, a00)
+    vstore(buf, b0 + L, a01)
+    vstore(buf, b0 + v2, a02)
+    vstore(buf, b0 + v2 + L, a03)
+    vstore(buf, b0 + nb, a10)
+    vstore(buf, b0 + nb + L, a11)
+    vstore(buf, b0 + nb + v2, a12)
+    vstore(buf, b0 + nb + v2 + L, a13)
+    vstore(buf, b0 + 2 * nb, a20)
+    vstore(buf, b0 + 2 * nb + L, a21)
+    vstore(buf, b0 + 2 * nb + v2, a22)
+    vstore(buf, b0 + 2 * nb + v2 + L, a23)
+    vstore(buf, b0 + 3 * nb, a30)
+    vstore(buf, b0 + 3 * nb + L, a31)
+    vstore(buf, b0 + 3 * nb + v2, a32)
+    vstore(buf, b0 + 3 * nb + v2 + L, a33)
 
 
 @njit(cache=True, inline='always')

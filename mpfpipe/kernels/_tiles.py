@@ -33,7 +33,7 @@ from ._act import _act_grad_row, _bias_act_row
 from ._blas import gemm
 from ._head import row_sum
 from ._par import pjit
-from ._regtile import _dw_tile, _fwd_tile
+from ._regtile import _dw_tile, _fwd_tile, _fwd_tile1, _fwd_tile4
 from ._simd import lanes
 
 OB = 6  # output channels of a forward tile
@@ -120,23 +120,45 @@ def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T, ow):
     """buf[o*nb + q] for o < cout, q < n: the convolution of the block whose first input element is xf[xb]. With
     ``ow`` > 0 (rows of a fragment: positions r*W + i, i < ow, are wanted; the others are dropped) and ow a multiple
     of half a tile, the tiles cover two rows' ow positions each and leave the dropped columns unwritten: n4's fc1
-    (ow = 32 of W = 34) computed 6 % of its positions for nothing."""
+    (ow = 32 of W = 34) computed 6 % of its positions for nothing.
+
+    Remainders. Positions past the last whole tile go to one-vector tiles (`_fwd_tile1`, the last moved back to
+    end at n) when they fit in 3 vectors, else to a whole tile moved back; a last block of at most 4 maps goes to
+    the 4-map tile (`_fwd_tile4`, moved back to end at cout). Every output is one tile's sum in the fixed order
+    (maps, rows, columns of the kernel), whichever tile computes it: the same bits."""
     nob = (cout + OB - 1) // OB
     wsz = C * k * k * OB
     L = T // NV
     rows = (n + k - 1) // W
     pairs = ow > 0 and ow % (2 * L) == 0 and rows >= 2
     per_row = ow // (2 * L)
-    ntiles = ((rows + 1) // 2) * per_row if pairs else (n + T - 1) // T
+    ntail = 0
+    if pairs:
+        ntiles = ((rows + 1) // 2) * per_row
+    else:
+        ntiles = n // T
+        r = n - ntiles * T
+        if r > (NV - 1) * L or ntiles == 0:
+            ntiles += 1
+        else:
+            ntail = (r + L - 1) // L
     v2 = W if pairs else 2 * L
+    nfull = cout // OB
     for j in range(nob):
         o0 = min(j * OB, cout - OB)
-        for t in range(ntiles):  # one call site: the tile is inlined once (compile time)
+        narrow = j == nfull and cout - nfull * OB <= 4
+        for t in range(ntiles):  # one call site per tile: each is inlined once (compile time)
             if pairs:  # an odd last row: its pair moved back (the row before computed again, the same bits)
                 q = min(2 * (t // per_row), rows - 2) * W + (t % per_row) * 2 * L
             else:
                 q = min(t * T, n - T)
-            _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, v2)
+            if narrow:  # maps cout-4 .. cout-1: the last 4 of the packed block (which holds cout-6 .. cout-1)
+                _fwd_tile4(xf, xb + q, W, k, C, cs, wf, j * wsz + OB - 4, buf, (cout - 4) * nb + q, nb, v2)
+            else:
+                _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, v2)
+        for v in range(ntail):
+            q = min(ntiles * T + v * L, n - L)
+            _fwd_tile1(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb)
 
 
 @pjit(cache=True)

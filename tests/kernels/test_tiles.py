@@ -118,6 +118,27 @@ def test_row_pair_tiles_give_the_flat_tiles_bits():
     np.testing.assert_array_equal(z_pair, z_flat[..., :32])
 
 
+@pytest.mark.parametrize("cout", [100, 98, 97, 101, 12])  # last block of 4, 2, 1, 5 maps, and none
+def test_remainder_tiles_give_the_whole_tiles_bits(cout, monkeypatch):
+    """float32: the one-vector tail tiles and the 4-map tile compute each output as the same sum in the same order
+    as the whole tiles. Maps: the last maps of a layer against the same maps computed alone as the first 6 of a
+    smaller layer (whole tiles only). Positions: blocks of one row (26 positions, 1 whole tile of 16 + a tail
+    vector... in float32: 64 + tails) against whole fragments, whose tails fall elsewhere."""
+    rng = np.random.default_rng(cout)
+    x = rng.standard_normal((9, 4, 23, 47)).astype(np.float32)  # 45 x 21 outputs: n = 21*47 - 2 = 985 = 15*64 + 25
+    w = (rng.standard_normal((cout, 9, 3, 3)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    y = conv_forward(x, w, b, "tanh")
+    last6 = conv_forward(x, np.ascontiguousarray(w[-6:]), b[-6:], "tanh")
+    np.testing.assert_array_equal(y[-6:], last6)
+    for cols in (2 * 47, 3 * 47, 8 * 47):  # blocks of 2, 3 and 8 rows: 92, 139 and 374 positions
+        monkeypatch.setattr(tiles, "BLOCK_COLS", cols)
+        np.testing.assert_array_equal(conv_forward(x, w, b, "tanh"), y)
+    ref = np.stack([naive.act(naive.conv(x[:, f].astype(np.float64), w.astype(np.float64), b.astype(np.float64)),
+                              "tanh") for f in range(4)], axis=1)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5)
+
+
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("need_dx", [True, False])
 @pytest.mark.parametrize("w_in", [12, 18])  # 18: 16 positions per row (float64: 2 vectors), row-pair tiles
