@@ -121,9 +121,10 @@ def test_row_pair_tiles_give_the_flat_tiles_bits():
 @pytest.mark.parametrize("cout", [100, 98, 97, 101, 12])  # last block of 4, 2, 1, 5 maps, and none
 def test_remainder_tiles_give_the_whole_tiles_bits(cout, monkeypatch):
     """float32: the one-vector tail tiles and the 4-map tile compute each output as the same sum in the same order
-    as the whole tiles. Maps: the last maps of a layer against the same maps computed alone as the first 6 of a
-    smaller layer (whole tiles only). Positions: blocks of one row (26 positions, 1 whole tile of 16 + a tail
-    vector... in float32: 64 + tails) against whole fragments, whose tails fall elsewhere."""
+    as the whole tiles. Maps: the last 6 maps of a layer against the same maps computed alone as a 6-map layer
+    (whole tiles only). Positions: blocks of 2, 3 and 8 rows (tails of 2 vectors, 1 vector and a whole tile moved
+    back, 64 positions a tile) against whole fragments (985 positions: a tail of 2 vectors), whose tails fall
+    elsewhere."""
     rng = np.random.default_rng(cout)
     x = rng.standard_normal((9, 4, 23, 47)).astype(np.float32)  # 45 x 21 outputs: n = 21*47 - 2 = 985 = 15*64 + 25
     w = (rng.standard_normal((cout, 9, 3, 3)) * 0.3).astype(np.float32)
