@@ -2,14 +2,18 @@
 the engine alone, as JSON records.
 
 The engine's dense-forward throughput is `engine`'s ``mpf``/``infer`` case on a ``size`` image (default
-512 x 512, the default block), each in a fresh process, at 1 thread and at T = workers x threads threads; the
-engine's rate is the better of the T-thread run and T times the 1-thread run (perfect scaling), so the ratio is
-conservative. `segment` then runs on VOLUME with the same T threads (by default T worker processes of one thread,
-its default layout), without a pyramid and with its automatic pyramid, alternating, ``repeat`` times each; its
-rate is voxels over the wall time of the whole `segment` call (cluster start-up, model loading, reads, writes and
-the done markers included). Records:
+512 x 512, the slice of `bench engine` and `bench peers`), each in a fresh process, at 1 thread and at T =
+workers x threads threads; the engine's rate is the better of the T-thread run and T times the 1-thread run
+(perfect scaling), so the ratio is conservative. `segment` then runs on VOLUME in ``block`` blocks (default:
+segment's own, `segment.blocks.default_block`) with the same T threads (by default T worker processes of one
+thread, its default layout), without a pyramid and with its automatic pyramid, alternating, ``repeat`` times each;
+its rate is voxels over the wall time of the whole `segment` call (cluster start-up, model loading, reads, writes
+and the done markers included). Records:
 
-- ``engine``: the engine cases and their rate in voxels/s;
+- ``engine``: the engine cases and their rate in voxels/s; when the block's y x differs from ``size``, also the
+  engine on one block's y x (``engine_at_block``), and the summary's ``ratio_at_block`` and
+  ``ratio_with_pyramid_at_block`` are segment's rate against it: what is left once the halo, which a larger block
+  computes less of, is taken out;
 - ``segment`` (one per run) and ``segment_summary``: medians, ``ratio`` (segment / engine), ``pyramid_cost``
   (median wall time with the pyramid / without, minus 1) and the peak resident memory per worker;
   ``cpu_ratio`` and ``pyramid_cpu_cost`` are the same in CPU time (all processes: driver, scheduler, workers,
@@ -165,7 +169,8 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
     in ``workdir``."""
     from ..cluster import choose_layout, shared_runner
     from ..segment.pyramid import auto_levels
-    from ..segment.run import DEFAULT_BLOCK, segment
+    from ..segment.blocks import default_block
+    from ..segment.run import segment
     from ..data.volume import open_volume
 
     records = []
@@ -180,12 +185,12 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
     from .. import _safety  # the outputs' temporary folder: never inside the volume benchmarked
     _safety.check_outputs([("bench work folder", Path(workdir or tempfile.gettempdir()) / "mpfpipe-segbench-*",
                             ("empty",))], inputs=[volume.path])
-    block = tuple(block or DEFAULT_BLOCK)
     workers, threads = choose_layout(workers, threads)
     T = workers * threads
     with tempfile.TemporaryDirectory(dir=workdir, prefix="mpfpipe-segbench-") as tmp:
         tmp = Path(tmp)
         model, net, net_name = _model_net(model, net_name, tmp)
+        block = tuple(block or default_block(net.ndim))
         engines = [engine_rate(net_name, size, T, engine_repeat)]
         levels = auto_levels(volume.shape)
         runs, cpus = {1: [], levels: []}, {1: [], levels: []}
@@ -217,6 +222,10 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
         c1, cl = statistics.median(cpus[1]), statistics.median(cpus[levels])
         for e in engines:
             out(e)
+        yx = tuple(min(int(b), n) for b, n in zip(block[1:], volume.shape[1:]))
+        at_block = None
+        if yx != tuple(size):
+            at_block = out({**engine_rate(net_name, yx, T, engine_repeat), "case": "engine_at_block"})
         t1 = statistics.median(w for w, _ in runs[1])
         tl = statistics.median(w for w, _ in runs[levels])
         vox = runs[1][0][1].voxels
@@ -225,6 +234,10 @@ def run(source, *, net_name: str = "n3", size=(512, 512), block=None, workers=No
              "engine_voxels_per_s": round(eng, 1), "segment_voxels_per_s": round(vox / t1, 1),
              "ratio": round(vox / t1 / eng, 4), "levels": levels,
              "segment_pyramid_voxels_per_s": round(vox / tl, 1), "ratio_with_pyramid": round(vox / tl / eng, 4),
+             "block": list(block),
+             **({"engine_at_block_voxels_per_s": at_block["voxels_per_s"],
+                 "ratio_at_block": round(vox / t1 / at_block["voxels_per_s"], 4),
+                 "ratio_with_pyramid_at_block": round(vox / tl / at_block["voxels_per_s"], 4)} if at_block else {}),
              "pyramid_cost": round(tl / t1 - 1, 4), "seconds": round(t1, 2), "seconds_with_pyramid": round(tl, 2),
              "cpu_ratio": round(eng_cpu * vox / c1, 4), "pyramid_cpu_cost": round(cl / c1 - 1, 4),
              "cpu_seconds": round(c1, 2), "cpu_seconds_with_pyramid": round(cl, 2),

@@ -12,6 +12,7 @@ import click
 from . import cli
 from ..options import cli_options
 from ._common import CONTEXT_SETTINGS, config_option
+from .segment import _block
 
 BENCHMARKS = ("engine", "distributed", "segment", "data", "export", "costmodel", "peers")
 
@@ -138,8 +139,8 @@ def distributed_cmd(net, size, simulate, task_seconds, images, repeat, workers, 
 @bench.command("segment")
 @config_option
 @click.argument("volume")
-@cli_options("bench segment", size={"callback": _size})
-def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, workdir, instances, model):
+@cli_options("bench segment", size={"callback": _size}, block={"callback": _block})
+def segment_cmd(volume, net, size, block, workers, threads, repeat, engine_repeat, workdir, instances, model):
     """`mpfpipe segment`'s throughput on VOLUME (Zarr, OME-Zarr, TIFF, FILE.h5:DATASET) as a ratio of the
     engine's on --size at the same thread count; also the pyramid's cost, Zarr vs HDF5 reads and, with
     --instances, the instance step's cost."""
@@ -147,7 +148,7 @@ def segment_cmd(volume, net, size, workers, threads, repeat, engine_repeat, work
     if model is None:
         _load_nets([net])
         _two_d_only([net], "segment")
-    run(volume, net_name=net, size=size, workers=workers, threads=threads, repeat=repeat,
+    run(volume, net_name=net, size=size, block=block, workers=workers, threads=threads, repeat=repeat,
         engine_repeat=engine_repeat, workdir=workdir, instances=instances, model=model, emit=_emit)
 
 

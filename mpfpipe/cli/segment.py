@@ -13,6 +13,8 @@ from ._common import config_option
 def _block(ctx, param, value):
     from ..errors import DataError
     from ..values import parse_block
+    if value is None:  # the net's default (segment.blocks.default_block)
+        return None
     try:
         return parse_block(value)
     except DataError as exc:

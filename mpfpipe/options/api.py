@@ -77,10 +77,13 @@ _TRAIN = _opts(
 )
 # mpfpipe.segment.segment (and segment_folder, which takes the same but quantize and levels)
 _SEGMENT = _opts(
-    block=Option(Parsed(parse_block, "Z,Y,X (or Y,X) block sizes", optional=False), (1, 512, 512),
-                 "Block size Z,Y,X (or Y,X): one output chunk per block; a Dask task runs up to 8 consecutive "
-                 "blocks, reading ahead and writing behind the forward passes (folder input: Y,X tiles of each "
-                 "down-sampled image, bounding memory; the result does not depend on it)."),
+    block=Option(Parsed(parse_block, "Z,Y,X (or Y,X) block sizes"), None,
+                 "Block size Z,Y,X (or Y,X) [default: 1,1024,1024 for a 2D net, 1,512,512 for a 3D one]: one "
+                 "output chunk per block; a block also computes the net's halo around itself, so larger blocks "
+                 "waste less (n3: 13 % more pixels at 1024 x 1024, 27 % at 512 x 512); a Dask task runs up to 8 "
+                 "consecutive blocks, reading ahead and writing behind the forward passes; an existing output keeps "
+                 "its own blocks (folder input: Y,X tiles of each down-sampled image, bounding memory; the result "
+                 "does not depend on it)."),
     workers=Option(Int(0, optional=True), None,
                    "Local worker processes (default: one per core; 0 = no Dask, run in this process).",
                    workflow=False),

@@ -117,6 +117,8 @@ TABLES: dict[str, dict] = {
     "bench segment": _cli(
         net=Option(Any("a preset or a network file"), "n3", "Preset or architecture file (random weights)."),
         size=Option(Any("HxW"), "512x512", "Image size HxW of the engine's case."),
+        block=replace(_API["segment"]["block"], help="Segment's block Z,Y,X (or Y,X) [default: segment's own]; "
+                      "when its Y,X is not --size the engine is also timed on one block."),
         workers=_WORKERS,
         threads=_THREADS,
         repeat=Option(Int(1), 2, "Segment runs with and without the pyramid (medians reported)."),

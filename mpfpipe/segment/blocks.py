@@ -32,6 +32,17 @@ from ..fragment import dense_logits_padded
 from ..loss import softmax
 
 LABEL_FILL = 255  # label value of voxels outside an image's valid region (datasets of different image sizes)
+# The default blocks (segment's --block when none is given). A block computes the net's halo too, so the larger the
+# block the less is computed twice: n3 on 20 x 2048 x 2048 noise ran at 0.97 of the engine's 512 x 512 throughput
+# in 1024 x 1024 blocks, at 0.88-0.92 in 512 x 512 ones, for ~1 GB per worker. A 3D net's block also reads its
+# z halo, which grows with y x x: it keeps 512 x 512.
+DEFAULT_BLOCK = (1, 1024, 1024)
+DEFAULT_BLOCK_3D = (1, 512, 512)
+
+
+def default_block(ndim: int) -> tuple[int, int, int]:
+    """The block of a ``ndim``-D net when none is given."""
+    return DEFAULT_BLOCK_3D if ndim == 3 else DEFAULT_BLOCK
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,7 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..cluster import task_runner
 from ..errors import DataError, FolderSegmentError, MpfError, OutputExistsError
-from ..options import OPTIONS
-from .blocks import Engine, block_grid, compute_block
+from .blocks import DEFAULT_BLOCK, Engine, block_grid, compute_block
 from .imagefiles import (atomic_write, find_images, mask_names, png_bytes, read_image, source_stamp,
                          upsample_labels)
 
@@ -221,16 +220,16 @@ def _detection_threshold(model, detect_threshold, f: int) -> tuple[float, str]:
 
 
 @_lock.locked("output", "segmentation")
-def segment_folder(model, folder, output, *, block=OPTIONS["segment"]["block"].default, workers: int | None = None,
+def segment_folder(model, folder, output, *, block=None, workers: int | None = None,
                    threads: int | None = None, scheduler: str | None = None, overwrite: bool = False,
                    threshold: float | None = None, positive: int = 1, progress: bool = True,
                    dtype: str = "float32", tta: bool = False, detect_threshold: float | None = None,
                    include=(), exclude=()) -> FolderResult:
     """Segment every image file under ``folder`` into ``output`` (see the module doc). ``block``: (1, by, bx)
-    tiles of the down-sampled image per forward pass (bounds memory; the result does not depend on it);
-    ``threshold`` / ``positive``: label = p[positive] > threshold instead of the arg-max; ``detect_threshold``:
-    flag images with more defect pixels than this (source pixels) instead of the model's rule; ``include`` /
-    ``exclude``: globs on the path relative to ``folder`` (e.g. ``*.jpg``)."""
+    tiles of the down-sampled image per forward pass (bounds memory; the result does not depend on it; None:
+    `blocks.DEFAULT_BLOCK`); ``threshold`` / ``positive``: label = p[positive] > threshold instead of the arg-max;
+    ``detect_threshold``: flag images with more defect pixels than this (source pixels) instead of the model's
+    rule; ``include`` / ``exclude``: globs on the path relative to ``folder`` (e.g. ``*.jpg``)."""
     from ..model import load_model, model_record
     from ..options import check as check_options
 
@@ -250,7 +249,7 @@ def segment_folder(model, folder, output, *, block=OPTIONS["segment"]["block"].d
         raise DataError(f"positive class {pos} is not a class of this {K}-class model")
     defect = (pos,) if K == 2 else tuple(range(1, K))
     f = int(mdl.downsample)
-    tile = tuple(int(b) for b in block)[-2:]
+    tile = tuple(int(b) for b in (DEFAULT_BLOCK if block is None else block))[-2:]
     if len(tile) != 2 or min(tile) < 1:
         raise DataError(f"block must be positive sizes (y, x), got {block!r}")
     rels = find_images(folder, include, exclude, skip=out)

@@ -28,13 +28,11 @@ import numpy as np
 from .. import __version__, _lock, _safety
 from ..cluster import task_runner
 from ..errors import DataError, MpfError, OutputExistsError, SegmentError
-from ..options import OPTIONS
 from . import omezarr, pyramid, verify
-from .blocks import Engine, block_grid
+from .blocks import Engine, block_grid, default_block
 from .tasks import blocks_task, group_size, group_units, level_task
 from ..data.volume import Volume, open_volume
 
-DEFAULT_BLOCK = OPTIONS["segment"]["block"].default  # (1, 512, 512), declared once
 
 
 @dataclass
@@ -123,6 +121,10 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
                                 f"it or choose another output")
     old = state.get("settings", {})
     diff = [k for k in settings if old.get(k) != settings[k]]
+    if "block" in diff and len(old.get("block") or ()) == 3:
+        # the result does not depend on the block: the output keeps its own (e.g. an older default's)
+        settings["block"] = list(old["block"])
+        diff.remove("block")
     if state.get("complete") and (diff or not verify.repair(output)):  # damaged blocks: recomputed below
         raise OutputExistsError(f"{output} is a complete segmentation; pass --overwrite to recompute it")
     if diff:
@@ -134,13 +136,14 @@ def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bo
 
 
 @_lock.locked("output", "segmentation")
-def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = None, threads: int | None = None,
+def segment(model, input, output, *, block=None, workers: int | None = None, threads: int | None = None,
             scheduler: str | None = None, overwrite: bool = False, quantize: bool = False,
             threshold: float | None = None, positive: int = 1, progress: bool = True,
             dtype: str = "float32", levels: int | None = None, tta: bool = False,
             detect_threshold: float | None = None, include=(), exclude=()) -> SegmentResult:
     """Segment a whole volume into an OME-Zarr output; see the module doc. ``model`` is a model file path,
-    ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx);
+    ``input`` a Zarr array / OME-Zarr image / dataset / TIFF path (or a `Volume`), ``block`` (bz, by, bx) (None:
+    `blocks.default_block` of the net; an existing output keeps its own, since the result does not depend on it);
     ``levels``: pyramid levels including level 0 (None: halve y, x until the smaller side is <= 256; 1: none);
     ``tta``: average the probabilities over the 8 flips and 90-degree turns (`blocks.region_probs`).
 
@@ -168,6 +171,8 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     mdl = load_model(model_path)
     volume = open_volume(input)
     _check_compatible(mdl, volume)
+    if block is None:
+        block = default_block(mdl.net.ndim)
     if len(block) != 3 or any(int(b) < 1 for b in block):
         raise DataError(f"block must be three positive sizes (z, y, x), got {block!r}")
     if mdl.net.ndim == 3:
@@ -201,6 +206,7 @@ def segment(model, input, output, *, block=DEFAULT_BLOCK, workers: int | None = 
     resumed = _prepare_output(output, settings, overwrite, lambda: omezarr.create_output(
         output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta,
         levels=levels, zlevels=zlevels))
+    chunk = tuple(settings["block"])  # a resumed output's own
 
     blocks = block_grid(volume.shape, chunk)
     done = omezarr.read_done(output)

@@ -112,14 +112,40 @@ def test_existing_output_refused_and_unfinished_output_resumed(steel_model, tmp_
     res = segment(steel_model, tmp_path / "v.zarr", out, block=(1, 16, 16), workers=0, progress=False)
     assert (res.skipped, res.done) == (3, 5)
     assert np.array_equal(_probs(out), ref) and read_done(out).all()
+    # another block (e.g. a newer default): the output goes on in its own blocks, as the result does not depend
+    # on them
+    root.attrs["mpfpipe"] = {**meta, "complete": False}
+    done[...] = 0
+    done[1, 1, 0] = 1
+    res = segment(steel_model, tmp_path / "v.zarr", out, block=(1, 20, 20), workers=0, progress=False)
+    assert (res.blocks, res.skipped, res.done) == (8, 1, 7)
+    assert zarr.open_group(str(out), mode="r")["0"].chunks[-2:] == (16, 16)
+    assert np.array_equal(_probs(out), ref) and read_done(out).all()
     # different settings: refused, and --overwrite recomputes
     root.attrs["mpfpipe"] = {**meta, "complete": False}
-    with pytest.raises(OutputExistsError, match="different settings"):
-        segment(steel_model, tmp_path / "v.zarr", out, block=(1, 20, 20), workers=0, progress=False)
+    with pytest.raises(OutputExistsError, match=r"different settings \(quantized\)"):
+        segment(steel_model, tmp_path / "v.zarr", out, block=(1, 20, 20), workers=0, progress=False, quantize=True)
     res = segment(steel_model, tmp_path / "v.zarr", out, block=(1, 20, 20), workers=0, progress=False,
                   overwrite=True, quantize=True)
     q = _probs(out)
     assert q.dtype == np.uint8 and np.abs(q / 255.0 - ref).max() <= 0.5 / 255 + 1e-6
+
+
+def test_default_block_is_1024_a_side_for_a_2d_net(steel_model, tmp_path):
+    """No block given: a 2D net's blocks are 1 x 1024 x 1024 (less halo computed twice than in 512 x 512 ones),
+    a 3D net's stay 1 x 512 x 512 (its block reads a z halo too)."""
+    from mpfpipe.segment import DEFAULT_BLOCK, default_block
+    assert DEFAULT_BLOCK == default_block(2) == (1, 1024, 1024) and default_block(3) == (1, 512, 512)
+    vol = np.random.default_rng(4).integers(0, 255, size=(1, 1030, 1100)).astype(np.uint8)
+    zarr.save_array(str(tmp_path / "v.zarr"), vol)
+    out = tmp_path / "s.zarr"
+    res = segment(steel_model, tmp_path / "v.zarr", out, workers=0, progress=False, levels=1)
+    root = zarr.open_group(str(out), mode="r")
+    assert res.blocks == 4 and root["0"].chunks[-3:] == (1, 1024, 1024)
+    assert root.attrs["mpfpipe"]["settings"]["block"] == [1, 1024, 1024]
+    ref = tmp_path / "ref.zarr"
+    segment(steel_model, tmp_path / "v.zarr", ref, block=(1, 512, 512), workers=0, progress=False, levels=1)
+    assert np.array_equal(_probs(out), _probs(ref))
 
 
 def test_foreign_output_never_overwritten_without_flag(steel_model, tmp_path):
