@@ -34,7 +34,6 @@ from .tasks import blocks_task, group_size, group_units, level_task
 from ..data.volume import Volume, open_volume
 
 
-
 @dataclass
 class SegmentResult:
     output: str
@@ -107,7 +106,8 @@ def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive, le
 
 
 def _prepare_output(output: Path, settings: dict, overwrite: bool, create) -> bool:
-    """Create the output, or decide to resume it. Returns True when resuming."""
+    """Create the output, or decide to resume it. Returns True when resuming; a resumed output's own block then
+    replaces ``settings["block"]`` (the only setting that may differ)."""
     state = omezarr.output_state(output)
     if state is None:
         create()
@@ -206,7 +206,7 @@ def segment(model, input, output, *, block=None, workers: int | None = None, thr
     resumed = _prepare_output(output, settings, overwrite, lambda: omezarr.create_output(
         output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta,
         levels=levels, zlevels=zlevels))
-    chunk = tuple(settings["block"])  # a resumed output's own
+    chunk = tuple(settings["block"])  # a resumed output's own (`_prepare_output`)
 
     blocks = block_grid(volume.shape, chunk)
     done = omezarr.read_done(output)
