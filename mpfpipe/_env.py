@@ -16,6 +16,7 @@ from .errors import ClusterError, UsageError
 THREAD_VARIABLES = ("MPFPIPE_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                     "MKL_NUM_THREADS")
 FOLDER_VARIABLES = ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")
+SWITCH_VARIABLES = ("MPFPIPE_WINOGRAD",)  # 0 or 1 (unset: the default)
 
 
 class EnvironmentVariableError(UsageError):
@@ -60,6 +61,19 @@ def check_environment() -> None:
             positive_int(name)
     for name in FOLDER_VARIABLES:
         folder(name)
+    for name in SWITCH_VARIABLES:
+        switch(name)
+
+
+def switch(name: str) -> bool | None:
+    """The environment variable ``name`` as an on/off switch: "1" / "0", None when unset or empty."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    if text not in ("0", "1"):
+        raise EnvironmentVariableError(f"environment variable {name}={os.environ[name]!r}: expected 0 or 1; unset it "
+                                       f"for the default")
+    return text == "1"
 
 
 def check_scheduler_file(path) -> str:

@@ -56,7 +56,7 @@ def dense_logits(net: Net, params: dict, image: np.ndarray, dtype=np.float32, ta
     image = as_chw(net, image)
     H, W = image.shape[1:]
     x, _ = padded_input(net, image, dtype)
-    frag = forward(net, cast_params(params, dtype), x, dense=True, tape=tape)
+    frag = forward(net, cast_params(params, dtype), x, dense=True, tape=tape, winograd=True)
     return stitch(frag, net.pools)[:, :H, :W]
 
 
@@ -119,5 +119,5 @@ def dense_logits_padded(net: Net, params: dict, padded: np.ndarray, dtype=np.flo
         x = np.pad(x, ((0, 0), (0, Hp - h), (0, Wp - w)), mode=PAD_MODE)
     if not np.isfinite(x).all():
         raise DataError("the image contains NaN or infinite values")
-    frag = forward(net, cast_params(params, dtype), np.ascontiguousarray(x[:, None]), dense=True)
+    frag = forward(net, cast_params(params, dtype), np.ascontiguousarray(x[:, None]), dense=True, winograd=True)
     return stitch(frag, net.pools)[:, :h, :w]

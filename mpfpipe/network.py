@@ -35,18 +35,25 @@ def _head_layers(net: Net, params: dict, start: int) -> list:
     return [(params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act) for op in net.ops[start:]]
 
 
-def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None) -> np.ndarray:
+def forward(net: Net, params: dict, x: np.ndarray, dense: bool, tape: Tape | None = None,
+            winograd: bool = False) -> np.ndarray:
     """Run all ops on x (C, F, h, w); returns the logits (K, F', h', w'). Records a tape if one is given.
-    A 3D net: x (C, D, F, h, w) -> (K, D', F', h', w'), by `network3`."""
+    A 3D net: x (C, D, F, h, w) -> (K, D', F', h', w'), by `network3`.
+
+    ``winograd``: a prediction (no tape, a 2D net) may run its many-map convolutions by F(2, k)
+    (`kernels._wino`): ~20 % faster, and other bits than the training forward pass by rounding. Predictions
+    (`fragment.dense_logits`: segment, evaluate, export's test output) ask for it; the training loss never does, so
+    that a line search compares losses of one pass."""
     apply_thread_limit()
-    ensure_warm(net, x.dtype)
+    wino = winograd and tape is None and net.ndim == 2
+    ensure_warm(net, x.dtype, wino)
     with single_threaded_blas():
         if net.ndim == 3:
             return forward3(net, params, x, dense, tape)
-        return _forward(net, params, x, dense, tape)
+        return _forward(net, params, x, dense, tape, wino)
 
 
-def _forward(net, params, x, dense, tape):
+def _forward(net, params, x, dense, tape, winograd=False):
     hs = head_start(net)
     fused = fused_output(net)
     body = net.ops[:body_end(net)]
@@ -58,7 +65,7 @@ def _forward(net, params, x, dense, tape):
             if tape is None and after is not None and not isinstance(after, ConvOp):
                 # inference: the pool on the convolution's blocks while they are in cache (None: not on the tiles)
                 y = conv_pool_forward(x, params[f"{op.name}.weight"], params[f"{op.name}.bias"], op.act, after.p,
-                                      dense)
+                                      dense, winograd)
                 if y is not None:
                     x = y
                     pos += 2
@@ -75,7 +82,8 @@ def _forward(net, params, x, dense, tape):
     if fused:
         a, b = net.ops[-2], net.ops[-1]
         y, z = conv_forward_post(x, params[f"{a.name}.weight"], params[f"{a.name}.bias"], a.act,
-                                 params[f"{b.name}.weight"], params[f"{b.name}.bias"], keep=tape is not None)
+                                 params[f"{b.name}.weight"], params[f"{b.name}.bias"], keep=tape is not None,
+                                 winograd=winograd)
         if tape is not None:
             tape.entries.append((x, y))
             tape.entries.append(None)  # the output layer's input is y, kept in the entry before

@@ -9,7 +9,7 @@ and the warm-up (`warmup.jobs_for`) compiles what it names, so a change to the f
 from __future__ import annotations
 
 from .arch import ConvOp, Net
-from .kernels import TILE_MIN_MAPS, use_direct
+from .kernels import TILE_MIN_MAPS, use_direct, winograd_applies
 
 
 def head_start(net: Net) -> int:
@@ -44,6 +44,19 @@ def _pool_fused(net: Net, body, pos: int) -> bool:
     op = body[pos]
     return net.ndim == 2 and isinstance(op, ConvOp) and op.cout >= TILE_MIN_MAPS and pos + 1 < len(body) and \
         not isinstance(body[pos + 1], ConvOp)
+
+
+def winograd_layers(net: Net) -> list[str]:
+    """The convolutions a prediction runs by F(2, k) (`kernels._wino`): a 2D net's fused conv + pool layers and the
+    first layer of its fused output pair, where the layer qualifies (`winograd_applies`; empty when
+    MPFPIPE_WINOGRAD=0)."""
+    if net.ndim != 2:
+        return []
+    body = net.ops[:body_end(net)]
+    convs = [op for pos, op in enumerate(body) if _pool_fused(net, body, pos)]
+    if fused_output(net):
+        convs.append(net.ops[-2])
+    return [op.name for op in convs if winograd_applies(op.cin, op.cout, op.k)]
 
 
 def kernel_families(net: Net) -> set[str]:

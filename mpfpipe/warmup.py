@@ -88,6 +88,16 @@ def _job_post(dt):
             conv_backward_post(x, w, y, np.ones_like(z), "tanh", need_dx, wp)
 
 
+def _job_wino(dt):
+    from .kernels import conv_forward_post, conv_pool_forward
+    w = np.full((16, 16, 4, 4), 0.01, dt)  # predictions' F(2, k) layers (`plan.winograd_layers`)
+    for dense, size in ((True, 20), (False, 21)):
+        y = conv_pool_forward(np.ones((16, 1, size, size), dt), w, np.zeros(16, dt), "tanh", 2, dense, True)
+        assert y is not None, "the warm-up's conv + pool must run on the tiles"
+    conv_forward_post(np.ones((16, 2, 12, 12), dt), w, np.zeros(16, dt), "tanh", np.full((2, 16, 1, 1), 0.1, dt),
+                      np.zeros(2, dt), keep=False, winograd=True)
+
+
 def _job_head(dt):
     from .kernels import backward_head, forward_head
     x = np.ones((4, 2, 8, 8), dt)
@@ -138,15 +148,18 @@ def _job_act(dt):
 # the jobs out then finish closer together.
 JOBS = {"tiles": _job_tiles, "head": _job_head, "taps": _job_taps, "convpool": _job_convpool, "pool": _job_pool,
         "direct": _job_direct, "direct_dx": _job_direct_dx, "post": _job_post, "poolfwd": _job_poolfwd,
-        "zpool": _job_zpool, "act": _job_act}
+        "zpool": _job_zpool, "act": _job_act, "wino": _job_wino}
 
 
-def jobs_for(net) -> list[str]:
+def jobs_for(net, winograd: bool = False) -> list[str]:
     """The jobs whose kernels ``net``'s forward and backward passes call (`plan.kernel_families`; steel: no tap
     GEMMs or fused pair). Training needs the inference kernels too: line searches and validation evaluate the loss
-    without a backward pass."""
-    from .plan import kernel_families
+    without a backward pass. With ``winograd`` (predictions: `network.forward`), also F(2, k)'s kernels where the
+    net has layers for them (`plan.winograd_layers`); training never runs them, so it never compiles them."""
+    from .plan import kernel_families, winograd_layers
     need = kernel_families(net)
+    if winograd and winograd_layers(net):
+        need.add("wino")
     return [j for j in JOBS if j in need]
 
 
@@ -244,17 +257,17 @@ def warmup(dtypes=("float32",), jobs=None, variants=None, registry=None) -> dict
     return done
 
 
-def ensure_warm(net, dtype) -> None:
-    """Before this process's first kernel call for ``net`` in ``dtype``: `warmup` the jobs it needs unless their
-    markers say they are done (cheap after the first call: a set lookup)."""
+def ensure_warm(net, dtype, winograd: bool = False) -> None:
+    """Before this process's first kernel call for ``net`` in ``dtype``: `warmup` the jobs it needs (`jobs_for`)
+    unless their markers say they are done (cheap after the first call: a set lookup)."""
     from .kernels import current_variant
     d, v = np.dtype(dtype).name, current_variant()
-    key = (tuple(op for op in net.ops), d, v)
+    key = (tuple(op for op in net.ops), d, v, winograd)
     if key in _WARM or d not in DTYPES:
         return
     try:
         root, stamp = cache_root(), _stamp()
-        jobs = jobs_for(net)
+        jobs = jobs_for(net, winograd)
         if not all(_marker(root, stamp, j, d, v).exists() for j in jobs):
             warmup((d,), jobs, (v,))
     except OSError:

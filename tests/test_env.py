@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mpfpipe._env import EnvironmentVariableError, check_environment, check_scheduler_file, positive_int
+from mpfpipe._env import EnvironmentVariableError, check_environment, check_scheduler_file, positive_int, switch
 from mpfpipe.errors import ClusterError, UsageError
 
 
@@ -34,6 +34,18 @@ def test_openmp_level_lists_and_cache_folders(monkeypatch, tmp_path):
         check_environment()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "new"))  # absent: created when needed
     check_environment()
+
+
+@pytest.mark.parametrize("value, ok", [("1", True), ("0", False), (" 0 ", False), ("", None), ("yes", "x"),
+                                       ("2", "x")])
+def test_switches(monkeypatch, value, ok):
+    monkeypatch.setenv("MPFPIPE_WINOGRAD", value)
+    if ok != "x":
+        assert switch("MPFPIPE_WINOGRAD") is ok
+        check_environment()
+    else:
+        with pytest.raises(UsageError, match=f"MPFPIPE_WINOGRAD={value!r}: expected 0 or 1"):
+            check_environment()
 
 
 def test_scheduler_files(tmp_path):

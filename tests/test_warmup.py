@@ -20,7 +20,8 @@ from numba.core.registry import CPUDispatcher
 from mpfpipe import kernels
 from mpfpipe.arch import load_net
 from mpfpipe.fragment import dense_forward, dense_loss_grad
-from mpfpipe.kernels import _act, _blas, _convpool, _direct, _head, _pool, _taps, _tiles, _xent, _zpool
+from mpfpipe.kernels import (_act, _blas, _block, _convpool, _direct, _head, _pool, _taps, _tiles, _wino, _wtrans,
+                             _xent, _zpool)
 from mpfpipe.kernels._par import Twin, variant
 from mpfpipe.params import init_params
 for mode in ("serial", "parallel"):
@@ -45,7 +46,7 @@ def dispatchers(m):  # a parallel kernel is a Twin of two dispatchers
             yield k, v.parallel
         elif isinstance(v, CPUDispatcher):
             yield k, v
-mods = (_act, _blas, _convpool, _direct, _head, _pool, _taps, _tiles, _xent, _zpool)
+mods = (_act, _blas, _block, _convpool, _direct, _head, _pool, _taps, _tiles, _wino, _wtrans, _xent, _zpool)
 miss = {f"{m.__name__}.{k}": sum(v.stats.cache_misses.values()) for m in mods for k, v in dispatchers(m)
         if v.stats.cache_misses}
 hits = sum(sum(v.stats.cache_hits.values()) for m in mods for _, v in dispatchers(m))
@@ -61,15 +62,22 @@ from mpfpipe.kernels._par import variant
 from mpfpipe.params import init_params
 from mpfpipe.warmup import jobs_for, warmup
 net = load_net(sys.argv[1])
+sizes = json.loads(sys.argv[2])
+p = init_params(net, 0, np.float32)
 with variant("serial"):
     warmup(("float32",), jobs_for(net), ("serial",))
     event.register("numba:compile", Spy())
-    p = init_params(net, 0, np.float32)
-    for size in json.loads(sys.argv[2]):
+    for size in sizes:  # training: steps and line searches (the loss alone)
         img = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
-        dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32)
+        for grad in (True, False):
+            dense_loss_grad(net, p, img, (img[0] > 0).astype(np.uint8), dtype=np.float32, grad=grad)
+    training = sorted(set(compiled))
+    warmup(("float32",), jobs_for(net, winograd=True), ("serial",))
+    compiled.clear()
+    for size in sizes:  # predictions: F(2, k) where the net has layers for it
+        img = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
         dense_forward(net, p, img, dtype=np.float32)
-print(json.dumps(sorted(set(compiled))))
+print(json.dumps([training, sorted(set(compiled))]))
 """
 
 
@@ -78,6 +86,9 @@ def test_jobs_for_the_presets():
     (steel: no tap GEMMs; n3 / n4: no direct input gradient, every pool fused with its conv in inference)."""
     assert jobs_for(load_net("steel")) == ["tiles", "head", "convpool", "pool", "direct", "direct_dx", "act"]
     assert jobs_for(load_net("n4")) == ["tiles", "taps", "convpool", "pool", "direct", "post", "act"]
+    # predictions add F(2, k) where a net has layers for it (n3, n4: their 48-map convs and fc1; steel: none)
+    assert jobs_for(load_net("n4"), winograd=True) == [*jobs_for(load_net("n4")), "wino"]
+    assert jobs_for(load_net("steel"), winograd=True) == jobs_for(load_net("steel"))
     assert jobs_for(load_net("n337")) == ["tiles", "taps", "pool", "poolfwd", "zpool", "act"]  # conv1: 3 z-slabs
     assert jobs_for(load_net("aniso")) == ["tiles", "head", "taps", "pool", "direct", "poolfwd", "zpool", "act"]
 
@@ -85,13 +96,13 @@ def test_jobs_for_the_presets():
 @pytest.mark.slow
 @pytest.mark.parametrize("name,sizes", [("steel", [[128, 128], [60, 137]]), ("n4", [[64, 60]])])
 def test_a_nets_own_jobs_cover_its_training_and_inference(tmp_path, name, sizes):
-    """A training run warms only `jobs_for(net)` (a fresh cache): its steps and inference must then compile
-    nothing more."""
+    """A training run warms only `jobs_for(net)` (a fresh cache): its steps and line searches must then compile
+    nothing more, and predictions nothing more than `jobs_for(net, winograd=True)` adds."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "MPFPIPE_NO_REEXEC": "1"}
     run = subprocess.run([sys.executable, "-c", NET_MISSES, name, json.dumps(sizes)], env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == [[], []]
 
 
 @pytest.mark.slow

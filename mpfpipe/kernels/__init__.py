@@ -24,6 +24,7 @@ from ._stitch import stitch, stitch3, unstitch, unstitch3
 from ._xent import xent_pass
 from ._tiles import OB as TILE_MIN_MAPS  # layers with this many maps in and out can run on the register tiles
 from ._head import backward_head, forward_head
+from ._wino import applies as winograd_applies  # the layers a prediction runs by F(2, k)
 from ._pool import pool_backward, pool_forward
 from ._zpool import zpool_backward, zpool_forward
 
@@ -41,4 +42,5 @@ __all__ = ["single_threaded_blas", "FMA_CHAINS", "FLOAT32_LANES", "fma_chains",
            "current_variant", "variant", "stitch", "unstitch", "stitch3", "unstitch3", "xent_pass",
            "ACT_CODES", "act_backward", "backward_head", "bias_act_forward", "conv_backward",
            "conv_backward_post", "conv_direct_dinput", "conv_forward", "conv_forward_post", "conv_pool_forward",
-           "forward_head", "pool_backward", "pool_forward", "use_direct", "zpool_backward", "zpool_forward"]
+           "forward_head", "pool_backward", "pool_forward", "use_direct", "winograd_applies", "zpool_backward",
+           "zpool_forward"]

@@ -15,7 +15,7 @@ from math import gcd
 import numpy as np
 from numba import get_num_threads
 
-from . import _arena, _taps, _tiles
+from . import _arena, _taps, _tiles, _wino
 from ._act import ACT_CODES, act_backward, bias_act_forward
 from ._convpool import conv_pool_fwd_tiles
 from ._direct import conv_direct_dinput, conv_direct_dweight, conv_direct_forward
@@ -28,6 +28,7 @@ DIRECT_MAX = 128
 # block also copies p - 1 carried rows and pools its rows. n4's four conv + pool layers at 2 threads, 2048 -> 8192:
 # 13.6 -> 11.8, 195.4 -> 191.7, 124.7 -> 119.3, 117.4 -> 113.7 ms (2 rounds each).
 POOL_BLOCK_COLS = 8192
+WINO_ROWS = 12  # rows of a conv + pool block by F(2, k): best of 4-24 for n3's and n4's layers at 1 thread
 
 
 def use_direct(cin: int, cout: int, k: int) -> bool:
@@ -89,7 +90,7 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     if _tiled_forward(x, weight):
         _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), b, ACT_CODES[act], x.dtype == np.float32,
                               _tiles.rows_per_block(w, k, x.dtype), y, get_num_threads(), False, none, none[0],
-                              none.reshape(1, 1, 1, 1), True)
+                              none.reshape(1, 1, 1, 1), True, None)
         return y
     if use_direct(C, cout, k):
         conv_direct_forward(x, np.ascontiguousarray(weight, dtype=x.dtype), y)
@@ -100,10 +101,11 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, act: str) 
     return y
 
 
-def conv_pool_forward(x, weight, bias, act, p: int, dense: bool):
+def conv_pool_forward(x, weight, bias, act, p: int, dense: bool, winograd: bool = False):
     """pool_forward(conv_forward(x, weight, bias, act), p, dense) without its arg-max (inference), in one pass on
-    the tiles (`_convpool`): the same bits. None when the layer does not run on the tiles or the pool does not fit
-    (the caller then runs the two apart, which raise the usual errors)."""
+    the tiles (`_convpool`): the same bits. With ``winograd`` and a layer `_wino.applies` to, the convolution runs
+    by F(2, k) instead (other bits: see `_wino`). None when the layer does not run on the tiles or the pool does not
+    fit (the caller then runs the two apart, which raise the usual errors)."""
     C, F, h, w = x.shape
     cout, cin, k, _ = weight.shape
     noff = p if dense else 1
@@ -113,21 +115,24 @@ def conv_pool_forward(x, weight, bias, act, p: int, dense: bool):
     m, n = (oh - noff + 1) // p, (ow - noff + 1) // p
     T = get_num_threads()
     starts = (noff - 1) + (m - 1) * p + 1
-    tile = _tiles.tile_positions(x.dtype)
     cpf = T // gcd(F, T)  # chunks per fragment: F * cpf is a multiple of the thread count
-    if (starts // cpf + p - 1) * w - (k - 1) < tile:
+    if (starts // cpf + p - 1) * w - (k - 1) < _tiles.tile_positions(x.dtype):
         cpf = 1  # chunks too short for a tile: one per fragment
     y = _arena.empty((cout, F * noff * noff, m, n), x.dtype)
-    rows = _tiles.rows_per_block(w, k, x.dtype, POOL_BLOCK_COLS)
-    conv_pool_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype),
-                        ACT_CODES[act], x.dtype == np.float32, k, rows, p, noff, cpf, y, T)
+    wz = _wino.pack(weight, x.dtype) if winograd and _wino.applies(C, cout, k) else None
+    # F(2, k): blocks of WINO_ROWS rows (its scratch grows with the rows; the bits do not depend on them)
+    rows = WINO_ROWS if wz is not None else _tiles.rows_per_block(w, k, x.dtype, POOL_BLOCK_COLS)
+    conv_pool_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype) if wz is None else wz[:0],
+                        np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act], x.dtype == np.float32, k, rows, p,
+                        noff, cpf, y, T, wz)
     return y
 
 
-def conv_forward_post(x, weight, bias, act, wpost, bpost, keep: bool = True):
+def conv_forward_post(x, weight, bias, act, wpost, bpost, keep: bool = True, winograd: bool = False):
     """A conv layer followed by a linear 1x1 layer (the output layer of n3 / n4: fc1 then fc2), the second
     computed block by block in cache. Returns (y, z): the first layer's output (kept for its backward pass; None
-    without ``keep`` when the tiles run, which then never write it) and the second's (K, F, oh, ow)."""
+    without ``keep`` when the tiles run, which then never write it) and the second's (K, F, oh, ow). With
+    ``winograd``, no ``keep`` and a layer `_wino.applies` to, the first runs by F(2, k) (other bits: `_wino`)."""
     C, F, h, w = x.shape
     cout, cin, k, _ = weight.shape
     assert cin == C and not use_direct(C, cout, k), "conv_forward_post is for GEMM layers"
@@ -135,11 +140,12 @@ def conv_forward_post(x, weight, bias, act, wpost, bpost, keep: bool = True):
     z = _arena.empty((K, F, h - k + 1, w - k + 1), x.dtype)
     if _tiled(x, weight):
         y = _arena.empty((cout, F, h - k + 1, w - k + 1) if keep else (1, 1, 1, 1), x.dtype)
-        _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype),
-                              ACT_CODES[act], x.dtype == np.float32, _tiles.rows_per_block(w, k, x.dtype), y,
-                              get_num_threads(), True,
+        wz = _wino.pack(weight, x.dtype) if winograd and not keep and _wino.applies(C, cout, k) else None
+        _tiles.conv_fwd_tiles(x, _tiles.pack_forward(weight, x.dtype) if wz is None else wz[:0],
+                              np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act], x.dtype == np.float32,
+                              _tiles.rows_per_block(w, k, x.dtype), y, get_num_threads(), True,
                               np.ascontiguousarray(wpost.reshape(K, cout), dtype=x.dtype),
-                              np.ascontiguousarray(bpost, dtype=x.dtype), z, keep)
+                              np.ascontiguousarray(bpost, dtype=x.dtype), z, keep, wz)
         return (y if keep else None), z
     y = np.empty((cout, F, h - k + 1, w - k + 1), dtype=x.dtype)
     conv_fwd_taps(x, _taps_weight(weight, x.dtype), np.ascontiguousarray(bias, dtype=x.dtype), ACT_CODES[act],

@@ -5,7 +5,7 @@ registers (a loop over an array of accumulators would keep them in memory).
 - `_fwd_tile1` and `_fwd_tile4`: the same for a block's last vector(s) and a layer's last 4 maps;
 - `_dw_tile`: 4 x 6 (output x input maps) lane partial sums of a weight gradient over a run of positions.
 
-All are inlined into their callers (`_tiles._conv_block`, `_tiles._dw_block`).
+All are inlined into their callers (`_block._conv_block`, `_tiles._dw_block`).
 """
 from numba import njit
 
@@ -13,11 +13,11 @@ from ._simd import lanes, vadd, vbcast, vfma, vload, vstore, vzero
 
 
 @njit(cache=True, inline='always')
-def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
-    """buf[b0 + o*nb + j] (o < 6, j in the 4 vectors at 0, L, v2, v2 + L) = sum over c < C, taps (ky, kx) of
-    wf[wi + ((c*k + ky)*k + kx)*6 + o] * xf[xb + c*cs + ky*W + kx + j]: a 6-channel x 4-vector tile of a convolution,
-    its 24 accumulators in registers through the whole reduction. v2 = 2L: 4 consecutive vectors; v2 = W: 2 vectors
-    in each of two rows (a fragment row of 2L positions is then covered without dropped columns)."""
+def _fwd_tile(xf, xb, W, k, kw, C, cs, wf, wi, buf, b0, nb, v2):
+    """buf[b0 + o*nb + j] (o < 6, j in the 4 vectors at 0, L, v2, v2 + L) = sum over c < C, taps (ky < k, kx < kw)
+    of wf[wi + ((c*k + ky)*kw + kx)*6 + o] * xf[xb + c*cs + ky*W + kx + j]: a 6-channel x 4-vector tile of a
+    convolution, its 24 accumulators in registers through the whole reduction. v2 = 2L: 4 consecutive vectors;
+    v2 = W: 2 vectors in each of two rows (a fragment row of 2L positions is then covered without dropped columns)."""
     L = lanes(xf)
     a00, a01, a02, a03 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
     a10, a11, a12, a13 = vzero(xf), vzero(xf), vzero(xf), vzero(xf)
@@ -28,7 +28,7 @@ def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
     for c in range(C):
         for ky in range(k):
             p = xb + c * cs + ky * W
-            for kx in range(k):
+            for kx in range(kw):
                 x0, x1, x2, x3 = vload(xf, p), vload(xf, p + L), vload(xf, p + v2), vload(xf, p + v2 + L)
                 w = vbcast(wf, wi + 0)
                 a00, a01, a02, a03 = vfma(w, x0, a00), vfma(w, x1, a01), vfma(w, x2, a02), vfma(w, x3, a03)
@@ -71,7 +71,7 @@ def _fwd_tile(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
 
 
 @njit(cache=True, inline='always')
-def _fwd_tile1(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
+def _fwd_tile1(xf, xb, W, k, kw, C, cs, wf, wi, buf, b0, nb):
     """`_fwd_tile` for one vector of positions (6 maps x 1 vector): a block's last few positions, which a whole
     4-vector tile moved back would mostly recompute (n3's fc1: 1933 positions a fragment, 31 tiles of 64 covered
     1984; with this tile 1936). The same sums in the same order, so the same bits."""
@@ -79,7 +79,7 @@ def _fwd_tile1(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
     for c in range(C):
         for ky in range(k):
             p = xb + c * cs + ky * W
-            for kx in range(k):
+            for kx in range(kw):
                 x0 = vload(xf, p)
                 a0, a1 = vfma(vbcast(wf, wi), x0, a0), vfma(vbcast(wf, wi + 1), x0, a1)
                 a2, a3 = vfma(vbcast(wf, wi + 2), x0, a2), vfma(vbcast(wf, wi + 3), x0, a3)
@@ -95,7 +95,7 @@ def _fwd_tile1(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb):
 
 
 @njit(cache=True, inline='always')
-def _fwd_tile4(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
+def _fwd_tile4(xf, xb, W, k, kw, C, cs, wf, wi, buf, b0, nb, v2):
     """`_fwd_tile` for 4 maps (4 maps x 4 vectors), the weights read from a 6-map packed block (stride 6 from wi):
     the last maps of a layer whose map count is not a multiple of 6, which a whole tile moved back would partly
     recompute (n3's fc1: 100 maps computed as 102)."""
@@ -107,7 +107,7 @@ def _fwd_tile4(xf, xb, W, k, C, cs, wf, wi, buf, b0, nb, v2):
     for c in range(C):
         for ky in range(k):
             p = xb + c * cs + ky * W
-            for kx in range(k):
+            for kx in range(kw):
                 x0, x1, x2, x3 = vload(xf, p), vload(xf, p + L), vload(xf, p + v2), vload(xf, p + v2 + L)
                 w = vbcast(wf, wi + 0)
                 a00, a01, a02, a03 = vfma(w, x0, a00), vfma(w, x1, a01), vfma(w, x2, a02), vfma(w, x3, a03)

@@ -148,6 +148,27 @@ def vodd(typingctx, a, b):
     return _every_other(a, 1)
 
 
+def _zip_half(a, first):
+    """(signature, codegen) of a[first], b[first], a[first + 1], b[first + 1], ... (half the lanes of each)."""
+    def codegen(context, builder, sig, args):
+        n = sig.args[0].lanes
+        idx = [v for i in range(n // 2) for v in (first + i, n + first + i)]
+        return builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(ir.IntType(32), n), idx))
+    return a(a, a), codegen
+
+
+@intrinsic
+def vzip_lo(typingctx, a, b):
+    """a0, b0, a1, b1, ...: the first halves of a and b interleaved (a shuffle; `veven` / `vodd` undo it)."""
+    return _zip_half(a, 0)
+
+
+@intrinsic
+def vzip_hi(typingctx, a, b):
+    """The second halves of a and b interleaved."""
+    return _zip_half(a, _VEC[a.dtype].lanes // 2)
+
+
 _F64 = _VEC[types.float64]
 
 

@@ -33,19 +33,14 @@ from ._act import _act_grad_row, _bias_act_row
 from ._blas import gemm
 from ._head import row_sum
 from ._par import pjit
-from ._regtile import _dw_tile, _fwd_tile, _fwd_tile1, _fwd_tile4
+from ._block import NV, OB, _conv_block, _pack_rows, _packed_stride, tile_positions
+from ._regtile import _dw_tile
 from ._simd import lanes
+from ._wtrans import wino_block, wino_work
 
-OB = 6  # output channels of a forward tile
-NV = 4  # vectors of positions of a forward tile
 DW_O, DW_C = 4, 6  # output x input channels of a weight-gradient tile
 DW_CHUNK = 32  # vectors of positions per weight-gradient tile call: its g and x rows stay in L1
 BLOCK_COLS = 2048  # positions of a row block: its input slab stays in L2 (n4: 48 x 2.4k floats)
-
-
-def tile_positions(dtype) -> int:
-    """Positions one forward tile covers (4 vectors of 64 bytes)."""
-    return NV * 64 // np.dtype(dtype).itemsize
 
 
 def rows_per_block(w: int, k: int, dtype, cols: int | None = None) -> int:
@@ -74,9 +69,9 @@ def usable_forward(cout: int, oh: int, w: int, k: int, dtype) -> bool:
 def pack_forward(weight: np.ndarray, dtype) -> np.ndarray:
     """(Cout, C, k, k) -> flat blocks of OB output channels, (nblocks, C, k, k, OB): what `_fwd_tile` walks in order.
     Block j holds channels o0 .. o0+OB-1 with o0 = min(j*OB, Cout-OB)."""
-    cout, C, k, _ = weight.shape
+    cout, C, k, kw = weight.shape
     nob = -(-cout // OB)
-    out = np.empty((nob, C, k, k, OB), dtype)
+    out = np.empty((nob, C, k, kw, OB), dtype)
     for j in range(nob):
         o0 = min(j * OB, cout - OB)
         out[j] = weight[o0:o0 + OB].transpose(1, 2, 3, 0)
@@ -95,79 +90,14 @@ def _blocks(oh, rows):
     return max(1, oh // rows)
 
 
-@njit(cache=True, inline="always")
-def _packed_stride(m, L):
-    """Channel stride of a block's packed input: at least m, whole vectors, and an odd number of vectors so that
-    the channels' rows do not all fall into the same cache sets (a stride of a multiple of 4 KiB would)."""
-    v = (m + L - 1) // L
-    return (v + 1 - v % 2) * L
-
-
-@njit(cache=True, inline="always")
-def _pack_rows(xf, xb, cs, C, m, xp, ps):
-    """xp[c*ps + i] = xf[xb + c*cs + i] for c < C, i < m: a block's input rows, its channels close together. The
-    tiles then read one compact slab that stays in L2; read in place, a layer whose channel stride is a multiple of
-    4 KiB (n3's conv2: 1.3 MB) put every channel's row into the same cache sets, and it ran 6 % slower."""
-    for c in range(C):
-        d = xp[c * ps:c * ps + m]
-        s = xf[xb + c * cs:xb + c * cs + m]
-        for i in range(m):
-            d[i] = s[i]
-
-
-@njit(cache=True, nogil=True)
-def _conv_block(xf, xb, W, k, C, cs, wf, cout, buf, n, nb, T, ow):
-    """buf[o*nb + q] for o < cout, q < n: the convolution of the block whose first input element is xf[xb]. With
-    ``ow`` > 0 (rows of a fragment: positions r*W + i, i < ow, are wanted; the others are dropped) and ow a multiple
-    of half a tile, the tiles cover two rows' ow positions each and leave the dropped columns unwritten: n4's fc1
-    (ow = 32 of W = 34) computed 6 % of its positions for nothing.
-
-    Remainders. Positions past the last whole tile go to one-vector tiles (`_fwd_tile1`, the last moved back to
-    end at n) when they fit in 3 vectors, else to a whole tile moved back; a last block of at most 4 maps goes to
-    the 4-map tile (`_fwd_tile4`, moved back to end at cout). Every output is one tile's sum in the fixed order
-    (maps, rows, columns of the kernel), whichever tile computes it: the same bits."""
-    nob = (cout + OB - 1) // OB
-    wsz = C * k * k * OB
-    L = T // NV
-    rows = (n + k - 1) // W
-    pairs = ow > 0 and ow % (2 * L) == 0 and rows >= 2
-    per_row = ow // (2 * L)
-    ntail = 0
-    if pairs:
-        ntiles = ((rows + 1) // 2) * per_row
-    else:
-        ntiles = n // T
-        r = n - ntiles * T
-        if r > (NV - 1) * L or ntiles == 0:
-            ntiles += 1
-        else:
-            ntail = (r + L - 1) // L
-    v2 = W if pairs else 2 * L
-    nfull = cout // OB
-    for j in range(nob):
-        o0 = min(j * OB, cout - OB)
-        narrow = j == nfull and cout - nfull * OB <= 4
-        for t in range(ntiles):  # one call site per tile: each is inlined once (compile time)
-            if pairs:  # an odd last row: its pair moved back (the row before computed again, the same bits)
-                q = min(2 * (t // per_row), rows - 2) * W + (t % per_row) * 2 * L
-            else:
-                q = min(t * T, n - T)
-            if narrow:  # maps cout-4 .. cout-1: the last 4 of the packed block (which holds cout-6 .. cout-1)
-                _fwd_tile4(xf, xb + q, W, k, C, cs, wf, j * wsz + OB - 4, buf, (cout - 4) * nb + q, nb, v2)
-            else:
-                _fwd_tile(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb, v2)
-        for v in range(ntail):
-            q = min(ntiles * T + v * L, n - L)
-            _fwd_tile1(xf, xb + q, W, k, C, cs, wf, j * wsz, buf, o0 * nb + q, nb)
-
-
 @pjit(cache=True)
-def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep):
+def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep, wz):
     """y (Cout, F, oh, ow) = act(conv(x, W) + b) for x (C, F, h, w), W packed by `pack_forward`. Row blocks are
     dealt round-robin to ``threads`` threads. With ``post``, also z (K, F, oh, ow) = wp (K, Cout) @ y + bp, a
     following linear 1x1 layer (n3 / n4's output layer after fc1), computed on each block while it is in cache;
     then without ``keep`` y is not written at all (inference: n4's fc1 output is 210 MB on a 512x512 slice that
-    nobody reads) and may be any array."""
+    nobody reads) and may be any array. With ``wz`` (`_wino.pack`(W); else None), each block's convolution runs by
+    F(2, k) (`_wtrans.wino_block`); with None, Numba prunes that branch, so the direct build never compiles it."""
     C, F, h, W = x.shape
     O = b.shape[0]
     oh, ow = (z.shape[2], z.shape[3]) if post and not keep else (y.shape[2], y.shape[3])
@@ -184,15 +114,23 @@ def conv_fwd_tiles(x, wf, b, code, fast, rows, y, threads, post, wp, bp, z, keep
         buf = np.zeros(O * nb, x.dtype)  # zeros: columns the row-pair tiles leave unwritten go through act and post
         zbuf = np.empty(K * nb if post else 1, x.dtype)
         ps = _packed_stride(nb + (k - 1) * W, L)
-        xp = np.empty(C * ps, x.dtype)
+        if wz is None:
+            xp = np.empty(C * ps, x.dtype)
+            work = wino_work(0, 0, 0, 0, 0, xf)
+        else:
+            xp = np.empty(0, x.dtype)
+            work = wino_work(k, C, O, oh // per_f + 1, (ow + 1) // 2, xf)
         for blk in range(t, nblk, T):
             f = blk // per_f
             j = blk % per_f
             y0 = j * oh // per_f
             R = (j + 1) * oh // per_f - y0
             n = R * W - (k - 1)
-            _pack_rows(xf, f * h * W + y0 * W, cs, C, (R + k - 1) * W, xp, ps)
-            _conv_block(xp, 0, W, k, C, ps, wf, O, buf, n, nb, NV * L, ow)
+            if wz is None:
+                _pack_rows(xf, f * h * W + y0 * W, cs, C, (R + k - 1) * W, xp, ps)
+                _conv_block(xp, 0, W, k, k, C, ps, wf, O, buf, n, nb, NV * L, ow)
+            else:
+                wino_block(xf, f * h * W + y0 * W, W, R, C, cs, wz, k, O, work, oh // per_f + 1, buf, nb, W, ow)
             for o in range(O):
                 _bias_act_row(buf[o * nb:o * nb + n], b[o], code, fast, n)
                 if post and not keep:
@@ -386,7 +324,7 @@ def conv_dx_tiles(gp, wf, k, lead, cols, dx):
         gpk = np.empty(O * ps, dx.dtype)
         _pack_rows(gf, a + lead - pad, Ls, O, n + 2 * pad, gpk, ps)
         # ow = 0 (flat tiles) as a run-time int: a literal 0 made Numba build and inline a second variant
-        _conv_block(gpk, 0, W, k, O, ps, wf, C, buf, n, nb, NV * L, n - n)
+        _conv_block(gpk, 0, W, k, k, O, ps, wf, C, buf, n, nb, NV * L, n - n)
         for c in range(C):
             d = dxf[c * cs + a:c * cs + b]
             src = buf[c * nb:c * nb + n]

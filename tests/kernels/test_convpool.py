@@ -13,6 +13,7 @@ from mpfpipe.fragment import dense_logits
 from mpfpipe.kernels import _par, conv_forward, conv_pool_forward, pool_forward
 from mpfpipe.network import Tape
 from mpfpipe.params import init_params
+from mpfpipe.plan import winograd_layers
 
 # (C, F, h, w, Cout, k, p, dense): a first layer (one map, one fragment: split into chunks across threads), n4's
 # conv2 shape in small, p = 3 with channel counts off the tile, patch-mode pools (one offset), fragments whose
@@ -80,9 +81,11 @@ def test_layers_off_the_tiles_or_inexact_pools_are_left_to_the_two_kernels():
 
 
 @pytest.mark.parametrize("name", ["steel", "n3", "n4"])
-def test_full_size_presets_inference_equals_the_training_forward_bit_for_bit(name, monkeypatch):
+def test_full_size_presets_inference_against_the_training_forward(name, monkeypatch):
     """dense inference (no tape: conv + pool fused wherever the tiles run) against the forward that records a tape
-    (the kernels apart, as training runs them), on an image large enough for the tiles at every pool."""
+    (the kernels apart, as training runs them), on an image large enough for the tiles at every pool: bit for bit
+    without F(2, k) (MPFPIPE_WINOGRAD=0, and steel, which has no layer for it); with it (n3, n4), rounding apart,
+    and the same bits on 1 and 2 threads."""
     fused_layers = []
 
     def spy(*args):
@@ -97,12 +100,21 @@ def test_full_size_presets_inference_equals_the_training_forward_bit_for_bit(nam
     params = init_params(net, 2, np.float64)
     old = numba.get_num_threads()
     try:
-        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-            numba.set_num_threads(threads)
-            fused = dense_logits(net, params, img)
-            taped = dense_logits(net, params, img, tape=Tape(dense=True))
-            np.testing.assert_array_equal(fused, taped)
-            assert np.abs(fused).sum() > 0
+        for wino in ("0", "1"):
+            monkeypatch.setenv("MPFPIPE_WINOGRAD", wino)
+            runs = []
+            for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                numba.set_num_threads(threads)
+                fused = dense_logits(net, params, img)
+                taped = dense_logits(net, params, img, tape=Tape(dense=True))
+                assert np.abs(fused).sum() > 0
+                if wino == "0" or not winograd_layers(net):
+                    np.testing.assert_array_equal(fused, taped)
+                else:
+                    assert not np.array_equal(fused, taped)  # the transform ran
+                    np.testing.assert_allclose(fused, taped, rtol=0, atol=2e-6)  # float32, activations ~1
+                runs.append(fused)
+            assert all(np.array_equal(runs[0], r) for r in runs)
         assert any(fused_layers)  # the fused kernel ran
     finally:
         numba.set_num_threads(old)

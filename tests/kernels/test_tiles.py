@@ -220,6 +220,7 @@ def test_tiles_are_bit_identical_serial_and_parallel(name):
 _ISA_SCRIPT = textwrap.dedent("""
     import sys, numpy as np
     from mpfpipe.kernels import _tiles
+    from mpfpipe.kernels._wino import conv_forward_wino
     rng = np.random.default_rng(5)
     out = []
     for dt in (np.float32, np.float64):
@@ -229,7 +230,7 @@ _ISA_SCRIPT = textwrap.dedent("""
         z = np.zeros((1, 1, 1, 1), dt)
         rows = _tiles.rows_per_block(19, 3, dt)
         _tiles.conv_fwd_tiles(x, _tiles.pack_forward(w, dt), np.zeros(14, dt), 0, False, rows, y, 1, False,
-                              np.zeros((1, 1), dt), np.zeros(1, dt), z, True)
+                              np.zeros((1, 1), dt), np.zeros(1, dt), z, True, None)
         lead, Ls = _tiles.grad_layout(3, 21, 19, 3, dt)
         gp = _tiles.aligned_empty((14, Ls), dt)
         _tiles.widen_pad(y, 21, 19, lead, gp)
@@ -238,6 +239,8 @@ _ISA_SCRIPT = textwrap.dedent("""
         dx = np.empty_like(x)
         _tiles.conv_dx_tiles(gp, _tiles.pack_dinput(w, dt), 3, lead, 100, dx)
         out += [y, dw, dx]
+        for k in (3, 4):  # predictions' F(2, k): its transforms too (k = 4: the points 1/2 and -2)
+            out.append(conv_forward_wino(x, (rng.standard_normal((14, 13, k, k)) * 0.3).astype(dt)))
     np.savez(sys.argv[1], *out)
 """)
 
@@ -259,7 +262,7 @@ def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
                        timeout=600)
         results[name] = np.load(tmp_path / f"{name}.npz")
     host, avx2 = results["host"], results["haswell"]
-    assert len(host.files) == 6
+    assert len(host.files) == 10
     for key in host.files:
         assert np.array_equal(host[key], avx2[key]), key
         assert np.abs(host[key]).sum() > 0
