@@ -42,6 +42,21 @@ def conv(x, w, b):
     return z + b[:, None, None]
 
 
+def conv_pool(x, w, b, act_name, p, dense):
+    """MPF pool p of act(conv(x, w) + b) for stacked fragments x (C, F, h, w): (Cout, F * noff^2, m, n), offsets
+    (a, c) < noff of fragment f at f * noff^2 + a * noff + c (noff = p when dense, else 1), what inference's fused
+    conv + pool computes."""
+    noff = p if dense else 1
+    outs = []
+    for f in range(x.shape[1]):
+        z = act(conv(x[:, f], w, b), act_name)
+        m, n = (z.shape[1] - noff + 1) // p, (z.shape[2] - noff + 1) // p
+        for a in range(noff):
+            for c in range(noff):
+                outs.append(z[:, a:a + m * p, c:c + n * p].reshape(len(z), m, p, n, p).max(axis=(2, 4)))
+    return np.stack(outs, axis=1)
+
+
 def forward(net, tparams, window):
     """Logits (K,) of one window (C, w, w), and the cache for `backward`. tparams: PyTorch layout."""
     x = np.asarray(window, dtype=np.float64)

@@ -20,7 +20,7 @@ Exactness. float32 errors against float64 stay at the direct convolution's level
 against 7.5e-6 at scale 5.6; F(2, 3): 3e-6 against 6e-6), while F(3, 4) and F(4, 4) double them, so only F(2, k)
 is built. Every multiply-add is `llvm.fma` on the fixed 64-byte vectors, so the bits do not depend on the thread
 count, the blocking or the instruction set (`_wtrans`). They are not the direct convolution's bits: a prediction
-differs from the training forward pass by rounding (n3: up to 4.8e-7 on the logits), which is why training, whose
+differs from the training forward pass by rounding (n3: up to 4.8e-7 on the probabilities), which is why training, whose
 line searches compare the loss of both passes, keeps the direct convolution.
 
 Which layers. 2 <= k <= 5 and at least MIN_MAPS maps in and out: n3's and n4's convolutions after the first and
