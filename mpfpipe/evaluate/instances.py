@@ -11,7 +11,9 @@ Truth:
   section by section and averaged (the sections' objects are not linked in 3-D).
 
 ``report["instances"]``: ``arand``, ``voi_split``, ``voi_merge``, ``cremi`` (see `instance_metrics`) and the ISBI
-thinned scores of the instance image, ``v_rand_thinned`` and ``v_info_thinned`` (see `official.instance_scores`).
+thinned scores of the instance image, ``v_rand_thinned`` and ``v_info_thinned`` (see `official.instance_scores`),
+and ``sections``: each scored section's own ISBI thinned scores (the report's two are their means) with their
+rand_split / rand_merge, and against a class-label truth also its ARAND and VOI split / merge.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ..errors import DataError
 from . import instance_metrics, official
 
 INSTANCES_NAME = "instances"
+SECTION_KEYS = ("arand", "voi_split", "voi_merge")  # `instance_metrics.scores` kept per section in "sections"
 
 
 def _read_ids(source, what: str) -> np.ndarray:
@@ -133,6 +136,7 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
         gts = [np.where(instance_metrics.border_mask(g, border), 0, g) for g in gts]
     preds = [np.asarray(pred_slices[i]) for i in indices]
     truths = [np.asarray(gts[i]) for i in indices]
+    per = None
     if mode.startswith("3-D"):
         s = instance_metrics.scores(np.concatenate([p.ravel() for p in preds]),
                                     np.concatenate([t.ravel() for t in truths]))
@@ -141,7 +145,12 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
         per = [instance_metrics.scores(p, t) for p, t in zip(preds, truths)]
         s = {k: float(np.nanmean([q[k] for q in per])) for k in per[0]}
         segs = truths
-    out = {**s, **official.instance_scores(preds, segs), "mode": mode, "n_slices": len(indices),
+    isbi = official.instance_scores(preds, segs, sections=True)
+    # each section's own scores (the ISBI ones; per-section truth: also ARAND and VOI), to find the ones that hold
+    # the means down and whether by splits or merges
+    sections = [{"index": int(i), **q, **({k: per[j][k] for k in SECTION_KEYS} if per else {})}
+                for j, (i, q) in enumerate(zip(indices, isbi.pop("sections")))]
+    out = {**s, **isbi, "sections": sections, "mode": mode, "n_slices": len(indices),
            "n_objects": int(np.count_nonzero(np.unique(np.concatenate([p.ravel() for p in preds])))),
            "definitions": "arand: SNEMI3D adapted Rand error (cremi_python rand.py); voi: H(pred|truth), "
                           "H(truth|pred) in bits (cremi_python voi.py); cremi = sqrt((split + merge) * arand); "

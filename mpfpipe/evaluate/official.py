@@ -138,13 +138,16 @@ def slice_scores(truth_seg: np.ndarray, prop: np.ndarray, th: float) -> dict:
     return {**rand_stats(truth_seg, seg), **info_stats(truth_seg, seg)}
 
 
-def sweep(proposals, truth_segs, *, thresholds=THRESHOLDS) -> tuple[dict, dict]:
+def sweep(proposals, truth_segs, *, thresholds=THRESHOLDS, per_slice: list | None = None) -> tuple[dict, dict]:
     """(report["isbi2012"], report["voi"]): the per-slice-mean curve over ``thresholds``, the maximal V_rand and
     V_info (each at its own threshold, as ``getMaximalVRandAfterThinning`` / ``getMaximalVInfoAfterThinning``),
-    and the VOI at V_info's threshold."""
+    and the VOI at V_info's threshold. ``per_slice``: a list that receives each threshold's slice scores, as
+    (threshold, [`slice_scores` of each slice])."""
     curve = []
     for th in thresholds:
         per = [slice_scores(ts, p, th) for p, ts in zip(proposals, truth_segs)]
+        if per_slice is not None:
+            per_slice.append((float(th), per))
         row = {"threshold": float(th), "membrane_threshold": float(1.0 - th)}
         for key in per[0] if per else ():
             row[key] = float(np.mean([s[key] for s in per]))  # a NaN slice makes the mean NaN, as in the Java
@@ -185,7 +188,16 @@ def thinned_sweep(prob_slices, truth_slices, *, positive: int = 1, ignore_index:
     return sweep([proposal(p) for p in prob_slices], truth_segs)
 
 
-def instance_scores(instance_slices, truth_segs) -> dict:
-    """V_rand and V_info after thinning of instance slices, as the challenge scores a binary proposal."""
-    isbi, _ = sweep([instance_proposal(s) for s in instance_slices], truth_segs, thresholds=BINARY_THRESHOLDS)
-    return {"v_rand_thinned": isbi["v_rand_thinned"], "v_info_thinned": isbi["v_info_thinned"]}
+def instance_scores(instance_slices, truth_segs, *, sections: bool = False) -> dict:
+    """V_rand and V_info after thinning of instance slices, as the challenge scores a binary proposal. With
+    ``sections``, also each slice's own scores (``"sections"``: v_rand_thinned, its rand_split / rand_merge, and
+    v_info_thinned), whose means the two scores are (a binary proposal has one threshold): they show which
+    sections hold the mean down, and whether by splits (low rand_split) or merges (low rand_merge)."""
+    per: list = []
+    isbi, _ = sweep([instance_proposal(s) for s in instance_slices], truth_segs, thresholds=BINARY_THRESHOLDS,
+                    per_slice=per)
+    out = {"v_rand_thinned": isbi["v_rand_thinned"], "v_info_thinned": isbi["v_info_thinned"]}
+    if sections:
+        out["sections"] = [{"v_rand_thinned": q["v_rand"], "rand_split": q["rand_split"],
+                            "rand_merge": q["rand_merge"], "v_info_thinned": q["v_info"]} for q in per[0][1]]
+    return out

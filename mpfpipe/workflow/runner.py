@@ -195,6 +195,10 @@ def summary_markdown(s: dict) -> str:
                 txt += (f"; instances: thinned V_rand {_fmt(inst.get('v_rand_thinned'))}, V_info "
                         f"{_fmt(inst.get('v_info_thinned'))}, ARAND {_fmt(inst.get('arand'))}, VOI split / merge "
                         f"{_fmt(inst.get('voi_split'))} / {_fmt(inst.get('voi_merge'))}")
+                low = min(inst.get("sections") or (), key=lambda q: q["v_rand_thinned"], default=None)
+                if low is not None and len(inst["sections"]) > 1:  # the section that holds the mean down most
+                    txt += (f" (lowest: section {low['index']}, thinned V_rand {_fmt(low['v_rand_thinned'])}, "
+                            f"split / merge {_fmt(low['rand_split'])} / {_fmt(low['rand_merge'])})")
             bal = (r.get("balanced_error") or {}).get("error")
             if not rand and bal is not None:
                 txt += f", balanced error {_fmt(bal, True)}"

@@ -72,6 +72,9 @@ def test_evaluate_instances_on_a_tiff_truth_in_3d(tmp_path):
     inst = rep["instances"]
     assert (inst["arand"], inst["voi_split"], inst["voi_merge"], inst["cremi"]) == (0.0, 0.0, 0.0, 0.0)
     assert (inst["v_rand_thinned"], inst["v_info_thinned"]) == (1.0, 1.0) and inst["n_objects"] == 6
+    # per section: the ISBI scores only (ARAND and VOI are of the volume)
+    assert inst["sections"] == [{"index": i, "v_rand_thinned": 1.0, "rand_split": 1.0, "rand_merge": 1.0,
+                                 "v_info_thinned": 1.0} for i in range(len(gt))]
     merged = gt.copy()
     merged[merged == 2] = 4  # objects 2 and 4 (32 voxels each, through both sections) merged
     inst = evaluate(merged, gt, instances=True)["instances"]
@@ -142,3 +145,29 @@ def test_choose_parameters_keeps_the_best_official_score():
     # kept apart (0.2): 0.99 (the one-pixel boundary falls on either side of the line); merged (0.3): one segment
     assert got["parameters"]["merge_threshold"] == 0.2 and got["v_rand_thinned"] > 0.99
     assert [g["merge_threshold"] for g in got["grid"]] == [0.3, 0.2] and got["grid"][0]["v_info_thinned"] == 0.0
+
+
+def test_per_section_scores_by_hand():
+    """report["instances"]["sections"]: each section's own ISBI scores, whose means the report's scores are."""
+    from mpfpipe.evaluate.instances import score_instances
+    truth = np.full((2, 6, 7), 255, np.uint8)
+    truth[:, :, 3] = 0  # a membrane column: two truth cells of 18 pixels in each section
+    split = np.where(np.arange(7) <= 3, 1, 2)[None].repeat(6, 0)  # the boundary on the membrane: the truth's cells
+    merged = np.ones((6, 7), np.int64)  # one object over both cells
+    inst = score_instances([split, merged], truth, truth_positive=0, positive=1)
+    s0, s1 = inst["sections"]
+    assert (s0["index"], s1["index"]) == (0, 1)
+    assert (s0["v_rand_thinned"], s0["rand_split"], s0["rand_merge"], s0["v_info_thinned"]) == (1.0, 1.0, 1.0, 1.0)
+    # one proposal segment over p = (1/2, 1/2): sum p^2 = 1/2 against the proposal's 1 and the truth's 1/2, so
+    # precision (merge) 1/2 and recall (split) 1, V_rand 2/3; the proposal's entropy is 0: V_info 0 (the Java's rule)
+    assert (s1["rand_split"], s1["rand_merge"], s1["v_info_thinned"]) == (1.0, 0.5, 0.0)
+    assert s1["v_rand_thinned"] == pytest.approx(2 / 3, rel=1e-15)
+    assert inst["v_rand_thinned"] == pytest.approx(5 / 6, rel=1e-15) and inst["v_info_thinned"] == 0.5
+    for sec, seg in zip(inst["sections"], (split, merged)):  # ARAND and VOI of the section alone
+        gt = (np.arange(7) > 3).astype(np.int64)[None].repeat(6, 0) + 1
+        gt[:, 3] = 0
+        alone = im.scores(seg, gt)
+        assert all(sec[k] == alone[k] for k in ("arand", "voi_split", "voi_merge"))
+    assert inst["arand"] == pytest.approx((s0["arand"] + s1["arand"]) / 2, rel=1e-15)
+    only = score_instances([split, merged], truth, truth_positive=0, positive=1, indices=[1])
+    assert [q["index"] for q in only["sections"]] == [1] and only["v_rand_thinned"] == s1["v_rand_thinned"]

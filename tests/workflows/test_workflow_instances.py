@@ -59,3 +59,18 @@ def test_workflow_segments_instances_and_reports_them_side_by_side(tmp_path, cap
     assert ev["instances_relabelled"]["n_objects"] > 0  # the step's min_size 10 is not the chosen one
     md = (run / "summary.md").read_text()
     assert "thinned V_rand" in md and "instances: thinned V_rand" in md
+
+
+def test_summary_names_the_lowest_section():
+    """summary.md's evaluate line names the section with the lowest thinned V_rand, and its split / merge."""
+    from mpfpipe.workflow.runner import summary_markdown
+    sections = [{"index": 2, "v_rand_thinned": 0.97, "rand_split": 0.96, "rand_merge": 0.98},
+                {"index": 18, "v_rand_thinned": 0.75, "rand_split": 0.99, "rand_merge": 0.6}]
+    inst = {"v_rand_thinned": 0.86, "v_info_thinned": 0.9, "arand": 0.1, "voi_split": 0.2, "voi_merge": 0.3,
+            "sections": sections}
+    s = {"workflow": "w", "file": "w.yaml", "run_dir": "r", "mpfpipe_version": "0", "finished": "now", "seconds": 1.0,
+         "params": {}, "steps": [{"step": 1, "kind": "evaluate", "id": "e", "seconds": 1.0,
+                                  "result": {"n_images": 2, "pixel_error": 0.1, "instances": inst}}]}
+    assert "(lowest: section 18, thinned V_rand 0.75, split / merge 0.99 / 0.6)" in summary_markdown(s)
+    inst["sections"] = sections[:1]  # one section: its scores are the line's already
+    assert "lowest" not in summary_markdown(s)
