@@ -148,8 +148,8 @@ def score_instances(pred_slices: list, truth, *, truth_positive=None, positive: 
     isbi = official.instance_scores(preds, segs, sections=True)
     # each section's own scores (the ISBI ones; per-section truth: also ARAND and VOI), to find the ones that hold
     # the means down and whether by splits or merges
-    sections = [{"index": int(i), **q, **({k: per[j][k] for k in SECTION_KEYS} if per else {})}
-                for j, (i, q) in enumerate(zip(indices, isbi.pop("sections")))]
+    sections = [{"index": int(i), **q, **{k: m[k] for k in SECTION_KEYS if k in m}}
+                for i, q, m in zip(indices, isbi.pop("sections"), per or [{}] * len(indices))]
     out = {**s, **isbi, "sections": sections, "mode": mode, "n_slices": len(indices),
            "n_objects": int(np.count_nonzero(np.unique(np.concatenate([p.ravel() for p in preds])))),
            "definitions": "arand: SNEMI3D adapted Rand error (cremi_python rand.py); voi: H(pred|truth), "

@@ -163,9 +163,9 @@ def test_per_section_scores_by_hand():
     assert (s1["rand_split"], s1["rand_merge"], s1["v_info_thinned"]) == (1.0, 0.5, 0.0)
     assert s1["v_rand_thinned"] == pytest.approx(2 / 3, rel=1e-15)
     assert inst["v_rand_thinned"] == pytest.approx(5 / 6, rel=1e-15) and inst["v_info_thinned"] == 0.5
+    gt = (np.arange(7) > 3).astype(np.int64)[None].repeat(6, 0) + 1  # the truth's objects, membrane 0
+    gt[:, 3] = 0
     for sec, seg in zip(inst["sections"], (split, merged)):  # ARAND and VOI of the section alone
-        gt = (np.arange(7) > 3).astype(np.int64)[None].repeat(6, 0) + 1
-        gt[:, 3] = 0
         alone = im.scores(seg, gt)
         assert all(sec[k] == alone[k] for k in ("arand", "voi_split", "voi_merge"))
     assert inst["arand"] == pytest.approx((s0["arand"] + s1["arand"]) / 2, rel=1e-15)
