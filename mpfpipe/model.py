@@ -14,7 +14,9 @@ down-sampled by (F x F block means; 1 = full resolution; segmenting a folder of 
 count of predicted ``positive``-class pixels, counted at the model's resolution, exceeds it), written by the
 surface-defects workflow once the threshold is chosen (`set_detection`), and ``instances``, the parameters of the
 instance step (`mpfpipe.segment.instances`: threshold, seed_distance, merge_threshold, min_size, ...) chosen on
-validation by ``evaluate --tune-instances`` (`set_instances`); ``segment --instances`` reads them, its options win.
+validation by ``evaluate --tune-instances`` (`set_instances`); ``segment --instances`` reads them, its options win;
+and ``section_context``, K > 0 when each section's input maps are it and the K sections above and below
+(`mpfpipe.data.context`; ``segment`` stacks them from a plain volume).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from . import __version__
 from .arch import FC, Conv, Net, net_from_dict
 from .errors import ModelFileError, OutputExistsError
 from .fragment import PAD_MODE
+from .options.api import MAX_CONTEXT
 from .params import from_torch_layout, param_specs, to_torch_layout
 
 FORMAT = "mpfpipe-model"
@@ -50,6 +53,7 @@ class Model:
     downsample: int = 1  # the factor the training images were down-sampled by; new images get the same
     detection: dict | None = None  # {"threshold": T, "positive": k, ...}: flag an image when its count > T
     instances: dict | None = None  # the instance step's parameters chosen on validation, plus how they were chosen
+    section_context: int = 0  # K: each section's input holds the K sections above and below (mpfpipe.data.context)
 
     def __post_init__(self):
         if not self.class_names:
@@ -63,6 +67,12 @@ class Model:
                 or self.downsample < 1:
             raise ModelFileError(f"downsample {self.downsample!r} must be an integer >= 1")
         self.downsample = int(self.downsample)
+        k = self.section_context
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= MAX_CONTEXT \
+                or self.net.in_channels % (2 * k + 1):
+            raise ModelFileError(f"section context {k!r} must be 0..{MAX_CONTEXT} sections each side, with the net's "
+                                 f"{self.net.in_channels} input maps a multiple of 2 * {k!r} + 1")
+        self.section_context = int(k)
         if self.detection is not None:
             self.detection = check_detection(self.detection, self.net.n_classes)
         if self.instances is not None:
@@ -161,6 +171,8 @@ def save_model(model: Model, path, *, overwrite: bool = False, dtype=np.float32)
         meta["detection"] = model.detection
     if model.instances is not None:
         meta["instances"] = model.instances
+    if model.section_context:  # only when set: the files of other models stay as they were
+        meta["section_context"] = model.section_context
     meta["sha256"] = _digest(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -233,7 +245,8 @@ def load_model(path) -> Model:
         return Model(net=net, params=params, class_names=meta["class_names"], normalisation=meta["normalisation"],
                      padding=meta.get("padding", PAD_MODE), ignore_index=meta.get("ignore_index", 255),
                      provenance=meta.get("provenance", {}), downsample=meta.get("downsample", 1),
-                     detection=meta.get("detection"), instances=meta.get("instances"))
+                     detection=meta.get("detection"), instances=meta.get("instances"),
+                     section_context=meta.get("section_context", 0))
     except ModelFileError as exc:
         if str(exc).startswith(str(path)):
             raise

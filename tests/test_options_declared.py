@@ -107,7 +107,8 @@ def test_the_workflow_options_are_the_declared_ones():
     assert set(api_options("segment")) == {"block", "threads", "quantize", "threshold", "positive", "dtype",
                                            "levels", "tta", "detect_threshold", "include", "exclude"}
     assert set(api_options("ingest")) == {"label_map", "positive", "mask_threshold", "downsample", "split", "seed",
-                                          "class_names", "volume", "sections", "voxel_size", "voxel_unit"}
+                                          "class_names", "volume", "sections", "voxel_size", "voxel_unit",
+                                          "section_context"}
     assert set(api_options("evaluate")) == {"truth_positive", "positive", "threshold", "thresholds", "samples",
                                             "seed", "ignore_index", "overlays", "rand", "groups", "images",
                                             "instances", "tune_instances"}

@@ -9,7 +9,7 @@ from ._common import config_option
 
 SYNTH_KINDS = ("em", "defects")
 _REAL_ONLY = ("label_map", "positive", "mask_threshold", "downsample", "class_names", "volume", "sections",
-              "voxel_size", "voxel_unit")
+              "voxel_size", "voxel_unit", "section_context")
 _SYNTH_ONLY = ("n_images", "size", "defect_fraction", "variable_size")
 
 
@@ -28,6 +28,7 @@ class _Loose(click.ParamType):
 Sources:
   IMAGES.tif LABELS.tif [MASKS.tif]   multi-page TIFF stacks (ISBI 2012), or .npy arrays (N,H,W)/(N,C,H,W)
   ... --volume                        a stack as one (z, y, x) volume (3D nets): z-chunked, z-section splits
+  ... --section-context K             a stack whose images also hold the K sections above and below (2.5-D)
   F.h5:IMAGES F.h5:LABELS [F.h5:M]    HDF5 datasets as stacks, read slice by slice (CREMI: sample_A.h5:volumes/raw
                                       sample_A.h5:volumes/labels/clefts)
   FOLDER                              searched for images/ + masks/ (NEU-Seg), <stem>.jpg + <stem>.png
@@ -52,8 +53,8 @@ Examples:
 @config_option
 @click.pass_context
 def ingest_cmd(ctx, sources, output, label_map, positive, mask_threshold, class_names, downsample, split, seed,
-               volume, sections, voxel_size, voxel_unit, n_images, size, defect_fraction, variable_size, overwrite,
-               progress):
+               volume, sections, voxel_size, voxel_unit, section_context, n_images, size, defect_fraction,
+               variable_size, overwrite, progress):
     """Ingest SOURCE... into the dataset OUTPUT.zarr (Zarr v3, one image per chunk).
 
     Labels become uint8 class ids (255 = ignore); without --label-map/--positive, label values all below 32
@@ -91,7 +92,7 @@ def ingest_cmd(ctx, sources, output, label_map, positive, mask_threshold, class_
         path = ingest(list(sources), output, label_map=label_map, positive=positive, mask_threshold=mask_threshold,
                       downsample=downsample, split=split, seed=seed, overwrite=overwrite, progress=progress,
                       class_names=class_names, volume=volume, sections=sections, voxel_size=voxel_size,
-                      voxel_unit=voxel_unit)
+                      voxel_unit=voxel_unit, section_context=section_context)
     ds = open_dataset(path)
     sizes = ds.split_sizes()
     click.echo(f"wrote {path}: {ds.n_images} images, {ds.channels} channel(s) {ds.dtype}, classes "

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
+from .context import CONTEXT_KEY, section_indices
 from .layout import IGNORE_INDEX, check_image_dtype
 from .sources import Item, resolve_sources
 from ..values import parse_split
@@ -166,7 +167,7 @@ def _load_image(item: Item) -> np.ndarray:
 def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: int = 127, downsample: int = 1,
            split=None, seed: int = 0, overwrite: bool = False, progress: bool = False,
            class_names=None, volume: bool = False, sections=None, voxel_size=None,
-           voxel_unit: str | None = None) -> Path:
+           voxel_unit: str | None = None, section_context: int = 0) -> Path:
     """Ingest image/label sources (see :mod:`mpfpipe.data.sources`) into a dataset at ``output``.
 
     label_map: ``{source value: class id | "ignore"}`` (or ``"0:1,255:0"``); every label value must be mapped.
@@ -179,6 +180,9 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     become contiguous z ranges or ``sections`` names each split's sections ("train=0-11,val=12-15,test=16-19"),
     and ``voxel_size`` (z, y, x; e.g. "50,4,4") with ``voxel_unit`` (e.g. "nanometer") is kept in the metadata
     (default: the source's, when it records one).
+    section_context: K > 0 stores image i of a stack with the K sections above and below as extra maps
+    (`mpfpipe.data.context`: C * (2K + 1) channels, mirrored at the stack's ends); ``attrs["section_context"]``
+    records K and the source's channel count, and a net trained on it records K for ``segment``.
     Raises DataError / OutputExistsError; on failure nothing is left at ``output``.
     """
     check_options("ingest", locals())
@@ -195,6 +199,8 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     if not volume and (sections is not None or voxel_size is not None or voxel_unit is not None):
         raise ValueFormatError("sections, voxel size and voxel unit describe a volume: add --volume")
     items, layout = resolve_sources(srcs)
+    if section_context:
+        _check_context_stack(items, layout, volume)
     vol_kw = {}
     if volume:
         vol_kw = _volume_layout(items, layout, srcs[0], f, split=split, sections=sections, voxel_size=voxel_size,
@@ -222,16 +228,14 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
 
     first = _load_image(items[0])
     channels, dtype = first.shape[0], first.dtype
+    load = _context_loader(items, first, section_context)
     hmax = max(it.size[0] for it in items) // f
     wmax = max(it.size[1] for it in items) // f
     with_masks = items[0].mask is not None
 
     def records():
         for j, it in enumerate(items):
-            img = first if j == 0 else _load_image(it)
-            if img.shape[0] != channels or img.dtype != dtype:
-                raise DataError(f"{it.image_path}: {img.shape[0]} channel(s) of {img.dtype}, but "
-                                f"{items[0].image_path} has {channels} of {dtype}; all images must match")
+            img = load(j)
             lab = map_labels(it.labels(), mapping, k, it.label_path)
             mask = None
             if it.mask is not None:
@@ -242,11 +246,51 @@ def ingest(sources, output, *, label_map=None, positive=None, mask_threshold: in
     provenance = {"sources": [str(Path(s).absolute()) for s in srcs], "layout": layout,
                   "options": {"label_map": mapping, "positive": positive, "mask_threshold": mask_threshold,
                               "downsample": f, "split": list(split) if split else None, "seed": seed,
-                              "class_names": names, "volume": bool(volume), "sections": sections}}
-    return write_dataset(output, records(), n=len(items), channels=channels, dtype=dtype, hmax=hmax, wmax=wmax,
+                              "class_names": names, "volume": bool(volume), "sections": sections,
+                              "section_context": int(section_context)}}
+    if section_context:
+        vol_kw["extra_attrs"] = {CONTEXT_KEY: {"sections": int(section_context), "channels": int(channels)}}
+    return write_dataset(output, records(), n=len(items), channels=channels * (2 * section_context + 1),
+                         dtype=dtype, hmax=hmax, wmax=wmax,
                          class_names=names, label_mapping=mapping, with_masks=with_masks, split=split, seed=seed,
                          provenance=provenance, downsample=f, overwrite=overwrite, progress=progress, inputs=sources,
                          **vol_kw)
+
+
+def _check_context_stack(items, layout: str, volume: bool) -> None:
+    """Section context needs one stack of equal sections, and not a volume dataset (a 3D net sees z itself)."""
+    if volume:
+        raise DataError("--section-context is for 2D nets on a stack; a --volume dataset is for 3D nets, which "
+                        "read the neighbouring sections themselves")
+    if layout != "stack":
+        raise DataError(f"--section-context needs a stack (IMAGES LABELS [MASKS] as TIFF, .npy or FILE.h5:DATASET) "
+                        f"whose sections are neighbours, not a {layout} of separate images")
+    sizes = {tuple(it.size) for it in items}
+    if len(sizes) != 1:
+        raise DataError(f"{items[0].group}: sections of different sizes {sorted(sizes)[:3]}; section context needs "
+                        "sections of one size")
+
+
+def _context_loader(items, first, k: int):
+    """``load(j)``: image j checked against the first (channels, dtype), with its context maps when k > 0; each
+    section is decoded once while it is within k sections of the image being written."""
+    cache = {0: first}
+
+    def one(j):
+        if j not in cache:
+            img = _load_image(items[j])
+            if img.shape[0] != first.shape[0] or img.dtype != first.dtype:
+                raise DataError(f"{items[j].image_path}: {img.shape[0]} channel(s) of {img.dtype}, but "
+                                f"{items[0].image_path} has {first.shape[0]} of {first.dtype}; all images must match")
+            cache[j] = img
+        return cache[j]
+
+    def load(j):
+        out = one(j) if k == 0 else np.concatenate([one(i) for i in section_indices(j, k, len(items))], axis=0)
+        for i in [i for i in cache if i < j - k]:  # images are written in order: earlier sections are done
+            del cache[i]
+        return out
+    return load
 
 
 def _volume_layout(items, layout: str, source: str, f: int, **kw) -> dict:

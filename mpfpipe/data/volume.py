@@ -37,6 +37,7 @@ class Volume:
     scale: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # z, y, x voxel size
     units: dict = field(default_factory=dict)  # axis -> unit
     info: dict = field(default_factory=dict)   # extra attributes for provenance (normalisation, names, ...)
+    section_context: int = 0     # K > 0: read() stacks the K sections above and below as channels (data.context)
 
     def __post_init__(self):
         self._arr = None
@@ -63,6 +64,17 @@ class Volume:
             return tuple(self.sizes[z])
         return (self.shape[1], self.shape[2])
 
+    def with_section_context(self, k: int) -> "Volume":
+        """This volume read as the input of a model with section context ``k`` (`mpfpipe.data.context`): C * (2k + 1)
+        channels. Its sections must have one size (a section's maps come from its neighbours' same pixels)."""
+        import dataclasses
+        if self.section_context:
+            raise DataError(f"{self.path} is already read with section context {self.section_context}")
+        if self.sizes is not None and len({tuple(s) for s in self.sizes}) > 1:
+            raise DataError(f"{self.path}: its images have different sizes, so they are not sections of one stack; "
+                            "a model with section context needs a stack (Z, Y, X)")
+        return dataclasses.replace(self, section_context=int(k), channels=self.channels * (2 * int(k) + 1))
+
     def _array(self):
         if self._arr is None and self.kind == "hdf5":
             from .hdf5 import open_dataset
@@ -77,6 +89,10 @@ class Volume:
         """Raw voxels (z1 - z0, C, ny, nx) in the stored dtype; an unreadable region is one DataError naming
         the input and the region (a dataset's chunks are checked against their ingest checksums)."""
         try:
+            if self.section_context:
+                from .context import stack_sections
+                return stack_sections(lambda a, b: self._read(a, b, yr, xr), z0, z1, self.section_context,
+                                      self.shape[0])
             return self._read(z0, z1, yr, xr)
         except DataError:
             raise
@@ -155,6 +171,7 @@ def _open_ome(group, path: str) -> Volume:
 
 
 def _open_dataset(path: str) -> Volume:
+    from .context import CONTEXT_KEY
     from .reader import open_dataset
     ds = open_dataset(path)
     images = ds.group["images"]
@@ -166,7 +183,8 @@ def _open_dataset(path: str) -> Volume:
                   units={a: vol["unit"] for a in "zyx"} if vol.get("unit") else {},
                   info={"dataset": {"normalisation": ds.normalisation, "class_names": ds.class_names,
                                     "splits": ds.attrs.get("splits"), "names": ds.names,
-                                    "downsample": int(ds.attrs.get("downsample") or 1)}})
+                                    "downsample": int(ds.attrs.get("downsample") or 1),
+                                    **({CONTEXT_KEY: ds.attrs[CONTEXT_KEY]} if ds.attrs.get(CONTEXT_KEY) else {})}})
 
 
 def _open_tiff(path: str) -> Volume:

@@ -179,6 +179,7 @@ _INSTANCES = _opts(
 # mpfpipe.data.ingest, synth_em and synth_defects (the CLI's ingest command is not generated from these yet)
 _WRITE = _opts(overwrite=Option(Flag(), False, "Replace OUTPUT if it exists.", workflow=False),
                progress=Option(Flag(), False, "Show a progress bar on stderr.", workflow=False))
+MAX_CONTEXT = 8  # sections each side (mpfpipe.data.context); more reads a lot of input for one section's maps
 _INGEST = _opts(
     label_map=Option(Any("a label map"), None,
                      "Source label value -> class id, e.g. '0:1,255:0' (or 'ignore'); every value must be mapped."),
@@ -200,6 +201,9 @@ _INGEST = _opts(
                       "--volume: voxel size Z,Y,X (ISBI 2012: 50,4,4) [default: the source's, if recorded]."),
     voxel_unit=Option(Choice(SPACE_UNITS, optional=True), None, "--volume: unit of --voxel-size (an OME-NGFF unit, "
                       "e.g. nanometer)."),
+    section_context=Option(Int(0, MAX_CONTEXT), 0, "A stack: each image also holds the K sections above and "
+                           "below as extra input maps (2.5-D; a 2D net trained on it reads them, and segment "
+                           "stacks them from a plain volume itself)."),
 )
 _SYNTH = _opts(n_images=Option(Int(1), 8, "synthetic: number of images."),
                size=Option(Parsed(parse_size, "a size HxW", optional=False), (256, 256), "synthetic: image size HxW."),

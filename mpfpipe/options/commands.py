@@ -24,7 +24,8 @@ TABLES: dict[str, dict] = {
     # one command over ingest, synth_em and synth_defects: their declarations, with the command's own defaults
     "ingest command": _cli(
         **{n: _I[n] for n in ("label_map", "positive", "mask_threshold", "class_names", "downsample", "split",
-                              "seed", "volume", "sections", "voxel_size", "voxel_unit")},
+                              "seed", "volume", "sections", "voxel_size", "voxel_unit",
+                              "section_context")},
         n_images=replace(_EM["n_images"], default=None, help="synthetic: number of images [default: em 8, "
                          "defects 16]."),
         size=replace(_EM["size"], default=None, help="synthetic: image size HxW [default: em 256x256, defects "

@@ -239,6 +239,9 @@ def segment_folder(model, folder, output, *, block=None, workers: int | None = N
     K = mdl.net.n_classes
     if not folder.is_dir():
         raise DataError(f"input folder {folder} not found")
+    if mdl.section_context:
+        raise DataError(f"the model reads {mdl.section_context} neighbouring section(s) each side; {folder} is a "
+                        "folder of separate images: give it a stack (TIFF, Zarr or HDF5)")
     # never inside the input folder, never over a folder mpfpipe did not write (ours resumes or is replaced below)
     _safety.check_outputs([("output", out, ("folder-segmentation",))], inputs=[model_path, folder], overwrite=True)
     det = mdl.detection or {}

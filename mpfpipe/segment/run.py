@@ -68,8 +68,10 @@ class SegmentResult:
         return asdict(self)
 
 
-def _check_compatible(model, volume) -> None:
+def _check_compatible(model, volume):
+    """``volume`` as the model reads it (with its section context), or DataError naming what does not fit."""
     net = model.net
+    volume = _with_context(model, volume)
     if volume.channels != net.in_channels:
         raise DataError(f"the model expects {net.in_channels} channel(s) but {volume.path} has {volume.channels}"
                         + ("; give a (Z, C, Y, X) array for multi-channel models" if net.in_channels > 1 else ""))
@@ -94,6 +96,25 @@ def _check_compatible(model, volume) -> None:
         min(min(h, w) for h, w in volume.sizes)
     if lo < 1:
         raise DataError(f"{volume.path} has an empty slice")
+    return volume
+
+
+def _with_context(model, volume):
+    """A model with section context K reads a plain stack with its neighbours stacked as channels, or a dataset
+    ingested with the same K as it is."""
+    from ..data.context import CONTEXT_KEY
+    k = model.section_context
+    have = ((volume.info.get("dataset") or {}).get(CONTEXT_KEY) or {}).get("sections", 0)
+    if have and have != k:
+        raise DataError(f"{volume.path} was ingested with section context {have}, but the model reads {k} "
+                        f"section(s) each side" + ("" if k else " (none)") + ": segment the source stack instead")
+    if not k or have:
+        return volume
+    if volume.channels * (2 * k + 1) != model.net.in_channels:
+        raise DataError(f"the model reads {k} section(s) above and below each section ({model.net.in_channels} maps "
+                        f"= {model.net.in_channels // (2 * k + 1)} channel(s) x {2 * k + 1} sections) but {volume.path}"
+                        f" has {volume.channels} channel(s)")
+    return volume.with_section_context(k)
 
 
 def _settings(model_meta: dict, volume, chunk, quantize, threshold, positive, levels, tta) -> dict:
@@ -169,8 +190,7 @@ def segment(model, input, output, *, block=None, workers: int | None = None, thr
                         "folder inputs only")
     model_path = Path(model)
     mdl = load_model(model_path)
-    volume = open_volume(input)
-    _check_compatible(mdl, volume)
+    volume = _check_compatible(mdl, open_volume(input))
     if block is None:
         block = default_block(mdl.net.ndim)
     if len(block) != 3 or any(int(b) < 1 for b in block):
@@ -202,7 +222,8 @@ def segment(model, input, output, *, block=None, workers: int | None = None, thr
     meta = {"model": mmeta, "settings": settings, "mpfpipe_version": __version__,
             "input": {"path": volume.path, "kind": volume.kind, "array": volume.array, "shape": list(volume.shape),
                       "channels": volume.channels, "dtype": volume.dtype, "sizes": volume.sizes,
-                      "scale": volume.scale, "units": volume.units, **volume.info}}
+                      "scale": volume.scale, "units": volume.units, **volume.info,
+                      **({"section_context": volume.section_context} if volume.section_context else {})}}
     resumed = _prepare_output(output, settings, overwrite, lambda: omezarr.create_output(
         output, volume=volume, block=chunk, class_names=mdl.class_names, quantize=quantize, meta=meta,
         levels=levels, zlevels=zlevels))

@@ -381,7 +381,8 @@ class _Run:
                     "input_dtype": np.dtype(self.ds.dtype).name}  # segmentation refuses other dtypes
             model = Model(self.net, unravel(self.net, vec, np.float32), list(self.ds.class_names),
                           dict(self.ds.normalisation), ignore_index=int(self.ds.ignore_index), provenance=prov,
-                          downsample=int(self.ds.attrs.get("downsample") or 1))  # new images get the same
+                          downsample=int(self.ds.attrs.get("downsample") or 1),  # new images get the same
+                          section_context=int((self.ds.attrs.get("section_context") or {}).get("sections", 0)))
             save_model(model, files["model"], overwrite=True)
         else:
             files.pop("model")
