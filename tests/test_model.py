@@ -228,3 +228,16 @@ def test_a_learned_merge_score_travels_with_the_model(tmp_path, model):
                                              "logistic regression"):
         set_instances(path, {"merge_score": "learned", "merge_classifier": {**clf, "coef": [1.0]}})
     assert load_model(path).instances["merge_classifier"] == clf
+
+
+def test_model_file_keeps_the_context_and_refuses_a_bad_one(tmp_path):
+    net = preset("n3", in_channels=5, maps=2, hidden=3)
+    norm = {"mean": [0.0] * 5, "std": [1.0] * 5}
+    path = save_model(Model(net, init_params(net, 0), normalisation=norm, section_context=2), tmp_path / "m.st")
+    assert load_model(path).section_context == 2 and read_metadata(path)["section_context"] == 2
+    plain = save_model(Model(net, init_params(net, 0), normalisation=norm), tmp_path / "p.st")
+    assert "section_context" not in read_metadata(plain) and load_model(plain).section_context == 0
+    with pytest.raises(ModelFileError, match="multiple of 2 \\* 1 \\+ 1"):
+        Model(net, init_params(net, 0), normalisation=norm, section_context=1)  # 5 maps are not 3 sections
+    with pytest.raises(ModelFileError, match="section context 9"):
+        Model(net, init_params(net, 0), normalisation=norm, section_context=9)

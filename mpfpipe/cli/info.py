@@ -42,6 +42,7 @@ def model_info(path: Path) -> dict:
             "normalisation": meta.get("normalisation"), "padding": meta.get("padding"),
             "ignore_index": meta.get("ignore_index"), "sha256": meta.get("sha256"),
             "downsample": int(meta.get("downsample") or 1), "detection": meta.get("detection"),
+            "section_context": int(meta.get("section_context") or 0),
             "created": meta.get("created") or prov.get("created"), "mpfpipe_version": meta.get("mpfpipe_version"),
             "training": {k: training[k] for k in keep if k in training},
             "training_time_s": (training.get("timing") or {}).get("wall")}
@@ -65,7 +66,8 @@ def dataset_info(path: Path) -> dict:
             "splits": ds.split_sizes(), "with_positive_pixel": int(sum(ds.positive)), "masks": ds.has_masks,
             "normalisation": ds.normalisation, "downsample": ds.attrs.get("downsample"),
             "sources": (ds.attrs.get("provenance") or {}).get("sources"),
-            "checksums": bool(ds.attrs.get("checksums")), "volume": ds.volume}
+            "checksums": bool(ds.attrs.get("checksums")), "volume": ds.volume,
+            "section_context": (ds.attrs.get("section_context") or {}).get("sections", 0)}
 
 
 def volume_line(vol: dict) -> str:
@@ -209,6 +211,9 @@ def _fmt_text(d: dict) -> str:
                      f"{d['detection'].get('chosen_on', '?')})" if d.get("detection")
                      else "no rule (any defect pixel)"),
                   f"  sha256        {d['sha256']}"]
+        if d.get("section_context"):
+            lines.insert(-1, f"  sections      each section's input holds the {d['section_context']} section(s) above "
+                         "and below it (2.5-D): segment a stack")
         if t:
             lines.append(f"  training      {t.get('optimizer')}, {t.get('steps')} steps ({t.get('status')}) on "
                          f"{t.get('n_train')} train / {t.get('n_val')} val images of {t.get('dataset')}")
@@ -229,6 +234,9 @@ def _fmt_text(d: dict) -> str:
                   f"  sources       {d['sources']}"]
         if d.get("volume"):
             lines.insert(-3, "  volume        " + volume_line(d["volume"]))
+        if d.get("section_context"):
+            lines.insert(2, f"  sections      each image holds the {d['section_context']} section(s) above and below "
+                         "it as extra channels (2.5-D)")
     elif k == "folder segmentation":
         sm = d.get("summary") or {}
         lines += [f"  complete      {d.get('complete')} ({sm.get('images')} images, {sm.get('failed')} failed at the "

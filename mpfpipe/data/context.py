@@ -49,3 +49,20 @@ def stack_sections(read, z0: int, z1: int, k: int, n: int) -> np.ndarray:
     lo, hi = min(min(s) for s in need), max(max(s) for s in need) + 1
     raw = read(lo, hi)
     return np.stack([np.concatenate([raw[j - lo] for j in s], axis=0) for s in need])
+
+
+def centre_channel(attrs: dict | None) -> int:
+    """The first channel of the section itself in an image of a dataset whose attributes (or a `Volume`'s
+    ``info["dataset"]``) are ``attrs``: 0 without section context, K * C with it (its maps come after the K
+    sections above)."""
+    ctx = (attrs or {}).get(CONTEXT_KEY) or {}
+    return int(ctx.get("sections", 0)) * int(ctx.get("channels", 1))
+
+
+def channel_names(k: int, channels: int) -> list[str]:
+    """Names of a context model's input maps, section-major: k = 1, one channel -> ``z-1, z, z+1``."""
+    names = []
+    for d in range(-k, k + 1):
+        z = "z" if d == 0 else f"z{d:+d}"
+        names += [z] if channels == 1 else [f"{z}/c{c}" for c in range(channels)]
+    return names

@@ -184,6 +184,7 @@ def _open_dataset(path: str) -> Volume:
                   info={"dataset": {"normalisation": ds.normalisation, "class_names": ds.class_names,
                                     "splits": ds.attrs.get("splits"), "names": ds.names,
                                     "downsample": int(ds.attrs.get("downsample") or 1),
+                                    "layout": (ds.attrs.get("provenance") or {}).get("layout"),
                                     **({CONTEXT_KEY: ds.attrs[CONTEXT_KEY]} if ds.attrs.get(CONTEXT_KEY) else {})}})
 
 

@@ -233,7 +233,8 @@ def check_computable(truth: Truth, source, ignore_index: int, image=None, image_
 
 def overlay_image(pred: Prediction, truth: Truth, i: int, image=None):
     """Raw image slice i for overlays, or None: from ``image`` (array or path), the segmented input, or the
-    truth dataset."""
+    truth dataset (of a dataset with section context: the section itself, not the one above it)."""
+    from ..data.context import centre_channel
     try:
         if image is not None:
             if isinstance(image, np.ndarray):
@@ -242,7 +243,7 @@ def overlay_image(pred: Prediction, truth: Truth, i: int, image=None):
                 from ..data.volume import open_volume
                 vol = open_volume(image)
                 h, w = vol.slice_size(i)
-                return vol.read(i, i + 1, (0, h), (0, w))[0, 0]
+                return vol.read(i, i + 1, (0, h), (0, w))[0, centre_channel(vol.info.get("dataset"))]
             return arr[i] if arr.ndim == 3 else arr
         src = pred.source.get("input") if pred.source else None
         if src and src.get("path"):
@@ -250,9 +251,9 @@ def overlay_image(pred: Prediction, truth: Truth, i: int, image=None):
             vol = open_volume(src["path"] if not src.get("array") or src.get("kind") == "dataset"
                               else f"{src['path']}/{src['array']}")
             h, w = vol.slice_size(i)
-            return vol.read(i, i + 1, (0, h), (0, w))[0, 0]
+            return vol.read(i, i + 1, (0, h), (0, w))[0, centre_channel(vol.info.get("dataset"))]
         if truth.dataset is not None:
-            return truth.dataset.raw_image(i)[0]
+            return truth.dataset.raw_image(i)[centre_channel(truth.dataset.attrs)]
     except Exception:  # noqa: BLE001 - overlays are a convenience; the metrics do not depend on them
         return None
     return None

@@ -73,7 +73,10 @@ def _readme(model: Model, source: str) -> str:
              "## Inputs and outputs", "",
              f"- `raw`: raw pixels, float32 (batch, {net.in_channels} channel(s), y, x), any size. The "
              f"normalisation (mean {model.normalisation['mean']}, std {model.normalisation['std']}) and the "
-             "mirror padding (numpy's `symmetric`) are inside the graph.",
+             "mirror padding (numpy's `symmetric`) are inside the graph."
+             + (f" The channels are section z and the {model.section_context} section(s) above and below it "
+                f"({', '.join(_channel_names(model))}; mirrored at the ends of the stack)."
+                if model.section_context else ""),
              f"- `probabilities`: float32 (batch, {net.n_classes}, y, x), the softmax over the classes "
              f"{list(model.class_names)}.", "",
              "## Training", "", f"Source model: `{source}`.", ""]
@@ -83,6 +86,14 @@ def _readme(model: Model, source: str) -> str:
               "`mpfpipe segment` writes) on `test_input.npy`; the ONNX weights reproduce it to 1e-4 or better "
               "(mpfpipe's tests compare onnxruntime with `segment`).", ""]
     return "\n".join(lines)
+
+
+def _channel_names(model: Model) -> list[str]:
+    k, C = model.section_context, model.net.in_channels
+    if not k:
+        return [f"c{i}" for i in range(C)]
+    from ..data.context import channel_names
+    return channel_names(k, C // (2 * k + 1))
 
 
 def describe(model: Model, *, name: str, authors, license: str, tags) -> dict:
@@ -97,7 +108,7 @@ def describe(model: Model, *, name: str, authors, license: str, tags) -> dict:
         "documentation": "README.md", "tags": list(tags),
         "inputs": [{"id": "raw", "description": "raw pixels (normalised inside the model)",
                     "axes": [{"type": "batch"},
-                             {"type": "channel", "channel_names": [f"c{i}" for i in range(net.in_channels)]},
+                             {"type": "channel", "channel_names": _channel_names(model)},
                              *space],
                     "test_tensor": {"source": "test_input.npy"}, "data": {"type": "float32"}}],
         "outputs": [{"id": "probabilities", "description": "class probabilities (softmax)",

@@ -160,14 +160,17 @@ def build_graph(model: Model, *, opset: int = OPSET, source: dict | None = None)
     dims = ", ".join(["N", "C", *spatial])
     graph.doc_string = (f"{net.describe()}. Input: raw pixels ({dims}) float32; normalisation and mirror "
                         f"padding ({PAD_MODE}) are inside the graph. Output: class probabilities "
-                        f"({dims.replace('C', 'K')}) for classes {list(model.class_names)}.")
+                        f"({dims.replace('C', 'K')}) for classes {list(model.class_names)}."
+                        + _context_doc(model))
     proto = helper.make_model(graph, producer_name="mpfpipe", opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = IR_VERSION
     meta = {"class_names": json.dumps(list(model.class_names)), "normalisation": json.dumps(model.normalisation),
             "padding": PAD_MODE, "window": str(net.window), "stride": str(net.stride),
             "architecture": json.dumps(net.to_dict()),
             # the graph takes pixels at the model's resolution: images must be down-sampled (F x F means) first
-            "downsample": str(int(getattr(model, "downsample", 1) or 1))}
+            "downsample": str(int(getattr(model, "downsample", 1) or 1)),
+            # the input maps of a section are it and its neighbours (mpfpipe.data.context)
+            "section_context": str(int(getattr(model, "section_context", 0) or 0))}
     if source:
         meta["source_model"] = json.dumps(source)
     helper.set_model_props(proto, meta)
@@ -200,3 +203,13 @@ def export_onnx(model, output, *, opset: int = OPSET, overwrite: bool = False) -
             os.unlink(tmp)
     return ExportResult(str(output), len(proto.graph.node), opset, time.perf_counter() - t0, model.net.window,
                         list(model.class_names))
+
+
+def _context_doc(model) -> str:
+    k = int(getattr(model, "section_context", 0) or 0)
+    if not k:
+        return ""
+    from ..data.context import channel_names
+    names = channel_names(k, model.net.in_channels // (2 * k + 1))
+    return (f" Section context {k}: the input maps of section z are sections z-{k} .. z+{k} of the stack, in the "
+            f"order {', '.join(names)}, mirrored (symmetric) at the stack's ends.")

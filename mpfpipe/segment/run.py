@@ -110,6 +110,10 @@ def _with_context(model, volume):
                         f"section(s) each side" + ("" if k else " (none)") + ": segment the source stack instead")
     if not k or have:
         return volume
+    layout = (volume.info.get("dataset") or {}).get("layout")
+    if volume.kind == "dataset" and layout not in (None, "stack"):
+        raise DataError(f"the model reads {k} neighbouring section(s) each side, but {volume.path} was ingested from "
+                        f"a {layout} of separate images, not a stack of sections")
     if volume.channels * (2 * k + 1) != model.net.in_channels:
         raise DataError(f"the model reads {k} section(s) above and below each section ({model.net.in_channels} maps "
                         f"= {model.net.in_channels // (2 * k + 1)} channel(s) x {2 * k + 1} sections) but {volume.path}"

@@ -65,3 +65,13 @@ def test_cli_writes_a_package_for_a_zip_output(capsys, tmp_path):
     assert rdf["name"] == "tiny steel" and x.shape == (1, 1, 70, 60)
     with zipfile.ZipFile(tmp_path / "m.zip") as zf:
         assert "# Validation" in zf.read("README.md").decode()
+
+
+def test_a_section_context_models_channels_are_named_by_section(tmp_path):
+    net = preset("steel", in_channels=3, maps=2, hidden=3)
+    model = Model(net, init_params(net, 1), normalisation={"mean": [120.0] * 3, "std": [40.0] * 3},
+                  section_context=1)
+    rdf, x, _ = _check(export_bioimageio(model, tmp_path / "c.zip", authors=["A. Author"]))
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["z-1", "z", "z+1"] and x.shape[1] == 3
+    with zipfile.ZipFile(tmp_path / "c.zip") as zf:
+        assert "section z and the 1 section(s) above and below it (z-1, z, z+1" in zf.read("README.md").decode()

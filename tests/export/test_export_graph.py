@@ -124,3 +124,18 @@ def test_missing_onnx_package_is_one_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match=r"pip install 'mpfpipe\[onnx\]'"):
         export_onnx(Model(net, init_params(net, 1)), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_section_context_model_says_what_its_maps_are(tmp_path):
+    net = preset("steel", in_channels=3, maps=2, hidden=3)
+    model = save_model(Model(net, init_params(net, 1), normalisation={"mean": [120.0] * 3, "std": [40.0] * 3},
+                             section_context=1), tmp_path / "m.safetensors")
+    proto = onnx.load(str(export_onnx(model, tmp_path / "m.onnx").output))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["section_context"] == "1"
+    assert "sections z-1 .. z+1 of the stack, in the order z-1, z, z+1" in proto.graph.doc_string
+    plain = save_model(Model(net, init_params(net, 1), normalisation={"mean": [120.0] * 3, "std": [40.0] * 3}),
+                       tmp_path / "p.safetensors")
+    proto = onnx.load(str(export_onnx(plain, tmp_path / "p.onnx").output))
+    assert {p.key: p.value for p in proto.metadata_props}["section_context"] == "0"
+    assert "Section context" not in proto.graph.doc_string
