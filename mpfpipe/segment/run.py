@@ -108,7 +108,7 @@ def _with_context(model, volume):
     if have and have != k:
         raise DataError(f"{volume.path} was ingested with section context {have}, but the model reads {k} "
                         f"section(s) each side" + ("" if k else " (none)") + ": segment the source stack instead")
-    if not k or have:
+    if not k or have or volume.section_context == k:  # a Volume given already read with the model's context
         return volume
     layout = (volume.info.get("dataset") or {}).get("layout")
     if volume.kind == "dataset" and layout not in (None, "stack"):
