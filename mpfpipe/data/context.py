@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from ..options.api import MAX_CONTEXT
 
 CONTEXT_KEY = "section_context"  # dataset attribute: {"sections": K, "channels": C of one section}
 
@@ -31,13 +30,6 @@ def section_indices(z: int, k: int, n: int) -> list[int]:
         j %= 2 * n  # symmetric padding repeats with period 2n; Python's modulo is non-negative
         out.append(j if j < n else 2 * n - 1 - j)
     return out
-
-
-def check_context(k, where: str = "section context") -> int:
-    """``k`` as an int in 0..MAX_CONTEXT, or DataError."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) <= MAX_CONTEXT:
-        raise DataError(f"{where} {k!r} must be a whole number of sections from 0 to {MAX_CONTEXT}")
-    return int(k)
 
 
 def stack_sections(read, z0: int, z1: int, k: int, n: int) -> np.ndarray:
@@ -57,6 +49,13 @@ def centre_channel(attrs: dict | None) -> int:
     sections above)."""
     ctx = (attrs or {}).get(CONTEXT_KEY) or {}
     return int(ctx.get("sections", 0)) * int(ctx.get("channels", 1))
+
+
+def map_names(k: int, in_channels: int) -> list[str]:
+    """Names of a net's ``in_channels`` input maps with section context ``k``: ``c0, c1, ...`` without it."""
+    if not k:
+        return [f"c{i}" for i in range(in_channels)]
+    return channel_names(k, in_channels // (2 * k + 1))
 
 
 def channel_names(k: int, channels: int) -> list[str]:

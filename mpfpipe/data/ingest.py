@@ -262,13 +262,8 @@ def _check_context_stack(items, layout: str, volume: bool) -> None:
     if volume:
         raise DataError("--section-context is for 2D nets on a stack; a --volume dataset is for 3D nets, which "
                         "read the neighbouring sections themselves")
-    if layout != "stack":
-        raise DataError(f"--section-context needs a stack (IMAGES LABELS [MASKS] as TIFF, .npy or FILE.h5:DATASET) "
-                        f"whose sections are neighbours, not a {layout} of separate images")
-    sizes = {tuple(it.size) for it in items}
-    if len(sizes) != 1:
-        raise DataError(f"{items[0].group}: sections of different sizes {sorted(sizes)[:3]}; section context needs "
-                        "sections of one size")
+    from .volumeset import check_stack
+    check_stack(items, layout, "--section-context")
 
 
 def _context_loader(items, first, k: int):

@@ -84,13 +84,14 @@ def volume_meta(*, nz: int, ny: int, nx: int, splits: dict, voxel_size, unit, so
             "z_runs": {name: z_runs(idx) for name, idx in splits.items()}}
 
 
-def check_stack(items, layout: str) -> tuple[int, int]:
-    """A volume is one stack of equal sections: (h, w) of its sections, or DataError saying why not."""
+def check_stack(items, layout: str, option: str = "--volume") -> tuple[int, int]:
+    """A volume (or the stack ``option`` needs) is one stack of equal sections: (h, w) of its sections, or
+    DataError saying why not."""
     if layout != "stack":
-        raise DataError(f"--volume needs a stack (IMAGES LABELS [MASKS] as TIFF, .npy or FILE.h5:DATASET), not "
+        raise DataError(f"{option} needs a stack (IMAGES LABELS [MASKS] as TIFF, .npy or FILE.h5:DATASET), not "
                         f"a {layout} of separate images")
     sizes = {tuple(it.size) for it in items}
     if len(sizes) != 1:
-        raise DataError(f"{items[0].group}: sections of different sizes {sorted(sizes)[:3]}; a volume's sections "
-                        "must all have one size")
+        raise DataError(f"{items[0].group}: sections of different sizes {sorted(sizes)[:3]}; {option} needs "
+                        "sections of one size")
     return next(iter(sizes))

@@ -19,6 +19,7 @@ import yaml
 
 from .. import _safety
 from ..errors import DataError, ExportError, ValueFormatError
+from ..data.context import map_names
 from ..fragment import dense_forward
 from ..model import Model, load_model
 from .graph import OPSET, build_graph
@@ -75,8 +76,8 @@ def _readme(model: Model, source: str) -> str:
              f"normalisation (mean {model.normalisation['mean']}, std {model.normalisation['std']}) and the "
              "mirror padding (numpy's `symmetric`) are inside the graph."
              + (f" The channels are section z and the {model.section_context} section(s) above and below it "
-                f"({', '.join(_channel_names(model))}; mirrored at the ends of the stack)."
-                if model.section_context else ""),
+                f"({', '.join(map_names(model.section_context, net.in_channels))}; mirrored at the ends of the "
+                "stack)." if model.section_context else ""),
              f"- `probabilities`: float32 (batch, {net.n_classes}, y, x), the softmax over the classes "
              f"{list(model.class_names)}.", "",
              "## Training", "", f"Source model: `{source}`.", ""]
@@ -86,14 +87,6 @@ def _readme(model: Model, source: str) -> str:
               "`mpfpipe segment` writes) on `test_input.npy`; the ONNX weights reproduce it to 1e-4 or better "
               "(mpfpipe's tests compare onnxruntime with `segment`).", ""]
     return "\n".join(lines)
-
-
-def _channel_names(model: Model) -> list[str]:
-    k, C = model.section_context, model.net.in_channels
-    if not k:
-        return [f"c{i}" for i in range(C)]
-    from ..data.context import channel_names
-    return channel_names(k, C // (2 * k + 1))
 
 
 def describe(model: Model, *, name: str, authors, license: str, tags) -> dict:
@@ -108,7 +101,8 @@ def describe(model: Model, *, name: str, authors, license: str, tags) -> dict:
         "documentation": "README.md", "tags": list(tags),
         "inputs": [{"id": "raw", "description": "raw pixels (normalised inside the model)",
                     "axes": [{"type": "batch"},
-                             {"type": "channel", "channel_names": _channel_names(model)},
+                             {"type": "channel",
+                              "channel_names": map_names(model.section_context, net.in_channels)},
                              *space],
                     "test_tensor": {"source": "test_input.npy"}, "data": {"type": "float32"}}],
         "outputs": [{"id": "probabilities", "description": "class probabilities (softmax)",

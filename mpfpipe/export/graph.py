@@ -209,7 +209,7 @@ def _context_doc(model) -> str:
     k = int(getattr(model, "section_context", 0) or 0)
     if not k:
         return ""
-    from ..data.context import channel_names
-    names = channel_names(k, model.net.in_channels // (2 * k + 1))
+    from ..data.context import map_names
+    names = map_names(k, model.net.in_channels)
     return (f" Section context {k}: the input maps of section z are sections z-{k} .. z+{k} of the stack, in the "
             f"order {', '.join(names)}, mirrored (symmetric) at the stack's ends.")
