@@ -59,9 +59,12 @@ def map_names(k: int, in_channels: int) -> list[str]:
 
 
 def channel_names(k: int, channels: int) -> list[str]:
-    """Names of a context model's input maps, section-major: k = 1, one channel -> ``z-1, z, z+1``."""
+    """Names of a context model's input maps, section-major: k = 1, one channel -> ``z_minus_1, z, z_plus_1``.
+
+    Python identifiers, because bioimage.io's model format (spec 0.5.4) requires them for channel names.
+    """
     names = []
     for d in range(-k, k + 1):
-        z = "z" if d == 0 else f"z{d:+d}"
-        names += [z] if channels == 1 else [f"{z}/c{c}" for c in range(channels)]
+        z = "z" if d == 0 else f"z_{'minus' if d < 0 else 'plus'}_{abs(d)}"
+        names += [z] if channels == 1 else [f"{z}_c{c}" for c in range(channels)]
     return names

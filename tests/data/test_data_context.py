@@ -49,8 +49,10 @@ def test_stack_sections_reads_each_section_once_and_stacks_section_major():
 
 
 def test_names_and_centre_channel():
-    assert channel_names(1, 1) == ["z-1", "z", "z+1"]
-    assert channel_names(1, 2) == ["z-1/c0", "z-1/c1", "z/c0", "z/c1", "z+1/c0", "z+1/c1"]
+    assert channel_names(1, 1) == ["z_minus_1", "z", "z_plus_1"]
+    assert channel_names(1, 2) == ["z_minus_1_c0", "z_minus_1_c1", "z_c0", "z_c1", "z_plus_1_c0", "z_plus_1_c1"]
+    assert channel_names(2, 1) == ["z_minus_2", "z_minus_1", "z", "z_plus_1", "z_plus_2"]
+    assert all(n.isidentifier() for n in channel_names(8, 3))
     assert centre_channel({"section_context": {"sections": 2, "channels": 3}}) == 6
     assert centre_channel({}) == 0 and centre_channel(None) == 0
 

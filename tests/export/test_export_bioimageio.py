@@ -72,6 +72,7 @@ def test_a_section_context_models_channels_are_named_by_section(tmp_path):
     model = Model(net, init_params(net, 1), normalisation={"mean": [120.0] * 3, "std": [40.0] * 3},
                   section_context=1)
     rdf, x, _ = _check(export_bioimageio(model, tmp_path / "c.zip", authors=["A. Author"]))
-    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["z-1", "z", "z+1"] and x.shape[1] == 3
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["z_minus_1", "z", "z_plus_1"] and x.shape[1] == 3
     with zipfile.ZipFile(tmp_path / "c.zip") as zf:
-        assert "section z and the 1 section(s) above and below it (z-1, z, z+1" in zf.read("README.md").decode()
+        readme = zf.read("README.md").decode()
+    assert "section z and the 1 section(s) above and below it (z_minus_1, z, z_plus_1" in readme

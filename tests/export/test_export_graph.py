@@ -133,7 +133,7 @@ def test_a_section_context_model_says_what_its_maps_are(tmp_path):
     proto = onnx.load(str(export_onnx(model, tmp_path / "m.onnx").output))
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["section_context"] == "1"
-    assert "sections z-1 .. z+1 of the stack, in the order z-1, z, z+1" in proto.graph.doc_string
+    assert "sections z-1 .. z+1 of the stack, in the order z_minus_1, z, z_plus_1" in proto.graph.doc_string
     plain = save_model(Model(net, init_params(net, 1), normalisation={"mean": [120.0] * 3, "std": [40.0] * 3}),
                        tmp_path / "p.safetensors")
     proto = onnx.load(str(export_onnx(plain, tmp_path / "p.onnx").output))
