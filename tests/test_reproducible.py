@@ -61,9 +61,9 @@ _SCRIPT = textwrap.dedent("""
 _NUMPY_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512_SKX"
 
 
-def _run(tmp_path, name, build, mode="1", **env_extra):
+def _run(tmp_path, cache, name, build, mode="1", **env_extra):
     """The script in a fresh process; ``build`` names its Numba cache (one per instruction-set target)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(tmp_path / f"cache-{build}"),
+    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=cache(build),
                NUMBA_NUM_THREADS="1", MPFPIPE_REPRODUCIBLE=mode)
     for var in ("NUMBA_CPU_NAME", "OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES"):
         env.pop(var, None)
@@ -81,11 +81,11 @@ def _same(a, b) -> list:
     return [k for k in a.files if not np.array_equal(a[k], b[k])]
 
 
-def test_steel_training_is_bit_identical_on_avx2_and_on_this_cpu(shared_data, tmp_path):
-    host, host_info = _run(tmp_path, "host", "host")
-    avx2, avx2_info = _run(tmp_path, "haswell", "haswell", NUMBA_CPU_NAME="haswell",
+def test_steel_training_is_bit_identical_on_avx2_and_on_this_cpu(shared_data, tmp_path, isa_cache):
+    host, host_info = _run(tmp_path, isa_cache, "host", "host")
+    avx2, avx2_info = _run(tmp_path, isa_cache, "haswell", "haswell", NUMBA_CPU_NAME="haswell",
                            NPY_DISABLE_CPU_FEATURES=_NUMPY_AVX512, OPENBLAS_CORETYPE="Haswell")
-    pinned, pinned_info = _run(tmp_path, "pinned", "host", OPENBLAS_CORETYPE="Haswell")
+    pinned, pinned_info = _run(tmp_path, isa_cache, "pinned", "host", OPENBLAS_CORETYPE="Haswell")
     if "AVX-512" not in host_info["host"]["cpu"]:
         warnings.warn(f"this CPU ({host_info['host']['cpu']}) has no AVX-512: the test compares an AVX2 build "
                       "with the host's build only", stacklevel=1)
@@ -100,8 +100,8 @@ def test_steel_training_is_bit_identical_on_avx2_and_on_this_cpu(shared_data, tm
         assert np.isfinite(host[key]).all() and np.abs(host[key]).sum() > 0, key
     assert not np.array_equal(host["lbfgs_weights"], _steel_init()), "L-BFGS must have moved the weights"
     if host_info["blas"] != ["Haswell"]:  # the control: without the mode, OpenBLAS's kernel shows in the bits
-        off, _ = _run(tmp_path, "off", "host", mode="0")
-        off_pinned, _ = _run(tmp_path, "off-pinned", "host", mode="0", OPENBLAS_CORETYPE="Haswell")
+        off, _ = _run(tmp_path, isa_cache, "off", "host", mode="0")
+        off_pinned, _ = _run(tmp_path, isa_cache, "off-pinned", "host", mode="0", OPENBLAS_CORETYPE="Haswell")
         assert "lbfgs_weights" in _same(off, off_pinned)
 
 

@@ -12,8 +12,8 @@ from safetensors.numpy import load_file
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _train(tmp_path, ds, name, **env_extra):
-    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(tmp_path / f"cache-{name}"))
+def _train(tmp_path, cache, ds, name, **env_extra):
+    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=cache(name))
     for var in ("NUMBA_CPU_NAME", "OPENBLAS_CORETYPE", "MPFPIPE_REPRODUCIBLE"):
         env.pop(var, None)
     env.update(env_extra)
@@ -26,11 +26,11 @@ def _train(tmp_path, ds, name, **env_extra):
     return load_file(out)
 
 
-def test_train_reproducible_gives_the_same_model_on_avx2_and_host_workers(tmp_path):
+def test_train_reproducible_gives_the_same_model_on_avx2_and_host_workers(tmp_path, isa_cache):
     from mpfpipe.data import synth_em
     ds = synth_em(tmp_path / "em.zarr", n_images=3, size=(40, 44), split=(0.67, 0.33))
-    host = _train(tmp_path, ds, "host")
-    avx2 = _train(tmp_path, ds, "haswell", NUMBA_CPU_NAME="haswell", OPENBLAS_CORETYPE="Haswell")
+    host = _train(tmp_path, isa_cache, ds, "host")
+    avx2 = _train(tmp_path, isa_cache, ds, "haswell", NUMBA_CPU_NAME="haswell", OPENBLAS_CORETYPE="Haswell")
     assert sorted(host) == sorted(avx2) and len(host) >= 10
     for key in host:
         assert np.array_equal(host[key], avx2[key]), key

@@ -245,7 +245,7 @@ _ISA_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
+def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path, isa_cache):
     """Each multiply-add is an explicit fused operation on a fixed-width vector, so code compiled for another
     instruction set (AVX2, 'haswell') computes the same bits as code compiled for this CPU (AVX-512 here, if it
     has it). Each build compiles into its own cache folder."""
@@ -253,7 +253,7 @@ def test_tiles_give_the_same_bits_on_avx2_and_on_this_cpu(tmp_path):
     script.write_text(_ISA_SCRIPT)
     results = {}
     for name, cpu in (("host", None), ("haswell", "haswell")):
-        env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(tmp_path / f"cache-{name}"),
+        env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=isa_cache(name),
                    NUMBA_NUM_THREADS="1")
         env.pop("NUMBA_CPU_NAME", None)
         if cpu:

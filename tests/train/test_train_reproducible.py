@@ -8,12 +8,12 @@ from mpfpipe.kernels import _blas
 from mpfpipe.train import train
 
 
-def _weights(isbi_crops, net, tmp_path, monkeypatch, name, reproducible, **env):
+def _weights(isbi_crops, net, tmp_path, monkeypatch, cache, name, reproducible, **env):
     for var in ("NUMBA_CPU_NAME", "OPENBLAS_CORETYPE"):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():  # the workers a LocalCluster spawns inherit this process's environment
         monkeypatch.setenv(var, value)
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / f"cache-{env.get('NUMBA_CPU_NAME', 'host')}"))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", cache(env.get("NUMBA_CPU_NAME", "host")))
     monkeypatch.setenv(_reproducible.ENV, "0")
     lines = []
     try:
@@ -28,14 +28,16 @@ def _weights(isbi_crops, net, tmp_path, monkeypatch, name, reproducible, **env):
     return r.x
 
 
-def test_lbfgs_weights_are_bit_identical_on_avx2_and_host_workers(isbi_crops, small_net, tmp_path, monkeypatch):
-    host = _weights(isbi_crops, small_net, tmp_path, monkeypatch, "host", True)
-    avx2 = _weights(isbi_crops, small_net, tmp_path, monkeypatch, "avx2", True, NUMBA_CPU_NAME="haswell",
-                    OPENBLAS_CORETYPE="Haswell")
+def test_lbfgs_weights_are_bit_identical_on_avx2_and_host_workers(isbi_crops, small_net, tmp_path, monkeypatch,
+                                                                  isa_cache):
+    def weights(name, reproducible, **env):
+        return _weights(isbi_crops, small_net, tmp_path, monkeypatch, isa_cache, name, reproducible, **env)
+
+    host = weights("host", True)
+    avx2 = weights("avx2", True, NUMBA_CPU_NAME="haswell", OPENBLAS_CORETYPE="Haswell")
     assert np.array_equal(host, avx2)
     assert np.isfinite(host).all()
     if _reproducible.blas_cores() != ["Haswell"]:  # the control: the workers really ran another OpenBLAS kernel
-        off_host = _weights(isbi_crops, small_net, tmp_path, monkeypatch, "off-host", False)
-        off_avx2 = _weights(isbi_crops, small_net, tmp_path, monkeypatch, "off-avx2", False, NUMBA_CPU_NAME="haswell",
-                            OPENBLAS_CORETYPE="Haswell")
+        off_host = weights("off-host", False)
+        off_avx2 = weights("off-avx2", False, NUMBA_CPU_NAME="haswell", OPENBLAS_CORETYPE="Haswell")
         assert not np.array_equal(off_host, off_avx2)
