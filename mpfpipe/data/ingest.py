@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DataError, ValueFormatError
 from ..options import check as check_options
+from . import volumeset
 from .context import CONTEXT_KEY, section_indices
 from .layout import IGNORE_INDEX, check_image_dtype
 from .sources import Item, resolve_sources
@@ -262,8 +263,7 @@ def _check_context_stack(items, layout: str, volume: bool) -> None:
     if volume:
         raise DataError("--section-context is for 2D nets on a stack; a --volume dataset is for 3D nets, which "
                         "read the neighbouring sections themselves")
-    from .volumeset import check_stack
-    check_stack(items, layout, "--section-context")
+    volumeset.check_stack(items, layout, "--section-context")
 
 
 def _context_loader(items, first, k: int):
@@ -290,7 +290,6 @@ def _context_loader(items, first, k: int):
 
 def _volume_layout(items, layout: str, source: str, f: int, **kw) -> dict:
     """write_dataset's chunks, splits and ``volume`` attribute for a stack ingested as a volume."""
-    from . import volumeset
     from .volume import open_volume
     h, w = volumeset.check_stack(items, layout)
     nz, ny, nx = len(items), h // f, w // f

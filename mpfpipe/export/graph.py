@@ -30,6 +30,7 @@ import numpy as np
 
 from ..arch import ConvOp, PoolOp
 from .. import _safety
+from ..data.context import map_names
 from ..errors import ExportError
 from ..fragment import PAD_MODE
 from ..model import Model, load_model, read_metadata
@@ -168,9 +169,9 @@ def build_graph(model: Model, *, opset: int = OPSET, source: dict | None = None)
             "padding": PAD_MODE, "window": str(net.window), "stride": str(net.stride),
             "architecture": json.dumps(net.to_dict()),
             # the graph takes pixels at the model's resolution: images must be down-sampled (F x F means) first
-            "downsample": str(int(getattr(model, "downsample", 1) or 1)),
+            "downsample": str(model.downsample),
             # the input maps of a section are it and its neighbours (mpfpipe.data.context)
-            "section_context": str(int(getattr(model, "section_context", 0) or 0))}
+            "section_context": str(model.section_context)}
     if source:
         meta["source_model"] = json.dumps(source)
     helper.set_model_props(proto, meta)
@@ -206,10 +207,9 @@ def export_onnx(model, output, *, opset: int = OPSET, overwrite: bool = False) -
 
 
 def _context_doc(model) -> str:
-    k = int(getattr(model, "section_context", 0) or 0)
+    k = model.section_context
     if not k:
         return ""
-    from ..data.context import map_names
     names = map_names(k, model.net.in_channels)
     return (f" Section context {k}: the input maps of section z are sections z-{k} .. z+{k} of the stack, in the "
             f"order {', '.join(names)}, mirrored (symmetric) at the stack's ends.")
